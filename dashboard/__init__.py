@@ -1,0 +1,1 @@
+"""The Streamlit comparison dashboard (started by `densecap-eval dashboard`)."""

@@ -1,0 +1,1 @@
+"""Bundled data: the synthetic DCI sample and the tiny CLIP model."""

@@ -1,0 +1,70 @@
+"""Entry point of the `densecap-eval` command.
+
+Each command lives in its own module and registers itself on `app`; heavy libraries are imported
+inside the commands so that `densecap-eval --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from densecap_eval.errors import DensecapError
+
+app = typer.Typer(
+    name="densecap-eval",
+    help="Evaluate CLIP-style and vision-language models on densely captioned images.",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+# Command modules, imported for their registration side effect on `app`.
+COMMAND_MODULES: tuple[str, ...] = (
+    "densecap_eval.cli.data_cmds",
+    "densecap_eval.cli.synth_cmd",
+    "densecap_eval.cli.cache_cmd",
+    "densecap_eval.cli.run_cmds",
+)
+for _module in COMMAND_MODULES:
+    importlib.import_module(_module)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print a one-line error and return the exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; every expected failure becomes one line on stderr and a non-zero exit."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except DensecapError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except SystemExit as exc:  # click raises this for --help etc. under standalone_mode=False
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            typer.echo("aborted", err=True)
+            return 130
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

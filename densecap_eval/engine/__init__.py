@@ -1,0 +1,1 @@
+"""Batched, cached scoring: plan the unique inputs, encode each once, serve score tables."""

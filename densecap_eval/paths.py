@@ -1,0 +1,44 @@
+"""Where things live: data roots, the bundled sample and model, the cache."""
+
+from __future__ import annotations
+
+import os
+from importlib.resources import files
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "densecap-eval"
+DATA_ENV = "DENSECAP_EVAL_DATA"
+CACHE_ENV = "DENSECAP_EVAL_CACHE"
+
+
+def resolve_data_root(root: str | os.PathLike[str] | None) -> Path:
+    """Argument first, then $DENSECAP_EVAL_DATA, then the per-user data directory."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_data_dir(APP_NAME))
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_cache_dir(APP_NAME))
+
+
+def bundled_dir() -> Path:
+    """The shipped data/ folder (package ``densecap_eval.bundled``), installed or editable."""
+    return Path(str(files("densecap_eval.bundled")))
+
+
+def bundled_sample_root() -> Path:
+    """Root of the bundled synthetic DCI sample (contains densely_captioned_images/)."""
+    return bundled_dir() / "sample"
+
+
+def bundled_models_dir() -> Path:
+    return bundled_dir() / "models"

@@ -1,0 +1,93 @@
+"""The model contract: typed protocols every scorer backend implements.
+
+Two kinds of scorer exist. An *embedding* scorer has an image tower and a text tower, so each
+unique region and text is encoded once and any (region, text) score is a cheap dot product.
+A *pair* scorer (a VLM, an ITM head) must see each (region, text) pair together.
+Tasks and the engine work with both through `Scorer.kind`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+TextPolicy = Literal["truncate", "chunk-mean", "error"]
+TEXT_POLICIES: tuple[str, ...] = ("truncate", "chunk-mean", "error")
+Precision = Literal["fp32", "fp16", "bf16"]
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class TextEncoding:
+    """Text-tower output for a list of texts, with what the text policy did to each."""
+
+    embeddings: torch.Tensor  # (n, d) float32 on CPU, L2-normalised
+    n_tokens: list[int]  # untruncated token counts with the model's own tokenizer
+    cut: list[bool]  # whether the policy dropped any of the text's tokens
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """What every scorer offers. ``score`` is float32 on CPU, shape (images, texts), higher = better."""
+
+    spec: str
+    kind: Literal["embedding", "pair"]
+    max_text_tokens: int
+    text_policy: TextPolicy
+
+    @property
+    def fingerprint(self) -> str:
+        """Identity of the weights and configuration (changes when the model does)."""
+        ...
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
+
+    def score(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class EmbeddingScorer(Scorer, Protocol):
+    """A two-tower model (CLIP, SigLIP, ...)."""
+
+    @property
+    def preprocess_id(self) -> str:
+        """Identity of the image preprocessing (part of the image cache key)."""
+        ...
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """PIL image -> pixel tensor; must be picklable so DataLoader workers can run it."""
+        ...
+
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(n, C, H, W) pixels -> (n, d) float32 CPU embeddings, L2-normalised."""
+        ...
+
+    def encode_images(self, images: Sequence[Image.Image]) -> torch.Tensor: ...
+
+    def encode_texts(
+        self, texts: Sequence[str], *, policy: TextPolicy | None = None
+    ) -> TextEncoding: ...
+
+    def logits(self, image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+        """The model's own logits from normalised embeddings: (n_images, n_texts)."""
+        ...
+
+
+@runtime_checkable
+class PairScorer(Scorer, Protocol):
+    """A model that scores one (image, text) pair at a time (VQAScore, ITM heads, ...)."""
+
+    def score_pairs(
+        self, images: Sequence[Image.Image], texts: Sequence[str], *, policy: TextPolicy | None = None
+    ) -> torch.Tensor:
+        """Score pair i = (images[i], texts[i]); returns (n,) float32 on CPU."""
+        ...
+
+    def text_cut(self, texts: Sequence[str], *, policy: TextPolicy | None = None) -> list[bool]:
+        """Whether the policy cuts each text."""
+        ...
