@@ -1,5 +1,78 @@
-"""CLI commands (placeholder until implemented)."""
+"""`densecap-eval synth OUT --images N --seed S`: write a synthetic DCI set."""
 
 from __future__ import annotations
 
-from densecap_eval.cli.app import app  # noqa: F401
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from densecap_eval.cli.app import app
+
+
+def _parse_split_sizes(text: str | None) -> tuple[int, int, int] | None:
+    from densecap_eval.synth import SynthError
+
+    if text is None:
+        return None
+    try:
+        parts = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise SynthError(
+            f"--split-sizes must be three whole numbers train,valid,test, got {text!r}"
+        ) from None
+    if len(parts) != 3:
+        raise SynthError(
+            f"--split-sizes must be three whole numbers train,valid,test, got {text!r}"
+        )
+    return (parts[0], parts[1], parts[2])
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+@app.command("synth")
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write densely_captioned_images/ into.")],
+    images: Annotated[int, typer.Option("--images", "-n", help="Number of images.")] = 24,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 0,
+    split_sizes: Annotated[
+        str | None,
+        typer.Option("--split-sizes", help="train,valid,test counts (default 80/10/10%)."),
+    ] = None,
+    width: Annotated[int, typer.Option(help="Photo width in pixels.")] = 640,
+    height: Annotated[int, typer.Option(help="Photo height in pixels.")] = 480,
+    photos: Annotated[
+        bool, typer.Option("--photos/--no-photos", help="Write the JPEG photos.")
+    ] = True,
+    jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of the photos (1-95).")] = 90,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an existing OUT/densely_captioned_images written before.")
+    ] = False,
+) -> None:
+    """Write a synthetic DCI set (procedural scenes, exact release layout) to OUT."""
+    from densecap_eval.synth import generate_dci
+
+    result = generate_dci(
+        out,
+        images=images,
+        seed=seed,
+        split_sizes=_parse_split_sizes(split_sizes),
+        width=width,
+        height=height,
+        photos=photos,
+        jpeg_quality=jpeg_quality,
+        overwrite=overwrite,
+    )
+    counts = ", ".join(f"{k} {v}" for k, v in result.splits.items())
+    what = "records and photos" if result.photos else "records (no photos)"
+    typer.echo(
+        f"wrote {sum(result.splits.values())} images ({counts}) to {result.root / 'densely_captioned_images'}"
+    )
+    typer.echo(f"{what}: {_human(result.bytes_written)}")
