@@ -44,6 +44,10 @@ class Mask:
     area: int
     bounds: Bounds
     outer_mask: str = field(repr=False, default="")
+    # Why the reference could not use this mask's bounds (non-numeric, or non-integer on a mask
+    # large enough to be cropped), or None. Only matters when subcrops are loaded: the reference
+    # reads every mask's bounds to select subcrops and drops the image when that raises.
+    bounds_error: str | None = None
 
     @property
     def text(self) -> str | None:
@@ -53,6 +57,21 @@ class Mask:
         if self.quality == 1:
             return self.label
         return f"{self.label}: {self.caption}"
+
+
+@dataclass(frozen=True, slots=True)
+class DCIRecord:
+    """One parsed complete/<name>.json. Holds no pixels: photos are opened when entries are built."""
+
+    name: str  # file name in complete/ (the identity used in splits.json and in skip reports)
+    image: str  # photo path relative to photos/
+    short_caption: str
+    extra_caption: str
+    masks: dict[int, Mask]  # keyed by the mask_data key, in mask_data order
+    mask_keys: tuple[str, ...]  # the record's `mask_keys` (mask_data keys when absent)
+    summaries: dict[str, str | list[str]] | None
+    negatives: dict[str, dict[str, list[str]]] | None
+    clip_scores: dict[str, dict[str, float]] | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,223 @@
+"""Read the DCI release: ``<root>/densely_captioned_images/{splits.json, complete/, photos/}``.
+
+Records are parsed one at a time and never cached, so iterating a split keeps memory flat; no
+photo is opened here (see entries.py for that). A record the reference could not use is a *bad
+record*: by default it is logged, listed in `DCIDataset.skipped` and skipped; with
+``strict=True`` the first one raises `BadRecordError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from densecap_eval.datasets.dci.masks import parse_mask
+from densecap_eval.datasets.dci.records import DCIRecord, Mask, SkippedImage
+from densecap_eval.errors import BadRecordError, DatasetError
+
+logger = logging.getLogger(__name__)
+
+RELEASE_DIR = "densely_captioned_images"
+_REQUIRED_TEXT = ("image", "short_caption", "extra_caption")
+
+
+class DCIDataset:
+    """The DCI release under ``root`` (the folder that contains densely_captioned_images/)."""
+
+    name = "dci"
+
+    def __init__(self, root: str | Path, *, strict: bool = False) -> None:
+        self.root = Path(root)
+        self.base = self.root / RELEASE_DIR
+        self.strict = strict
+        self.skipped: list[SkippedImage] = []
+        self._skipped_images: set[str] = set()
+        if not self.root.is_dir():
+            raise DatasetError(f"DCI root {self.root} does not exist or is not a folder")
+        if not self.base.is_dir():
+            raise DatasetError(f"{self.base} not found: the DCI root must contain {RELEASE_DIR}/")
+        self._splits = _read_splits(self.base / "splits.json")
+        for folder in ("complete", "photos"):
+            if not (self.base / folder).is_dir():
+                raise DatasetError(
+                    f"{self.base / folder} not found: the DCI release needs {folder}/"
+                )
+
+    def __repr__(self) -> str:
+        return f"DCIDataset({str(self.root)!r}, strict={self.strict})"
+
+    # --- splits -------------------------------------------------------------------------------
+
+    def splits(self) -> dict[str, list[str]]:
+        """Split name -> record file names, as in splits.json."""
+        return {name: list(names) for name, names in self._splits.items()}
+
+    def split(self, split: str) -> list[str]:
+        """Record file names of one split, in file order."""
+        try:
+            return list(self._splits[split])
+        except KeyError:
+            known = ", ".join(sorted(self._splits)) or "none"
+            raise DatasetError(
+                f"unknown split {split!r} in {self.base / 'splits.json'} (known: {known})"
+            ) from None
+
+    # --- records ------------------------------------------------------------------------------
+
+    def record_path(self, name: str) -> Path:
+        return self.base / "complete" / name
+
+    def photo_path(self, record: DCIRecord) -> Path:
+        return self.base / "photos" / record.image
+
+    def load_record(self, name: str) -> DCIRecord:
+        """Parse and validate complete/<name>; raises BadRecordError(name, reason)."""
+        path = self.record_path(name)
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise BadRecordError(name, f"splits.json names {name!r}, which is not a file name")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise BadRecordError(
+                name, "listed in splits.json but there is no such record file"
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadRecordError(name, f"cannot read the record file: {exc}") from exc
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BadRecordError(name, f"invalid JSON ({exc})") from None
+        if not isinstance(raw, dict):
+            raise BadRecordError(name, f"not a JSON object (found {type(raw).__name__})")
+        return parse_record(name, raw)
+
+    def iter_records(self, split: str) -> Iterator[DCIRecord]:
+        """Records of ``split`` in order, one at a time; bad ones are skipped loudly (or raise)."""
+        for name in self.split(split):
+            try:
+                record = self.load_record(name)
+            except BadRecordError as exc:
+                self.skip(exc)
+                continue
+            yield record
+
+    def skip(self, error: BadRecordError) -> SkippedImage:
+        """Report a bad image: raise under ``strict``, else log it and list it once in `skipped`."""
+        if self.strict:
+            raise error
+        item = SkippedImage(error.image, error.reason)
+        if error.image not in self._skipped_images:
+            self._skipped_images.add(error.image)
+            self.skipped.append(item)
+            logger.warning(
+                "skipping %s: %s (%d skipped so far)",
+                self.record_path(error.image),
+                error.reason,
+                len(self.skipped),
+            )
+        return item
+
+
+def _read_splits(path: Path) -> dict[str, list[str]]:
+    if not path.is_file():
+        raise DatasetError(f"{path} not found: the DCI release needs splits.json")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise DatasetError(f"{path} must be a JSON object of split name -> list of record files")
+    splits: dict[str, list[str]] = {}
+    for split, names in raw.items():
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise DatasetError(f"{path}: split {split!r} must be a list of record file names")
+        splits[split] = names
+    return splits
+
+
+def parse_record(name: str, raw: Mapping[str, Any]) -> DCIRecord:
+    """Validate one decoded record; raises BadRecordError naming the first problem."""
+    missing = [f for f in (*_REQUIRED_TEXT, "mask_data") if f not in raw]
+    if missing:
+        raise BadRecordError(name, f"missing required field(s): {', '.join(missing)}")
+    for field in _REQUIRED_TEXT:
+        if not isinstance(raw[field], str):
+            raise BadRecordError(name, f"{field} is not a string: {raw[field]!r}")
+    image = raw["image"]
+    if not image or Path(image).is_absolute() or ".." in Path(image).parts:
+        raise BadRecordError(name, f"image {image!r} is not a path inside photos/")
+    mask_data = raw["mask_data"]
+    if not isinstance(mask_data, dict):
+        raise BadRecordError(name, "mask_data is not an object")
+    masks: dict[int, Mask] = {}
+    for key, mask in mask_data.items():
+        try:
+            number = int(key)
+        except ValueError:
+            number = None
+        if number is None or str(number) != key:
+            raise BadRecordError(name, f"mask_data key {key!r} is not an integer id")
+        masks[number] = parse_mask(number, mask, image=name)
+    mask_keys = raw.get("mask_keys")
+    if mask_keys is None:  # never read by the reference; default to mask_data's own keys
+        mask_keys = list(mask_data)
+    if not isinstance(mask_keys, list):
+        raise BadRecordError(name, "mask_keys is not a list")
+    return DCIRecord(
+        name=name,
+        image=image,
+        short_caption=raw["short_caption"],
+        extra_caption=raw["extra_caption"],
+        masks=masks,
+        mask_keys=tuple(str(k) for k in mask_keys),
+        summaries=_summaries(name, raw.get("summaries")),
+        negatives=_negatives(name, raw.get("negatives")),
+        clip_scores=_clip_scores(name, raw.get("clip_scores")),
+    )
+
+
+def _summaries(name: str, raw: object) -> dict[str, str | list[str]] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise BadRecordError(name, "summaries is not an object")
+    for key, value in raw.items():
+        # An empty list is checked where an entry needs it: only that makes the reference fail.
+        if not isinstance(value, str) and not (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            raise BadRecordError(
+                name, f"summaries[{key!r}] is neither a string nor a list of strings"
+            )
+    return raw
+
+
+def _negatives(name: str, raw: object) -> dict[str, dict[str, list[str]]] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise BadRecordError(name, "negatives is not an object")
+    for key, kinds in raw.items():
+        if not isinstance(kinds, dict):
+            raise BadRecordError(name, f"negatives[{key!r}] is not an object of kind -> list")
+        for kind, texts in kinds.items():
+            if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+                raise BadRecordError(name, f"negatives[{key!r}][{kind!r}] is not a list of strings")
+    return raw
+
+
+def _clip_scores(name: str, raw: object) -> dict[str, dict[str, float]] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise BadRecordError(name, "clip_scores is not an object")
+    for key, scores in raw.items():
+        if not isinstance(scores, dict):
+            raise BadRecordError(name, f"clip_scores[{key!r}] is not an object of key -> score")
+        for cand, score in scores.items():
+            if isinstance(score, bool) or not isinstance(score, int | float):
+                raise BadRecordError(name, f"clip_scores[{key!r}][{cand!r}] is not a number")
+    return raw
