@@ -1,1 +1,45 @@
-"""tasks"""
+"""Tasks: declared data saying which dataset, which examples and which metrics.
+
+A task's ``prepare(dataset, split=..., seed=...)`` returns a `TaskInstance` that adds its
+regions and texts to a shared `ScoringPlan` and turns the resulting `ScoreTable` into metrics
+and a per-example table. A *suite* (such as ``dci``) names several concrete tasks.
+
+Third-party tasks register through the ``densecap_eval.tasks`` entry-point group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from densecap_eval.registry import Registry
+
+TASKS: Registry[Any] = Registry("task", entry_point_group="densecap_eval.tasks")
+for _name, _attr in (
+    ("dci/all_swaps", "ALL_SWAPS"),
+    ("dci/all_swaps_pick5", "ALL_SWAPS_PICK5"),
+    ("dci/base_swaps", "BASE_SWAPS"),
+    ("dci/all_hardest", "ALL_HARDEST"),
+    ("dci", "DCI_SUITE"),
+):
+    TASKS.register(_name, f"densecap_eval.tasks.dci:{_attr}")
+TASKS.register("dci/retrieval", "densecap_eval.tasks.retrieval:DCI_RETRIEVAL")
+TASKS.register("dci/retrieval-full", "densecap_eval.tasks.retrieval:DCI_RETRIEVAL_FULL")
+
+
+def get_task(name: str) -> Any:
+    """The task (or suite) registered under ``name``; unknown names raise with the known ones."""
+    return TASKS.get(name)
+
+
+def list_tasks() -> list[str]:
+    return TASKS.names()
+
+
+def concrete_tasks(names: Iterable[str]) -> list[str]:
+    """Suites expanded to their members, duplicates dropped, order kept."""
+    out: dict[str, None] = {}
+    for name in names:
+        for member in get_task(name).concrete():
+            out.setdefault(member, None)
+    return list(out)

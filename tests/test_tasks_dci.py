@@ -1,0 +1,291 @@
+"""DCI tasks end to end on a synthetic release with the deterministic fake scorer.
+
+Every metric is checked against a direct computation written here with plain loops over the
+fake's own embeddings (not through densecap_eval.metrics), so the tasks' grouping, pooling,
+indexing and bookkeeping are what is tested.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fake_scorers import FakeEmbeddingScorer, FakePairScorer
+
+from densecap_eval.datasets.dci.loader import DCIDataset
+from densecap_eval.engine.engine import score_plan
+from densecap_eval.engine.plan import ScoringPlan
+from densecap_eval.errors import DensecapError, UnknownNameError
+from densecap_eval.regions import load_region
+from densecap_eval.synth import generate_dci
+from densecap_eval.tasks import concrete_tasks, get_task, list_tasks
+from densecap_eval.tasks.retrieval import lotlip_text
+
+SUBTESTS = ("dci/all_swaps", "dci/all_swaps_pick5", "dci/base_swaps", "dci/all_hardest")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # 6 test photos -> 18 entries: groups of 8, 8 and a short last group of 2
+    out = tmp_path_factory.mktemp("synth")
+    generate_dci(out, images=9, seed=0, split_sizes=(2, 1, 6))
+    return out
+
+
+@pytest.fixture(scope="module")
+def scored(root: Path):
+    """All four subtests and both retrieval tasks on one plan, scored once."""
+    scorer = FakeEmbeddingScorer(max_text_tokens=12)
+    dataset = DCIDataset(root)
+    plan = ScoringPlan()
+    instances = {}
+    for name in (*SUBTESTS, "dci/retrieval", "dci/retrieval-full"):
+        instances[name] = get_task(name).prepare(dataset, seed=0)
+        instances[name].add_to_plan(plan)
+    table = score_plan(scorer, plan, num_workers=0, progress=False)
+    return scorer, plan, table, instances
+
+
+class Direct:
+    """Scores straight from the fake's towers, one region / text at a time."""
+
+    def __init__(self, scorer: FakeEmbeddingScorer) -> None:
+        self.scorer = FakeEmbeddingScorer(max_text_tokens=scorer.max_text_tokens)
+        self._img: dict[object, np.ndarray] = {}
+        self._txt: dict[str, np.ndarray] = {}
+
+    def img(self, region: object) -> np.ndarray:
+        if region not in self._img:
+            self._img[region] = self.scorer.encode_images([load_region(region)])[0].numpy()
+        return self._img[region]
+
+    def txt(self, text: str) -> np.ndarray:
+        if text not in self._txt:
+            self._txt[text] = self.scorer.encode_texts([text]).embeddings[0].numpy()
+        return self._txt[text]
+
+    def score(self, region: object, text: str) -> float:
+        return float(self.scorer.logit_scale * np.dot(self.img(region), self.txt(text)))
+
+
+def _scm_direct(direct: Direct, examples: list, idx: list[int]) -> list[bool]:
+    out = []
+    for i in idx:
+        row = []
+        for j in idx:
+            bag = [direct.score(examples[i].entry.region, t) for t in examples[j].positives]
+            row.append(min(bag) if i == j else max(bag))
+        best = max(row)
+        out.append(row.index(best) == idx.index(i))  # first index of the maximum
+    return out
+
+
+def test_registry_lists_the_tasks_and_expands_the_suite() -> None:
+    names = list_tasks()
+    for name in (*SUBTESTS, "dci", "dci/retrieval", "dci/retrieval-full"):
+        assert name in names
+    assert concrete_tasks(["dci", "dci/all_swaps", "dci/retrieval"]) == [*SUBTESTS, "dci/retrieval"]
+    with pytest.raises(UnknownNameError, match=r"did you mean 'dci/all_swaps'"):
+        get_task("dci/all_swap")
+
+
+@pytest.mark.parametrize("name", SUBTESTS)
+def test_subtest_metrics_match_a_direct_computation(scored, name: str) -> None:
+    scorer, _, table, instances = scored
+    inst = instances[name]
+    metrics, frame = inst.compute(table, bootstrap_seed=0, n_boot=200)
+    examples = inst.examples
+    n = len(examples)
+    assert n > 0 and metrics["n"] == n == len(frame)
+    direct = Direct(scorer)
+
+    scm = []
+    for start in range(0, n, 8):
+        scm += _scm_direct(direct, examples, list(range(start, min(n, start + 8))))
+    neg = [
+        min(direct.score(ex.entry.region, t) for t in ex.positives)
+        > direct.score(ex.entry.region, ex.negative)
+        for ex in examples
+    ]
+    per: dict[int, bool] = {}
+    images = [ex.entry.image for ex in examples]
+    for image in dict.fromkeys(images):
+        idx = [i for i, im in enumerate(images) if im == image]
+        if len(idx) > 1:
+            per.update(zip(idx, _scm_direct(direct, examples, idx), strict=True))
+
+    assert frame["scm_correct"].tolist() == scm
+    assert frame["neg_correct"].tolist() == neg
+    assert metrics["scm"] == pytest.approx(np.mean(scm))
+    assert metrics["neg"] == pytest.approx(np.mean(neg))
+    want_per = [per.get(i) for i in range(n)]
+    assert [None if pd.isna(v) else bool(v) for v in frame["scm_per_image_correct"]] == want_per
+    if per:
+        assert metrics["scm_per_image"] == pytest.approx(np.mean(list(per.values())))
+    else:
+        assert metrics["scm_per_image"] is None
+    assert metrics["scm_per_image_excluded"] == n - len(per)
+    for i, ex in enumerate(examples):
+        assert frame["pos_scores"][i] == pytest.approx(
+            [direct.score(ex.entry.region, t) for t in ex.positives], abs=1e-5
+        )
+        assert frame["neg_score"][i] == pytest.approx(
+            direct.score(ex.entry.region, ex.negative), abs=1e-5
+        )
+    lo, hi = metrics["ci"]["neg"]
+    assert lo <= metrics["neg"] <= hi
+
+
+def test_groups_of_eight_span_photos_and_the_last_is_short(scored) -> None:
+    _, _, table, instances = scored
+    _, frame = instances["dci/all_swaps"].compute(table, bootstrap_seed=0, n_boot=0)
+    sizes = frame.groupby("group").size().tolist()
+    assert sizes == [8, 8, 2]
+    assert frame.groupby("group")["image"].nunique().max() > 1  # a group holds several photos
+
+
+def test_pick5_takes_the_first_five_summaries(root: Path, scored) -> None:
+    _, _, table, instances = scored
+    _, frame = instances["dci/all_swaps_pick5"].compute(table, bootstrap_seed=0, n_boot=0)
+    assert len(frame) > 0
+    for row in frame.itertuples():
+        record = json.loads(
+            (root / "densely_captioned_images" / "complete" / row.image).read_text()
+        )
+        summaries = record["summaries"][row.entry_key]
+        assert isinstance(summaries, list) and len(summaries) >= 5
+        assert list(row.positives) == summaries[:5]
+        assert row.negative == record["negatives"][row.entry_key]["swaps"][0]
+        assert len(row.pos_scores) == 5 and len(row.pos_tokens) == 5
+
+
+def test_each_region_and_text_is_encoded_once_across_subtests(scored) -> None:
+    scorer, plan, _, instances = scored
+    assert sorted(scorer.encoded_texts) == sorted(set(scorer.encoded_texts))
+    assert scorer.encoded_images == len(plan.regions)
+    texts = {
+        t
+        for name in SUBTESTS
+        for ex in instances[name].examples
+        for t in (*ex.positives, ex.negative)
+    }
+    texts |= {t for name in ("dci/retrieval", "dci/retrieval-full") for t in instances[name].texts}
+    assert set(scorer.encoded_texts) == texts
+    # base entries of the subtests and the retrieval photos are the same regions
+    bases = {ex.entry.region for ex in instances["dci/base_swaps"].examples}
+    assert bases <= set(instances["dci/retrieval"].regions)
+
+
+def test_length_breakdown_cut_share_and_diff_position(scored) -> None:
+    scorer, _, table, instances = scored
+    from densecap_eval.metrics.length import diff_position_fn
+
+    fn, method = diff_position_fn(scorer)
+    assert method == "word_prefix"  # the fake has count_tokens only
+    metrics, frame = instances["dci/all_hardest"].compute(
+        table, bootstrap_seed=0, n_boot=0, diff_positions=fn
+    )
+    counts = [len(p[0].split()) + 2 for p in frame["positives"]]  # the fake's tokenizer
+    assert [t[0] for t in frame["pos_tokens"]] == counts
+    assert metrics["cut_share"] == pytest.approx(np.mean([c > 12 for c in counts]))
+    assert sum(b["n"] for b in metrics["by_length"].values()) == metrics["n"]
+    assert list(metrics["by_length"]) == ["<=77", "78-154", "155-248", ">248"]
+    assert metrics["by_length"]["<=77"]["neg"] == pytest.approx(frame["neg_correct"].mean())
+    by_pos = metrics["by_diff_position"]
+    assert sum(b["n"] for b in by_pos.values()) == metrics["n"]
+    for row in frame.itertuples():
+        pw, nw = row.positives[0].split(), row.negative.split()
+        k = next(
+            (i for i, (a, b) in enumerate(zip(pw, nw, strict=False)) if a != b),
+            min(len(pw), len(nw)),
+        )
+        assert row.diff_position == (None if pw == nw else k + 1)  # +1: the start token
+
+
+def test_examples_table_survives_parquet(scored, tmp_path: Path) -> None:
+    _, _, table, instances = scored
+    frames = [
+        instances[n].compute(table, bootstrap_seed=0, n_boot=0)[1]
+        for n in (*SUBTESTS, "dci/retrieval")
+    ]
+    frame = pd.concat(frames, ignore_index=True)
+    frame.to_parquet(tmp_path / "x.parquet")
+    back = pd.read_parquet(tmp_path / "x.parquet")
+    assert len(back) == len(frame)
+    base = back[(back["task"] == "dci/all_swaps") & (back["entry_key"] == "base")]
+    assert base["box"].isna().all()
+    sub = back[(back["task"] == "dci/all_swaps") & (back["entry_key"] != "base")]
+    assert all(len(b) == 4 for b in sub["box"])
+
+
+def test_retrieval_matches_a_direct_computation(scored, root: Path) -> None:
+    scorer, _, table, instances = scored
+    inst = instances["dci/retrieval"]
+    metrics, frame = inst.compute(table, bootstrap_seed=0, n_boot=100)
+    assert inst.split == "all" and metrics["n"] == 9  # every split by default
+    direct = Direct(scorer)
+    s = np.array([[direct.score(r, t) for t in inst.texts] for r in inst.regions])
+    n = len(inst.texts)
+    i2t = [int((s[i] >= s[i, i]).sum()) for i in range(n)]
+    t2i = [int((s[:, i] >= s[i, i]).sum()) for i in range(n)]
+    assert frame["rank_i2t"].tolist() == i2t
+    assert frame["rank_t2i"].tolist() == t2i
+    for k in (1, 5, 10):
+        assert metrics[f"i2t_r{k}"] == pytest.approx(np.mean([r <= k for r in i2t]))
+        assert metrics[f"t2i_r{k}"] == pytest.approx(np.mean([r <= k for r in t2i]))
+    record = json.loads(
+        (root / "densely_captioned_images" / "complete" / frame["image"][0]).read_text()
+    )
+    assert frame["text"][0] == lotlip_text(record["short_caption"], record["extra_caption"])
+    full = instances["dci/retrieval-full"]
+    assert "The following can also be seen in the image" in " ".join(full.texts)
+
+
+def test_retrieval_split_narrows(root: Path) -> None:
+    inst = get_task("dci/retrieval").prepare(DCIDataset(root), split="test")
+    assert inst.split == "test" and len(inst.images) == 6
+
+
+@pytest.mark.parametrize(
+    ("short", "extra", "want"),
+    [
+        (
+            "A red cat.",
+            "It sits on a mat.\nThe mat is blue.",
+            "A red cat. It sits on a mat. The mat is blue",
+        ),
+        ("Sign reads 3.5 m", "", "Sign reads 3. 5 m"),  # LoTLIP splits at every period
+        ("  x </s> y ", "\n\n", "x. y"),
+    ],
+)
+def test_lotlip_text(short: str, extra: str, want: str) -> None:
+    assert lotlip_text(short, extra) == want
+
+
+def test_pair_scorer_scores_only_planned_pairs_and_agrees(root: Path, scored) -> None:
+    _, _, emb_table, emb_instances = scored
+    dataset = DCIDataset(root)
+    plan = ScoringPlan()
+    inst = get_task("dci/all_swaps").prepare(dataset)
+    inst.add_to_plan(plan)
+    pair = FakePairScorer(max_text_tokens=12)
+    table = score_plan(pair, plan, num_workers=0, progress=False)
+    assert len(pair.scored_pairs) == len(plan.pairs)  # no pair scored twice, none unplanned
+    metrics, frame = inst.compute(table, bootstrap_seed=0, n_boot=0)
+    want, want_frame = emb_instances["dci/all_swaps"].compute(emb_table, bootstrap_seed=0, n_boot=0)
+    assert frame["scm_correct"].tolist() == want_frame["scm_correct"].tolist()
+    assert frame["neg_correct"].tolist() == want_frame["neg_correct"].tolist()
+    assert metrics["scm"] == want["scm"] and metrics["neg"] == want["neg"]
+
+
+def test_retrieval_refuses_a_pair_table(root: Path) -> None:
+    plan = ScoringPlan()
+    inst = get_task("dci/retrieval").prepare(DCIDataset(root), split="test")
+    inst.add_to_plan(plan)
+    plan.need(0, 0)
+    table = score_plan(FakePairScorer(), plan, num_workers=0, progress=False)
+    with pytest.raises(DensecapError, match="embedding scorer"):
+        inst.compute(table, bootstrap_seed=0, n_boot=0)
