@@ -7,6 +7,7 @@ inside the commands so that `densecap-eval --help` stays instant.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 
 import typer
@@ -22,15 +23,6 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-# Command modules, imported for their registration side effect on `app`.
-COMMAND_MODULES: tuple[str, ...] = (
-    "densecap_eval.cli.data_cmds",
-    "densecap_eval.cli.synth_cmd",
-    "densecap_eval.cli.cache_cmd",
-    "densecap_eval.cli.run_cmds",
-)
-for _module in COMMAND_MODULES:
-    importlib.import_module(_module)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -39,10 +31,59 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+# Command modules, imported for their registration side effect on `app`.
+COMMAND_MODULES: tuple[str, ...] = (
+    "densecap_eval.cli.data_cmds",
+    "densecap_eval.cli.synth_cmd",
+    "densecap_eval.cli.cache_cmd",
+    "densecap_eval.cli.run_cmds",
+    "densecap_eval.cli.dashboard_cmd",
+)
+for _module in COMMAND_MODULES:
+    importlib.import_module(_module)
+
+
+class _StderrLines(logging.StreamHandler):  # type: ignore[type-arg]
+    """One ``warning: ...`` line per record, always on the *current* sys.stderr."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+
+    @property  # type: ignore[override]
+    def stream(self):  # follows sys.stderr when tests or callers swap it
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+def setup_logging() -> None:
+    """Library warnings (skipped records, damaged cache shards) go to stderr as one line each.
+
+    The root logger gets a NullHandler when it has none, so that a library calling the module
+    level ``logging.info`` (open_clip does) does not trigger ``basicConfig`` and print every
+    warning a second time.
+    """
+    logger = logging.getLogger("densecap_eval")
+    if not any(isinstance(h, _StderrLines) for h in logger.handlers):
+        logger.addHandler(_StderrLines())
+    logger.setLevel(logging.WARNING)
+    if not logging.root.handlers:
+        logging.root.addHandler(logging.NullHandler())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; every expected failure becomes one line on stderr and a non-zero exit."""
+    setup_logging()
     try:
-        app(args=argv, standalone_mode=False)
+        # Under standalone_mode=False click *returns* the code of typer.Exit / Ctrl-C.
+        code = app(args=argv, standalone_mode=False)
+        return code if isinstance(code, int) else 0
     except DensecapError as exc:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
@@ -63,7 +104,6 @@ def main(argv: list[str] | None = None) -> int:
             typer.echo("aborted", err=True)
             return 130
         raise
-    return 0
 
 
 if __name__ == "__main__":

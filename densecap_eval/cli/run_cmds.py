@@ -1,5 +1,269 @@
-"""CLI commands (placeholder until implemented)."""
+"""`densecap-eval run`, `report`, `compare` and `demo`: score models and read stored results.
+
+Thin commands: they parse, build a `RunRequest` or pick runs, and call densecap_eval.results.
+Heavy imports (torch, the scorers, pandas) happen inside the commands.
+"""
 
 from __future__ import annotations
 
-from densecap_eval.cli.app import app  # noqa: F401
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from densecap_eval.cli.app import app
+from densecap_eval.errors import DensecapError, ResultsError
+
+DEFAULT_RESULTS_DIR = Path("densecap-results")
+
+
+class NothingToReport(ResultsError):
+    """A results directory without a complete run (matching the filters): exit 1, not a usage error."""
+
+    exit_code = 1
+
+
+class Interrupted(DensecapError):
+    """Ctrl-C during a run (typer would turn it into an exit code that `main` drops)."""
+
+    exit_code = 130
+
+
+# Errors are raised, not `typer.Exit`ed: under `main()` click returns an Exit's code instead of
+# raising it, and `main` does not pass that code on, while DensecapError gets its exit code.
+def fail(message: str) -> DensecapError:
+    return DensecapError(message)
+
+
+def _warn(message: str) -> None:
+    typer.echo(f"warning: {message}", err=True)
+
+
+def _main_job(
+    *,
+    models: list[str] | None,
+    tasks: list[str] | None,
+    data_root: Path | None,
+    sample: bool,
+    out: Path | None,
+    **options: object,
+) -> tuple[Path, list[str]]:
+    """Run and store; returns the results dir and the new run ids."""
+    from densecap_eval.results.runner import RunEvents, default_request, run_and_store
+    from densecap_eval.scorers.base import PRECISIONS, TEXT_POLICIES
+
+    if options.get("text_policy") not in TEXT_POLICIES:
+        raise fail(
+            f"unknown --text-policy {options.get('text_policy')!r} (known: {', '.join(TEXT_POLICIES)})"
+        )
+    if options.get("precision") is not None and options["precision"] not in PRECISIONS:
+        raise fail(f"unknown --precision {options['precision']!r} (known: {', '.join(PRECISIONS)})")
+    request = default_request(
+        models=models, tasks=tasks, data_root=data_root, sample=sample, results_dir=out, **options
+    )
+    skipped: list[str] = []
+
+    def on_skipped(image: str, reason: str) -> None:
+        skipped.append(image)
+        _warn(f"skipped image {image}: {reason}")
+
+    def on_model(spec: str) -> None:
+        tasks_text = ", ".join(request.tasks)
+        typer.echo(f"evaluating {spec} on {tasks_text} ({request.data_root})", err=True)
+
+    def on_stored(run: object) -> None:
+        typer.echo(f"stored {getattr(run, 'path', run)}", err=True)
+
+    try:
+        runs = run_and_store(
+            request, events=RunEvents(on_skipped=on_skipped, on_stored=on_stored, on_model=on_model)
+        )
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted; the unfinished runs are marked so in {request.results_dir}"
+        ) from None
+    if skipped:
+        _warn(f"{len(skipped)} image(s) skipped; the run cards list them with their reasons")
+    return request.results_dir, [run.run_id for run in runs]
+
+
+def _print_runs(results_dir: Path, run_ids: list[str]) -> None:
+    from densecap_eval.results.report import print_report, rows_for_runs
+    from densecap_eval.results.store import read_run
+
+    rows = rows_for_runs([read_run(results_dir / run_id) for run_id in run_ids])
+    print_report(rows, "table")
+
+
+@app.command("run")
+def run_command(
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model spec (repeatable), e.g. open_clip:ViT-B-32/openai. Default: builtin:tiny.",
+        ),
+    ] = None,
+    task: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--task",
+            "-t",
+            help="Task (repeatable): dci, dci/all_swaps, dci/retrieval ... Default: dci.",
+        ),
+    ] = None,
+    data_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-root",
+            help="Dataset root. Default: the bundled sample without --model, else $DENSECAP_EVAL_DATA.",
+        ),
+    ] = None,
+    sample: Annotated[
+        bool, typer.Option("--sample", help="Use the bundled sample dataset.")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Results directory. Default: ./densecap-results."),
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1)] = None,
+    device: Annotated[
+        str | None,
+        typer.Option("--device", help="cpu, cuda, cuda:1, mps ... Default: best available."),
+    ] = None,
+    precision: Annotated[
+        str | None, typer.Option("--precision", help="fp32, fp16 or bf16.")
+    ] = None,
+    text_policy: Annotated[
+        str, typer.Option("--text-policy", help="truncate, chunk-mean or error.")
+    ] = "truncate",
+    split: Annotated[
+        str | None,
+        typer.Option("--split", help="Dataset split. Default: the task's own (test for DCI)."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap intervals.")] = 0,
+    blind: Annotated[
+        bool,
+        typer.Option("--blind", help="Blind control: every image region replaced by uniform grey."),
+    ] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")
+    ] = False,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir")] = None,
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="Stop at the first unusable image instead of skipping it."),
+    ] = False,
+    bootstrap: Annotated[
+        int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the 95% intervals.")
+    ] = 1000,
+) -> None:
+    """Evaluate models on tasks; one run directory per (model, task). No arguments: the bundled demo."""
+    results_dir, run_ids = _main_job(
+        models=model,
+        tasks=task,
+        data_root=data_root,
+        sample=sample,
+        out=out,
+        split=split,
+        seed=seed,
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
+        text_policy=text_policy,
+        blind=blind,
+        use_cache=not no_cache,
+        cache_dir=cache_dir,
+        strict=strict,
+        n_boot=bootstrap,
+    )
+    _print_runs(results_dir, run_ids)
+
+
+@app.command("report")
+def report_command(
+    results_dir: Annotated[
+        Path, typer.Argument(help="Results directory written by `run`.")
+    ] = DEFAULT_RESULTS_DIR,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="table, markdown, csv or json.")
+    ] = "table",
+    task: Annotated[
+        str | None, typer.Option("--task", help="Only this task (dci keeps every dci/* subtest).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Only models whose spec contains this.")
+    ] = None,
+) -> None:
+    """Print the complete runs of a results directory; broken runs are skipped with a warning."""
+    from densecap_eval.results.report import REPORT_FORMATS, collect_rows, print_report, skip_reason
+
+    if fmt not in REPORT_FORMATS:
+        raise fail(f"unknown --format {fmt!r} (known: {', '.join(REPORT_FORMATS)})")
+    rows = collect_rows(
+        results_dir,
+        task=task,
+        model=model,
+        on_skip=lambda run: _warn(f"skipping {run.path}: {skip_reason(run)}"),
+    )
+    if not rows:
+        filters = " matching the filters" if task or model else ""
+        raise NothingToReport(
+            f"no complete runs{filters} in {results_dir}; "
+            f"create some with `densecap-eval run --out {results_dir}`"
+        )
+    print_report(rows, fmt)
+
+
+@app.command("compare")
+def compare_command(
+    run_a: Annotated[str, typer.Argument(help="Run directory, or run id inside --results.")],
+    run_b: Annotated[str, typer.Argument(help="Run directory, or run id inside --results.")],
+    results: Annotated[
+        Path | None, typer.Option("--results", help="Results directory to look run ids up in.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    bootstrap: Annotated[
+        int, typer.Option("--bootstrap", min=0, help="Paired bootstrap resamples.")
+    ] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the paired bootstrap.")] = 0,
+) -> None:
+    """Paired comparison of two runs on the examples they share (McNemar + cluster bootstrap)."""
+    from densecap_eval.results.compare import compare_runs, print_comparison
+    from densecap_eval.results.store import resolve_run
+
+    if fmt not in ("table", "json"):
+        raise fail(f"unknown --format {fmt!r} (known: table, json)")
+    a = resolve_run(run_a, results_dir=results)
+    b = resolve_run(run_b, results_dir=results)
+    comparison = compare_runs(a, b, n_boot=bootstrap, seed=seed)
+    print_comparison(comparison, fmt)
+
+
+@app.command("demo")
+def demo_command(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Results directory.")
+    ] = DEFAULT_RESULTS_DIR,
+    port: Annotated[int | None, typer.Option("--port", help="Dashboard port.")] = None,
+    no_dashboard: Annotated[
+        bool, typer.Option("--no-dashboard", help="Only run and report.")
+    ] = False,
+) -> None:
+    """The bundled tiny model on the bundled sample, then the dashboard over the results."""
+    results_dir, run_ids = _main_job(models=None, tasks=None, data_root=None, sample=True, out=out,
+                                     text_policy="truncate")  # fmt: skip
+    _print_runs(results_dir, run_ids)
+    if no_dashboard:
+        return
+    try:
+        from densecap_eval.cli.dashboard_cmd import launch_dashboard
+    except ImportError as exc:
+        typer.echo(
+            f"the dashboard is not available ({exc}); view the results with:\n"
+            f"  densecap-eval report {results_dir}",
+            err=True,
+        )
+        return
+    launch_dashboard(results_dir, port=port)

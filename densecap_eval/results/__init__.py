@@ -1,1 +1,32 @@
-"""results"""
+"""The results store (run card, metrics.json, examples.parquet) and what reads it back.
+
+`store` is the only module that writes or reads run directories; `report`, `compare` and the
+dashboard go through it. `runner` runs models and stores one run per (model, task).
+"""
+
+from __future__ import annotations
+
+from densecap_eval.results.schema import SCHEMA_VERSION, RunCard
+from densecap_eval.results.store import (
+    RunWriter,
+    StoredRun,
+    ensure_writable,
+    list_runs,
+    load_examples,
+    load_metrics,
+    read_run,
+    resolve_run,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "RunCard",
+    "RunWriter",
+    "StoredRun",
+    "ensure_writable",
+    "list_runs",
+    "load_examples",
+    "load_metrics",
+    "read_run",
+    "resolve_run",
+]

@@ -1,0 +1,344 @@
+"""Reports over a results directory: a terminal table, markdown, csv or json.
+
+Only complete runs are reported; every other run directory (running, failed, interrupted,
+corrupt) is passed to ``on_skip`` so the caller can warn about it, and the rest still prints.
+Rows are one per (run, concrete task): a run of ``dci`` gives four rows, one per subtest.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Any, Literal
+
+from densecap_eval.results.schema import jsonable
+from densecap_eval.results.store import StoredRun, list_runs, load_metrics
+
+logger = logging.getLogger(__name__)
+
+ReportFormat = Literal["table", "markdown", "csv", "json"]
+REPORT_FORMATS: tuple[str, ...] = ("table", "markdown", "csv", "json")
+
+# Headline metrics, in display order; a task without any of them shows all its scalar metrics.
+MAIN_METRICS: tuple[str, ...] = (
+    "scm",
+    "neg",
+    "scm_per_image",
+    "i2t_r1",
+    "i2t_r5",
+    "i2t_r10",
+    "t2i_r1",
+    "t2i_r5",
+    "t2i_r10",
+)
+COUNT_METRIC = "n"
+CI_KEY = "ci"
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One concrete task of one complete run."""
+
+    run_id: str
+    model: str  # the model spec, with " (blind)" appended for a blind-control run
+    task: str  # the concrete task (e.g. "dci/all_swaps"), not the task as requested
+    metrics: dict[str, Any]
+    status: str
+    run: StoredRun
+
+    def ci(self, metric: str) -> tuple[float, float] | None:
+        interval = (
+            self.metrics.get(CI_KEY, {}).get(metric)
+            if isinstance(self.metrics.get(CI_KEY), Mapping)
+            else None
+        )
+        if isinstance(interval, Sequence) and len(interval) == 2 and None not in interval:
+            return float(interval[0]), float(interval[1])
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "model": self.model,
+            "task": self.task,
+            "metrics": jsonable(self.metrics),
+            "status": self.status,
+        }
+
+
+def _default_on_skip(run: StoredRun) -> None:
+    logger.warning("skipping %s: %s", run.path, skip_reason(run))
+
+
+def skip_reason(run: StoredRun) -> str:
+    """Why a run directory is left out of a report, in words."""
+    if run.status == "corrupt":
+        return f"corrupt run ({run.reason})"
+    if run.status == "running":
+        return "still running (or its writer was killed)"
+    detail = f": {run.reason}" if run.reason else ""
+    return f"run {run.status}{detail}"
+
+
+def _task_matches(wanted: str, concrete: str, requested: str) -> bool:
+    return wanted in (concrete, requested) or concrete.startswith(wanted.rstrip("/") + "/")
+
+
+def rows_for_runs(
+    runs: Sequence[StoredRun],
+    *,
+    task: str | None = None,
+    model: str | None = None,
+    on_skip: Callable[[StoredRun], None] | None = None,
+) -> list[ReportRow]:
+    """Rows of the complete runs among ``runs``, in the given order; the others go to ``on_skip``.
+
+    ``task`` keeps a concrete task, a requested task, or a family (``dci`` keeps ``dci/*``);
+    ``model`` keeps runs whose model spec contains it. Runs that are not complete go to
+    ``on_skip`` (default: a logged warning) whatever the filters.
+    """
+    skip = on_skip or _default_on_skip
+    rows: list[ReportRow] = []
+    for run in runs:
+        if not run.is_complete or run.card is None:
+            skip(run)
+            continue
+        card = run.card
+        if model is not None and model not in card.model_spec and model != card.label:
+            continue
+        metrics = load_metrics(run)
+        for concrete, values in metrics.items():
+            if task is not None and not _task_matches(task, concrete, card.task):
+                continue
+            rows.append(ReportRow(card.run_id, card.label, concrete, values, run.status, run))
+    return rows
+
+
+def collect_rows(
+    results_dir: str | os.PathLike[str],
+    *,
+    task: str | None = None,
+    model: str | None = None,
+    on_skip: Callable[[StoredRun], None] | None = None,
+) -> list[ReportRow]:
+    """Rows of every complete run under ``results_dir``, oldest run first (see `rows_for_runs`)."""
+    return rows_for_runs(list_runs(results_dir), task=task, model=model, on_skip=on_skip)
+
+
+# --------------------------------------------------------------------------- shaping
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def main_metrics(rows: Sequence[ReportRow]) -> list[str]:
+    """The metric columns of a group of rows (same concrete task), count excluded.
+
+    Headline metrics count when present at all (an empty subtest stores them as null).
+    """
+    present = {key for row in rows for key in row.metrics}
+    headline = [m for m in MAIN_METRICS if m in present]
+    if headline:
+        return headline
+    numeric = {k for row in rows for k, v in row.metrics.items() if _is_number(v)}
+    return sorted(numeric - {COUNT_METRIC})
+
+
+def display_model(label: str, *, max_len: int = 48) -> str:
+    """A long spec made readable: absolute paths keep only their last component."""
+    if len(label) <= max_len:
+        return label
+    return re.sub(
+        r"(?:/?[^/@:\s]+/)+([^/@:\s]+)",
+        lambda m: f"…/{m.group(1)}" if m.group(0).startswith("/") else m.group(0),
+        label,
+    )
+
+
+def group_by_task(rows: Sequence[ReportRow]) -> dict[str, list[ReportRow]]:
+    """Rows per concrete task, tasks in order of first appearance, models sorted within."""
+    groups: dict[str, list[ReportRow]] = {}
+    for row in rows:
+        groups.setdefault(row.task, []).append(row)
+    for task, members in groups.items():
+        groups[task] = sorted(
+            members, key=lambda r: (r.run.card.model_spec if r.run.card else "", r.model, r.run_id)
+        )
+    return groups
+
+
+def format_value(value: Any) -> str:
+    """Metrics are stored as fractions; reports show them as percentages with one decimal."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not _is_number(value):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    return f"{100 * value:.1f}"
+
+
+def format_cell(row: ReportRow, metric: str) -> str:
+    value = row.metrics.get(metric)
+    text = format_value(value)
+    interval = row.ci(metric)
+    if interval is not None and value is not None:
+        text += f" [{format_value(interval[0])}, {format_value(interval[1])}]"
+    return text
+
+
+def _columns(members: Sequence[ReportRow]) -> tuple[list[str], bool]:
+    metrics = main_metrics(members)
+    splits = {
+        (r.run.card.split, str(r.run.card.dataset.get("name"))) for r in members if r.run.card
+    }
+    return metrics, len(splits) > 1
+
+
+def _table_cells(members: Sequence[ReportRow]) -> tuple[list[str], list[list[str]]]:
+    metrics, show_split = _columns(members)
+    header = ["model", *metrics, COUNT_METRIC]
+    if show_split:
+        header.append("split")
+    header.append("run")
+    body = []
+    for row in members:
+        cells = [display_model(row.model), *(format_cell(row, m) for m in metrics)]
+        cells.append(format_value(row.metrics.get(COUNT_METRIC)))
+        if show_split and row.run.card is not None:
+            cells.append(f"{row.run.card.dataset.get('name', '?')}/{row.run.card.split}")
+        cells.append(row.run_id)
+        body.append(cells)
+    return header, body
+
+
+def _flatten(metrics: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Scalar metrics with dotted names for nested breakdowns (``by_length.<=77.neg``)."""
+    for key, value in metrics.items():
+        if key == CI_KEY and not prefix:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from _flatten(value, f"{name}.")
+        elif value is None or _is_number(value) or isinstance(value, (str, bool)):
+            yield name, value
+
+
+# --------------------------------------------------------------------------- renderers
+
+
+def render_markdown(rows: Sequence[ReportRow]) -> str:
+    """One pipe table per concrete task under a ``###`` heading; metrics in percent."""
+    parts: list[str] = []
+    for task, members in group_by_task(rows).items():
+        header, body = _table_cells(members)
+        lines = [f"### {task}", ""]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join(["---", *["---:"] * (len(header) - 2), "---"]) + "|")
+        lines.extend(
+            "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body
+        )
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def render_csv(rows: Sequence[ReportRow]) -> str:
+    """Tidy (long) csv: one line per (run, concrete task, metric), values as stored (fractions).
+
+    Columns: run_id, model, blind, task, split, metric, value, ci_lo, ci_hi. Nested breakdowns
+    appear with dotted metric names; the count ``n`` is a metric line of its own.
+    """
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(
+        ["run_id", "model", "blind", "task", "split", "metric", "value", "ci_lo", "ci_hi"]
+    )
+    for row in rows:
+        card = row.run.card
+        spec = card.model_spec if card else row.model
+        blind = bool(card.blind) if card else False
+        split = card.split if card else None
+        for metric, value in _flatten(row.metrics):
+            interval = row.ci(metric)
+            lo, hi = interval if interval else ("", "")
+            writer.writerow(
+                [row.run_id, spec, blind, row.task, split or "", metric,
+                 "" if value is None else value, lo, hi]
+            )  # fmt: skip
+    return out.getvalue()
+
+
+def render_json(rows: Sequence[ReportRow]) -> str:
+    """A JSON list with one item per (run, concrete task).
+
+    Each item is exactly ``{"run_id", "model", "task", "metrics", "status"}``: ``task`` is the
+    concrete task (``dci/all_swaps``, not ``dci``), ``metrics`` that task's full entry of the
+    run's metrics.json (fractions, with ``ci`` and breakdowns), ``model`` the spec with
+    `` (blind)`` appended for a blind-control run, ``status`` always ``complete``.
+    """
+    return json.dumps([row.to_json() for row in rows], indent=2, allow_nan=False) + "\n"
+
+
+def build_tables(rows: Sequence[ReportRow]) -> list[Any]:
+    """Rich tables, one per concrete task, models as rows, ``value [lo, hi]`` cells in percent."""
+    from rich import box
+    from rich.table import Table
+
+    tables = []
+    for task, members in group_by_task(rows).items():
+        header, body = _table_cells(members)
+        table = Table(title=task, title_justify="left", box=box.SIMPLE_HEAD)
+        for i, name in enumerate(header):
+            numeric = 0 < i < len(header) - 1 and name != "split"
+            table.add_column(name, justify="right" if numeric else "left", no_wrap=True)
+        for cells in body:
+            table.add_row(*cells)
+        tables.append(table)
+    return tables
+
+
+def print_report(
+    rows: Sequence[ReportRow], fmt: str = "table", *, file: IO[str] | None = None
+) -> None:
+    """Write the report in ``fmt`` to ``file`` (default stdout)."""
+    import sys
+
+    stream = file if file is not None else sys.stdout
+    if fmt == "table":
+        from rich.console import Console
+
+        if hasattr(stream, "isatty") and stream.isatty():
+            console = Console(file=stream, highlight=False)
+            for table in build_tables(rows):
+                console.print(table)
+            return
+        # Off a terminal rich would fold tables to 80 columns and pad every line with blanks:
+        # render wide, then strip, so pasted or piped output stays clean.
+        buffer = io.StringIO()
+        console = Console(file=buffer, width=250, highlight=False, color_system=None)
+        for table in build_tables(rows):
+            console.print(table)
+        stream.write("\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n")
+        return
+    renderers: dict[str, Callable[[Sequence[ReportRow]], str]] = {
+        "markdown": render_markdown,
+        "csv": render_csv,
+        "json": render_json,
+    }
+    if fmt not in renderers:
+        raise ValueError(f"unknown report format {fmt!r} (known: {', '.join(REPORT_FORMATS)})")
+    stream.write(renderers[fmt](rows))
+
+
+def render_report(rows: Sequence[ReportRow], fmt: str = "table") -> str:
+    """The report as text (the table format without colours)."""
+    out = io.StringIO()
+    print_report(rows, fmt, file=out)
+    return out.getvalue()

@@ -1,0 +1,229 @@
+"""Run models on tasks and store each (model, task) as one run directory.
+
+This is what ``densecap-eval run`` does, as a library call: validate everything that can be
+validated cheaply (task names, model prefixes, the data root, the results directory) before any
+model is loaded, then for each model load it once, evaluate all its tasks on one shared
+encoding plan, and store one run per requested task through `RunWriter`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from densecap_eval.errors import DensecapError, UnknownNameError
+from densecap_eval.results.store import RunWriter, StoredRun, ensure_writable
+
+DEFAULT_MODEL = "builtin:tiny"
+DEFAULT_TASK = "dci"
+DEFAULT_RESULTS_DIR = "densecap-results"
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything one ``run`` invocation asks for; built by the CLI or by a script."""
+
+    models: tuple[str, ...]
+    tasks: tuple[str, ...]
+    data_root: Path
+    results_dir: Path
+    split: str | None = None
+    seed: int = 0
+    batch_size: int | None = None
+    device: str | None = None
+    precision: str | None = None
+    text_policy: str = "truncate"
+    blind: bool = False
+    use_cache: bool = True
+    cache_dir: Path | None = None
+    strict: bool = False
+    n_boot: int = 1000
+    command: tuple[str, ...] = field(default=())
+
+    def command_line(self) -> list[str]:
+        """A command line that reproduces this request (recorded in each run card)."""
+        if self.command:
+            return list(self.command)
+        argv = ["densecap-eval", "run"]
+        for model in self.models:
+            argv += ["--model", model]
+        for task in self.tasks:
+            argv += ["--task", task]
+        argv += ["--data-root", str(self.data_root), "--out", str(self.results_dir)]
+        options: list[tuple[str, Any]] = [
+            ("--split", self.split),
+            ("--seed", self.seed),
+            ("--batch-size", self.batch_size),
+            ("--device", self.device),
+            ("--precision", self.precision),
+            ("--text-policy", self.text_policy),
+            ("--cache-dir", self.cache_dir),
+            ("--bootstrap", self.n_boot),
+        ]
+        argv += [str(x) for flag, value in options if value is not None for x in (flag, value)]
+        argv += [flag for flag, on in (("--blind", self.blind), ("--no-cache", not self.use_cache),
+                                       ("--strict", self.strict)) if on]  # fmt: skip
+        return argv
+
+
+@dataclass
+class RunEvents:
+    """Callbacks through which the caller hears about progress (the CLI prints them)."""
+
+    on_skipped: Callable[[str, str], None] = lambda image, reason: None
+    on_stored: Callable[[StoredRun], None] = lambda run: None
+    on_model: Callable[[str], None] = lambda spec: None
+
+
+def check_model_spec(spec: str) -> None:
+    """Fail on a spec whose source prefix no scorer backend knows (no model is loaded)."""
+    from densecap_eval.scorers import SCORERS
+
+    prefix, sep, _ = spec.partition(":")
+    if not sep or not prefix:
+        raise UnknownNameError(
+            f"model spec {spec!r} has no PREFIX: (known prefixes: {', '.join(SCORERS.names())}; "
+            "e.g. open_clip:ViT-B-32/openai)"
+        )
+    if prefix not in SCORERS:
+        raise UnknownNameError(f"model spec {spec!r}: {SCORERS.unknown_message(prefix)}")
+
+
+def check_task(name: str) -> Any:
+    """The task object; an unknown name raises with the list of known tasks."""
+    from densecap_eval.tasks import get_task
+
+    return get_task(name)
+
+
+def task_dataset_name(task: Any) -> str:
+    """The dataset a task reads (``dci`` unless the task says otherwise)."""
+    name = getattr(task, "dataset", None) or getattr(task, "dataset_name", None)
+    return name if isinstance(name, str) else "dci"
+
+
+def check_data_root(dataset: str, root: Path) -> None:
+    """Open the dataset (cheap: the loader reads its index, not its photos) to fail early."""
+    from densecap_eval.datasets import load_dataset
+
+    load_dataset(dataset, root=str(root))
+
+
+def validate(request: RunRequest) -> None:
+    """Every cheap check, in the order a user would fix them; raises a `DensecapError`."""
+    if not request.models:
+        raise DensecapError("no --model given")
+    if not request.tasks:
+        raise DensecapError("no --task given")
+    datasets = {task_dataset_name(check_task(name)) for name in request.tasks}
+    for spec in request.models:
+        check_model_spec(spec)
+    for dataset in sorted(datasets):
+        check_data_root(dataset, request.data_root)
+    ensure_writable(request.results_dir)
+
+
+def load_scorer(spec: str, **options: Any) -> Any:
+    from densecap_eval.scorers import load_scorer as _load
+
+    return _load(spec, **options)
+
+
+def evaluate_tasks(scorer: Any, tasks: list[str], **options: Any) -> list[Any]:
+    from densecap_eval.evaluation import evaluate_tasks as _evaluate
+
+    return _evaluate(scorer, tasks, **options)
+
+
+def run_and_store(request: RunRequest, *, events: RunEvents | None = None) -> list[StoredRun]:
+    """Validate, then evaluate every model on every task, storing one run per (model, task)."""
+    events = events or RunEvents()
+    validate(request)
+    stored: list[StoredRun] = []
+    for spec in request.models:
+        events.on_model(spec)
+        scorer = load_scorer(
+            spec,
+            device=request.device,
+            precision=request.precision,
+            text_policy=request.text_policy,
+        )
+        with contextlib.ExitStack() as stack:
+            writers = [
+                stack.enter_context(
+                    RunWriter(
+                        request.results_dir,
+                        model_spec=spec,
+                        task=task,
+                        blind=request.blind,
+                        dataset={"root": str(request.data_root)},
+                        split=request.split,
+                        text_policy=request.text_policy,
+                        batch_size=request.batch_size,
+                        precision=request.precision,
+                        device=request.device,
+                        seed=request.seed,
+                        n_boot=request.n_boot,
+                        command=request.command_line(),
+                    )
+                )
+                for task in request.tasks
+            ]
+            results = evaluate_tasks(
+                scorer,
+                list(request.tasks),
+                data_root=os.fspath(request.data_root),
+                split=request.split,
+                seed=request.seed,
+                batch_size=request.batch_size,
+                device=request.device,
+                precision=request.precision,
+                text_policy=request.text_policy,
+                blind=request.blind,
+                cache_dir=os.fspath(request.cache_dir) if request.cache_dir else None,
+                use_cache=request.use_cache,
+                strict=request.strict,
+                n_boot=request.n_boot,
+            )
+            seen: set[tuple[str, str]] = set()
+            for writer, result in zip(writers, results, strict=True):
+                for item in result.skipped:
+                    key = (str(getattr(item, "image", item)), str(getattr(item, "reason", "")))
+                    if key not in seen:
+                        seen.add(key)
+                        events.on_skipped(*key)
+                run = writer.complete(result)
+                stored.append(run)
+                events.on_stored(run)
+    return stored
+
+
+def default_request(
+    *,
+    models: Sequence[str] | None,
+    tasks: Sequence[str] | None,
+    data_root: str | os.PathLike[str] | None,
+    sample: bool,
+    results_dir: str | os.PathLike[str] | None,
+    **options: Any,
+) -> RunRequest:
+    """Fill in the product's defaults: no model means ``builtin:tiny`` on the bundled sample."""
+    from densecap_eval.paths import bundled_sample_root, resolve_data_root
+
+    if data_root is not None:
+        root = Path(data_root).expanduser()
+    elif sample or not models:
+        root = bundled_sample_root()
+    else:
+        root = resolve_data_root(None)
+    return RunRequest(
+        models=tuple(models or (DEFAULT_MODEL,)),
+        tasks=tuple(tasks or (DEFAULT_TASK,)),
+        data_root=root,
+        results_dir=Path(results_dir or DEFAULT_RESULTS_DIR).expanduser(),
+        **options,
+    )

@@ -1,0 +1,138 @@
+"""The versioned schema of a stored run: file names, statuses and the run card.
+
+A run directory holds ``run.json`` (the run card below), ``metrics.json``
+(``{concrete_task: {metric: value}}``) and ``examples.parquet`` (one row per scored example).
+Only `densecap_eval.results.store` writes or reads these files; bump `SCHEMA_VERSION` whenever
+a reader of the old layout would misread the new one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+SCHEMA_VERSION = 1
+SUPPORTED_SCHEMA_VERSIONS: tuple[int, ...] = (1,)
+
+RUN_CARD_FILE = "run.json"
+METRICS_FILE = "metrics.json"
+EXAMPLES_FILE = "examples.parquet"
+
+RUNNING = "running"
+COMPLETE = "complete"
+FAILED = "failed"
+INTERRUPTED = "interrupted"
+CORRUPT = "corrupt"
+WRITTEN_STATUSES: tuple[str, ...] = (RUNNING, COMPLETE, FAILED, INTERRUPTED)
+"""Statuses a writer puts in run.json; `CORRUPT` is only ever a reader's verdict."""
+
+# Card keys a reader cannot do without; everything else has a default.
+REQUIRED_CARD_KEYS: tuple[str, ...] = ("schema_version", "run_id", "status", "model", "task")
+
+
+class SchemaError(ValueError):
+    """A run card does not follow the schema (the store turns this into a `corrupt` run)."""
+
+
+@dataclass
+class RunCard:
+    """Everything needed to know what a stored run measured and how (``run.json``).
+
+    ``model`` is ``{"spec", "fingerprint", "max_text_tokens"}``, ``dataset`` is
+    ``{"name", "root", "fingerprint"}``; ``config`` keeps the evaluation's full configuration as
+    the library reported it, so nothing is lost when a field here has no slot for it.
+    """
+
+    run_id: str
+    model: dict[str, Any]
+    task: str
+    status: str = RUNNING
+    schema_version: int = SCHEMA_VERSION
+    tasks: list[str] = field(default_factory=list)  # concrete tasks, known once complete
+    blind: bool = False
+    dataset: dict[str, Any] = field(default_factory=dict)
+    split: str | None = None
+    text_policy: str | None = None
+    batch_size: int | None = None
+    precision: str | None = None
+    device: str | None = None
+    seed: int | None = None
+    n_boot: int | None = None
+    versions: dict[str, str | None] = field(default_factory=dict)
+    git_revision: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = None
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    n_skipped: int = 0
+    command: list[str] | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_spec(self) -> str:
+        return str(self.model.get("spec", ""))
+
+    @property
+    def label(self) -> str:
+        """How reports name the run's model: the spec, marked when it is a blind control."""
+        return f"{self.model_spec} (blind)" if self.blind else self.model_spec
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {"schema_version": data.pop("schema_version"), **jsonable(data)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RunCard:
+        """Validate a parsed run.json; raises `SchemaError` naming the problem."""
+        if not isinstance(data, Mapping):
+            raise SchemaError("run.json is not a JSON object")
+        missing = [key for key in REQUIRED_CARD_KEYS if key not in data]
+        if missing:
+            raise SchemaError(f"run.json lacks {', '.join(missing)}")
+        version = data["schema_version"]
+        if version not in SUPPORTED_SCHEMA_VERSIONS:
+            raise SchemaError(
+                f"unknown schema_version {version!r} (this densecap-eval reads "
+                f"{', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))}); upgrade densecap-eval"
+            )
+        if data["status"] not in WRITTEN_STATUSES:
+            raise SchemaError(f"unknown status {data['status']!r}")
+        if not isinstance(data["model"], Mapping) or "spec" not in data["model"]:
+            raise SchemaError("run.json 'model' has no 'spec'")
+        if not isinstance(data["task"], str) or not isinstance(data["run_id"], str):
+            raise SchemaError("run.json 'task' and 'run_id' must be strings")
+        # Keys a newer writer of the same schema version may add are ignored, not fatal.
+        known = {f.name for f in fields(cls)}
+        kwargs = {key: value for key, value in data.items() if key in known}
+        kwargs["model"] = dict(data["model"])
+        return cls(**kwargs)
+
+
+def jsonable(value: Any) -> Any:
+    """Turn numpy scalars/arrays, tuples and non-finite floats into strict-JSON values.
+
+    NaN and infinities become ``null`` so that every stored file is standard JSON.
+    """
+    if isinstance(value, Mapping):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(item) for item in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays, without importing numpy
+    if callable(tolist):
+        return jsonable(tolist())
+    isoformat = getattr(value, "isoformat", None)  # datetimes
+    if callable(isoformat):
+        return isoformat()
+    if hasattr(value, "__fspath__"):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} value {value!r} as JSON")

@@ -1,0 +1,221 @@
+"""`report` over a results directory: formats, blind rows, filters, broken runs skipped loudly."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from test_results_store import make_examples, make_result, store_run
+
+from densecap_eval.cli.app import main
+from densecap_eval.results.report import collect_rows, render_report
+from densecap_eval.results.store import RunWriter
+
+ALL = "dci/all_swaps"
+BASE = "dci/base_swaps"
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> dict[str, Path]:
+    """Two models, one blind control, one failed run, one corrupt run, one stray directory."""
+    out = tmp_path / "results"
+    runs = {
+        "clip": store_run(out, make_result("open_clip:ViT-B-32/openai")),
+        "blind": store_run(out, make_result("open_clip:ViT-B-32/openai", blind=True)),
+        "siglip": store_run(
+            out,
+            make_result(
+                "hf:google/siglip",
+                metrics={ALL: {"scm": 0.125, "neg": 0.875, "n": 4}},
+                examples=make_examples(ALL, [True, True, False, True]),
+            ),
+        ),
+        "corrupt": store_run(out, make_result("hf:corrupt")),
+    }
+    (runs["corrupt"].path / "examples.parquet").unlink()
+    with pytest.raises(RuntimeError), RunWriter(out, model_spec="hf:failing", task="dci") as writer:
+        raise RuntimeError("boom")
+    paths = {name: run.path for name, run in runs.items()}
+    paths["failed"] = writer.run_dir
+    paths["stray"] = out / "stray"
+    paths["stray"].mkdir()
+    paths["out"] = out
+    return paths
+
+
+def _report(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["report", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_json_report_schema(results: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _report(capsys, str(results["out"]), "--format", "json")
+    assert code == 0
+    items = json.loads(out)
+    assert all(set(item) == {"run_id", "model", "task", "metrics", "status"} for item in items)
+    got = sorted((item["model"], item["task"], item["metrics"]["neg"]) for item in items)
+    assert got == [
+        ("hf:google/siglip", ALL, 0.875),
+        ("open_clip:ViT-B-32/openai", ALL, 0.75),
+        ("open_clip:ViT-B-32/openai", BASE, 0.5),
+        ("open_clip:ViT-B-32/openai (blind)", ALL, 0.75),
+        ("open_clip:ViT-B-32/openai (blind)", BASE, 0.5),
+    ]
+    assert {item["status"] for item in items} == {"complete"}
+    clip = next(i for i in items if i["run_id"] == results["clip"].name and i["task"] == ALL)
+    assert clip["metrics"] == {"scm": 0.5, "neg": 0.75, "n": 4, "ci": {"neg": [0.5, 1.0]}}
+
+
+def test_broken_runs_are_skipped_with_a_warning(
+    results: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _report(capsys, str(results["out"]))
+    assert code == 0
+    warnings = err.strip().splitlines()
+    assert len(warnings) == 3
+    assert (
+        f"warning: skipping {results['corrupt']}: corrupt run (status is complete but examples.parquet is missing)"
+        in warnings
+    )
+    assert f"warning: skipping {results['failed']}: run failed: RuntimeError: boom" in warnings
+    assert f"warning: skipping {results['stray']}: corrupt run (no run.json)" in warnings
+    assert "hf:corrupt" not in out and "hf:failing" not in out
+    assert "hf:google/siglip" in out  # the rest still prints
+
+
+def test_table_groups_by_task_and_shows_ci(
+    results: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _report(capsys, str(results["out"]), "--format", "table")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].strip() == ALL
+    base_at = next(i for i, line in enumerate(lines) if line.strip() == BASE)
+    all_block, base_block = lines[:base_at], lines[base_at:]
+    header = next(line for line in all_block if "model" in line).split()
+    assert header == ["model", "scm", "neg", "n", "run"]
+    clip_row = next(line for line in all_block if "openai " in line and "(blind)" not in line)
+    assert clip_row.split()[1:7] == ["50.0", "75.0", "[50.0,", "100.0]", "4", results["clip"].name]
+    assert any("open_clip:ViT-B-32/openai (blind)" in line for line in all_block)
+    siglip_row = next(line for line in all_block if "siglip" in line)
+    assert siglip_row.split()[1:4] == ["12.5", "87.5", "4"]
+    assert not any("siglip" in line for line in base_block)
+
+
+def test_markdown_report(results: dict[str, Path]) -> None:
+    rows = collect_rows(results["out"], on_skip=lambda run: None)
+    text = render_report(rows, "markdown")
+    sections = text.strip().split("\n\n")
+    assert sections[0] == f"### {ALL}"
+    table = sections[1].splitlines()
+    assert table[0] == "| model | scm | neg | n | run |"
+    assert table[1] == "|---|---:|---:|---:|---|"
+    assert (
+        f"| open_clip:ViT-B-32/openai | 50.0 | 75.0 [50.0, 100.0] | 4 | {results['clip'].name} |"
+        in table
+    )
+    assert len(table) == 2 + 3
+    assert sections[2] == f"### {BASE}" and len(sections[3].splitlines()) == 2 + 2
+
+
+def test_csv_report_is_tidy(results: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _report(capsys, str(results["out"]), "--format", "csv")
+    assert code == 0
+    records = list(csv.DictReader(io.StringIO(out)))
+    assert list(records[0]) == [
+        "run_id",
+        "model",
+        "blind",
+        "task",
+        "split",
+        "metric",
+        "value",
+        "ci_lo",
+        "ci_hi",
+    ]
+    neg = [
+        r
+        for r in records
+        if r["run_id"] == results["clip"].name and r["task"] == ALL and r["metric"] == "neg"
+    ]
+    assert neg == [
+        {"run_id": results["clip"].name, "model": "open_clip:ViT-B-32/openai", "blind": "False", "task": ALL,
+         "split": "test", "metric": "neg", "value": "0.75", "ci_lo": "0.5", "ci_hi": "1.0"}
+    ]  # fmt: skip
+    blind = {r["blind"] for r in records if r["run_id"] == results["blind"].name}
+    assert blind == {"True"}
+    # 2 tasks x (scm, neg, n) for each of the two dci runs, 3 for siglip
+    assert len(records) == 6 + 6 + 3
+
+
+def test_nested_breakdowns_flatten_in_csv(tmp_path: Path) -> None:
+    metrics = {
+        ALL: {"neg": 0.5, "n": 2, "by_length": {"<=77": {"neg": 1.0, "n": 1}}, "cut_share": 0.0}
+    }
+    store_run(tmp_path, make_result(metrics=metrics, examples=make_examples(ALL, [True, False])))
+    records = list(csv.DictReader(io.StringIO(render_report(collect_rows(tmp_path), "csv"))))
+    assert [(r["metric"], r["value"]) for r in records] == [
+        ("neg", "0.5"), ("n", "2"), ("by_length.<=77.neg", "1.0"), ("by_length.<=77.n", "1"), ("cut_share", "0.0"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--task", BASE], {("open_clip:ViT-B-32/openai", BASE), ("open_clip:ViT-B-32/openai (blind)", BASE)}),
+        (["--task", "dci", "--model", "siglip"], {("hf:google/siglip", ALL)}),
+        (["--model", "open_clip:ViT-B-32/openai (blind)"],
+         {("open_clip:ViT-B-32/openai (blind)", ALL), ("open_clip:ViT-B-32/openai (blind)", BASE)}),
+    ],
+)  # fmt: skip
+def test_filters(
+    results: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    expected: set[tuple[str, str]],
+) -> None:
+    code, out, _ = _report(capsys, str(results["out"]), "--format", "json", *args)
+    assert code == 0
+    assert {(item["model"], item["task"]) for item in json.loads(out)} == expected
+
+
+def test_no_matching_runs(results: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _report(capsys, str(results["out"]), "--task", "docci")
+    assert code == 1 and out == ""
+    assert err.splitlines()[-1].startswith(
+        f"error: no complete runs matching the filters in {results['out']}"
+    )
+
+
+def test_empty_and_missing_results_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _report(capsys, str(tmp_path))
+    assert (code, out) == (1, "")
+    assert err.startswith(
+        f"error: no complete runs in {tmp_path}; create some with `densecap-eval run"
+    )
+    code, out, err = _report(capsys, str(tmp_path / "missing"))
+    assert (code, out, err) == (
+        2,
+        "",
+        f"error: results directory {tmp_path / 'missing'} does not exist\n",
+    )
+
+
+def test_unknown_format(results: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _report(capsys, str(results["out"]), "--format", "xml")
+    assert (
+        code == 2 and err == "error: unknown --format 'xml' (known: table, markdown, csv, json)\n"
+    )
+
+
+def test_library_default_skip_logs_a_warning(
+    results: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = collect_rows(results["out"])
+    assert len(rows) == 5
+    skipped = sorted(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert len(skipped) == 3 and all(m.startswith("skipping ") for m in skipped)
