@@ -1,0 +1,290 @@
+"""The Charts page: data shaping (pandas, testable) and the Altair charts drawn from it.
+
+Values are stored as fractions and shown in percent. Every chart is of one concrete task:
+numbers of different tasks are not comparable.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .data import is_ranked, metric_names
+from .explorer import as_list, caption_tokens
+
+if TYPE_CHECKING:
+    import altair as alt
+    import pandas as pd
+
+# Token-length buckets: fine below CLIP's 77, then the issue's 78-154, 155-248, > 248.
+LENGTH_EDGES: tuple[int, ...] = (16, 32, 48, 64, 77, 154, 248)
+CUT_COLUMNS: tuple[str, ...] = ("pos_cut", "neg_cut", "cut")
+POSITION_COLUMN = "diff_position"  # first token at which a negative differs from its positive
+TOKEN_COLUMNS: tuple[str, ...] = ("pos_tokens", "tokens", "text_tokens", "query_tokens")
+
+
+def bucket_labels(edges: Sequence[int] = LENGTH_EDGES) -> list[str]:
+    """``["≤16", "17–32", ..., "155–248", ">248"]`` in order."""
+    labels = [f"≤{edges[0]}"]
+    labels += [f"{lo + 1}–{hi}" for lo, hi in itertools.pairwise(edges)]
+    labels.append(f">{edges[-1]}")
+    return labels
+
+
+def length_bucket(count: float | None, edges: Sequence[int] = LENGTH_EDGES) -> str | None:
+    """The bucket label of a token count (None for a missing count)."""
+    if count is None or count != count:  # NaN
+        return None
+    labels = bucket_labels(edges)
+    for edge, label in zip(edges, labels, strict=False):
+        if count <= edge:
+            return label
+    return labels[-1]
+
+
+def series_labels(frame: pd.DataFrame) -> pd.Series:
+    """A legend name per leaderboard row: the model, plus the run id when a model ran twice."""
+    repeated = frame["model"].duplicated(keep=False)
+    return frame["model"].where(~repeated, frame["model"] + " · " + frame["run_id"])
+
+
+# --------------------------------------------------------------------------- from metrics.json
+
+
+def metric_long(frame: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Leaderboard rows of one task as long data: series, metric, value, lo, hi (percent)."""
+    import pandas as pd
+
+    # Shares of cut texts have their own chart; here only what scores a model.
+    names = list(metrics) if metrics is not None else list(filter(is_ranked, metric_names(frame)))
+    labels = series_labels(frame)
+    rows = []
+    for index, row in frame.iterrows():
+        for metric in names:
+            value = row.get(metric)
+            if value is None or pd.isna(value):
+                continue
+            lo, hi = row.get(f"{metric}_lo"), row.get(f"{metric}_hi")
+            rows.append(
+                {
+                    "series": labels[index],
+                    "metric": metric,
+                    "value": 100 * float(value),
+                    "lo": 100 * float(lo) if lo is not None and pd.notna(lo) else None,
+                    "hi": 100 * float(hi) if hi is not None and pd.notna(hi) else None,
+                }
+            )
+    return pd.DataFrame(rows, columns=["series", "metric", "value", "lo", "hi"])
+
+
+def metric_bars(long: pd.DataFrame) -> alt.FacetChart:
+    """One panel per metric, a bar per model, its 95% interval as a whisker."""
+    import altair as alt
+
+    base = alt.Chart().encode(y=alt.Y("series:N", title=None, axis=alt.Axis(labelLimit=260)))
+    bars = base.mark_bar().encode(
+        x=alt.X("value:Q", title="%", scale=alt.Scale(domain=[0, 100])),
+        color=alt.Color("series:N", legend=None),
+        tooltip=[
+            "series:N",
+            "metric:N",
+            alt.Tooltip("value:Q", format=".1f"),
+            alt.Tooltip("lo:Q", format=".1f"),
+            alt.Tooltip("hi:Q", format=".1f"),
+        ],
+    )
+    whiskers = base.mark_errorbar(ticks=True, color="black").encode(
+        x=alt.X("lo:Q", title="%"), x2="hi:Q"
+    )
+    return (
+        alt.layer(bars, whiskers, data=long)
+        .properties(width=260)
+        .facet(
+            facet=alt.Facet("metric:N", title=None, sort=list(dict.fromkeys(long["metric"]))),
+            columns=3,
+        )
+    )
+
+
+def scm_neg_points(frame: pd.DataFrame) -> pd.DataFrame:
+    """One point per run of the task that has both SCM and Neg: series, scm, neg (percent)."""
+    import pandas as pd
+
+    if "scm" not in frame.columns or "neg" not in frame.columns:
+        return pd.DataFrame(columns=["series", "scm", "neg"])
+    both = frame[frame["scm"].notna() & frame["neg"].notna()]
+    return pd.DataFrame(
+        {
+            "series": series_labels(frame)[both.index],
+            "scm": 100 * both["scm"].astype(float),
+            "neg": 100 * both["neg"].astype(float),
+        }
+    ).reset_index(drop=True)
+
+
+def scm_neg_scatter(points: pd.DataFrame) -> alt.Chart:
+    import altair as alt
+
+    return (
+        alt.Chart(points)
+        .mark_circle(size=120)
+        .encode(
+            x=alt.X("scm:Q", title="SCM (%)", scale=alt.Scale(domain=[0, 100])),
+            y=alt.Y("neg:Q", title="Neg (%)", scale=alt.Scale(domain=[0, 100])),
+            color=alt.Color("series:N", title="model"),
+            tooltip=[
+                "series:N",
+                alt.Tooltip("scm:Q", format=".1f"),
+                alt.Tooltip("neg:Q", format=".1f"),
+            ],
+        )
+        .properties(height=360)
+    )
+
+
+# --------------------------------------------------------------------------- from the examples
+
+
+def chart_columns(available: Sequence[str], flag: str) -> list[str]:
+    """The example columns the length and cut charts read from one run."""
+    wanted = ["task", flag, "neg_correct", POSITION_COLUMN, *TOKEN_COLUMNS, *CUT_COLUMNS]
+    return [c for c in dict.fromkeys(wanted) if c in available]
+
+
+def length_accuracy(examples: pd.DataFrame, *, flag: str, series: str) -> pd.DataFrame:
+    """Accuracy (percent) and count per token-length bucket of one run's examples of one task."""
+    import pandas as pd
+
+    columns = ["series", "bucket", "order", "accuracy", "n"]
+    if flag not in examples.columns or examples.empty:
+        return pd.DataFrame(columns=columns)
+    labels = bucket_labels()
+    buckets = caption_tokens(examples).map(lambda c: length_bucket(None if pd.isna(c) else c))
+    flags = examples[flag].astype("boolean")
+    usable = buckets.notna() & flags.notna()
+    grouped = flags[usable].astype(float).groupby(buckets[usable])
+    out = pd.DataFrame({"accuracy": 100 * grouped.mean(), "n": grouped.size()}).reset_index(
+        names="bucket"
+    )
+    out["order"] = out["bucket"].map(labels.index)
+    out["series"] = series
+    return out.sort_values("order")[columns].reset_index(drop=True)
+
+
+def length_lines(data: pd.DataFrame) -> alt.Chart:
+    import altair as alt
+
+    return (
+        alt.Chart(data)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X(
+                "bucket:N",
+                title="caption tokens (untruncated)",
+                sort=bucket_labels(),
+                axis=alt.Axis(labelAngle=0),
+            ),
+            y=alt.Y("accuracy:Q", title="accuracy (%)", scale=alt.Scale(domain=[0, 100])),
+            color=alt.Color("series:N", title="model"),
+            tooltip=["series:N", "bucket:N", alt.Tooltip("accuracy:Q", format=".1f"), "n:Q"],
+        )
+        .properties(height=360)
+    )
+
+
+def position_accuracy(examples: pd.DataFrame, *, series: str) -> pd.DataFrame:
+    """Neg accuracy (percent) by the token position where the negative first differs."""
+    import pandas as pd
+
+    from densecap_eval.metrics.length import POSITION_BUCKETS, position_bucket
+
+    columns = ["series", "bucket", "accuracy", "n"]
+    if POSITION_COLUMN not in examples.columns or "neg_correct" not in examples.columns:
+        return pd.DataFrame(columns=columns)
+    positions = examples[POSITION_COLUMN].map(
+        lambda p: None if p is None or pd.isna(p) else position_bucket(int(p))
+    )
+    flags = examples["neg_correct"].astype("boolean")
+    usable = positions.notna() & flags.notna()
+    grouped = flags[usable].astype(float).groupby(positions[usable])
+    out = pd.DataFrame({"accuracy": 100 * grouped.mean(), "n": grouped.size()}).reset_index(
+        names="bucket"
+    )
+    out["series"] = series
+    out["order"] = out["bucket"].map(list(POSITION_BUCKETS).index)
+    return out.sort_values("order")[columns].reset_index(drop=True)
+
+
+def position_lines(data: pd.DataFrame) -> alt.Chart:
+    import altair as alt
+
+    from densecap_eval.metrics.length import POSITION_BUCKETS
+
+    return (
+        alt.Chart(data)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X(
+                "bucket:N",
+                title="token where the negative first differs",
+                sort=list(POSITION_BUCKETS),
+                axis=alt.Axis(labelAngle=0),
+            ),
+            y=alt.Y("accuracy:Q", title="Neg accuracy (%)", scale=alt.Scale(domain=[0, 100])),
+            color=alt.Color("series:N", title="model"),
+            tooltip=["series:N", "bucket:N", alt.Tooltip("accuracy:Q", format=".1f"), "n:Q"],
+        )
+        .properties(height=320)
+    )
+
+
+def cut_share(examples: pd.DataFrame, *, series: str) -> dict[str, object]:
+    """How many of a run's texts (positives and negatives) the token limit cut."""
+    cut = total = 0
+    for column in CUT_COLUMNS:
+        if column not in examples.columns:
+            continue
+        for value in examples[column]:
+            flags = [bool(v) for v in as_list(value) if v is not None]
+            cut += sum(flags)
+            total += len(flags)
+    share = 100 * cut / total if total else None
+    return {"series": series, "share": share, "cut": cut, "texts": total}
+
+
+def cut_bars(data: pd.DataFrame) -> alt.Chart:
+    import altair as alt
+
+    return (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            x=alt.X(
+                "share:Q",
+                title="texts cut by the token limit (%)",
+                scale=alt.Scale(domain=[0, 100]),
+            ),
+            y=alt.Y("series:N", title=None, axis=alt.Axis(labelLimit=260)),
+            color=alt.Color("series:N", legend=None),
+            tooltip=["series:N", alt.Tooltip("share:Q", format=".1f"), "cut:Q", "texts:Q"],
+        )
+    )
+
+
+__all__ = [
+    "bucket_labels",
+    "chart_columns",
+    "cut_bars",
+    "cut_share",
+    "length_accuracy",
+    "length_bucket",
+    "length_lines",
+    "metric_bars",
+    "metric_long",
+    "position_accuracy",
+    "position_lines",
+    "scm_neg_points",
+    "scm_neg_scatter",
+    "series_labels",
+]

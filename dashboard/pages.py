@@ -1,0 +1,481 @@
+"""The five pages, drawn with Streamlit from the helpers in data / charts / explorer.
+
+Each page takes a `Store` (the results directory as read once per script run) and draws itself;
+reads go through `cache`. A read failure is shown where it happens and never stops the page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from densecap_eval.errors import DensecapError
+from densecap_eval.results.store import StoredRun
+
+from . import cache, charts, compare_view, data, explorer
+
+BEST_STYLE = "background-color: #d7f5dd; font-weight: 600"
+DIFF_STYLE = "background-color: #fff2b3"
+
+
+@dataclass(frozen=True)
+class Store:
+    """The results directory as this script run sees it."""
+
+    results_dir: Path
+    fingerprint: tuple[tuple[str, int], ...]
+    runs: list[StoredRun]
+
+    @property
+    def complete(self) -> list[StoredRun]:
+        return [run for run in self.runs if run.is_complete and run.card is not None]
+
+    def leaderboard(self) -> Any:
+        return cache.leaderboard(str(self.results_dir), self.fingerprint)
+
+
+def _stamp(run: StoredRun) -> int:
+    return data.run_stamp(run.path)
+
+
+def _height(rows: int, *, most: int = 900) -> int:
+    """Pixels for a table to show ``rows`` rows without inner scrolling, up to ``most``."""
+    return min(most, 35 * (rows + 1) + 3)
+
+
+def _pick_run(label: str, runs: list[StoredRun], *, key: str, default: int = -1) -> StoredRun:
+    index = default % len(runs)
+    return runs[st.selectbox(label, range(len(runs)), index=index, key=key,
+                             format_func=lambda i: data.run_label(runs[i]))]  # fmt: skip
+
+
+def show_unusable(store: Store) -> None:
+    """List run directories that are not complete, with the reason, without stopping the page."""
+    bad = data.unusable_runs(store.runs)
+    if not bad:
+        return
+    corrupt = sum(run.status == "corrupt" for run in bad)
+    with st.expander(
+        f"{len(bad)} run director{'y' if len(bad) == 1 else 'ies'} not shown "
+        f"({corrupt} corrupt, {len(bad) - corrupt} failed, interrupted or running)",
+        expanded=False,
+    ):
+        st.dataframe(data.status_frame(bad), hide_index=True)
+
+
+def _no_complete_runs(store: Store) -> None:
+    st.info("No complete run in this results directory yet.")
+    st.markdown(data.FIRST_RUN_HELP.format(results=store.results_dir))
+
+
+# --------------------------------------------------------------------------- leaderboard
+
+
+def leaderboard_page(store: Store) -> None:
+    st.header("Leaderboard")
+    show_unusable(store)
+    frame = store.leaderboard()
+    if frame.empty:
+        _no_complete_runs(store)
+        return
+    left, middle, right = st.columns(3)
+    tasks = left.multiselect("Tasks", sorted(frame["task"].unique()), key="lb_tasks",
+                             placeholder="all tasks")  # fmt: skip
+    models = middle.multiselect("Models", sorted(frame["model"].unique()), key="lb_models",
+                                placeholder="all models")  # fmt: skip
+    dates = None
+    known = frame["date"].dropna()
+    if not known.empty:
+        first, last = known.min().date(), known.max().date()
+        picked = right.date_input("Run between", (first, last), min_value=first,
+                                  max_value=last, key="lb_dates")  # fmt: skip
+        if isinstance(picked, (tuple, list)) and len(picked) == 2:
+            dates = (picked[0], picked[1])
+    shown = data.filter_leaderboard(frame, tasks=tasks or None, models=models or None, dates=dates)
+    st.caption(
+        f"{len(shown)} of {len(frame)} rows (one per run and task). Metrics in percent with "
+        "their 95% bootstrap interval; the best value of each task is highlighted and named in "
+        "'best'. Click a column header to sort."
+    )
+    view = data.display_leaderboard(shown)
+    marks = data.best_marks(shown)
+
+    def highlight(column: Any) -> list[str]:
+        if column.name not in marks.columns:
+            return [""] * len(column)
+        return [BEST_STYLE if on else "" for on in marks[column.name]]
+
+    metric_cols = [m for m in data.metric_names(shown) if m in view.columns]
+    styled = view.style.apply(highlight, subset=metric_cols).format(
+        "{:.1f}", subset=metric_cols, na_rep="–"
+    )
+    st.dataframe(
+        styled,
+        hide_index=True,
+        key="lb_table",
+        height=_height(len(view)),
+        column_config={"date": st.column_config.DatetimeColumn("date", format="YYYY-MM-DD HH:mm")},
+    )
+    st.download_button("Download CSV", data.leaderboard_csv(shown),
+                       file_name="densecap-leaderboard.csv", mime="text/csv")  # fmt: skip
+
+
+# --------------------------------------------------------------------------- charts
+
+
+def charts_page(store: Store) -> None:
+    st.header("Charts")
+    frame = store.leaderboard()
+    if frame.empty:
+        _no_complete_runs(store)
+        return
+    tasks = sorted(frame["task"].unique())
+    task = st.selectbox("Task", tasks, key="ch_task")
+    rows = frame[frame["task"] == task]
+    models = sorted(rows["model"].unique())
+    picked = st.multiselect("Models", models, default=models[:12], key="ch_models")
+    rows = rows[rows["model"].isin(picked)].reset_index(drop=True)
+    if rows.empty:
+        st.info("Pick at least one model.")
+        return
+
+    st.subheader("Metrics with 95% intervals")
+    long = charts.metric_long(rows)
+    if long.empty:
+        st.caption("No numeric metrics stored for this task.")
+    else:
+        st.altair_chart(charts.metric_bars(long))
+
+    points = charts.scm_neg_points(rows)
+    if not points.empty:
+        st.subheader("SCM against Neg")
+        st.altair_chart(charts.scm_neg_scatter(points))
+
+    _example_charts(store, rows, task)
+
+
+def _example_charts(store: Store, rows: Any, task: str) -> None:
+    import pandas as pd
+
+    by_id = {run.run_id: run for run in store.complete}
+    labels = charts.series_labels(rows)
+    flags = sorted({f for run_id in rows["run_id"] if run_id in by_id
+                    for f in explorer.correct_columns(_columns(by_id[run_id]))},
+                   key=lambda c: (c != "neg_correct", c))  # fmt: skip
+    if not flags:
+        st.caption("These runs stored no per-example correct flags: no length breakdown.")
+        return
+    flag = st.selectbox("Accuracy of", flags, key="ch_flag")
+    lines, cuts, positions, problems = [], [], [], []
+    for index, run_id in rows["run_id"].items():
+        run = by_id.get(run_id)
+        if run is None:
+            continue
+        try:
+            length, cut, position = cache.chart_data(
+                str(run.path), _stamp(run), task, flag, labels[index]
+            )
+        except DensecapError as exc:
+            problems.append(str(exc))
+            continue
+        lines.append(length)
+        cuts.append(cut)
+        positions.append(position)
+    for problem in problems:
+        st.warning(problem)
+    st.subheader("Accuracy by caption length")
+    length = pd.concat(lines, ignore_index=True) if lines else pd.DataFrame()
+    if length.empty:
+        st.caption("No token counts stored for this task.")
+    else:
+        st.altair_chart(charts.length_lines(length))
+    st.subheader("Share of texts cut by the token limit")
+    cut = pd.DataFrame(cuts)
+    if cut.empty or cut["share"].isna().all():
+        st.caption("No cut flags stored for this task.")
+    else:
+        st.altair_chart(charts.cut_bars(cut.dropna(subset=["share"])))
+    by_position = pd.concat(positions, ignore_index=True) if positions else pd.DataFrame()
+    if not by_position.empty:
+        st.subheader("Neg accuracy by where the negative differs")
+        st.caption("A model that reads 77 tokens cannot see a difference that starts later.")
+        st.altair_chart(charts.position_lines(by_position))
+
+
+def _columns(run: StoredRun) -> list[str]:
+    return cache.columns_of(str(run.path), _stamp(run))
+
+
+# --------------------------------------------------------------------------- explorer
+
+
+def _dataset_root(run: StoredRun) -> str | None:
+    card = run.card
+    if card is None:
+        return None
+    root = card.dataset.get("root") or card.config.get("data_root") or card.config.get("root")
+    return str(root) if root else None
+
+
+def explorer_page(store: Store) -> None:
+    st.header("Example explorer")
+    runs = store.complete
+    if not runs:
+        _no_complete_runs(store)
+        return
+    run = _pick_run("Run", runs, key="ex_run")
+    columns = _columns(run)
+    try:
+        frame = cache.examples(str(run.path), _stamp(run),
+                               tuple(explorer.explorer_columns(columns)))  # fmt: skip
+    except DensecapError as exc:
+        st.error(str(exc))
+        return
+    if frame.empty:
+        st.info("This run stored no examples.")
+        return
+    if "task" in frame.columns:
+        task = st.selectbox("Task", sorted(frame["task"].unique()), key="ex_task")
+        frame = frame[frame["task"] == task]
+    else:
+        task = None
+
+    flags = explorer.correct_columns(frame.columns)
+    c1, c2, c3 = st.columns(3)
+    outcome = c1.radio("Show", explorer.OUTCOMES, horizontal=True, key="ex_outcome",
+                       format_func=lambda o: {"disagree": "disagreeing"}.get(o, o))  # fmt: skip
+    flag = c2.selectbox("Correct by", flags, key="ex_flag") if flags else "neg_correct"
+    if outcome == "disagree":
+        others = [r for r in runs if r.path != run.path]
+        if not others:
+            st.warning("Only one complete run: nothing to disagree with.")
+            outcome = "all"
+        else:
+            other = _pick_run("Other run", others, key="ex_other")
+            wanted = [c for c in (*explorer.KEY_COLUMNS, flag) if c in _columns(other)]
+            try:
+                theirs = cache.examples(str(other.path), _stamp(other), tuple(wanted))
+            except DensecapError as exc:
+                st.error(str(exc))
+                return
+            if task is not None and "task" in theirs.columns:
+                theirs = theirs[theirs["task"] == task]
+            frame = explorer.attach_other(frame, theirs, flag)
+
+    kinds = None
+    if "negative_key" in frame.columns:
+        options = sorted(frame["negative_key"].map(explorer.negative_type).unique())
+        picked = c3.multiselect("Negative type", options, key="ex_kinds", placeholder="all types")
+        kinds = tuple(picked) or None
+    tokens = None
+    counts = explorer.caption_tokens(frame).dropna()
+    if not counts.empty and counts.min() < counts.max():
+        lo, hi = int(counts.min()), int(counts.max())
+        tokens = st.slider("Caption tokens (untruncated)", lo, hi, (lo, hi), key="ex_tokens")
+
+    spec = explorer.ExampleFilter(outcome=outcome, flag=flag, negative_types=kinds,
+                                  tokens=tokens)  # fmt: skip
+    try:
+        shown = explorer.filter_examples(frame, spec)
+    except DensecapError as exc:
+        st.warning(str(exc))
+        shown = frame
+    pages = explorer.page_count(len(shown))
+    page = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1,
+                           key="ex_page")  # fmt: skip
+    st.caption(f"{len(shown)} of {len(frame)} examples match; showing "
+               f"{explorer.PAGE_SIZE} per page.")  # fmt: skip
+    root = _dataset_root(run)
+    for _, row in explorer.page_of(shown, int(page)).iterrows():
+        show_example(row, root)
+
+
+def show_example(row: Any, dataset_root: str | None) -> None:
+    """One example: the region on its photo, the texts with the changed words, the numbers."""
+    with st.container(border=True):
+        picture, texts = st.columns([2, 3])
+        image = row.get("image")
+        key = row.get("entry_key")
+        title = f"`{image}`" + (f" · `{key}`" if isinstance(key, str) and key else "")
+        picture.markdown(title)
+        if dataset_root and isinstance(image, str):
+            box = explorer.as_list(row.get("box"))
+            try:
+                png = cache.region_png(dataset_root, image, str(row.get("entry_key", "")),
+                                       tuple(int(v) for v in box) if len(box) == 4 else None)  # fmt: skip
+                picture.image(png)
+            except DensecapError as exc:
+                picture.caption(f"photo not available: {exc}")
+        else:
+            picture.caption("photo not available: the run card records no dataset root")
+        _example_texts(texts, row)
+
+
+def _mark(value: Any) -> str:
+    if value is None or value != value:
+        return "–"
+    return ":green[**correct**]" if bool(value) else ":red[**wrong**]"
+
+
+def _example_texts(box: Any, row: Any) -> None:
+    fields = explorer.example_fields(row)
+    flags = [c for c in row.index if c.endswith(explorer.CORRECT_SUFFIX)]
+    verdicts = " · ".join(f"{c.removesuffix(explorer.CORRECT_SUFFIX)} {_mark(row[c])}"
+                          for c in flags)  # fmt: skip
+    if "other_correct" in row.index:
+        verdicts += f" · other run {_mark(row['other_correct'])}"
+    if verdicts:
+        box.markdown(verdicts)
+    positives = [str(p) for p in explorer.as_list(row.get("positives"))]
+    negative = row.get("negative")
+    if positives and isinstance(negative, str):
+        scores = fields.get("pos_scores", [])
+        tokens = fields.get("pos_tokens", [])
+        cut = fields.get("pos_cut", [])
+        for i, positive in enumerate(positives):
+            pos_html, _ = explorer.diff_pair_html(positive, negative)
+            box.markdown(f"**positive {i + 1}** {_numbers(scores, tokens, cut, i)}<br>{pos_html}",
+                         unsafe_allow_html=True)  # fmt: skip
+        _, neg_html = explorer.diff_pair_html(positives[0], negative)
+        numbers = _numbers([fields.get("neg_score")], [fields.get("neg_tokens")],
+                           [fields.get("neg_cut")], 0)  # fmt: skip
+        kind = fields.get("negative_key") or ""
+        box.markdown(f"**negative** `{kind}` {numbers}<br>{neg_html}", unsafe_allow_html=True)
+        if fields.get("diff_position") is not None:
+            box.caption(f"first differing token: {fields['diff_position']}")
+    elif isinstance(row.get("text"), str):  # a retrieval example: one text per photo
+        parts = [f"{row[c]} tokens" if c == "tokens" else f"{c} {row[c]}"
+                 for c in ("tokens", "rank_i2t", "rank_t2i") if c in row.index]  # fmt: skip
+        if "cut" in row.index and bool(row["cut"]):
+            parts.append("**cut**")
+        box.markdown(f"**text** ({', '.join(parts)})")
+        box.text(row["text"])
+    else:
+        shown = {k: v for k, v in row.items() if k not in ("box",)}
+        box.json({k: explorer.as_list(v) if hasattr(v, "tolist") else v for k, v in shown.items()},
+                 expanded=False)  # fmt: skip
+
+
+def _numbers(scores: list[Any], tokens: list[Any], cut: list[Any], i: int) -> str:
+    parts = []
+    if i < len(scores) and scores[i] is not None:
+        parts.append(f"score {float(scores[i]):.4f}")
+    if i < len(tokens) and tokens[i] is not None:
+        parts.append(f"{int(tokens[i])} tokens")
+    if i < len(cut) and cut[i] is not None and bool(cut[i]):
+        parts.append("**cut**")
+    return f"({', '.join(parts)})" if parts else ""
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def compare_page(store: Store) -> None:
+    st.header("Compare two runs")
+    runs = store.complete
+    if len(runs) < 2:
+        st.info("Comparing needs two complete runs.")
+        if not runs:
+            st.markdown(data.FIRST_RUN_HELP.format(results=store.results_dir))
+        return
+    left, right = st.columns(2)
+    with left:
+        run_a = _pick_run("Run A", runs, key="cmp_a", default=-2)
+    with right:
+        run_b = _pick_run("Run B", runs, key="cmp_b", default=-1)
+    n_boot = st.number_input("Bootstrap resamples", 0, 10000, 1000, step=100, key="cmp_boot")
+    try:
+        result = cache.comparison(str(run_a.path), _stamp(run_a), str(run_b.path),
+                                  _stamp(run_b), int(n_boot))  # fmt: skip
+    except DensecapError as exc:
+        st.error(str(exc))
+        return
+    for note in result.notes:
+        st.info(note)
+    table = compare_view.comparison_frame(result)
+    if table.empty:
+        return
+    st.caption("Paired test on the examples both runs scored: exact McNemar on the discordant "
+               "pairs, 95% interval of B−A by a bootstrap that resamples photos.")  # fmt: skip
+    st.dataframe(table, hide_index=True, key="cmp_table", height=_height(len(table)))
+    choices = list(range(len(result.metrics)))
+    pick = st.selectbox("Agreement of", choices, key="cmp_metric",
+                        format_func=lambda i: f"{result.metrics[i].task} · {result.metrics[i].metric}")  # fmt: skip
+    chosen = result.metrics[pick]
+    st.subheader("Agreement")
+    st.table(compare_view.agreement_table(chosen))
+
+    cols_a, cols_b = _columns(run_a), _columns(run_b)
+    flag = compare_view.flag_column(chosen.metric, [c for c in cols_a if c in cols_b])
+    if flag is None:
+        return
+    try:
+        frame_a = cache.examples(str(run_a.path), _stamp(run_a),
+                                 tuple(compare_view.disagreement_columns(cols_a, flag)))  # fmt: skip
+        frame_b = cache.examples(str(run_b.path), _stamp(run_b),
+                                 tuple(compare_view.disagreement_columns(cols_b, flag)))  # fmt: skip
+    except DensecapError as exc:
+        st.error(str(exc))
+        return
+    differ = compare_view.disagreements(frame_a, frame_b, flag=flag, task=chosen.task)
+    total = differ.attrs.get("total", len(differ))
+    st.subheader(f"Examples they disagree on ({total})")
+    if total > len(differ):
+        st.caption(f"showing the first {len(differ)}")
+    st.dataframe(differ, hide_index=True, key="cmp_differ")
+
+
+# --------------------------------------------------------------------------- run cards
+
+
+def cards_page(store: Store) -> None:
+    st.header("Run cards")
+    runs = store.runs
+    if not runs:
+        st.markdown(data.FIRST_RUN_HELP.format(results=store.results_dir))
+        return
+    left, right = st.columns(2)
+    with left:
+        run_a = _pick_run("Run A", runs, key="card_a")
+    options = [None, *runs]
+    others = [i for i, run in enumerate(options) if run is not None and run.path != run_a.path]
+    with right:
+        picked = st.selectbox("Run B (optional)", range(len(options)), key="card_b",
+                              index=others[-1] if others else 0,
+                              format_func=lambda i: "—" if i == 0 else data.run_label(options[i]))  # fmt: skip
+    run_b = options[picked]
+    for run in (run_a, run_b):
+        if run is not None and not run.is_complete:
+            st.warning(f"{run.run_id} is {run.status}" + (f": {run.reason}" if run.reason else ""))
+    table = data.card_table(run_a, run_b)
+    if run_b is not None:
+        only = st.checkbox("Only fields that differ", key="card_only")
+        if only:
+            table = table[table["differs"]]
+        st.caption(f"{int(data.card_table(run_a, run_b)['differs'].sum())} fields differ "
+                   "(highlighted).")  # fmt: skip
+        styled = table.style.apply(
+            lambda row: [DIFF_STYLE if row["differs"] else ""] * len(row), axis=1
+        )
+        st.dataframe(styled, hide_index=True, key="card_table", height=_height(len(table)))
+    else:
+        st.dataframe(table, hide_index=True, key="card_table", height=_height(len(table)))
+    if run_a.card is not None:
+        with st.expander("run.json of A"):
+            st.json(run_a.card.to_dict())
+
+
+# --------------------------------------------------------------------------- routing
+
+
+PAGES: dict[str, tuple[str, Callable[[Store], None]]] = {
+    "leaderboard": ("Leaderboard", leaderboard_page),
+    "charts": ("Charts", charts_page),
+    "explorer": ("Example explorer", explorer_page),
+    "compare": ("Compare two runs", compare_page),
+    "cards": ("Run cards", cards_page),
+}

@@ -1,0 +1,149 @@
+"""Screenshot every dashboard page in a real headless Chromium; fail if a page shows an exception.
+
+    python scripts/screenshot_dashboard.py --results RESULTS_DIR [--out docs/screenshots]
+
+Starts the dashboard exactly as ``densecap-eval dashboard`` does (127.0.0.1, headless, no usage
+statistics) on a free port, then for each page (``?page=leaderboard`` ...) asks Chromium for
+the rendered DOM and for a screenshot. A page fails when its DOM holds one of Streamlit's
+exception markers, or lacks its own header (it did not render). Needs Debian's ``chromium``
+(``apt-get install chromium``); exits 2 when it is missing. Nothing leaves 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+# page key -> the header the page draws (proof that it rendered)
+PAGES: dict[str, str] = {
+    "leaderboard": "Leaderboard",
+    "charts": "Charts",
+    "explorer": "Example explorer",
+    "compare": "Compare two runs",
+    "cards": "Run cards",
+}
+EXCEPTION_MARKERS: tuple[str, ...] = ("stException", "Traceback (most recent call last)")
+CHROMIUM_FLAGS: tuple[str, ...] = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_healthy(url: str, *, timeout: float, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"the dashboard exited early with code {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"the dashboard did not answer at {url} within {timeout:.0f}s")
+
+
+def chromium(binary: str, *args: str, budget_ms: int, size: str) -> str:
+    with tempfile.TemporaryDirectory(prefix="densecap-chromium-") as profile:
+        argv = [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                f"--window-size={size}", f"--virtual-time-budget={budget_ms}", *args]  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"chromium failed ({done.returncode}): {done.stderr[-2000:]}")
+    return done.stdout
+
+
+def check_page(dom: str, header: str) -> str | None:
+    """Why the page is broken, or None."""
+    for marker in EXCEPTION_MARKERS:
+        if marker in dom:
+            return f"shows an exception ({marker!r} in the page)"
+    if header not in dom:
+        return f"did not render (no {header!r} header in the page)"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", required=True, type=Path, help="results directory to show")
+    parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
+    parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    parser.add_argument("--budget-ms", type=int, default=15000, help="virtual time per page")
+    parser.add_argument("--size", default="1400,1600", help="window size W,H")
+    parser.add_argument("--pages", nargs="*", default=list(PAGES), choices=list(PAGES))
+    args = parser.parse_args(argv)
+
+    if not Path(args.chromium).is_file():
+        print(f"chromium not found at {args.chromium}: apt-get install chromium", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from densecap_eval.cli.dashboard_cmd import streamlit_command
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = tempfile.TemporaryFile()
+    server = subprocess.Popen(
+        streamlit_command(args.results, port=port), stdout=log, stderr=subprocess.STDOUT
+    )
+    failures: list[str] = []
+    try:
+        wait_healthy(url, timeout=90, server=server)
+        # The first session pays for the imports; let it, so every page below starts warm.
+        chromium(args.chromium, "--dump-dom", url, budget_ms=args.budget_ms, size=args.size)
+        for page in args.pages:
+            address = f"{url}/?page={page}"
+            # A busy machine can leave a page half-drawn when Chromium's virtual time runs out;
+            # that is retried with more time, an exception on the page is not.
+            for attempt in range(3):
+                dom = chromium(args.chromium, "--dump-dom", address,
+                               budget_ms=args.budget_ms * (attempt + 1), size=args.size)  # fmt: skip
+                problem = check_page(dom, PAGES[page])
+                if problem is None or "exception" in problem:
+                    break
+            shot = (args.out / f"{page}.png").resolve()
+            chromium(args.chromium, f"--screenshot={shot}", address,
+                     budget_ms=args.budget_ms * (attempt + 1), size=args.size)  # fmt: skip
+            status = "ok" if problem is None else f"FAILED: {problem}"
+            print(f"{page:12s} {shot}  {status}")
+            if problem is not None:
+                failures.append(f"{page}: {problem}")
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        if failures:
+            log.seek(0)
+            print(log.read().decode(errors="replace")[-4000:], file=sys.stderr)
+        log.close()
+    for failure in failures:
+        print(f"error: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
