@@ -52,7 +52,14 @@ class Scorer(Protocol):
 
 @runtime_checkable
 class EmbeddingScorer(Scorer, Protocol):
-    """A two-tower model (CLIP, SigLIP, ...)."""
+    """A two-tower model (CLIP, SigLIP, ...).
+
+    ``preprocess`` may be a method or a picklable callable attribute (the library's own
+    transform): DataLoader workers receive it, so it must not drag the model along.
+    """
+
+    device: torch.device
+    precision: Precision
 
     @property
     def preprocess_id(self) -> str:
@@ -75,6 +82,10 @@ class EmbeddingScorer(Scorer, Protocol):
 
     def logits(self, image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
         """The model's own logits from normalised embeddings: (n_images, n_texts)."""
+        ...
+
+    def text_cut(self, texts: Sequence[str], *, policy: TextPolicy | None = None) -> list[bool]:
+        """Whether the policy drops any token of each text."""
         ...
 
 

@@ -1,0 +1,290 @@
+"""What every two-tower backend shares: device and precision, hashing, the scorer skeleton.
+
+A backend subclasses `TwoTowerScorer` and supplies four things: ``preprocess`` (PIL -> pixel
+tensor, picklable), ``_image_features`` and ``_text_features`` (the library's own forward on
+the device, unnormalised) and ``_count`` (untruncated token counts). The base class adds the
+text policies, autocast, inference mode, normalisation and the logits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from densecap_eval.errors import ModelLoadError
+from densecap_eval.scorers.base import PRECISIONS, Precision, TextEncoding, TextPolicy
+from densecap_eval.scorers.text_policy import check_policy, plan_texts, pool_pieces
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+_HASH_CHUNK = 1 << 20
+_file_hashes: dict[tuple[str, int, int], str] = {}
+
+
+def spec_loader(prefix: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Turn ``fn(rest, *, spec, device, precision, text_policy)`` into a registry loader.
+
+    Registry loaders share `load_scorer`'s signature ``(spec, device=None, precision=None, *,
+    text_policy="truncate")``; this strips the prefix and resolves device and precision.
+    """
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def load(
+            spec: str,
+            device: str | None = None,
+            precision: str | None = None,
+            *,
+            text_policy: TextPolicy = "truncate",
+        ) -> Any:
+            head = f"{prefix}:"
+            if not spec.startswith(head):
+                raise ModelLoadError(f"model spec {spec!r} does not start with {head!r}")
+            torch_device = resolve_device(device)
+            return fn(
+                spec[len(head) :],
+                spec=spec,
+                device=torch_device,
+                precision=resolve_precision(precision, torch_device),
+                text_policy=check_policy(text_policy),
+            )
+
+        return load
+
+    return wrap
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``None`` or ``"auto"``: cuda, then mps, then cpu. An explicit device must exist."""
+    import torch
+
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ModelLoadError(f"unknown device {device!r}: {exc}") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} requested but CUDA is not available")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError(f"device {device!r} requested but MPS is not available")
+    return resolved
+
+
+def resolve_precision(precision: str | None, device: torch.device) -> Precision:
+    """Default fp16 on CUDA, fp32 elsewhere. fp16 autocast on CPU is refused (slow, lossy)."""
+    if precision is None:
+        return "fp16" if device.type == "cuda" else "fp32"
+    if precision not in PRECISIONS:
+        raise ModelLoadError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
+    if precision == "fp16" and device.type == "cpu":
+        raise ModelLoadError(
+            "precision 'fp16' is not supported on the CPU (no fast fp16 kernels there); "
+            "use 'bf16' or 'fp32'"
+        )
+    return precision  # type: ignore[return-value]
+
+
+def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager[Any]:
+    """Autocast on the device for fp16 / bf16; nothing for fp32 (the weights stay fp32)."""
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def hash_file(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file, streamed; cached per (path, mtime, size) for the process."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_mtime_ns, st.st_size)
+    cached = _file_hashes.get(key)
+    if cached is not None:
+        return cached
+    digest = hashlib.sha256()
+    with p.open("rb") as fh:
+        for block in iter(lambda: fh.read(_HASH_CHUNK), b""):
+            digest.update(block)
+    _file_hashes[key] = digest.hexdigest()
+    return _file_hashes[key]
+
+
+def hash_files(directory: Path, patterns: Sequence[str]) -> dict[str, str]:
+    """sha256 of each file in ``directory`` matching one of ``patterns``, by file name."""
+    found = sorted({p for pattern in patterns for p in directory.glob(pattern) if p.is_file()})
+    return {p.name: hash_file(p) for p in found}
+
+
+def short_hash(obj: Any) -> str:
+    """A stable 16-hex-digit hash of a JSON-able object (keys sorted)."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def repr_id(obj: Any) -> str:
+    """Hash of an object's repr with memory addresses removed (stable across processes)."""
+    return short_hash(re.sub(r" at 0x[0-9a-fA-F]+", "", repr(obj)))
+
+
+def features(output: Any) -> torch.Tensor:
+    """A tower's output: a tensor, or (transformers 5) a ModelOutput whose pooler_output it is."""
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return output
+    pooled = getattr(output, "pooler_output", None)
+    if pooled is None:
+        raise TypeError(f"cannot find the embeddings in a {type(output).__name__}")
+    return pooled
+
+
+class TwoTowerScorer:
+    """Skeleton of an `EmbeddingScorer`; backends fill in the library calls."""
+
+    kind: Literal["embedding"] = "embedding"
+
+    def __init__(
+        self,
+        *,
+        spec: str,
+        device: torch.device,
+        precision: Precision,
+        text_policy: TextPolicy,
+        max_text_tokens: int,
+        logit_scale: float,
+        logit_bias: float | None,
+        fingerprint: str,
+        preprocess_id: str,
+    ) -> None:
+        self.spec = spec
+        self.device = device
+        self.precision: Precision = precision
+        self.text_policy: TextPolicy = check_policy(text_policy)
+        self.max_text_tokens = max_text_tokens
+        self.logit_scale = logit_scale
+        self.logit_bias = logit_bias
+        self._fingerprint = fingerprint
+        self._preprocess_id = preprocess_id
+        self._dim: int | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(spec={self.spec!r}, device={str(self.device)!r}, "
+            f"precision={self.precision!r}, text_policy={self.text_policy!r})"
+        )
+
+    # -- what backends supply -----------------------------------------------------------------
+    # PIL -> pixel tensor. An attribute holding the library's transform (not a method), so
+    # DataLoader workers pickle the small transform and never the model.
+    preprocess: Callable[[Image.Image], torch.Tensor]
+
+    def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _text_features(self, texts: list[str]) -> torch.Tensor:
+        """Library forward on ``texts`` with its own truncation at ``max_text_tokens``."""
+        raise NotImplementedError
+
+    def _count(self, texts: Sequence[str]) -> list[int]:
+        raise NotImplementedError
+
+    # -- the protocol ---------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    @property
+    def preprocess_id(self) -> str:
+        return self._preprocess_id
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self._count(list(texts)) if len(texts) else []
+
+    def text_cut(self, texts: Sequence[str], *, policy: TextPolicy | None = None) -> list[bool]:
+        """Whether ``policy`` (default: the scorer's) drops tokens of each text."""
+        plan = plan_texts(
+            texts,
+            policy=self.text_policy if policy is None else policy,
+            limit=self.max_text_tokens,
+            count=self._count,
+            model=self.spec,
+        )
+        return plan.cut
+
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[None]:
+        import torch
+
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            yield
+
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        with self._running():
+            out = features(self._image_features(pixels.to(self.device)))
+        return F.normalize(out.float(), dim=-1).cpu()
+
+    def encode_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        import torch
+
+        if not images:
+            return torch.zeros((0, self._embed_dim()), dtype=torch.float32)
+        return self.encode_pixels(torch.stack([self.preprocess(im) for im in images]))
+
+    def encode_texts(
+        self, texts: Sequence[str], *, policy: TextPolicy | None = None
+    ) -> TextEncoding:
+        import torch
+        import torch.nn.functional as F
+
+        plan = plan_texts(
+            texts,
+            policy=self.text_policy if policy is None else policy,
+            limit=self.max_text_tokens,
+            count=self._count,
+            model=self.spec,
+        )
+        if not plan.pieces:
+            empty = torch.zeros((0, self._embed_dim()), dtype=torch.float32)
+            return TextEncoding(embeddings=empty, n_tokens=[], cut=[])
+        with self._running():
+            out = features(self._text_features(plan.pieces))
+        pieces = F.normalize(out.float(), dim=-1).cpu()
+        embeddings = pool_pieces(pieces, plan.owners, len(plan.n_tokens))
+        return TextEncoding(embeddings=embeddings, n_tokens=plan.n_tokens, cut=plan.cut)
+
+    def logits(self, image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        img = image_embeddings.to(device="cpu", dtype=torch.float32)
+        txt = text_embeddings.to(device="cpu", dtype=torch.float32)
+        out = self.logit_scale * (img @ txt.T)
+        if self.logit_bias is not None:
+            out = out + self.logit_bias
+        return out
+
+    def score(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
+        return self.logits(self.encode_images(images), self.encode_texts(texts).embeddings)
+
+    def _embed_dim(self) -> int:
+        """Embedding size (for empty inputs), from one encoded empty text."""
+        if self._dim is None:
+            self._dim = int(self.encode_texts([""], policy="truncate").embeddings.shape[1])
+        return self._dim

@@ -1,0 +1,136 @@
+"""load_scorer's registry: prefixes, listings, plugins, devices, precisions, the built-in model."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from densecap_eval import list_models, load_scorer
+from densecap_eval.errors import ModelLoadError, UnknownNameError
+from densecap_eval.registry import Registry
+from densecap_eval.scorers import SCORERS
+from densecap_eval.scorers.common import resolve_device, resolve_precision, spec_loader
+
+
+@pytest.mark.parametrize(
+    ("spec", "pattern"),
+    [
+        ("openclip:ViT-B-32/openai", r"did you mean 'open_clip'\?"),
+        ("hff:openai/clip", r"did you mean 'hf'\?"),
+        ("ViT-B-32", r"has no PREFIX"),
+    ],
+)
+def test_unknown_prefix_lists_known_ones(spec: str, pattern: str) -> None:
+    with pytest.raises(UnknownNameError, match=pattern) as err:
+        load_scorer(spec)
+    for prefix in ("builtin", "hf", "lora", "open_clip"):
+        assert prefix in str(err.value)
+
+
+def test_list_models_has_one_example_per_prefix() -> None:
+    assert list_models() == [
+        "builtin:tiny",
+        "captionlik:llava-hf/llava-1.5-7b-hf",
+        "hf:openai/clip-vit-base-patch32",
+        "itm:Salesforce/blip-itm-base-coco",
+        "lora:path/to/dci_pick1@hf:openai/clip-vit-base-patch32",
+        "open_clip:ViT-B-32/laion2b_s34b_b79k",
+        "vqascore:llava-hf/llava-1.5-7b-hf",
+    ]
+
+
+def test_registered_prefix_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = {}
+
+    @spec_loader("fake")
+    def loader(rest, *, spec, device, precision, text_policy):
+        seen.update(rest=rest, spec=spec, device=device, precision=precision, policy=text_policy)
+        return "scorer"
+
+    monkeypatch.setitem(SCORERS._entries, "fake", loader)
+    assert load_scorer("fake:x/y", device="cpu", text_policy="chunk-mean") == "scorer"
+    assert seen == {
+        "rest": "x/y",
+        "spec": "fake:x/y",
+        "device": torch.device("cpu"),
+        "precision": "fp32",
+        "policy": "chunk-mean",
+    }
+    assert "fake:..." in list_models()
+
+
+def test_entry_point_plugins_join_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import EntryPoint
+
+    import densecap_eval.registry as registry_module
+
+    ep = EntryPoint(name="myvlm", value="os.path:join", group="densecap_eval.scorers")
+    monkeypatch.setattr(registry_module, "entry_points", lambda group: [ep])
+    fresh: Registry[object] = Registry(
+        "model spec prefix", entry_point_group="densecap_eval.scorers"
+    )
+    import os.path
+
+    assert fresh.names() == ["myvlm"] and fresh.get("myvlm") is os.path.join
+
+
+def test_importing_scorers_does_not_import_torch() -> None:
+    code = "import densecap_eval.scorers, sys; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_builtin_tiny_missing_files_say_how_to_make_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import densecap_eval.scorers.builtin as builtin
+
+    monkeypatch.setattr(builtin, "bundled_models_dir", lambda: tmp_path)
+    with pytest.raises(ModelLoadError, match=r"scripts/train_tiny_clip\.py"):
+        load_scorer("builtin:tiny", device="cpu")
+    with pytest.raises(UnknownNameError, match="builtin:tiny"):
+        load_scorer("builtin:huge", device="cpu")
+
+
+def test_builtin_tiny_loads_the_bundled_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from tiny_models import make_tiny_open_clip
+
+    import densecap_eval.scorers.builtin as builtin
+
+    make_tiny_open_clip(tmp_path / "src")
+    shutil.copy(tmp_path / "src" / "tiny_open_clip.json", tmp_path / "tiny_clip.json")
+    shutil.copy(tmp_path / "src" / "tiny_open_clip.safetensors", tmp_path / "tiny_clip.safetensors")
+    monkeypatch.setattr(builtin, "bundled_models_dir", lambda: tmp_path)
+    scorer = load_scorer("builtin:tiny", device="cpu")
+    assert scorer.spec == "builtin:tiny" and scorer.max_text_tokens == 77
+    assert scorer.encode_texts(["a red cube"]).embeddings.shape == (1, 16)
+
+
+def test_device_and_precision_resolution() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_device("cpu") == cpu
+    assert resolve_precision(None, cpu) == "fp32"
+    assert resolve_precision(None, torch.device("cuda")) == "fp16"
+    assert resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(ModelLoadError, match="use 'bf16' or 'fp32'"):
+        resolve_precision("fp16", cpu)
+    with pytest.raises(ModelLoadError, match="unknown precision 'fp8'"):
+        resolve_precision("fp8", cpu)
+    with pytest.raises(ModelLoadError, match="unknown device"):
+        resolve_device("toaster")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="CUDA is not available"):
+            resolve_device("cuda")
+        assert resolve_device(None).type in ("mps", "cpu")
+
+
+def test_unknown_text_policy() -> None:
+    with pytest.raises(UnknownNameError, match="unknown text policy 'chunk'"):
+        load_scorer("builtin:tiny", device="cpu", text_policy="chunk")  # type: ignore[arg-type]
