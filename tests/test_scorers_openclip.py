@@ -92,6 +92,16 @@ def test_token_counts_are_untruncated_tokenizer_counts(scorer) -> None:
     assert scorer.count_tokens(txts)[2] > 77
 
 
+def test_token_ids_are_the_untruncated_ids_with_start_and_end(scorer) -> None:
+    from open_clip.tokenizer import SimpleTokenizer
+
+    tok = SimpleTokenizer()
+    texts = ["A photo of a cat.", "word " * 100]
+    ids = scorer.tokenize_ids(texts)
+    assert ids[0] == [tok.sot_token_id, *tok.encode(texts[0]), tok.eot_token_id]
+    assert [len(x) for x in ids] == scorer.count_tokens(texts) == [8, 102]
+
+
 def test_chunk_mean_equals_truncate_within_the_limit_and_differs_beyond(scorer) -> None:
     short = texts(5)
     # all within the limit: the very same forward, bit for bit

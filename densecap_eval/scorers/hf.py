@@ -169,8 +169,13 @@ class HFScorer(TwoTowerScorer):
         return self.model.get_text_features(**{k: v.to(self.device) for k, v in inputs.items()})
 
     def _count(self, texts: Sequence[str]) -> list[int]:
-        ids = self.tokenizer(list(texts), truncation=False)["input_ids"]
-        return [len(x) for x in ids]
+        return [len(x) for x in self.tokenize_ids(texts)]
+
+    def tokenize_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Untruncated token ids, special tokens included (for first-difference positions)."""
+        if not len(texts):
+            return []
+        return [list(x) for x in self.tokenizer(list(texts), truncation=False)["input_ids"]]
 
 
 @spec_loader("hf")

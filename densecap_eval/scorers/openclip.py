@@ -207,7 +207,7 @@ class OpenClipScorer(TwoTowerScorer):
             fingerprint=short_hash(identity),
             preprocess_id=repr_id(transform),
         )
-        self._counter = _token_counter(tokenizer, spec)
+        self._ids = _token_ids(tokenizer, spec)
 
     def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(pixels)
@@ -219,26 +219,31 @@ class OpenClipScorer(TwoTowerScorer):
         return self.model.encode_text(tokens.to(self.device))
 
     def _count(self, texts: Sequence[str]) -> list[int]:
-        return self._counter(texts)
+        return [len(ids) for ids in self._ids(texts)]
+
+    def tokenize_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Untruncated token ids, special tokens included (for first-difference positions)."""
+        return self._ids(list(texts)) if len(texts) else []
 
 
-def _token_counter(tokenizer: Any, spec: str) -> Any:
-    """Untruncated counts (special tokens included) for the tokenizer kinds open_clip uses."""
+def _token_ids(tokenizer: Any, spec: str) -> Any:
+    """Untruncated token ids (special tokens included) for the tokenizer kinds open_clip uses."""
     from open_clip import tokenizer as octok
 
     if isinstance(tokenizer, octok.SimpleTokenizer):
-        encode = tokenizer.encode
-        return lambda texts: [len(encode(t)) + 2 for t in texts]  # + start and end tokens
+        encode, sot, eot = tokenizer.encode, tokenizer.sot_token_id, tokenizer.eot_token_id
+        return lambda texts: [[sot, *encode(t), eot] for t in texts]
     if isinstance(tokenizer, octok.HFTokenizer):
         hf, clean = tokenizer.tokenizer, tokenizer.clean_fn
-        extra = 1 if getattr(tokenizer, "tokenizer_mode", "") == "clips" else 0  # class token
+        # "clips" mode appends a class token the HF tokenizer does not produce (-1 stands for it)
+        extra = [-1] if getattr(tokenizer, "tokenizer_mode", "") == "clips" else []
         return lambda texts: [
-            len(ids) + extra for ids in hf([clean(t) for t in texts], truncation=False)["input_ids"]
+            [*ids, *extra] for ids in hf([clean(t) for t in texts], truncation=False)["input_ids"]
         ]
     if isinstance(tokenizer, octok.SigLipTokenizer):
         hf = tokenizer.tokenizer
         return lambda texts: [
-            len(ids)
+            list(ids)
             for ids in hf(
                 [octok.canonicalize_text(octok.basic_clean(t)) for t in texts], truncation=False
             )["input_ids"]
