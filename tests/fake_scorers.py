@@ -106,7 +106,9 @@ class _FakeBase:
                         f"{self.max_text_tokens}: {text[:40]!r}"
                     )
             return [False] * len(counts)
-        # chunk-mean keeps every word but still splits the text: it counts as cut.
+        if policy == "chunk-mean":
+            # as the real backends: chunks keep every word, so nothing is cut
+            return [False] * len(counts)
         return [n > self.max_text_tokens for n in counts]
 
     def _text_embedding(self, text: str, policy: TextPolicy) -> np.ndarray:

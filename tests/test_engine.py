@@ -146,6 +146,7 @@ def test_text_policies(tmp_path: Path) -> None:
     short = [i for i, n in enumerate(trunc.text_tokens) if n <= 12]
     assert np.array_equal(trunc.text_embeddings[short], chunk.text_embeddings[short])
     assert not np.allclose(trunc.text_embeddings[4], chunk.text_embeddings[4])
+    assert trunc.text_cut.tolist()[4] and not chunk.text_cut.any()
     with pytest.raises(TextTooLongError, match="18 tokens"):
         score_plan(FakeEmbeddingScorer(), plan, text_policy="error", num_workers=0)
 
@@ -382,3 +383,17 @@ def test_real_open_clip_model_matches_its_own_forward(tmp_path: Path) -> None:
     assert np.abs(one.matrix(rs, ts) - direct).max() <= 1e-5
     assert np.abs(many.matrix(rs, ts) - direct).max() <= 1e-5
     assert one.text_tokens.tolist() == scorer.count_tokens(plan.texts)
+
+
+def test_engine_through_a_spec_string_matches_scorer_score(tmp_path: Path) -> None:
+    """The real open_clip backend, loaded by spec: engine scores equal ``Scorer.score`` on the crops."""
+    from tiny_models import make_tiny_open_clip
+
+    from densecap_eval.scorers import load_scorer
+
+    scorer = load_scorer(make_tiny_open_clip(tmp_path / "model"))
+    plan = _plan(tmp_path / "photos", n_photos=2)
+    table = score_plan(scorer, plan, batch_size=4, num_workers=0)
+    expected = scorer.score([load_region(r) for r in plan.regions], plan.texts).numpy()
+    got = table.matrix(list(range(len(plan.regions))), list(range(len(plan.texts))))
+    assert np.max(np.abs(got - expected)) <= 1e-5
