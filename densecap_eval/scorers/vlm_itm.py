@@ -1,0 +1,199 @@
+"""``itm:NAME_OR_DIR``: image-text matching heads scoring a pair with their match probability.
+
+Two families: transformers' ``BlipForImageTextRetrieval`` (model type ``blip``) and
+``Blip2ForImageTextRetrieval`` (``blip-2``). The score is softmax(ITM logits)[1], the
+probability of "match", in [0, 1].
+
+Batching: the image processor runs once per distinct image of a batch. For BLIP the vision tower
+also runs once per distinct image and its features are repeated per pair before the text encoder
+cross-attends to them (the same computation as the model's forward); BLIP-2 runs its own forward
+on repeated pixels. Texts are right-padded: the encoders are bidirectional with an attention mask
+and the head reads the first ([CLS]) position, so padding does not change a pair's score.
+
+Token budget: the text encoder's ``max_position_embeddings``, counting the tokenizer's special
+tokens ([CLS], [SEP]); BLIP-2 ITM checkpoints that prepend query tokens through ``image_token_index``
+are not supported (they would need the processor's image-token expansion).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from densecap_eval.errors import ModelLoadError
+from densecap_eval.scorers import vlm_common as common
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from densecap_eval.scorers.base import TextPolicy
+
+_CLASSES = {"blip": "BlipForImageTextRetrieval", "blip-2": "Blip2ForImageTextRetrieval"}
+
+
+class ITMScorer:
+    """Match probability of an image-text matching head."""
+
+    kind: Literal["pair"] = "pair"
+
+    def __init__(
+        self,
+        spec: str,
+        path: str,
+        *,
+        device: str | None,
+        precision: str | None,
+        text_policy: TextPolicy,
+        batch_size: int | None,
+    ) -> None:
+        import transformers
+        from transformers import AutoConfig, AutoProcessor
+
+        self.spec = spec
+        self.device = common.resolve_device(device)
+        self.precision, self.dtype = common.resolve_dtype(precision, self.device, spec)
+        self.text_policy: TextPolicy = text_policy
+        self.batch_size = batch_size or common.default_batch_size(self.device)
+        local = Path(path).expanduser()
+        if (path.startswith((".", "/", "~")) or local.exists()) and not local.is_dir():
+            raise ModelLoadError(f"{spec}: model directory {local} does not exist")
+        source = str(local) if local.is_dir() else path
+        try:
+            config = AutoConfig.from_pretrained(source)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{spec}: cannot read the model config: {exc}") from exc
+        cls_name = _CLASSES.get(config.model_type)
+        if cls_name is None:
+            raise ModelLoadError(
+                f"{spec}: model type {config.model_type!r} has no image-text matching head "
+                f"here (itm: supports {', '.join(sorted(_CLASSES))})"
+            )
+        if getattr(config, "image_token_index", None) is not None:
+            raise ModelLoadError(
+                f"{spec}: BLIP-2 ITM with image_token_index (query tokens in the text) is "
+                "not supported"
+            )
+        try:
+            self.processor = AutoProcessor.from_pretrained(source)
+            model_cls = getattr(transformers, cls_name)
+            self.model = model_cls.from_pretrained(source, dtype=self.dtype).to(self.device).eval()
+        except (OSError, ValueError, TypeError) as exc:
+            raise ModelLoadError(f"{spec}: cannot load {cls_name}: {exc}") from exc
+        self.model_config = config
+        self.model_type = config.model_type
+        self.tokenizer = self.processor.tokenizer
+        text_cfg = config.qformer_config if self.model_type == "blip-2" else config.text_config
+        n_special = len(self.tokenizer("")["input_ids"])
+        limit = int(text_cfg.max_position_embeddings)
+        model_max = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(model_max, int) and 0 < model_max < limit:
+            limit = model_max
+        self.max_text_tokens = limit
+        self.budget = common.TextBudget(self.tokenizer, limit, n_special=n_special, spec=spec)
+        self._fingerprint = common.weights_fingerprint(
+            path, config, {"scorer": "itm", "precision": self.precision}
+        )
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {"precision": self.precision, "head": _CLASSES[self.model_type]}
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [self.budget.count(t) for t in texts]
+
+    def text_cut(self, texts: Sequence[str], *, policy: TextPolicy | None = None) -> list[bool]:
+        return common.policy_pieces(self.budget, texts, policy or self.text_policy)[2]
+
+    def score_pairs(
+        self,
+        images: Sequence[Image.Image],
+        texts: Sequence[str],
+        *,
+        policy: TextPolicy | None = None,
+    ) -> torch.Tensor:
+        import torch
+
+        if len(images) != len(texts):
+            raise ValueError(f"{len(images)} images but {len(texts)} texts")
+        if not texts:
+            return torch.zeros(0, dtype=torch.float32)
+        pieces, owner, _ = common.policy_pieces(self.budget, texts, policy or self.text_policy)
+        piece_images = [images[i] for i in owner]
+        lengths = [self.budget.count(p) for p in pieces]
+
+        def run(idx: list[int]) -> torch.Tensor:
+            return self._score_batch([piece_images[i] for i in idx], [pieces[i] for i in idx])
+
+        values = common.run_sorted(len(pieces), lengths, self.batch_size, run, what="pairs")
+        if len(pieces) == len(texts):
+            return values
+        return common.mean_by_owner(values, owner, len(texts))
+
+    def score(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
+        pair_images = [im for im in images for _ in texts]
+        pair_texts = [t for _ in images for t in texts]
+        return self.score_pairs(pair_images, pair_texts).reshape(len(images), len(texts))
+
+    def _score_batch(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
+        import torch
+
+        uniq, inverse = common.unique_images(images)
+        pixels = self.processor.image_processor(uniq, return_tensors="pt")["pixel_values"]
+        pixels = pixels.to(self.device, self.dtype)
+        tok = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.max_text_tokens,
+            return_tensors="pt",
+        )
+        ids = tok["input_ids"].to(self.device)
+        mask = tok["attention_mask"].to(self.device)
+        rows = torch.as_tensor(inverse, dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            if self.model_type == "blip":
+                m = self.model
+                feats = m.vision_model(pixel_values=pixels).last_hidden_state[rows]
+                feats_mask = torch.ones(feats.shape[:-1], dtype=torch.long, device=self.device)
+                hidden = m.text_encoder(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    encoder_hidden_states=feats,
+                    encoder_attention_mask=feats_mask,
+                ).last_hidden_state
+                logits = m.itm_head(hidden[:, 0, :])
+            else:
+                out = self.model(
+                    pixel_values=pixels[rows],
+                    input_ids=ids,
+                    attention_mask=mask,
+                    use_image_text_matching_head=True,
+                )
+                logits = out.logits_per_image
+        return torch.softmax(logits.float(), dim=-1)[:, 1].cpu()
+
+
+def load_itm(
+    spec: str,
+    device: str | None = None,
+    precision: str | None = None,
+    *,
+    text_policy: TextPolicy = "truncate",
+    batch_size: int | None = None,
+) -> ITMScorer:
+    """Load ``itm:NAME_OR_DIR`` (BLIP or BLIP-2 image-text retrieval checkpoints)."""
+    path, _ = common.split_spec(spec, "itm", ())
+    return ITMScorer(
+        spec,
+        path,
+        device=device,
+        precision=precision,
+        text_policy=text_policy,
+        batch_size=batch_size,
+    )

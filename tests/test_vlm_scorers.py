@@ -1,0 +1,407 @@
+"""VLM pair scorers (vqascore:, captionlik:, itm:) on tiny random models built and saved locally.
+
+Every model is loaded only through its spec string. Each scorer must give a pair the same score
+alone and inside a batch of mixed-length pairs, and the same score as the model's own forward
+pass written out here by hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tiny_vlms
+import torch
+from PIL import Image
+
+from densecap_eval.errors import ModelLoadError, TextTooLongError
+from densecap_eval.scorers import vlm, vlm_itm
+
+LOADERS = {
+    "vqascore": vlm.load_vqascore,
+    "captionlik": vlm.load_captionlik,
+    "itm": vlm_itm.load_itm,
+}
+
+
+def load(spec: str, **kwargs: Any) -> Any:
+    # Through the spec string, as load_scorer will once the prefixes are registered.
+    return LOADERS[spec.split(":", 1)[0]](spec, "cpu", "fp32", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny_vlms")
+    return {
+        "llava": tiny_vlms.build_llava(root / "llava"),
+        "qwen2vl": tiny_vlms.build_qwen2vl(root / "qwen2vl"),
+        "blip": tiny_vlms.build_blip_itm(root / "blip"),
+        "textonly": tiny_vlms.build_not_vlm(root / "textonly"),
+    }
+
+
+_SCORERS: dict[str, Any] = {}
+
+
+@pytest.fixture
+def scorer_for(models: dict[str, Path]) -> Any:
+    def get(prefix: str, family: str, query: str = "") -> Any:
+        spec = f"{prefix}:{models[family]}{query}"
+        if spec not in _SCORERS:
+            _SCORERS[spec] = load(spec)
+        return _SCORERS[spec]
+
+    return get
+
+
+def noise_image(seed: int, size: tuple[int, int] = (40, 32)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+IMAGES = [noise_image(0), noise_image(1, (24, 48)), noise_image(2, (32, 32))]
+TEXTS = [
+    "a red cat",
+    "two big dogs on the left of a tree. There are people near the house",
+    "sky",
+    "a man and a woman with a blue car on the street",
+]
+CASES = [
+    ("vqascore", "llava", ""),
+    ("vqascore", "qwen2vl", ""),
+    ("captionlik", "llava", ""),
+    ("captionlik", "qwen2vl", "?reduce=sum"),
+    ("itm", "blip", ""),
+]
+
+
+@pytest.mark.parametrize(("prefix", "family", "query"), CASES)
+def test_pair_score_same_alone_and_in_a_mixed_batch(
+    scorer_for: Any, prefix: str, family: str, query: str
+) -> None:
+    scorer = scorer_for(prefix, family, query)
+    images = [IMAGES[i % 3] for i in range(8)]
+    texts = [TEXTS[(i * 3) % 4] for i in range(8)]
+    batched = scorer.score_pairs(images, texts)
+    alone = torch.stack(
+        [scorer.score_pairs([im], [t])[0] for im, t in zip(images, texts, strict=True)]
+    )
+    assert batched.dtype == torch.float32 and batched.shape == (8,)
+    assert float((batched - alone).abs().max()) <= 1e-4
+    # The scores really differ between pairs, so the comparison above can catch a mix-up.
+    assert float(batched.max() - batched.min()) > 1e-3
+
+
+@pytest.mark.parametrize(("prefix", "family", "query"), CASES)
+def test_score_matrix_is_every_pair(scorer_for: Any, prefix: str, family: str, query: str) -> None:
+    scorer = scorer_for(prefix, family, query)
+    matrix = scorer.score(IMAGES[:2], TEXTS[:3])
+    assert matrix.shape == (2, 3)
+    pairs = scorer.score_pairs([IMAGES[1]], [TEXTS[2]])
+    assert abs(float(matrix[1, 2] - pairs[0])) <= 1e-4
+
+
+def _chat_prompt(processor: Any, user_text: str) -> str:
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": user_text}]}
+    ]
+    return str(processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2vl"])
+def test_vqascore_equals_p_yes_of_the_model(
+    models: dict[str, Path], scorer_for: Any, family: str
+) -> None:
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(models[family])
+    model = AutoModelForImageTextToText.from_pretrained(models[family]).eval()
+    text, image = TEXTS[1], IMAGES[1]
+    question = f'Does this figure show "{text}"? Please answer yes or no.'
+    inputs = processor(
+        text=[_chat_prompt(processor, question)], images=[image], return_tensors="pt"
+    )
+    with torch.no_grad():
+        logits = model(**inputs).logits[0, -1]
+    yes_id = processor.tokenizer.convert_tokens_to_ids("Yes")
+    expected = torch.softmax(logits.double(), dim=-1)[yes_id]
+    got = scorer_for("vqascore", family).score_pairs([image], [text])
+    assert abs(float(got[0]) - float(expected)) <= 1e-5
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2vl"])
+def test_captionlik_equals_mean_and_total_token_logprob(
+    models: dict[str, Path], scorer_for: Any, family: str
+) -> None:
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(models[family])
+    model = AutoModelForImageTextToText.from_pretrained(models[family]).eval()
+    caption, image = TEXTS[3], IMAGES[0]
+    inputs = processor(
+        text=[_chat_prompt(processor, "Describe this image.")], images=[image], return_tensors="pt"
+    )
+    cap = processor.tokenizer(caption, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    inputs["input_ids"] = torch.cat([inputs["input_ids"], cap], dim=1)
+    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    if "mm_token_type_ids" in inputs:
+        inputs["mm_token_type_ids"] = torch.cat(
+            [inputs["mm_token_type_ids"], torch.zeros_like(cap)], dim=1
+        )
+    with torch.no_grad():
+        logp = torch.log_softmax(model(**inputs).logits[0].double(), dim=-1)
+    n = cap.shape[1]
+    token_logp = logp[-n - 1 : -1].gather(-1, cap[0].unsqueeze(-1)).squeeze(-1)
+    mean = scorer_for("captionlik", family).score_pairs([image], [caption])
+    total = scorer_for("captionlik", family, "?reduce=sum").score_pairs([image], [caption])
+    assert abs(float(mean[0]) - float(token_logp.mean())) <= 1e-4
+    assert abs(float(total[0]) - float(token_logp.sum())) <= 1e-3
+
+
+def test_itm_equals_blip_match_probability(models: dict[str, Path], scorer_for: Any) -> None:
+    from transformers import AutoProcessor, BlipForImageTextRetrieval
+
+    processor = AutoProcessor.from_pretrained(models["blip"])
+    model = BlipForImageTextRetrieval.from_pretrained(models["blip"]).eval()
+    images, texts = [IMAGES[0], IMAGES[2]], [TEXTS[1], TEXTS[0]]
+    expected = []
+    for im, t in zip(images, texts, strict=True):
+        with torch.no_grad():
+            out = model(**processor(images=im, text=t, return_tensors="pt"), use_itm_head=True)
+        expected.append(float(torch.softmax(out.itm_score[0].double(), dim=-1)[1]))
+    got = scorer_for("itm", "blip").score_pairs(images, texts)
+    assert np.allclose(got.numpy(), expected, atol=1e-5)
+
+
+def test_vqascore_records_template_and_answer(models: dict[str, Path], scorer_for: Any) -> None:
+    default = scorer_for("vqascore", "llava")
+    custom = load(f"vqascore:{models['llava']}", template="Is this {text}? Answer yes or no.")
+    assert default.config["template"] == vlm.DEFAULT_TEMPLATE
+    assert default.config["answer"] == "Yes"
+    assert custom.config["template"] == "Is this {text}? Answer yes or no."
+    assert custom.fingerprint != default.fingerprint
+    assert custom.prompt("a cat").startswith("USER: <image>\nIs this a cat? Answer yes or no.")
+    # The template changes the question, so the score.
+    a = default.score_pairs([IMAGES[0]], [TEXTS[0]])
+    b = custom.score_pairs([IMAGES[0]], [TEXTS[0]])
+    assert float((a - b).abs()[0]) > 0
+
+
+def test_token_budget_is_context_minus_prompt(models: dict[str, Path], scorer_for: Any) -> None:
+    scorer = scorer_for("vqascore", "llava")
+    # 128 positions - (prompt with an empty text: 16 image tokens + template words) - 1 answer.
+    prompt_tokens = len(scorer.tokenizer(scorer.prompt(""), add_special_tokens=False)["input_ids"])
+    assert scorer.max_text_tokens == 128 - (prompt_tokens - 1 + 16) - 1
+    assert scorer.count_tokens(["a red cat", ""]) == [3, 0]
+    itm = scorer_for("itm", "blip")
+    assert itm.max_text_tokens == 64
+    assert itm.count_tokens(["a red cat"]) == [5]  # [CLS] a red cat [SEP]
+
+
+def test_text_policies(scorer_for: Any) -> None:
+    scorer = scorer_for("itm", "blip")  # 64-token limit, 2 of them [CLS]/[SEP]
+    long_text = " ".join(["cat"] * 80)
+    short = "a red cat"
+    assert scorer.text_cut([short, long_text], policy="truncate") == [False, True]
+    cut = scorer.score_pairs([IMAGES[0]], [long_text], policy="truncate")
+    kept = scorer.score_pairs([IMAGES[0]], [" ".join(["cat"] * 62)])
+    assert abs(float(cut[0] - kept[0])) <= 1e-5
+    with pytest.raises(TextTooLongError, match="82 tokens, over the limit of 64"):
+        scorer.score_pairs([IMAGES[0]], [long_text], policy="error")
+    with pytest.raises(TextTooLongError):
+        scorer.text_cut([long_text], policy="error")
+    # chunk-mean: sentence-aligned chunks within the limit, the pair's score the chunks' mean.
+    first = " ".join(["dog"] * 40) + "."
+    second = " ".join(["tree"] * 30) + "."
+    both = f"{first} {second}"
+    assert scorer.text_cut([both], policy="chunk-mean") == [False]
+    got = scorer.score_pairs([IMAGES[1]], [both], policy="chunk-mean")
+    parts = scorer.score_pairs([IMAGES[1], IMAGES[1]], [first, second])
+    assert abs(float(got[0]) - float(parts.mean())) <= 1e-5
+
+
+def test_vlm_truncation_keeps_a_token_prefix(scorer_for: Any) -> None:
+    scorer = scorer_for("vqascore", "qwen2vl")
+    limit = scorer.max_text_tokens
+    long_text = " ".join(["cat", "dog"] * limit)
+    assert scorer.text_cut([long_text]) == [True]
+    prefix = " ".join(["cat", "dog"] * limit).split()[:limit]
+    a = scorer.score_pairs([IMAGES[2]], [long_text])
+    b = scorer.score_pairs([IMAGES[2]], [" ".join(prefix)])
+    assert abs(float(a[0] - b[0])) <= 1e-6
+
+
+@pytest.mark.parametrize(
+    ("spec", "kwargs", "message"),
+    [
+        ("vqascore:{textonly}", {}, "not an image-text-to-text model"),
+        ("captionlik:{textonly}", {}, "not an image-text-to-text model"),
+        ("vqascore:{llava}", {"template": "Is this a cat?"}, "no '{text}' placeholder"),
+        ("vqascore:{llava}?template=Is%20this%20a%20cat%3F", {}, "no '{text}' placeholder"),
+        ("vqascore:{llava}", {"answer": "Zebra"}, "no token for the answer 'Zebra'"),
+        ("vqascore:{llava}?colour=red", {}, "unknown option"),
+        ("captionlik:{llava}?reduce=max", {}, "reduce must be 'mean' or 'sum'"),
+        ("vqascore:{missing}", {}, "does not exist"),
+        ("itm:{llava}", {}, "has no image-text matching head"),
+        ("itm:{missing}", {}, "does not exist"),
+    ],
+)
+def test_bad_input_is_a_clear_model_load_error(
+    models: dict[str, Path], tmp_path: Path, spec: str, kwargs: dict[str, str], message: str
+) -> None:
+    paths = {k: str(v) for k, v in models.items()} | {"missing": str(tmp_path / "nope")}
+    with pytest.raises(ModelLoadError, match=message.replace("{", r"\{").replace("?", r"\?")):
+        load(spec.format(**paths), **kwargs)
+
+
+def test_unique_images_are_found_by_content() -> None:
+    from densecap_eval.scorers.vlm_common import unique_images
+
+    a, a_copy, b = noise_image(5), noise_image(5), noise_image(6)
+    uniq, inverse = unique_images([a, b, a_copy, a, b])
+    assert len(uniq) == 2 and inverse == [0, 1, 0, 0, 1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("prefix", "family", "query", "subtests"),
+    [
+        # Every scorer runs whole-photo DCI end to end; the fastest runs all four subtests.
+        ("vqascore", "llava", "", ("base_swaps",)),
+        ("captionlik", "qwen2vl", "?reduce=sum", ("base_swaps",)),
+        ("itm", "blip", "", ("all_swaps", "all_swaps_pick5", "base_swaps", "all_hardest")),
+    ],
+)
+def test_dci_tasks_run_end_to_end(
+    scorer_for: Any, prefix: str, family: str, query: str, subtests: tuple[str, ...]
+) -> None:
+    from densecap_eval.datasets.dci.loader import DCIDataset
+    from densecap_eval.engine import ScoringPlan, score_plan
+    from densecap_eval.paths import bundled_sample_root
+    from densecap_eval.regions import load_region
+    from densecap_eval.tasks import dci
+
+    scorer = scorer_for(prefix, family, query)
+    dataset = DCIDataset(bundled_sample_root())
+    instances = [getattr(dci, name.upper()).prepare(dataset) for name in subtests]
+    plan = ScoringPlan()
+    for inst in instances:
+        inst.add_to_plan(plan)
+    table = score_plan(scorer, plan, batch_size=32, num_workers=0, progress=False)
+    assert table.kind == "pair" and len(table.pairs) == len(plan.pairs)
+    for inst in instances:
+        metrics, examples = inst.compute(table, bootstrap_seed=0, n_boot=10)
+        assert metrics["n"] == len(inst.examples) == len(examples) > 0
+        assert 0.0 <= metrics["neg"] <= 1.0 and 0.0 <= metrics["scm"] <= 1.0
+    # A planned pair holds the scorer's own value for it.
+    r, t = (int(x) for x in plan.pairs[len(plan.pairs) // 2])
+    direct = scorer.score_pairs([load_region(plan.regions[r])], [plan.texts[t]])
+    assert abs(float(table.scores(np.array([r]), np.array([t]))[0]) - float(direct[0])) <= 1e-4
+
+
+# -- re-ranking the top-k of a first-stage embedding scorer (fakes, no model) ----------------
+
+
+class _LookupPairScorer:
+    """A fake pair scorer: a fixed score per (photo, text); counts what it is asked."""
+
+    kind = "pair"
+    spec = "fake:lookup"
+
+    def __init__(self, values: dict[tuple[str, str], float]) -> None:
+        self.values = values
+        self.asked: list[tuple[str, str]] = []
+
+
+def _fake_score_plan(scorer: _LookupPairScorer, plan: Any, **_: Any) -> Any:
+    from densecap_eval.engine.plan import ScoreTable
+
+    pairs = plan.pairs
+    keys = [(plan.regions[r].photo, plan.texts[t]) for r, t in pairs]
+    scorer.asked += keys
+    return ScoreTable(
+        text_tokens=np.zeros(len(plan.texts)),
+        text_cut=np.zeros(len(plan.texts), dtype=bool),
+        pairs=pairs,
+        pair_values=np.array([scorer.values[k] for k in keys]),
+    )
+
+
+def _first_stage(scores: np.ndarray) -> Any:
+    """An embedding table whose logits are exactly ``scores`` (one-hot embeddings)."""
+    from densecap_eval.engine.plan import ScoreTable
+
+    n_img, n_txt = scores.shape
+    s = torch.as_tensor(scores, dtype=torch.float32)
+    return ScoreTable(
+        text_tokens=np.zeros(n_txt),
+        text_cut=np.zeros(n_txt, dtype=bool),
+        image_embeddings=np.eye(n_img, dtype=np.float32),
+        text_embeddings=np.eye(n_txt, dtype=np.float32),
+        logit_fn=lambda a, b: a @ s @ b.T,
+    )
+
+
+FIRST = np.array(
+    [
+        [0.9, 0.8, 0.1, 0.7],  # image 0: first stage ranks texts 0, 1, 3, 2
+        [0.2, 0.3, 0.9, 0.3],  # image 1: 2, then a tie 1/3 (lower index first), 0
+        [0.5, 0.6, 0.7, 0.8],  # image 2: 3, 2, 1, 0
+    ]
+)
+PAIR = {  # pair scorer's view: (photo, text) -> score
+    **{(f"p{i}", f"t{j}"): 0.0 for i in range(3) for j in range(4)},
+    ("p0", "t1"): 5.0,
+    ("p0", "t0"): 1.0,
+    ("p1", "t1"): 2.0,
+    ("p1", "t3"): 2.0,
+    ("p2", "t0"): 9.0,  # outside image 2's top 2: never seen by the pair scorer
+}
+
+
+def test_rerank_topk_image_to_text() -> None:
+    from densecap_eval.regions import Region
+    from densecap_eval.tasks.rerank import rerank_topk
+
+    scorer = _LookupPairScorer(PAIR)
+    out = rerank_topk(
+        _first_stage(FIRST),
+        scorer,  # type: ignore[arg-type]
+        regions=[Region(f"p{i}") for i in range(3)],
+        texts=[f"t{j}" for j in range(4)],
+        k=2,
+        score_fn=_fake_score_plan,
+    )
+    assert out.candidates.tolist() == [[0, 1], [2, 1], [3, 2]]
+    # image 0: t1 (5.0) beats t0 (1.0); image 1: t1 (2.0) beats t2 (0.0); image 2: tie keeps 3, 2.
+    assert out.ranking.tolist() == [[1, 0, 3, 2], [1, 2, 3, 0], [3, 2, 1, 0]]
+    assert sorted(scorer.asked) == sorted(
+        [("p0", "t0"), ("p0", "t1"), ("p1", "t2"), ("p1", "t1"), ("p2", "t3"), ("p2", "t2")]
+    )
+    assert out.recall_at([1, 2, 0], ks=(1, 2, 4)) == {"R@1": 1 / 3, "R@2": 2 / 3, "R@4": 1.0}
+
+
+def test_rerank_topk_text_to_image_and_bad_k() -> None:
+    from densecap_eval.errors import DensecapError
+    from densecap_eval.regions import Region
+    from densecap_eval.tasks.rerank import rerank_topk
+
+    regions = [Region(f"p{i}") for i in range(3)]
+    texts = [f"t{j}" for j in range(4)]
+    out = rerank_topk(
+        _first_stage(FIRST),
+        _LookupPairScorer(PAIR),  # type: ignore[arg-type]
+        regions=regions,
+        texts=texts,
+        k=2,
+        direction="text_to_image",
+        score_fn=_fake_score_plan,
+    )
+    # text 0: first stage images 0 (0.9), 2 (0.5); pair scores p0 1.0 < p2 9.0 -> 2 first.
+    assert out.ranking[0].tolist() == [2, 0, 1]
+    # text 1: images 0 (0.8), 2 (0.6) -> p0 5.0 stays first.
+    assert out.ranking[1].tolist() == [0, 2, 1]
+    with pytest.raises(DensecapError, match="at least 1"):
+        rerank_topk(_first_stage(FIRST), _LookupPairScorer(PAIR), regions=regions, texts=texts, k=0)  # type: ignore[arg-type]
