@@ -1,0 +1,42 @@
+"""The package ships everything it needs and exposes a small, explicit API."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import densecap_eval
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_subpackage_is_listed_in_pyproject() -> None:
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for p in (ROOT / "densecap_eval").rglob("__init__.py")
+        if "__pycache__" not in p.parts
+    }
+    assert on_disk - listed == set(), "add these subpackages to [tool.setuptools] packages"
+    assert {"densecap_eval.bundled", "densecap_eval.dashboard"} <= listed
+
+
+def test_public_api_is_sorted_and_resolves() -> None:
+    assert densecap_eval.__all__ == sorted(densecap_eval.__all__)
+    for name in densecap_eval.__all__:
+        assert getattr(densecap_eval, name) is not None, name
+
+
+def test_import_does_not_pull_in_torch() -> None:
+    code = "import sys, densecap_eval, densecap_eval.cli.app; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_bundled_data_is_found_through_the_package() -> None:
+    from densecap_eval.paths import bundled_models_dir, bundled_sample_root
+
+    assert (bundled_sample_root() / "densely_captioned_images" / "splits.json").is_file()
+    assert (bundled_models_dir() / "tiny_clip.json").is_file()
