@@ -94,7 +94,11 @@ class PairScorer(Scorer, Protocol):
     """A model that scores one (image, text) pair at a time (VQAScore, ITM heads, ...)."""
 
     def score_pairs(
-        self, images: Sequence[Image.Image], texts: Sequence[str], *, policy: TextPolicy | None = None
+        self,
+        images: Sequence[Image.Image],
+        texts: Sequence[str],
+        *,
+        policy: TextPolicy | None = None,
     ) -> torch.Tensor:
         """Score pair i = (images[i], texts[i]); returns (n,) float32 on CPU."""
         ...

@@ -36,7 +36,7 @@ import inspect
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from densecap_eval.errors import ModelLoadError
 from densecap_eval.scorers import vlm_common as common
@@ -101,10 +101,9 @@ def _context_length(config: Any, tokenizer: Any) -> int:
     return min(candidates) if candidates else 2048
 
 
-class _GenerativePairScorer:
+class _GenerativePairScorer(common.PairScorerBase):
     """Shared loading, prompting and batching of `VQAScorer` and `CaptionLikelihoodScorer`."""
 
-    kind: Literal["pair"] = "pair"
     prefix = ""
 
     def __init__(
@@ -155,43 +154,6 @@ class _GenerativePairScorer:
     def config(self) -> dict[str, Any]:
         """What the run card records about this scorer besides the spec."""
         return {"precision": self.precision, **self.options}
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [self.budget.count(t) for t in texts]
-
-    def text_cut(self, texts: Sequence[str], *, policy: TextPolicy | None = None) -> list[bool]:
-        return common.policy_pieces(self.budget, texts, policy or self.text_policy)[2]
-
-    def score_pairs(
-        self,
-        images: Sequence[Image.Image],
-        texts: Sequence[str],
-        *,
-        policy: TextPolicy | None = None,
-    ) -> torch.Tensor:
-        import torch
-
-        if len(images) != len(texts):
-            raise ValueError(f"{len(images)} images but {len(texts)} texts")
-        if not texts:
-            return torch.zeros(0, dtype=torch.float32)
-        pieces, owner, _ = common.policy_pieces(self.budget, texts, policy or self.text_policy)
-        piece_images = [images[i] for i in owner]
-        lengths = [self.budget.count(p) for p in pieces]
-
-        def run(idx: list[int]) -> torch.Tensor:
-            return self._score_batch([piece_images[i] for i in idx], [pieces[i] for i in idx])
-
-        values = common.run_sorted(len(pieces), lengths, self.batch_size, run, what="pairs")
-        if len(pieces) == len(texts):
-            return values
-        return common.mean_by_owner(values, owner, len(texts))
-
-    def score(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
-        """(len(images), len(texts)) scores of every combination, as pairs."""
-        pair_images = [im for im in images for _ in texts]
-        pair_texts = [t for _ in images for t in texts]
-        return self.score_pairs(pair_images, pair_texts).reshape(len(images), len(texts))
 
     # -- prompting ---------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl
 
 from densecap_eval.errors import ModelLoadError, TextTooLongError
@@ -230,3 +230,57 @@ def run_sorted(
     for a, b, values in backoff.run(n, lambda a, b: fn(order[a:b])):
         out[torch.as_tensor(order[a:b], dtype=torch.long)] = values.detach().float().cpu()
     return out
+
+
+class PairScorerBase:
+    """The pair-scorer protocol on top of one method, ``_score_batch(images, texts)``.
+
+    Subclasses set ``budget`` (a `TextBudget`), ``text_policy`` and ``batch_size``; this class
+    applies the text policy (chunk-mean: the mean of the chunks' scores), sorts pairs by length,
+    batches them with the engine's OOM back-off, and builds the full ``score`` matrix.
+    """
+
+    kind: Literal["pair"] = "pair"
+    budget: TextBudget
+    text_policy: TextPolicy
+    batch_size: int
+
+    def _score_batch(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [self.budget.count(t) for t in texts]
+
+    def text_cut(self, texts: Sequence[str], *, policy: TextPolicy | None = None) -> list[bool]:
+        return policy_pieces(self.budget, texts, policy or self.text_policy)[2]
+
+    def score_pairs(
+        self,
+        images: Sequence[Image.Image],
+        texts: Sequence[str],
+        *,
+        policy: TextPolicy | None = None,
+    ) -> torch.Tensor:
+        import torch
+
+        if len(images) != len(texts):
+            raise ValueError(f"{len(images)} images but {len(texts)} texts")
+        if not texts:
+            return torch.zeros(0, dtype=torch.float32)
+        pieces, owner, _ = policy_pieces(self.budget, texts, policy or self.text_policy)
+        piece_images = [images[i] for i in owner]
+        lengths = [self.budget.count(p) for p in pieces]
+
+        def run(idx: list[int]) -> torch.Tensor:
+            return self._score_batch([piece_images[i] for i in idx], [pieces[i] for i in idx])
+
+        values = run_sorted(len(pieces), lengths, self.batch_size, run, what="pairs")
+        if len(pieces) == len(texts):
+            return values
+        return mean_by_owner(values, owner, len(texts))
+
+    def score(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
+        """(len(images), len(texts)) scores of every combination, as pairs."""
+        pair_images = [im for im in images for _ in texts]
+        pair_texts = [t for _ in images for t in texts]
+        return self.score_pairs(pair_images, pair_texts).reshape(len(images), len(texts))
