@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from densecap_eval.errors import ResultsError
-from densecap_eval.results.schema import EXAMPLES_FILE, RUN_CARD_FILE
+from densecap_eval.results.schema import EXAMPLES_FILE, HEADLINE_METRICS, RUN_CARD_FILE
 from densecap_eval.results.store import StoredRun, list_runs, load_metrics
 
 if TYPE_CHECKING:
@@ -26,17 +26,7 @@ ENV_VAR = "DENSECAP_EVAL_RESULTS"
 COUNT_METRIC = "n"
 CI_KEY = "ci"
 # Headline metrics first (same order as `densecap-eval report`), then the rest alphabetically.
-METRIC_ORDER: tuple[str, ...] = (
-    "scm",
-    "neg",
-    "scm_per_image",
-    "i2t_r1",
-    "i2t_r5",
-    "i2t_r10",
-    "t2i_r1",
-    "t2i_r5",
-    "t2i_r10",
-)
+METRIC_ORDER = HEADLINE_METRICS
 # Metric names for which a smaller value is better (everything else is an accuracy or a recall).
 LOWER_IS_BETTER_WORDS: tuple[str, ...] = ("rank", "loss", "error")
 # Metric names that describe a run rather than score it: no "best" is marked for them.

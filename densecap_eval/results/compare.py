@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from densecap_eval.errors import ResultsError
-from densecap_eval.results.schema import jsonable
+from densecap_eval.results.schema import HEADLINE_METRICS, jsonable
 from densecap_eval.results.store import StoredRun, load_examples
 
 if TYPE_CHECKING:
@@ -25,17 +25,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 # Accuracy metrics a run may carry per-example flags for, in display order.
-COMPARED_METRICS: tuple[str, ...] = (
-    "scm",
-    "neg",
-    "scm_per_image",
-    "i2t_r1",
-    "i2t_r5",
-    "i2t_r10",
-    "t2i_r1",
-    "t2i_r5",
-    "t2i_r10",
-)
+COMPARED_METRICS = HEADLINE_METRICS
 # Columns that identify an example, used when both runs have them and they hold scalars.
 KEY_COLUMNS: tuple[str, ...] = ("task", "image", "entry_key", "direction", "query", "text")
 CLUSTER_COLUMN = "image"

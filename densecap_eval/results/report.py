@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
-from densecap_eval.results.schema import jsonable
+from densecap_eval.results.schema import HEADLINE_METRICS, jsonable
 from densecap_eval.results.store import StoredRun, list_runs, load_metrics
 
 logger = logging.getLogger(__name__)
@@ -26,17 +26,7 @@ ReportFormat = Literal["table", "markdown", "csv", "json"]
 REPORT_FORMATS: tuple[str, ...] = ("table", "markdown", "csv", "json")
 
 # Headline metrics, in display order; a task without any of them shows all its scalar metrics.
-MAIN_METRICS: tuple[str, ...] = (
-    "scm",
-    "neg",
-    "scm_per_image",
-    "i2t_r1",
-    "i2t_r5",
-    "i2t_r10",
-    "t2i_r1",
-    "t2i_r5",
-    "t2i_r10",
-)
+MAIN_METRICS = HEADLINE_METRICS
 COUNT_METRIC = "n"
 CI_KEY = "ci"
 

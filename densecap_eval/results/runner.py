@@ -21,6 +21,8 @@ from densecap_eval.results.store import RunWriter, StoredRun, ensure_writable
 DEFAULT_MODEL = "builtin:tiny"
 DEFAULT_TASK = "dci"
 DEFAULT_RESULTS_DIR = "densecap-results"
+# Built-in prefixes of pair scorers, so retrieval without --rerank-from fails before loading.
+PAIR_PREFIXES: tuple[str, ...] = ("vqascore", "captionlik", "itm")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class RunRequest:
     cache_dir: Path | None = None
     strict: bool = False
     n_boot: int = 1000
+    rerank_from: str | None = None  # first-stage embedding scorer for retrieval with a VLM
+    rerank_k: int = 10
     command: tuple[str, ...] = field(default=())
 
     def command_line(self) -> list[str]:
@@ -63,6 +67,8 @@ class RunRequest:
             ("--text-policy", self.text_policy),
             ("--cache-dir", self.cache_dir),
             ("--bootstrap", self.n_boot),
+            ("--rerank-from", self.rerank_from),
+            ("--rerank-k", self.rerank_k if self.rerank_from is not None else None),
         ]
         argv += [str(x) for flag, value in options if value is not None for x in (flag, value)]
         argv += [flag for flag, on in (("--blind", self.blind), ("--no-cache", not self.use_cache),
@@ -122,9 +128,37 @@ def validate(request: RunRequest) -> None:
     datasets = {task_dataset_name(check_task(name)) for name in request.tasks}
     for spec in request.models:
         check_model_spec(spec)
+    check_rerank(request)
     for dataset in sorted(datasets):
         check_data_root(dataset, request.data_root)
     ensure_writable(request.results_dir)
+
+
+def check_rerank(request: RunRequest) -> None:
+    """--rerank-k >= 1, a known --rerank-from prefix, and no VLM retrieval without it."""
+    from densecap_eval.tasks import concrete_tasks, get_task
+
+    if request.rerank_k < 1:
+        raise DensecapError(f"--rerank-k must be at least 1, got {request.rerank_k}")
+    if request.rerank_from is not None:
+        check_model_spec(request.rerank_from)
+        if request.rerank_from.partition(":")[0] in PAIR_PREFIXES:
+            raise DensecapError(
+                f"--rerank-from {request.rerank_from}: the first stage must be an embedding "
+                "scorer (open_clip:, hf:, ...), not a pair scorer"
+            )
+        return
+    retrieval = [
+        name
+        for name in concrete_tasks(request.tasks)
+        if getattr(get_task(name), "protocol", None) is not None
+    ]
+    pair_models = [m for m in request.models if m.partition(":")[0] in PAIR_PREFIXES]
+    if retrieval and pair_models:
+        raise DensecapError(
+            f"{retrieval[0]} with {pair_models[0]}: retrieval with a pair scorer needs "
+            "--rerank-from SPEC (an embedding scorer whose top --rerank-k it re-ranks)"
+        )
 
 
 def load_scorer(spec: str, **options: Any) -> Any:
@@ -188,6 +222,8 @@ def run_and_store(request: RunRequest, *, events: RunEvents | None = None) -> li
                 use_cache=request.use_cache,
                 strict=request.strict,
                 n_boot=request.n_boot,
+                rerank_from=request.rerank_from,
+                rerank_k=request.rerank_k,
             )
             seen: set[tuple[str, str]] = set()
             for writer, result in zip(writers, results, strict=True):

@@ -14,6 +14,20 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 SCHEMA_VERSION = 1
+
+# Headline metrics (accuracies and recalls with per-example flags), in display order; shared by
+# the report, compare and the dashboard.
+HEADLINE_METRICS: tuple[str, ...] = (
+    "scm",
+    "neg",
+    "scm_per_image",
+    "i2t_r1",
+    "i2t_r5",
+    "i2t_r10",
+    "t2i_r1",
+    "t2i_r5",
+    "t2i_r10",
+)
 SUPPORTED_SCHEMA_VERSIONS: tuple[int, ...] = (1,)
 
 RUN_CARD_FILE = "run.json"
