@@ -3,6 +3,10 @@
 ``evaluate_tasks`` builds ONE scoring plan for all requested tasks (suites expanded, duplicates
 dropped), scores it once (each unique region and text encoded once, from the cache when
 possible), then lets each concrete task compute its metrics from the shared score table.
+
+A pair scorer (VLM) on a retrieval task re-ranks the top ``rerank_k`` candidates of the
+embedding scorer ``rerank_from`` (see tasks/retrieval.py): the first stage scores its own plan
+(cache allowed) first, then every re-rank pair joins the one plan the pair scorer scores.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -62,12 +66,18 @@ def evaluate(
     strict: bool = False,
     n_boot: int = 1000,
     progress: bool | None = None,
+    rerank_from: Any = None,
+    rerank_k: int = 10,
 ) -> RunResult:
     """Score a model (a `Scorer` or a spec string) on a task and return its metrics and examples.
 
     ``split`` defaults per task (``test`` for the DCI subtests, every split for retrieval).
     ``seed`` seeds random negative choices and the bootstrap. ``blind`` replaces every image
     region by uniform grey (the text-prior control). ``n_boot=0`` skips the intervals.
+    ``rerank_from`` (an embedding scorer or its spec) is required for retrieval tasks with a
+    pair scorer, which then re-ranks each query's top ``rerank_k`` first-stage candidates; it
+    is ignored for embedding scorers and for the DCI subtests. ``blind``, ``batch_size``,
+    ``device``, ``precision`` and the cache apply to both stages.
     """
     (result,) = evaluate_tasks(
         scorer_or_spec,
@@ -85,6 +95,8 @@ def evaluate(
         strict=strict,
         n_boot=n_boot,
         progress=progress,
+        rerank_from=rerank_from,
+        rerank_k=rerank_k,
     )
     return result
 
@@ -106,6 +118,8 @@ def evaluate_tasks(
     strict: bool = False,
     n_boot: int = 1000,
     progress: bool | None = None,
+    rerank_from: Any = None,
+    rerank_k: int = 10,
 ) -> list[RunResult]:
     """`evaluate` for several tasks on one shared plan: one `RunResult` per requested task."""
     import pandas as pd
@@ -124,6 +138,8 @@ def evaluate_tasks(
     check_policy(text_policy)
     if n_boot < 0:
         raise DensecapError(f"the number of bootstrap resamples must be >= 0, got {n_boot}")
+    if isinstance(rerank_k, bool) or not isinstance(rerank_k, int) or rerank_k < 1:
+        raise DensecapError(f"--rerank-k must be an integer >= 1, got {rerank_k!r}")
     requested = list(dict.fromkeys(tasks))
     members = {name: get_task(name).concrete() for name in requested}  # unknown names raise here
     concrete = concrete_tasks(requested)
@@ -131,27 +147,65 @@ def evaluate_tasks(
 
     started = datetime.now(timezone.utc)
     scorer = _load(scorer_or_spec, device=device, precision=precision, text_policy=text_policy)
+    reranked: list[str] = []
     if getattr(scorer, "kind", "embedding") == "pair":
-        for name in concrete:
-            if getattr(get_task(name), "protocol", None) is not None:
-                raise DensecapError(
-                    f"{name} needs an embedding scorer (every image x text of the gallery); "
-                    f"{scorer.spec} is a pair scorer. Run the DCI subtests instead."
-                )
+        reranked = [n for n in concrete if getattr(get_task(n), "protocol", None) is not None]
+        if reranked and rerank_from is None:
+            raise DensecapError(
+                f"{reranked[0]}: retrieval with a pair scorer needs --rerank-from SPEC (an "
+                f"embedding scorer ranks the gallery, {scorer.spec} re-ranks its top "
+                "--rerank-k; scoring every pair needs an embedding scorer)"
+            )
+    first_scorer = None
+    if reranked:
+        first_scorer = _load(
+            rerank_from, device=device, precision=precision, text_policy=text_policy
+        )
+        first_kind = getattr(first_scorer, "kind", "embedding")
+        if first_kind != "embedding":
+            raise DensecapError(
+                f"--rerank-from {getattr(first_scorer, 'spec', rerank_from)}: the first stage "
+                f"must be an embedding scorer (open_clip:, hf:, ...), not a {first_kind} scorer"
+            )
 
     datasets: dict[str, Any] = {}
     instances = {}
     plan = ScoringPlan()
+    first_plan = ScoringPlan()
     for name in concrete:
         task = get_task(name)
         if task.dataset not in datasets:
             datasets[task.dataset] = load_dataset(task.dataset, root=str(root), strict=strict)
         instance = task.prepare(datasets[task.dataset], split=split, seed=seed)
-        instance.add_to_plan(plan)
+        instance.add_to_plan(first_plan if name in reranked else plan)
         instances[name] = instance
-    log.info("scoring %d regions and %d texts for %s", len(plan.regions), len(plan.texts), concrete)
 
     cache = EmbeddingCache(cache_dir) if use_cache else None
+    rerank_config: dict[str, Any] = {}
+    if first_scorer is not None:
+        log.info("first stage %s: %d photos, %d texts", first_scorer.spec,
+                 len(first_plan.regions), len(first_plan.texts))  # fmt: skip
+        first_table = score_plan(
+            first_scorer,
+            first_plan,
+            text_policy=text_policy,  # type: ignore[arg-type]
+            batch_size=batch_size,
+            cache=cache,
+            blind=blind,
+            progress=progress,
+        )
+        for name in reranked:
+            instances[name].plan_rerank(first_table, plan, k=rerank_k)
+        rerank_config = {
+            "rerank_from": str(getattr(first_scorer, "spec", type(first_scorer).__name__)),
+            "rerank_fingerprint": _fingerprint(first_scorer),
+            "rerank_k": rerank_k,
+            "rerank_plan": {"regions": len(first_plan.regions), "texts": len(first_plan.texts)},
+            "rerank_scorer_config": _scorer_config(first_scorer),
+        }
+        # Done with the first stage: free its memory (a GPU) before the pair scorer runs.
+        del first_table, first_scorer
+    log.info("scoring %d regions and %d texts for %s", len(plan.regions), len(plan.texts), concrete)
     table = score_plan(
         scorer,
         plan,
@@ -187,7 +241,11 @@ def evaluate_tasks(
         "cache_dir": str(cache.root) if cache is not None else None,
         "diff_position_method": diff_method,
         "plan": {"regions": len(plan.regions), "texts": len(plan.texts)},
+        "scorer_config": _scorer_config(scorer),
     }
+    if getattr(scorer, "kind", None) == "pair":
+        config_base["plan"]["pairs"] = len(plan.pairs)
+
     results = []
     for name in requested:
         names = members[name]
@@ -207,6 +265,9 @@ def evaluate_tasks(
         }
         if protocols:
             config["protocols"] = protocols
+        if rerank_config and any(m in reranked for m in names):
+            config.update(rerank_config)
+            config["reranked_tasks"] = [m for m in names if m in reranked]
         results.append(
             RunResult(
                 model=spec,
@@ -240,6 +301,12 @@ def _describe(actual: Any, requested: str | None) -> str | None:
     if actual is not None:
         return str(actual)
     return requested
+
+
+def _scorer_config(scorer: Any) -> dict[str, Any]:
+    """What a scorer says about its own options (a VLM's template, answer, reduce ...)."""
+    value = getattr(scorer, "config", None)
+    return dict(value) if isinstance(value, Mapping) else {}
 
 
 def _fingerprint(scorer: Any) -> str | None:

@@ -264,41 +264,8 @@ def test_unique_images_are_found_by_content() -> None:
     assert len(uniq) == 2 and inverse == [0, 1, 0, 0, 1]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("prefix", "family", "query", "subtests"),
-    [
-        # Every scorer runs whole-photo DCI end to end; the fastest runs all four subtests.
-        ("vqascore", "llava", "", ("base_swaps",)),
-        ("captionlik", "qwen2vl", "?reduce=sum", ("base_swaps",)),
-        ("itm", "blip", "", ("all_swaps", "all_swaps_pick5", "base_swaps", "all_hardest")),
-    ],
-)
-def test_dci_tasks_run_end_to_end(
-    scorer_for: Any, prefix: str, family: str, query: str, subtests: tuple[str, ...]
-) -> None:
-    from densecap_eval.datasets.dci.loader import DCIDataset
-    from densecap_eval.engine import ScoringPlan, score_plan
-    from densecap_eval.paths import bundled_sample_root
-    from densecap_eval.regions import load_region
-    from densecap_eval.tasks import dci
-
-    scorer = scorer_for(prefix, family, query)
-    dataset = DCIDataset(bundled_sample_root())
-    instances = [getattr(dci, name.upper()).prepare(dataset) for name in subtests]
-    plan = ScoringPlan()
-    for inst in instances:
-        inst.add_to_plan(plan)
-    table = score_plan(scorer, plan, batch_size=32, num_workers=0, progress=False)
-    assert table.kind == "pair" and len(table.pairs) == len(plan.pairs)
-    for inst in instances:
-        metrics, examples = inst.compute(table, bootstrap_seed=0, n_boot=10)
-        assert metrics["n"] == len(inst.examples) == len(examples) > 0
-        assert 0.0 <= metrics["neg"] <= 1.0 and 0.0 <= metrics["scm"] <= 1.0
-    # A planned pair holds the scorer's own value for it.
-    r, t = (int(x) for x in plan.pairs[len(plan.pairs) // 2])
-    direct = scorer.score_pairs([load_region(plan.regions[r])], [plan.texts[t]])
-    assert abs(float(table.scores(np.array([r]), np.array([t]))[0]) - float(direct[0])) <= 1e-4
+# The DCI tasks run end to end with each VLM scorer through `densecap_eval.evaluate` (all four
+# subtests, stored scores checked against `score_pairs`) in tests/test_vlm_tasks.py.
 
 
 # -- re-ranking the top-k of a first-stage embedding scorer (fakes, no model) ----------------

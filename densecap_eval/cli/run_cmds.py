@@ -158,6 +158,21 @@ def run_command(
     bootstrap: Annotated[
         int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the 95% intervals.")
     ] = 1000,
+    rerank_from: Annotated[
+        str | None,
+        typer.Option(
+            "--rerank-from",
+            help="Retrieval with a pair scorer (vqascore:, captionlik:, itm:): the embedding "
+            "scorer whose top --rerank-k candidates it re-ranks, e.g. open_clip:ViT-B-32/openai.",
+        ),
+    ] = None,
+    rerank_k: Annotated[
+        int,
+        typer.Option(
+            "--rerank-k",
+            help="Candidates per query the pair scorer re-ranks (>= 10 keeps R@10 its own).",
+        ),
+    ] = 10,
 ) -> None:
     """Evaluate models on tasks; one run directory per (model, task). No arguments: the bundled demo."""
     results_dir, run_ids = _main_job(
@@ -177,6 +192,8 @@ def run_command(
         cache_dir=cache_dir,
         strict=strict,
         n_boot=bootstrap,
+        rerank_from=rerank_from,
+        rerank_k=rerank_k,
     )
     _print_runs(results_dir, run_ids)
 

@@ -9,6 +9,10 @@ ones, so recall at any cutoff is defined.
 The pairs are scored through the engine (``score_plan``): one plan holds every needed
 (region, text) pair, each scored once even when several queries share it, batched by text
 length with each photo decoded once per batch and the engine's OOM back-off.
+
+`rerank_topk` does one direction on its own. The retrieval tasks use the pieces instead
+(`topk_candidates`, then `rerank_ranks`), so both directions and every other task share one
+pair plan and report ranks with the pessimistic ties of metrics/retrieval.py.
 """
 
 from __future__ import annotations
@@ -126,3 +130,36 @@ def rerank_topk(
     reranked_top = np.take_along_axis(cand, within, axis=1)
     ranking = np.concatenate([reranked_top, order[:, k:]], axis=1)
     return Reranked(ranking=ranking, candidates=cand, pair_scores=pair_scores, k=k)
+
+
+def topk_candidates(scores: np.ndarray, k: int, *, chunk: int = 1024) -> np.ndarray:
+    """Each row's ``k`` best columns (``min(k, columns)``), best first; ties to the lower index.
+
+    Rows are sorted in chunks so a 7,805 x 7,805 gallery never needs a full index matrix.
+    """
+    s = np.asarray(scores)
+    k = min(k, s.shape[1])
+    out = np.empty((s.shape[0], k), dtype=np.int64)
+    for start in range(0, s.shape[0], chunk):
+        out[start : start + chunk] = first_stage_order(s[start : start + chunk])[:, :k]
+    return out
+
+
+def rerank_ranks(first_rank: np.ndarray, owner: np.ndarray, pair_scores: np.ndarray) -> np.ndarray:
+    """1-based ranks after re-ranking, with the pessimistic ties of metrics/retrieval.py.
+
+    ``first_rank`` (queries,) is each query's first-stage rank; ``owner`` (queries, k) marks the
+    candidates that are a right answer; ``pair_scores`` (queries, k) their pair scores. A query
+    with a right answer among its candidates gets ``1 + `` the number of wrong candidates whose
+    pair score is >= the best right one's (so at most k). One without keeps its first-stage
+    rank, which is > k: every candidate scored at least as high as its right answers.
+    """
+    own = np.asarray(owner, dtype=bool)
+    ps = np.asarray(pair_scores, dtype=np.float64)
+    ranks = np.asarray(first_rank, dtype=np.int64).copy()
+    hit = own.any(axis=1)
+    if hit.any():
+        best = np.where(own, ps, -np.inf).max(axis=1, keepdims=True)
+        beaten = ((ps >= best) & ~own).sum(axis=1)
+        ranks[hit] = 1 + beaten[hit]
+    return ranks

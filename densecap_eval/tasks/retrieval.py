@@ -12,6 +12,15 @@ Two protocols, named in every result (``protocol`` in the run config and the exa
 
 Image-to-text and text-to-image R@1/5/10 with pessimistic ties (see metrics/retrieval.py).
 Photos whose record or image the reference could not use are skipped loudly.
+
+A pair scorer (a VLM) cannot score the whole gallery, so it re-ranks the top ``K`` candidates
+of a first-stage embedding scorer (``--rerank-from SPEC --rerank-k K``), in both directions.
+The metrics keep their names and meaning: a query whose right answer is among its top ``K``
+gets its rank among them under the pair scores (ties pessimistic); one whose right answer is
+outside the top ``K`` keeps its first-stage rank (> K), so it is a miss at R@k for every
+k <= K. For k > K, R@k is the two-stage pipeline's (re-ranked top K, then first-stage
+order); with K >= 10 every reported recall is the re-ranker's own. ``metrics["first_stage"]``
+holds the first stage's recalls on the same gallery.
 """
 
 from __future__ import annotations
@@ -104,13 +113,15 @@ class DCIRetrievalInstance:
     needs_embedding: bool = True  # the gallery needs every (image, text) score
     _r: np.ndarray | None = field(default=None, repr=False)
     _t: np.ndarray | None = field(default=None, repr=False)
+    _rerank: _RerankPlan | None = field(default=None, repr=False)
 
     @property
     def task(self) -> str:
         return self.spec.name
 
     def add_to_plan(self, plan: ScoringPlan) -> None:
-        # No pairs are declared: only embedding scorers run this task (every pair is free for them).
+        # No pairs are declared: an embedding scorer gets every pair for free; a pair scorer
+        # gets its pairs from `plan_rerank` (this plan is then the first stage's).
         self._r = np.array([plan.add_region(r) for r in self.regions], dtype=np.int64)
         self._t = np.array([plan.add_text(t) for t in self.texts], dtype=np.int64)
 
@@ -125,18 +136,25 @@ class DCIRetrievalInstance:
         del diff_positions  # no negatives
         if self._r is None or self._t is None:
             raise DensecapError(f"{self.task}: compute() before add_to_plan()")
-        if table.kind != "embedding":
+        first: dict[str, Any] | None = None
+        first_ranks: tuple[np.ndarray, np.ndarray] | None = None
+        if self._rerank is not None:
+            if table.kind != "pair":
+                raise DensecapError(f"{self.task}: re-ranking needs the pair scorer's table")
+            i2t, t2i, text_pos = self._rerank.ranks(table)
+            gallery = len(self._rerank.text_pos)
+            first = {**recalls(self._rerank.i2t_first, self._rerank.t2i_first), "k": self._rerank.k}
+            first_ranks = (self._rerank.i2t_first, self._rerank.t2i_first)
+        elif table.kind != "embedding":
             raise DensecapError(f"{self.task} needs an embedding scorer (a full gallery of pairs)")
-        # Identical texts are one gallery column; every photo owning it is a right answer.
-        columns, image_text = np.unique(self._t, return_inverse=True)
+        else:
+            scores, image_text = self._gallery_scores(table)
+            i2t, t2i = retrieval_ranks(scores, image_text.tolist())
+            text_pos = self._t
+            gallery = scores.shape[1]
         n = len(self._r)
-        scores = np.empty((n, len(columns)), dtype=np.float32)  # float32: lossless for logits
-        for start in range(0, n, _ROW_CHUNK):
-            rows = self._r[start : start + _ROW_CHUNK]
-            scores[start : start + len(rows)] = table.matrix(rows.tolist(), columns.tolist())
-        i2t, t2i = retrieval_ranks(scores, image_text)
-        tokens = table.text_tokens[self._t]
-        cut = table.text_cut[self._t]
+        tokens = table.text_tokens[text_pos]
+        cut = table.text_cut[text_pos]
 
         flags: dict[str, np.ndarray] = {}
         for direction, ranks in (("i2t", i2t), ("t2i", t2i)):
@@ -146,7 +164,7 @@ class DCIRetrievalInstance:
         metrics: dict[str, Any] = {
             **recalls(i2t, t2i),
             "n": n,
-            "gallery": len(columns),
+            "gallery": gallery,
             "ci": ci_lists(
                 cluster_bootstrap_cis(flags, self.images, n_boot=n_boot, seed=bootstrap_seed)
             ),
@@ -154,7 +172,69 @@ class DCIRetrievalInstance:
             "cut_share": float(cut.mean()) if n else None,
         }
         frame = self._frame(i2t, t2i, tokens, cut, flags, len_labels)
+        if first is not None and first_ranks is not None:
+            metrics["rerank_k"] = first.pop("k")
+            metrics["first_stage"] = first
+            frame["rank_i2t_first"] = first_ranks[0].astype(np.int64)
+            frame["rank_t2i_first"] = first_ranks[1].astype(np.int64)
         return metrics, frame
+
+    def _gallery_scores(self, table: ScoreTable) -> tuple[np.ndarray, np.ndarray]:
+        """The (images, gallery texts) score matrix and each image's own column."""
+        assert self._r is not None and self._t is not None  # checked by the callers
+        # Identical texts are one gallery column; every photo owning it is a right answer.
+        columns, image_text = np.unique(self._t, return_inverse=True)
+        n = len(self._r)
+        scores = np.empty((n, len(columns)), dtype=np.float32)  # float32: lossless for logits
+        for start in range(0, n, _ROW_CHUNK):
+            rows = self._r[start : start + _ROW_CHUNK]
+            scores[start : start + len(rows)] = table.matrix(rows.tolist(), columns.tolist())
+        return scores, image_text.astype(np.int64)
+
+    def plan_rerank(self, first_table: ScoreTable, plan: ScoringPlan, *, k: int) -> None:
+        """Rank the gallery with the first-stage table and ask ``plan`` for each top-k pair.
+
+        Call after `add_to_plan` on the first stage's plan; ``plan`` is the pair scorer's. Both
+        directions' pairs go into the one plan, so a pair needed twice is scored once.
+        """
+        from densecap_eval.tasks.rerank import topk_candidates
+
+        if self._r is None or self._t is None:
+            raise DensecapError(f"{self.task}: plan_rerank() before add_to_plan()")
+        if first_table.kind != "embedding":
+            raise DensecapError(f"{self.task}: the first stage must be an embedding scorer")
+        if k < 1:
+            raise DensecapError(f"--rerank-k must be at least 1, got {k}")
+        scores, image_text = self._gallery_scores(first_table)
+        i2t_first, t2i_first = retrieval_ranks(scores, image_text.tolist())
+        cand_i2t = topk_candidates(scores, k)  # (images, k) gallery columns
+        cand_t2i = topk_candidates(scores.T, k)  # (columns, k) images
+        del scores
+        column_text = {int(c): self.texts[i] for i, c in enumerate(image_text)}
+        region_pos = np.array([plan.add_region(r) for r in self.regions], dtype=np.int64)
+        text_pos = np.array(
+            [plan.add_text(column_text[c]) for c in range(len(column_text))], dtype=np.int64
+        )
+        n_cols = len(column_text)
+        rows = np.arange(len(region_pos))
+        for r, t in zip(
+            np.concatenate([np.repeat(rows, cand_i2t.shape[1]), cand_t2i.ravel()]).tolist(),
+            np.concatenate(
+                [cand_i2t.ravel(), np.repeat(np.arange(n_cols), cand_t2i.shape[1])]
+            ).tolist(),
+            strict=True,
+        ):
+            plan.need(int(region_pos[r]), int(text_pos[t]))
+        self._rerank = _RerankPlan(
+            k=k,
+            image_text=image_text,
+            region_pos=region_pos,
+            text_pos=text_pos,
+            cand_i2t=cand_i2t,
+            cand_t2i=cand_t2i,
+            i2t_first=i2t_first,
+            t2i_first=t2i_first,
+        )
 
     def _frame(
         self,
@@ -183,6 +263,35 @@ class DCIRetrievalInstance:
             data[f"{name}_correct"] = values.astype(bool)
         data["length_bucket"] = len_labels
         return pd.DataFrame(data)
+
+
+@dataclass(frozen=True)
+class _RerankPlan:
+    """A gallery's first-stage ranks and top-k candidates, and where they sit in the pair plan."""
+
+    k: int
+    image_text: np.ndarray  # (images,) each image's own gallery column
+    region_pos: np.ndarray  # (images,) pair-plan region index
+    text_pos: np.ndarray  # (columns,) pair-plan text index
+    cand_i2t: np.ndarray  # (images, k) columns, first-stage order
+    cand_t2i: np.ndarray  # (columns, k) images, first-stage order
+    i2t_first: np.ndarray  # (images,) first-stage ranks
+    t2i_first: np.ndarray  # (images,) first-stage ranks of each image's text
+
+    def ranks(self, table: ScoreTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(i2t ranks, t2i ranks, pair-plan text index of each image's text) after re-ranking."""
+        from densecap_eval.tasks.rerank import rerank_ranks
+
+        gt = self.image_text
+        n_cols = len(self.text_pos)
+        ps_i2t = table.scores(self.region_pos[:, None], self.text_pos[self.cand_i2t])
+        i2t = rerank_ranks(self.i2t_first, self.cand_i2t == gt[:, None], ps_i2t)
+        ps_t2i = table.scores(self.region_pos[self.cand_t2i], self.text_pos[:, None])
+        col_first = np.zeros(n_cols, dtype=np.int64)
+        col_first[gt] = self.t2i_first  # every owner of a column has the same t2i rank
+        owners = gt[self.cand_t2i] == np.arange(n_cols)[:, None]
+        t2i_col = rerank_ranks(col_first, owners, ps_t2i)
+        return i2t, t2i_col[gt], self.text_pos[gt]
 
 
 DCI_RETRIEVAL = DCIRetrievalTask(
