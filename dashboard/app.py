@@ -12,8 +12,8 @@ import os
 import sys
 
 import streamlit as st
-from densecap_eval.dashboard import cache, data, pages
 
+from densecap_eval.dashboard import cache, data, pages
 from densecap_eval.errors import DensecapError
 
 DEFAULT_PAGE = "leaderboard"
