@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from densecap_eval.dashboard import charts, compare_view, data, explorer
 from PIL import Image
 
+from densecap_eval.dashboard import charts, compare_view, data, explorer
 from densecap_eval.errors import ResultsError
 from densecap_eval.results.store import RunWriter, StoredRun, list_runs
 

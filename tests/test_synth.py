@@ -399,7 +399,9 @@ def test_bundled_sample_is_what_make_sample_writes(tmp_path: Path) -> None:
     # photos are compared by their decoded pixels (a re-encode moves a few grey levels at most).
     for name, data in fresh.items():
         if not name.endswith(".jpg"):
-            assert sample[name] == data, f"{name}: run scripts/make_sample.py to refresh data/sample"
+            assert sample[name] == data, (
+                f"{name}: run scripts/make_sample.py to refresh data/sample"
+            )
             continue
         ours = np.asarray(Image.open(io.BytesIO(sample[name])), dtype=np.int16)
         theirs = np.asarray(Image.open(io.BytesIO(data)), dtype=np.int16)

@@ -24,7 +24,6 @@ app = typer.Typer(
 )
 
 
-
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print a one-line error and return the exit to raise."""
     typer.echo(f"error: {message}", err=True)
