@@ -53,7 +53,8 @@ EXPLORER_COLUMNS: tuple[str, ...] = (
 )
 KEY_COLUMNS: tuple[str, ...] = ("task", "image", "entry_key", "direction", "query", "text")
 CORRECT_SUFFIX = "_correct"
-PAGE_SIZE = 8
+PAGE_SIZE = 5
+PAGE_SIZES: tuple[int, ...] = (5, 10, 20)
 IMAGE_WIDTH = 480
 BOX_COLOUR = (255, 64, 32)
 MASK_COLOUR = (32, 160, 255)
@@ -287,20 +288,28 @@ def _box(value: Any) -> tuple[int, int, int, int] | None:
 
 
 def draw_region(source: RegionSource, box: Any, *, width: int = IMAGE_WIDTH) -> Image.Image:
-    """The photo scaled to ``width`` with the mask tinted and the crop box outlined."""
+    """The photo scaled to ``width`` with the mask tinted and the crop box outlined.
+
+    The photo is scaled down before the mask is laid on it (and a JPEG is decoded at a reduced
+    size), so a full-size DCI photo costs about what the small picture costs.
+    """
     import numpy as np
     from PIL import Image, ImageDraw
 
     with Image.open(source.photo) as img:
+        full = img.size
+        scale = min(1.0, width / full[0])
+        target = (max(1, round(full[0] * scale)), max(1, round(full[1] * scale)))
+        img.draft("RGB", target)  # JPEG only: decode at 1/2, 1/4 or 1/8 size; else a no-op
         img.load()
         photo = img.convert("RGB")
-    if source.mask is not None and source.mask.shape == (photo.height, photo.width):
-        tint = Image.new("RGB", photo.size, MASK_COLOUR)
-        alpha = Image.fromarray((source.mask.astype(np.uint8) * 110), mode="L")
-        photo = Image.composite(tint, photo, alpha)
-    scale = min(1.0, width / photo.width)
-    if scale < 1.0:
-        photo = photo.resize((round(photo.width * scale), round(photo.height * scale)))
+    if photo.size != target:
+        photo = photo.resize(target, Image.Resampling.BILINEAR)
+    if source.mask is not None and source.mask.shape == (full[1], full[0]):
+        alpha = Image.fromarray(source.mask.astype(np.uint8) * 110, mode="L")
+        if alpha.size != target:
+            alpha = alpha.resize(target, Image.Resampling.NEAREST)
+        photo = Image.composite(Image.new("RGB", target, MASK_COLOUR), photo, alpha)
     crop = _box(box)
     if crop is not None:
         draw = ImageDraw.Draw(photo)

@@ -284,13 +284,17 @@ def explorer_page(store: Store) -> None:
     except DensecapError as exc:
         st.warning(str(exc))
         shown = frame
-    pages = explorer.page_count(len(shown))
-    page = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1,
+    # Few photos per page by default: each is drawn, sent and decoded by the browser.
+    p1, p2 = st.columns([3, 1])
+    size = int(p2.selectbox("Per page", explorer.PAGE_SIZES, key="ex_per_page"))
+    pages = explorer.page_count(len(shown), size=size)
+    if st.session_state.get("ex_page", 1) > pages:  # fewer pages after a filter or a size change
+        st.session_state["ex_page"] = pages
+    page = p1.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1,
                            key="ex_page")  # fmt: skip
-    st.caption(f"{len(shown)} of {len(frame)} examples match; showing "
-               f"{explorer.PAGE_SIZE} per page.")  # fmt: skip
+    st.caption(f"{len(shown)} of {len(frame)} examples match; showing {size} per page.")
     root = _dataset_root(run)
-    for _, row in explorer.page_of(shown, int(page)).iterrows():
+    for _, row in explorer.page_of(shown, int(page), size=size).iterrows():
         show_example(row, root)
 
 
@@ -382,9 +386,12 @@ def compare_page(store: Store) -> None:
         if not runs:
             st.markdown(data.FIRST_RUN_HELP.format(results=store.results_dir))
         return
+    # Default pair: the newest run and the newest other run of the same task (comparable ones).
+    task_b = runs[-1].card.task if runs[-1].card else None
+    same = [i for i, r in enumerate(runs[:-1]) if r.card is not None and r.card.task == task_b]
     left, right = st.columns(2)
     with left:
-        run_a = _pick_run("Run A", runs, key="cmp_a", default=-2)
+        run_a = _pick_run("Run A", runs, key="cmp_a", default=same[-1] if same else -2)
     with right:
         run_b = _pick_run("Run B", runs, key="cmp_b", default=-1)
     n_boot = st.number_input("Bootstrap resamples", 0, 10000, 1000, step=100, key="cmp_boot")

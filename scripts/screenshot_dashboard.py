@@ -3,15 +3,20 @@
     python scripts/screenshot_dashboard.py --results RESULTS_DIR [--out docs/screenshots]
 
 Starts the dashboard exactly as ``densecap-eval dashboard`` does (127.0.0.1, headless, no usage
-statistics) on a free port, then for each page (``?page=leaderboard`` ...) asks Chromium for
-the rendered DOM and for a screenshot. A page fails when its DOM holds one of Streamlit's
-exception markers, or lacks its own header (it did not render). Needs Debian's ``chromium``
+statistics) on a free port, then for each page (``?page=leaderboard`` ...) loads it once in
+Chromium and takes the rendered DOM and the screenshot from that same load, so the picture
+is the page that was checked. A page fails when that DOM holds one of Streamlit's exception
+markers, lacks the page's own heading element (the sidebar's link of the same name does not
+count), or still shows a loading skeleton or a running script; a page that has not finished
+is retried with more virtual time before it fails. Needs Debian's ``chromium``
 (``apt-get install chromium``); exits 2 when it is missing. Nothing leaves 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import argparse
+import html
+import re
 import shutil
 import socket
 import subprocess
@@ -31,6 +36,9 @@ PAGES: dict[str, str] = {
     "cards": "Run cards",
 }
 EXCEPTION_MARKERS: tuple[str, ...] = ("stException", "Traceback (most recent call last)")
+# Present while the app is still loading or its script is still running: not a finished page.
+UNFINISHED_MARKERS: tuple[str, ...] = ("stSkeleton", "stAppSkeleton", "stStatusWidget")
+ATTEMPTS = 3
 CHROMIUM_FLAGS: tuple[str, ...] = (
     "--headless",
     "--no-sandbox",
@@ -75,14 +83,36 @@ def chromium(binary: str, *args: str, budget_ms: int, size: str) -> str:
     return done.stdout
 
 
+def heading_pattern(header: str) -> re.Pattern[str]:
+    """An ``<h1>``..``<h3>`` whose text starts with ``header`` (Streamlit wraps it in a span)."""
+    text = re.escape(html.escape(header, quote=False))
+    return re.compile(rf"<h[1-3][^>]*>\s*(?:<span[^>]*>\s*)*{text}\s*<", re.IGNORECASE)
+
+
 def check_page(dom: str, header: str) -> str | None:
-    """Why the page is broken, or None."""
+    """Why the page is broken, or None.
+
+    Only an exception is final; every other answer says the page has not finished drawing.
+    """
     for marker in EXCEPTION_MARKERS:
         if marker in dom:
             return f"shows an exception ({marker!r} in the page)"
-    if header not in dom:
-        return f"did not render (no {header!r} header in the page)"
+    if not heading_pattern(header).search(dom):
+        return f"did not render (no {header!r} heading in the page)"
+    for marker in UNFINISHED_MARKERS:
+        if marker in dom:
+            return f"did not finish rendering ({marker!r} still in the page)"
     return None
+
+
+def shoot(binary: str, address: str, shot: Path, *, budget_ms: int, size: str) -> str:
+    """Load ``address`` once: write its screenshot to ``shot`` and return its DOM."""
+    shot.unlink(missing_ok=True)
+    dom = chromium(binary, "--dump-dom", f"--screenshot={shot}", address,
+                   budget_ms=budget_ms, size=size)  # fmt: skip
+    if not shot.is_file():
+        raise SystemExit(f"chromium wrote no screenshot to {shot}")
+    return dom
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,17 +145,16 @@ def main(argv: list[str] | None = None) -> int:
         chromium(args.chromium, "--dump-dom", url, budget_ms=args.budget_ms, size=args.size)
         for page in args.pages:
             address = f"{url}/?page={page}"
+            shot = (args.out / f"{page}.png").resolve()
             # A busy machine can leave a page half-drawn when Chromium's virtual time runs out;
-            # that is retried with more time, an exception on the page is not.
-            for attempt in range(3):
-                dom = chromium(args.chromium, "--dump-dom", address,
-                               budget_ms=args.budget_ms * (attempt + 1), size=args.size)  # fmt: skip
+            # that is retried with more time, an exception on the page is not. The DOM checked
+            # and the screenshot kept always come from the same load.
+            for attempt in range(ATTEMPTS):
+                dom = shoot(args.chromium, address, shot,
+                            budget_ms=args.budget_ms * (attempt + 1), size=args.size)  # fmt: skip
                 problem = check_page(dom, PAGES[page])
                 if problem is None or "exception" in problem:
                     break
-            shot = (args.out / f"{page}.png").resolve()
-            chromium(args.chromium, f"--screenshot={shot}", address,
-                     budget_ms=args.budget_ms * (attempt + 1), size=args.size)  # fmt: skip
             status = "ok" if problem is None else f"FAILED: {problem}"
             print(f"{page:12s} {shot}  {status}")
             if problem is not None:

@@ -277,6 +277,20 @@ def test_draw_region_tints_mask_and_outlines_box(tmp_path: Path) -> None:
     assert picture.getpixel((75, 25)) == (255, 255, 255)  # inside the box, not drawn over
 
 
+def test_draw_region_scales_a_large_jpeg_and_its_mask(tmp_path: Path) -> None:
+    photo = tmp_path / "big.jpg"
+    Image.new("RGB", (1920, 1440), (255, 255, 255)).save(photo, quality=95)
+    mask = np.zeros((1440, 1920), dtype=bool)
+    mask[:, :960] = True  # the left half
+    picture = explorer.draw_region(explorer.RegionSource(photo, mask), [960, 0, 1920, 1440],
+                                   width=480)  # fmt: skip
+    assert picture.size == (480, 360)  # scale 1/4
+    tinted = picture.getpixel((100, 180))
+    assert tinted[2] >= 250 and tinted[0] < 200  # blue tint on the left half
+    assert min(picture.getpixel((350, 180))) >= 250  # right half untouched
+    assert picture.getpixel((240, 180)) == explorer.BOX_COLOUR  # box's left edge at 960/4
+
+
 def test_locate_region_on_the_sample() -> None:
     source = explorer.locate_region(SAMPLE, "synth_000000.json", "m-1-sc")
     assert source.photo.name == "synth_000000.jpg"
@@ -404,6 +418,15 @@ def test_explorer_filters_change_the_examples(
     shown, total = count()
     assert shown == total > 0
     assert 0 < len(at.image) <= explorer.PAGE_SIZE  # photos drawn, one page only
+    last = explorer.page_count(total)
+    at.number_input(key="ex_page").set_value(last).run()
+    assert len(at.image) == total - (last - 1) * explorer.PAGE_SIZE
+    at.selectbox(key="ex_per_page").set_value(max(explorer.PAGE_SIZES)).run()  # fewer pages
+    big = max(explorer.PAGE_SIZES)
+    fewer = explorer.page_count(total, size=big)
+    assert not at.exception and at.number_input(key="ex_page").value == fewer  # clamped
+    assert len(at.image) == total - (fewer - 1) * big
+    at.selectbox(key="ex_per_page").set_value(explorer.PAGE_SIZE).run()
     at.radio(key="ex_outcome").set_value("wrong").run()
     wrong = count()[0]
     at.radio(key="ex_outcome").set_value("correct").run()
@@ -462,3 +485,41 @@ def test_only_corrupt_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     at = app_test(tmp_path, "leaderboard", monkeypatch)
     assert not at.exception
     assert "No complete run" in texts(at) and "1 run directory not shown" in texts(at)
+
+
+# --------------------------------------------------------------------------- screenshot check
+
+
+def screenshot_script() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "screenshot_dashboard.py"
+    spec = importlib.util.spec_from_file_location("screenshot_dashboard", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SIDEBAR = '<div data-testid="stSidebar"><label><p>Example explorer</p></label></div>'
+HEADING = '<h2 id="example-explorer"><span data-heading-text="">Example explorer</span></h2>'
+
+
+@pytest.mark.parametrize(
+    ("dom", "problem"),
+    [
+        (SIDEBAR + HEADING + "<img>", None),
+        ('<div data-testid="stAppViewContainer"></div>', "did not render"),  # the skeleton
+        (SIDEBAR, "did not render"),  # the sidebar's link is not the page's heading
+        ("<p>Example explorer</p><h2>Charts</h2>", "did not render"),
+        (HEADING + '<div data-testid="stSkeleton"></div>', "did not finish"),
+        (HEADING + '<div data-testid="stStatusWidget">Running...</div>', "did not finish"),
+        (HEADING + '<div data-testid="stException">boom</div>', "shows an exception"),
+        ("<pre>Traceback (most recent call last):</pre>", "shows an exception"),
+    ],
+)
+def test_screenshot_check_needs_the_heading_of_a_finished_page(
+    dom: str, problem: str | None
+) -> None:
+    found = screenshot_script().check_page(dom, "Example explorer")
+    assert (found is None) if problem is None else (found is not None and problem in found)
