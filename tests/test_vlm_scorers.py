@@ -38,6 +38,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "llava": tiny_vlms.build_llava(root / "llava"),
         "qwen2vl": tiny_vlms.build_qwen2vl(root / "qwen2vl"),
         "blip": tiny_vlms.build_blip_itm(root / "blip"),
+        "blip2": tiny_vlms.build_blip2_itm(root / "blip2"),
+        "blip2q": tiny_vlms.build_blip2_itm(root / "blip2q", query_tokens_in_text=True),
         "textonly": tiny_vlms.build_not_vlm(root / "textonly"),
     }
 
@@ -74,6 +76,8 @@ CASES = [
     ("captionlik", "llava", ""),
     ("captionlik", "qwen2vl", "?reduce=sum"),
     ("itm", "blip", ""),
+    ("itm", "blip2", ""),
+    ("itm", "blip2q", ""),
 ]
 
 
@@ -173,6 +177,60 @@ def test_itm_equals_blip_match_probability(models: dict[str, Path], scorer_for: 
         expected.append(float(torch.softmax(out.itm_score[0].double(), dim=-1)[1]))
     got = scorer_for("itm", "blip").score_pairs(images, texts)
     assert np.allclose(got.numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["blip2", "blip2q"])
+def test_itm_equals_blip2_match_probability(
+    models: dict[str, Path], scorer_for: Any, family: str
+) -> None:
+    from transformers import AutoProcessor, Blip2ForImageTextRetrieval
+
+    processor = AutoProcessor.from_pretrained(models[family])
+    model = Blip2ForImageTextRetrieval.from_pretrained(models[family]).eval()
+    # blip2q: the processor prepends 4 <image> tokens, which the model's forward strips again.
+    assert (model.config.image_token_index is not None) == (family == "blip2q")
+    images, texts = [IMAGES[0], IMAGES[2], IMAGES[0]], [TEXTS[1], TEXTS[0], TEXTS[3]]
+    expected = []
+    for im, t in zip(images, texts, strict=True):
+        with torch.no_grad():
+            out = model(
+                **processor(images=im, text=t, return_tensors="pt"),
+                use_image_text_matching_head=True,
+            )
+        expected.append(float(torch.softmax(out.logits_per_image[0].double(), dim=-1)[1]))
+    scorer = scorer_for("itm", family)
+    assert scorer.config["head"] == "Blip2ForImageTextRetrieval"
+    got = scorer.score_pairs(images, texts)
+    assert np.allclose(got.numpy(), expected, atol=1e-5)
+    # The Q-Former's 48 positions, [CLS] and [SEP] included.
+    assert scorer.max_text_tokens == 48 and scorer.count_tokens(["a red cat"]) == [5]
+
+
+@pytest.mark.parametrize(("prefix", "family"), [("vqascore", "llava"), ("captionlik", "qwen2vl")])
+def test_each_distinct_image_is_processed_once_per_batch(
+    scorer_for: Any, monkeypatch: pytest.MonkeyPatch, prefix: str, family: str
+) -> None:
+    scorer = scorer_for(prefix, family)
+    image_processor = scorer.processor.image_processor
+    preprocess = image_processor.preprocess
+    seen: list[int] = []
+
+    def counting(images: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(len(images) if isinstance(images, list) else 1)
+        return preprocess(images, *args, **kwargs)
+
+    # 7 pairs showing 3 distinct images (noise_image(0) is IMAGES[0] by content, a new object).
+    images = [IMAGES[0], IMAGES[1], noise_image(0), IMAGES[2], IMAGES[1], IMAGES[0], IMAGES[1]]
+    texts = [TEXTS[i % 4] for i in range(7)]
+    monkeypatch.setattr(image_processor, "preprocess", counting)
+    fast = scorer.score_pairs(images, texts)
+    assert seen == [3]  # one batch (batch size 32 on CPU), one call, three images
+    # The generic path (one image per pair through the processor) gives the same scores.
+    seen.clear()
+    monkeypatch.setattr(vlm, "SHARED_IMAGE_LAYOUTS", {})
+    slow = scorer.score_pairs(images, texts)
+    assert seen == [7]
+    assert float((fast - slow).abs().max()) <= 1e-6
 
 
 def test_vqascore_records_template_and_answer(models: dict[str, Path], scorer_for: Any) -> None:

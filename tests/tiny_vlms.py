@@ -10,6 +10,9 @@ Each builder returns the folder, which the tests load only through spec strings.
 - `build_qwen2vl`: Qwen2VLForConditionalGeneration (multimodal RoPE), 16 image tokens, a
   ChatML-style template.
 - `build_blip_itm`: BlipForImageTextRetrieval with a BERT-style WordLevel tokenizer.
+- `build_blip2_itm`: Blip2ForImageTextRetrieval (tiny vision tower + tiny Q-Former, 4 query
+  tokens), the same kind of tokenizer; ``query_tokens_in_text=True`` sets ``image_token_index``
+  as recent BLIP-2 checkpoints do (the processor then prepends one ``<image>`` per query token).
 - `build_not_vlm`: a text-only Llama (for the "not an image-text-to-text model" error).
 """
 
@@ -270,6 +273,72 @@ def build_blip_itm(out: Path, *, seed: int = 0) -> Path:
     model = BlipForImageTextRetrieval(config).eval()
     image_processor = BlipImageProcessor(size={"height": 32, "width": 32})
     processor = BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def build_blip2_itm(out: Path, *, seed: int = 0, query_tokens_in_text: bool = False) -> Path:
+    import torch
+    from transformers import (
+        Blip2Config,
+        Blip2ForImageTextRetrieval,
+        Blip2Processor,
+        BlipImageProcessor,
+    )
+
+    specials = ["[UNK]", "[PAD]", "[CLS]", "[SEP]", "[MASK]", "<image>"]
+    tokenizer = _fast_tokenizer(
+        specials,
+        lowercase=True,
+        post_cls_sep=True,
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+    tokenizer.model_input_names = ["input_ids", "attention_mask"]  # type: ignore[attr-defined]
+    vocab = tokenizer.get_vocab()  # type: ignore[attr-defined]
+    n_query = 4
+    config = Blip2Config(
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "image_size": 32,
+            "patch_size": 8,
+            "initializer_range": 0.2,
+        },
+        qformer_config={
+            "vocab_size": len(vocab),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "encoder_hidden_size": 32,
+            "cross_attention_frequency": 1,
+            "max_position_embeddings": 48,
+            "pad_token_id": vocab["[PAD]"],
+            "use_qformer_text_input": True,
+            "initializer_range": 0.2,
+        },
+        num_query_tokens=n_query,
+        image_text_hidden_size=16,
+        image_token_index=vocab["<image>"] if query_tokens_in_text else None,
+        initializer_range=0.2,
+    )
+    torch.manual_seed(seed)
+    model = Blip2ForImageTextRetrieval(config).eval()
+    with torch.no_grad():  # random query tokens (they start at zero), so pairs differ
+        model.query_tokens.normal_(0.0, 1.0)
+    image_processor = BlipImageProcessor(size={"height": 32, "width": 32})
+    processor = Blip2Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        num_query_tokens=n_query if query_tokens_in_text else None,
+    )
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)

@@ -19,8 +19,13 @@ Batching: prompts are left-padded (captions are appended before padding), so eve
 real tokens end at the last position. Positions are left to the model: rotary embeddings depend
 on relative positions only, and multimodal RoPE (Qwen2-VL) derives positions from the attention
 mask, so a pair's score does not depend on its batch-mates (tests check <= 1e-4 in fp32).
-Distinct images of a batch are found by content; the processor still gets one image per pair
-(its image-token expansion is model-specific), and the vision tower runs per pair.
+Distinct images of a batch are found by content (SCM plans every region x caption pair, so many
+pairs share one crop). For processor families whose image-output layout is known (``LlavaProcessor``,
+``Qwen2VLProcessor``, ``Qwen2_5_VLProcessor``; see `SHARED_IMAGE_LAYOUTS`) the image processor runs
+once per distinct image, its outputs are repeated into the pairs' order, and the processor's own
+``replace_image_token`` and text path expand each prompt's image token, so the encoding is the one
+a per-pair call gives. Other families (PaliGemma, Idefics, ...) take the generic path: the processor
+gets one image per pair. The vision tower runs per pair either way (the model's forward).
 
 Token budget: ``max_text_tokens`` is the model's context (``max_position_embeddings`` of the
 language model) minus the prompt with an empty text, image tokens included, measured at load
@@ -53,6 +58,17 @@ DEFAULT_TEMPLATE = 'Does this figure show "{text}"? Please answer yes or no.'
 DEFAULT_ANSWER = "Yes"
 DEFAULT_CAPTION_PROMPT = "Describe this image."
 PROBE_SIZE = 336
+
+# Processor class -> how its image processor's outputs are laid out, for processing each distinct
+# image once: "rows" (one leading row per image in every output, e.g. LLaVA's pixel_values) or
+# "grid" (Qwen2-VL: pixel_values are the images' patches concatenated, image_grid_thw one row per
+# image). Only processors that use transformers' generic ProcessorMixin.__call__ and
+# _process_images are listed; anything else takes the per-pair path.
+SHARED_IMAGE_LAYOUTS = {
+    "LlavaProcessor": "rows",
+    "Qwen2VLProcessor": "grid",
+    "Qwen2_5_VLProcessor": "grid",
+}
 
 
 def _load_generative(spec: str, path: str, device: str, dtype: Any) -> tuple[Any, Any, Any]:
@@ -89,6 +105,47 @@ def _load_generative(spec: str, path: str, device: str, dtype: Any) -> tuple[Any
         processor.tokenizer.pad_token = processor.tokenizer.eos_token
     model.to(device).eval()  # type: ignore[arg-type]
     return config, processor, model
+
+
+class _LayoutMismatch(ValueError):
+    """Image-processor outputs that do not follow the layout `SHARED_IMAGE_LAYOUTS` names."""
+
+
+def shared_image_layout(processor: Any) -> str | None:
+    """The `SHARED_IMAGE_LAYOUTS` entry of a processor that uses the generic call path, else None."""
+    from transformers.processing_utils import ProcessorMixin
+
+    cls = type(processor)
+    layout = SHARED_IMAGE_LAYOUTS.get(cls.__name__)
+    generic = (
+        cls.__call__ is ProcessorMixin.__call__
+        and cls._process_images is ProcessorMixin._process_images
+    )
+    return layout if generic else None
+
+
+def expand_image_inputs(processed: Any, inverse: Sequence[int], layout: str) -> Any:
+    """Image-processor outputs for distinct images, repeated into the order ``inverse`` gives."""
+    import torch
+
+    n = int(max(inverse)) + 1
+    idx = torch.as_tensor(list(inverse), dtype=torch.long)
+    out = processed.__class__(dict(processed))  # a copy of the BatchFeature
+    if layout == "grid":
+        grid = processed["image_grid_thw"]
+        sizes = [int(x) for x in grid.prod(dim=-1)]
+        patches = torch.split(processed["pixel_values"], sizes, dim=0)
+        out["pixel_values"] = torch.cat([patches[i] for i in inverse], dim=0)
+        out["image_grid_thw"] = grid[idx]
+        return out
+    for key, value in processed.items():
+        if isinstance(value, torch.Tensor) and value.shape[:1] == (n,):
+            out[key] = value[idx]
+        elif isinstance(value, list) and len(value) == n:
+            out[key] = [value[i] for i in inverse]
+        else:
+            raise _LayoutMismatch(f"image-processor output {key!r} has no row per image")
+    return out
 
 
 def _context_length(config: Any, tokenizer: Any) -> int:
@@ -128,6 +185,7 @@ class _GenerativePairScorer(common.PairScorerBase):
             spec, path, self.device, self.dtype
         )
         self.tokenizer = self.processor.tokenizer
+        self._share_images = True  # off after a layout mismatch (see `_process`)
         self.has_chat_template = bool(getattr(self.processor, "chat_template", None))
         self._forward_params = set(inspect.signature(self.model.forward).parameters)
         self._check_options()
@@ -205,10 +263,7 @@ class _GenerativePairScorer(common.PairScorerBase):
         import torch
 
         prompts = [self.prompt(t) for t in texts]
-        uniq, inverse = common.unique_images(images)
-        enc = self.processor(
-            text=prompts, images=[uniq[i] for i in inverse], return_tensors="pt", padding=True
-        )
+        enc = self._process(prompts, images)
         suffixes = [self._suffix_ids(t) for t in texts]
         if not any(suffixes):
             return enc, [0] * len(texts)
@@ -233,6 +288,36 @@ class _GenerativePairScorer(common.PairScorerBase):
                 out[i, width - len(r) :] = r
             enc[k] = out
         return enc, [len(s) for s in suffixes]
+
+    def _process(self, prompts: list[str], images: Sequence[Image.Image]) -> Any:
+        """The processor's encoding of the batch; each distinct image processed once if we can."""
+        uniq, inverse = common.unique_images(images)
+        pair_images = [uniq[i] for i in inverse]
+        layout = shared_image_layout(self.processor) if self._share_images else None
+        if layout is None or len(uniq) == len(images):
+            return self.processor(
+                text=prompts, images=pair_images, return_tensors="pt", padding=True
+            )
+        processor = self.processor
+
+        def process_once(_: Any, **kwargs: Any) -> tuple[Any, list[str]]:
+            # Stands in for ProcessorMixin._process_images: same outputs, one image per pair.
+            processed = processor.image_processor(uniq, **kwargs)
+            tokens = [
+                processor.replace_image_token(processed, image_idx=j, **kwargs)
+                for j in range(len(uniq))
+            ]
+            return expand_image_inputs(processed, inverse, layout), [tokens[i] for i in inverse]
+
+        processor._process_images = process_once
+        try:
+            return processor(text=prompts, images=pair_images, return_tensors="pt", padding=True)
+        except _LayoutMismatch as exc:
+            log.warning("%s: %s; processing one image per pair", self.spec, exc)
+            self._share_images = False
+        finally:
+            del processor._process_images
+        return processor(text=prompts, images=pair_images, return_tensors="pt", padding=True)
 
     def _suffix_fill(self, key: str, suffix: torch.Tensor) -> torch.Tensor:
         import torch

@@ -4,15 +4,19 @@ Two families: transformers' ``BlipForImageTextRetrieval`` (model type ``blip``) 
 ``Blip2ForImageTextRetrieval`` (``blip-2``). The score is softmax(ITM logits)[1], the
 probability of "match", in [0, 1].
 
-Batching: the image processor runs once per distinct image of a batch. For BLIP the vision tower
-also runs once per distinct image and its features are repeated per pair before the text encoder
-cross-attends to them (the same computation as the model's forward); BLIP-2 runs its own forward
-on repeated pixels. Texts are right-padded: the encoders are bidirectional with an attention mask
-and the head reads the first ([CLS]) position, so padding does not change a pair's score.
+Batching: the image processor and the vision tower run once per distinct image of a batch; the
+image features are repeated per pair before the text side cross-attends to them, the same
+computation as each model's forward with ``use_itm_head`` / ``use_image_text_matching_head``
+(BLIP: the text encoder's [CLS] through the ITM head; BLIP-2: the Q-Former over query tokens and
+text, the ITM head averaged over the query positions). Texts are right-padded: the encoders are
+bidirectional with an attention mask, so padding does not change a pair's score.
 
-Token budget: the text encoder's ``max_position_embeddings``, counting the tokenizer's special
-tokens ([CLS], [SEP]); BLIP-2 ITM checkpoints that prepend query tokens through ``image_token_index``
-are not supported (they would need the processor's image-token expansion).
+BLIP-2 checkpoints with ``image_token_index`` have their processor prepend one ``<image>`` per
+query token to the text, which the model's forward strips again while keeping the mask over the
+query tokens; tokenizing the text alone and prepending the query tokens' mask is that computation.
+
+Token budget: the text encoder's (BLIP-2: the Q-Former's) ``max_position_embeddings``, counting
+the tokenizer's special tokens ([CLS], [SEP]).
 """
 
 from __future__ import annotations
@@ -68,11 +72,6 @@ class ITMScorer(common.PairScorerBase):
                 f"{spec}: model type {config.model_type!r} has no image-text matching head "
                 f"here (itm: supports {', '.join(sorted(_CLASSES))})"
             )
-        if getattr(config, "image_token_index", None) is not None:
-            raise ModelLoadError(
-                f"{spec}: BLIP-2 ITM with image_token_index (query tokens in the text) is "
-                "not supported"
-            )
         try:
             self.processor = AutoProcessor.from_pretrained(source)
             model_cls = getattr(transformers, cls_name)
@@ -119,10 +118,10 @@ class ITMScorer(common.PairScorerBase):
         mask = tok["attention_mask"].to(self.device)
         rows = torch.as_tensor(inverse, dtype=torch.long, device=self.device)
         with torch.inference_mode():
+            m = self.model
+            feats = m.vision_model(pixel_values=pixels).last_hidden_state[rows]
+            feats_mask = torch.ones(feats.shape[:-1], dtype=torch.long, device=self.device)
             if self.model_type == "blip":
-                m = self.model
-                feats = m.vision_model(pixel_values=pixels).last_hidden_state[rows]
-                feats_mask = torch.ones(feats.shape[:-1], dtype=torch.long, device=self.device)
                 hidden = m.text_encoder(
                     input_ids=ids,
                     attention_mask=mask,
@@ -131,14 +130,32 @@ class ITMScorer(common.PairScorerBase):
                 ).last_hidden_state
                 logits = m.itm_head(hidden[:, 0, :])
             else:
-                out = self.model(
-                    pixel_values=pixels[rows],
-                    input_ids=ids,
-                    attention_mask=mask,
-                    use_image_text_matching_head=True,
-                )
-                logits = out.logits_per_image
+                logits = self._blip2_itm_logits(ids, mask, feats, feats_mask)
         return torch.softmax(logits.float(), dim=-1)[:, 1].cpu()
+
+    def _blip2_itm_logits(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        feats: torch.Tensor,
+        feats_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Blip2ForImageTextRetrieval's ITM branch on precomputed (repeated) image features."""
+        import torch
+
+        m = self.model
+        query = m.query_tokens.expand(feats.shape[0], -1, -1)
+        n_query = query.shape[1]
+        query_mask = torch.ones(query.shape[:-1], dtype=mask.dtype, device=mask.device)
+        hidden = m.qformer(
+            query_embeds=m.embeddings(input_ids=ids, query_embeds=query),
+            query_length=n_query,
+            attention_mask=torch.cat([query_mask, mask], dim=1),
+            encoder_hidden_states=feats,
+            encoder_attention_mask=feats_mask,
+        ).last_hidden_state
+        hidden = hidden.to(dtype=m.itm_head.weight.dtype)
+        return m.itm_head(hidden[:, :n_query, :]).mean(dim=1)
 
 
 def load_itm(
