@@ -172,24 +172,32 @@ def length_accuracy(examples: pd.DataFrame, *, flag: str, series: str) -> pd.Dat
     return out.sort_values("order")[columns].reset_index(drop=True)
 
 
-def length_lines(data: pd.DataFrame) -> alt.Chart:
+def _bucket_lines(
+    data: pd.DataFrame, *, x_title: str, y_title: str, order: list[str], height: int
+) -> alt.Chart:
+    """Accuracy (percent) per ordered bucket, one line per model."""
     import altair as alt
 
     return (
         alt.Chart(data)
         .mark_line(point=True)
         .encode(
-            x=alt.X(
-                "bucket:N",
-                title="caption tokens (untruncated)",
-                sort=bucket_labels(),
-                axis=alt.Axis(labelAngle=0),
-            ),
-            y=alt.Y("accuracy:Q", title="accuracy (%)", scale=alt.Scale(domain=[0, 100])),
+            x=alt.X("bucket:N", title=x_title, sort=order, axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("accuracy:Q", title=y_title, scale=alt.Scale(domain=[0, 100])),
             color=alt.Color("series:N", title="model"),
             tooltip=["series:N", "bucket:N", alt.Tooltip("accuracy:Q", format=".1f"), "n:Q"],
         )
-        .properties(height=360)
+        .properties(height=height)
+    )
+
+
+def length_lines(data: pd.DataFrame) -> alt.Chart:
+    return _bucket_lines(
+        data,
+        x_title="caption tokens (untruncated)",
+        y_title="accuracy (%)",
+        order=bucket_labels(),
+        height=360,
     )
 
 
@@ -217,25 +225,14 @@ def position_accuracy(examples: pd.DataFrame, *, series: str) -> pd.DataFrame:
 
 
 def position_lines(data: pd.DataFrame) -> alt.Chart:
-    import altair as alt
-
     from densecap_eval.metrics.length import POSITION_BUCKETS
 
-    return (
-        alt.Chart(data)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X(
-                "bucket:N",
-                title="token where the negative first differs",
-                sort=list(POSITION_BUCKETS),
-                axis=alt.Axis(labelAngle=0),
-            ),
-            y=alt.Y("accuracy:Q", title="Neg accuracy (%)", scale=alt.Scale(domain=[0, 100])),
-            color=alt.Color("series:N", title="model"),
-            tooltip=["series:N", "bucket:N", alt.Tooltip("accuracy:Q", format=".1f"), "n:Q"],
-        )
-        .properties(height=320)
+    return _bucket_lines(
+        data,
+        x_title="token where the negative first differs",
+        y_title="Neg accuracy (%)",
+        order=list(POSITION_BUCKETS),
+        height=320,
     )
 
 
