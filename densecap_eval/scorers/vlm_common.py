@@ -43,11 +43,10 @@ def split_spec(spec: str, prefix: str, allowed: Sequence[str]) -> tuple[str, dic
 
 
 def resolve_device(device: str | None) -> str:
-    import torch
+    """The scorers' shared device rule (auto: cuda, mps, cpu; explicit ones checked), as a string."""
+    from densecap_eval.scorers.common import resolve_device as resolve
 
-    if device:
-        return str(device)
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(resolve(device))
 
 
 def resolve_dtype(precision: str | None, device: str, spec: str) -> tuple[str, torch.dtype]:
