@@ -17,8 +17,6 @@ from densecap_eval.datasets.dci.records import SUBTESTS, DCIRecord, SkippedImage
 from densecap_eval.errors import BadRecordError, DensecapError
 from densecap_eval.tokens import CLIP_CONTEXT_LENGTH, TOKENIZER_NAME, clip_token_counts, token_stats
 
-TOKEN_FIELDS = ("long_caption", "summary")
-
 
 class _OneImage:
     """A dataset view holding one already-parsed record, so subtests do not re-read it.

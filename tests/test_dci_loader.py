@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tracemalloc
@@ -85,6 +86,31 @@ def test_splits_and_unknown_split(tmp_path: Path) -> None:
     assert ds.record_path("a.json") == root / "densely_captioned_images/complete/a.json"
     with pytest.raises(DatasetError, match=r"unknown split 'dev'.*known: test, train, valid"):
         ds.split("dev")
+
+
+def test_fingerprint_is_splits_bytes_and_record_sizes(tmp_path: Path) -> None:
+    root = write_release(
+        tmp_path / "a",
+        {"a.json": make_record("a.jpg"), "b.json": make_record("b.jpg"), "gone.json": None},
+        splits={"train": ["b.json"], "test": ["a.json", "gone.json"]},
+    )
+    ds = DCIDataset(root)
+    base = root / "densely_captioned_images"
+    expected = hashlib.sha256((base / "splits.json").read_bytes())
+    for split, name in [("test", "a.json"), ("test", "gone.json"), ("train", "b.json")]:
+        path = base / "complete" / name
+        size = path.stat().st_size if path.exists() else -1  # a missing record counts as -1
+        expected.update(json.dumps([split, name, size]).encode("utf-8"))
+    got = ds.fingerprint(["train", "test", "test"])  # sorted and deduplicated
+    assert got == expected.hexdigest()
+    # Copying the release elsewhere keeps it; a record that changes size, or another split, not.
+    shutil.copytree(root, tmp_path / "copy")
+    assert DCIDataset(tmp_path / "copy").fingerprint(["test", "train"]) == got
+    assert ds.fingerprint(["test"]) != got
+    (base / "complete" / "b.json").write_text(json.dumps(make_record("b.jpg")) + " ")
+    assert ds.fingerprint(["test", "train"]) != got
+    with pytest.raises(DatasetError, match="unknown split 'dev'"):
+        ds.fingerprint(["dev"])
 
 
 # --- one record -----------------------------------------------------------------------------

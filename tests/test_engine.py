@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from fake_scorers import FakeEmbeddingScorer, FakePairScorer
+from fake_scorers import FakeEmbeddingScorer, FakePairScorer, load_region
 from PIL import Image
 
 from densecap_eval import regions as regions_mod
 from densecap_eval.engine import ScoreTable, ScoringPlan, score_plan
+from densecap_eval.engine import engine as engine_mod
 from densecap_eval.engine.engine import BatchBackoff, default_batch_size, is_oom
 from densecap_eval.errors import TextTooLongError
-from densecap_eval.regions import Region, grey_like, load_region
+from densecap_eval.regions import Region, grey_like
 
 TEXTS = [
     "a red cube",
@@ -229,6 +231,41 @@ def test_is_oom(exc: BaseException, expected: bool) -> None:
 )
 def test_default_batch_size(device: str | None, size: int) -> None:
     assert default_batch_size(device) == size
+
+
+@pytest.mark.parametrize(("device", "size"), [("cpu", 32), ("cuda:0", 64), ("mps", 16)])
+def test_pair_scorers_default_to_fewer_pairs_per_forward(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str, size: int
+) -> None:
+    assert default_batch_size(device, "pair") == size
+    plan = _plan(tmp_path, n_photos=12, texts=TEXTS[:3])  # 36 regions x 3 texts = 108 pairs
+    scorer = FakePairScorer(device=device)  # the fake runs on CPU whatever it says
+    score_plan(scorer, plan, num_workers=0)
+    assert max(scorer.pair_calls) == min(size, 108)
+
+
+def test_no_scorer_imports_the_engine() -> None:
+    # Scorers score what they are given; batching and back-off live in densecap_eval.batching.
+    scorers = Path(__file__).parent.parent / "densecap_eval" / "scorers"
+    for path in sorted(scorers.glob("*.py")):
+        assert "densecap_eval.engine" not in path.read_text(), path.name
+
+
+@pytest.mark.parametrize(("device", "pinned"), [("cpu", False), ("cuda:0", True)])
+def test_region_batches_are_pinned_for_a_cuda_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str, pinned: bool
+) -> None:
+    seen: list[bool] = []
+    real = engine_mod._iter_batches
+
+    def recording(dataset: Any, workers: int, *, pin_memory: bool = False) -> Any:
+        seen.append(pin_memory)
+        return real(dataset, workers)  # no CUDA here to pin with (tests/test_gpu.py checks that)
+
+    monkeypatch.setattr(engine_mod, "_iter_batches", recording)
+    score_plan(FakeEmbeddingScorer(device=device), _plan(tmp_path), batch_size=4, num_workers=0)
+    score_plan(FakePairScorer(device=device), _plan(tmp_path), batch_size=4, num_workers=0)
+    assert seen == [pinned, False]  # pair scorers get PIL images, nothing to pin
 
 
 def test_worker_processes_give_the_same_numbers(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -105,6 +106,44 @@ def test_score_matrix_is_every_pair(scorer_for: Any, prefix: str, family: str, q
     assert matrix.shape == (2, 3)
     pairs = scorer.score_pairs([IMAGES[1]], [TEXTS[2]])
     assert abs(float(matrix[1, 2] - pairs[0])) <= 1e-4
+
+
+def test_score_pairs_is_one_forward_of_the_batch_it_is_given(
+    scorer_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The engine sizes batches (--batch-size) and backs off; the scorer never re-batches.
+    scorer = scorer_for("itm", "blip")
+    calls: list[int] = []
+    real = scorer._score_batch
+    monkeypatch.setattr(
+        scorer, "_score_batch", lambda im, tx: calls.append(len(tx)) or real(im, tx)
+    )
+    monkeypatch.setattr(scorer, "batch_size", 2)  # only `score` reads it
+    n = 5
+    scorer.score_pairs([IMAGES[i % 3] for i in range(n)], [TEXTS[i % 4] for i in range(n)])
+    assert calls == [n]
+
+
+def test_score_matrix_chunks_and_halves_on_out_of_memory(
+    scorer_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scorer = scorer_for("itm", "blip")
+    expected = scorer.score(IMAGES, TEXTS)  # 12 pairs, one chunk at the CPU default of 32
+    calls: list[int] = []
+    real = scorer._score_batch
+
+    def small_memory(images: Any, texts: Any) -> torch.Tensor:
+        calls.append(len(texts))
+        if len(texts) > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(images, texts)
+
+    monkeypatch.setattr(scorer, "_score_batch", small_memory)
+    monkeypatch.setattr(scorer, "batch_size", 8)
+    got = scorer.score(IMAGES, TEXTS)
+    assert calls == [8, 4, 4, 4]  # 8 fails, then batches of 4 for all 12 pairs
+    assert float((got - expected).abs().max()) <= 1e-5
+    assert scorer.score(IMAGES[:0], TEXTS).shape == (0, 4)
 
 
 def _chat_prompt(processor: Any, user_text: str) -> str:
@@ -224,7 +263,7 @@ def test_each_distinct_image_is_processed_once_per_batch(
     texts = [TEXTS[i % 4] for i in range(7)]
     monkeypatch.setattr(image_processor, "preprocess", counting)
     fast = scorer.score_pairs(images, texts)
-    assert seen == [3]  # one batch (batch size 32 on CPU), one call, three images
+    assert seen == [3]  # one forward, one call, three images
     # The generic path (one image per pair through the processor) gives the same scores.
     seen.clear()
     monkeypatch.setattr(vlm, "SHARED_IMAGE_LAYOUTS", {})
@@ -235,7 +274,8 @@ def test_each_distinct_image_is_processed_once_per_batch(
 
 def test_vqascore_records_template_and_answer(models: dict[str, Path], scorer_for: Any) -> None:
     default = scorer_for("vqascore", "llava")
-    custom = load(f"vqascore:{models['llava']}", template="Is this {text}? Answer yes or no.")
+    template = quote("Is this {text}? Answer yes or no.")  # options come in through the spec only
+    custom = load(f"vqascore:{models['llava']}?template={template}")
     assert default.config["template"] == vlm.DEFAULT_TEMPLATE
     assert default.config["answer"] == "Yes"
     assert custom.config["template"] == "Is this {text}? Answer yes or no."
@@ -292,26 +332,25 @@ def test_vlm_truncation_keeps_a_token_prefix(scorer_for: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    ("spec", "kwargs", "message"),
+    ("spec", "message"),
     [
-        ("vqascore:{textonly}", {}, "not an image-text-to-text model"),
-        ("captionlik:{textonly}", {}, "not an image-text-to-text model"),
-        ("vqascore:{llava}", {"template": "Is this a cat?"}, "no '{text}' placeholder"),
-        ("vqascore:{llava}?template=Is%20this%20a%20cat%3F", {}, "no '{text}' placeholder"),
-        ("vqascore:{llava}", {"answer": "Zebra"}, "no token for the answer 'Zebra'"),
-        ("vqascore:{llava}?colour=red", {}, "unknown option"),
-        ("captionlik:{llava}?reduce=max", {}, "reduce must be 'mean' or 'sum'"),
-        ("vqascore:{missing}", {}, "does not exist"),
-        ("itm:{llava}", {}, "has no image-text matching head"),
-        ("itm:{missing}", {}, "does not exist"),
+        ("vqascore:{textonly}", "not an image-text-to-text model"),
+        ("captionlik:{textonly}", "not an image-text-to-text model"),
+        ("vqascore:{llava}?template=Is%20this%20a%20cat%3F", "no '{text}' placeholder"),
+        ("vqascore:{llava}?answer=Zebra", "no token for the answer 'Zebra'"),
+        ("vqascore:{llava}?colour=red", "unknown option"),
+        ("captionlik:{llava}?reduce=max", "reduce must be 'mean' or 'sum'"),
+        ("vqascore:{missing}", "does not exist"),
+        ("itm:{llava}", "has no image-text matching head"),
+        ("itm:{missing}", "does not exist"),
     ],
 )
 def test_bad_input_is_a_clear_model_load_error(
-    models: dict[str, Path], tmp_path: Path, spec: str, kwargs: dict[str, str], message: str
+    models: dict[str, Path], tmp_path: Path, spec: str, message: str
 ) -> None:
     paths = {k: str(v) for k, v in models.items()} | {"missing": str(tmp_path / "nope")}
     with pytest.raises(ModelLoadError, match=message.replace("{", r"\{").replace("?", r"\?")):
-        load(spec.format(**paths), **kwargs)
+        load(spec.format(**paths))
 
 
 def test_unique_images_are_found_by_content() -> None:
@@ -326,48 +365,7 @@ def test_unique_images_are_found_by_content() -> None:
 # subtests, stored scores checked against `score_pairs`) in tests/test_vlm_tasks.py.
 
 
-# -- re-ranking the top-k of a first-stage embedding scorer (fakes, no model) ----------------
-
-
-class _LookupPairScorer:
-    """A fake pair scorer: a fixed score per (photo, text); counts what it is asked."""
-
-    kind = "pair"
-    spec = "fake:lookup"
-
-    def __init__(self, values: dict[tuple[str, str], float]) -> None:
-        self.values = values
-        self.asked: list[tuple[str, str]] = []
-
-
-def _fake_score_plan(scorer: _LookupPairScorer, plan: Any, **_: Any) -> Any:
-    from densecap_eval.engine.plan import ScoreTable
-
-    pairs = plan.pairs
-    keys = [(plan.regions[r].photo, plan.texts[t]) for r, t in pairs]
-    scorer.asked += keys
-    return ScoreTable(
-        text_tokens=np.zeros(len(plan.texts)),
-        text_cut=np.zeros(len(plan.texts), dtype=bool),
-        pairs=pairs,
-        pair_values=np.array([scorer.values[k] for k in keys]),
-    )
-
-
-def _first_stage(scores: np.ndarray) -> Any:
-    """An embedding table whose logits are exactly ``scores`` (one-hot embeddings)."""
-    from densecap_eval.engine.plan import ScoreTable
-
-    n_img, n_txt = scores.shape
-    s = torch.as_tensor(scores, dtype=torch.float32)
-    return ScoreTable(
-        text_tokens=np.zeros(n_txt),
-        text_cut=np.zeros(n_txt, dtype=bool),
-        image_embeddings=np.eye(n_img, dtype=np.float32),
-        text_embeddings=np.eye(n_txt, dtype=np.float32),
-        logit_fn=lambda a, b: a @ s @ b.T,
-    )
-
+# -- the first stage's top-k candidates for re-ranking (no model) -----------------------------
 
 FIRST = np.array(
     [
@@ -376,57 +374,19 @@ FIRST = np.array(
         [0.5, 0.6, 0.7, 0.8],  # image 2: 3, 2, 1, 0
     ]
 )
-PAIR = {  # pair scorer's view: (photo, text) -> score
-    **{(f"p{i}", f"t{j}"): 0.0 for i in range(3) for j in range(4)},
-    ("p0", "t1"): 5.0,
-    ("p0", "t0"): 1.0,
-    ("p1", "t1"): 2.0,
-    ("p1", "t3"): 2.0,
-    ("p2", "t0"): 9.0,  # outside image 2's top 2: never seen by the pair scorer
-}
 
 
-def test_rerank_topk_image_to_text() -> None:
-    from densecap_eval.regions import Region
-    from densecap_eval.tasks.rerank import rerank_topk
+@pytest.mark.parametrize("chunk", [1, 2, 1024])
+def test_topk_candidates_both_directions(chunk: int) -> None:
+    from densecap_eval.tasks.rerank import topk_candidates
 
-    scorer = _LookupPairScorer(PAIR)
-    out = rerank_topk(
-        _first_stage(FIRST),
-        scorer,  # type: ignore[arg-type]
-        regions=[Region(f"p{i}") for i in range(3)],
-        texts=[f"t{j}" for j in range(4)],
-        k=2,
-        score_fn=_fake_score_plan,
-    )
-    assert out.candidates.tolist() == [[0, 1], [2, 1], [3, 2]]
-    # image 0: t1 (5.0) beats t0 (1.0); image 1: t1 (2.0) beats t2 (0.0); image 2: tie keeps 3, 2.
-    assert out.ranking.tolist() == [[1, 0, 3, 2], [1, 2, 3, 0], [3, 2, 1, 0]]
-    assert sorted(scorer.asked) == sorted(
-        [("p0", "t0"), ("p0", "t1"), ("p1", "t2"), ("p1", "t1"), ("p2", "t3"), ("p2", "t2")]
-    )
-    assert out.recall_at([1, 2, 0], ks=(1, 2, 4)) == {"R@1": 1 / 3, "R@2": 2 / 3, "R@4": 1.0}
-
-
-def test_rerank_topk_text_to_image_and_bad_k() -> None:
-    from densecap_eval.errors import DensecapError
-    from densecap_eval.regions import Region
-    from densecap_eval.tasks.rerank import rerank_topk
-
-    regions = [Region(f"p{i}") for i in range(3)]
-    texts = [f"t{j}" for j in range(4)]
-    out = rerank_topk(
-        _first_stage(FIRST),
-        _LookupPairScorer(PAIR),  # type: ignore[arg-type]
-        regions=regions,
-        texts=texts,
-        k=2,
-        direction="text_to_image",
-        score_fn=_fake_score_plan,
-    )
-    # text 0: first stage images 0 (0.9), 2 (0.5); pair scores p0 1.0 < p2 9.0 -> 2 first.
-    assert out.ranking[0].tolist() == [2, 0, 1]
-    # text 1: images 0 (0.8), 2 (0.6) -> p0 5.0 stays first.
-    assert out.ranking[1].tolist() == [0, 2, 1]
-    with pytest.raises(DensecapError, match="at least 1"):
-        rerank_topk(_first_stage(FIRST), _LookupPairScorer(PAIR), regions=regions, texts=texts, k=0)  # type: ignore[arg-type]
+    # image -> text: best first, ties to the lower gallery index.
+    assert topk_candidates(FIRST, 2, chunk=chunk).tolist() == [[0, 1], [2, 1], [3, 2]]
+    # text -> image on the transpose: text 0 has images 0 (0.9), 2 (0.5).
+    assert topk_candidates(FIRST.T, 2, chunk=chunk).tolist() == [[0, 2], [0, 2], [1, 2], [2, 0]]
+    # k past the gallery size is the whole gallery.
+    assert topk_candidates(FIRST, 9, chunk=chunk).tolist() == [
+        [0, 1, 3, 2],
+        [2, 1, 3, 0],
+        [3, 2, 1, 0],
+    ]

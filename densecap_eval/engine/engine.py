@@ -6,11 +6,14 @@ photos once, in DataLoader worker processes, which also crop and preprocess. Not
 up front: at most ``batch_size x (prefetch + workers)`` crops are in memory.
 
 Pair scorers: exactly the planned pairs are scored, batched by text length, each photo decoded
-once per batch.
+once per batch; the scorer runs each batch it is given as one forward.
 
-A CUDA out-of-memory error halves the batch and retries the same items; the smaller size is kept
-for the rest of the run. With a cache, every encoded batch is written as it completes, so an
-interrupted run resumes where it stopped.
+``batch_size`` means the same for every scorer kind: the items (regions, texts or pairs) that
+reach the model in one forward. The engine alone batches and backs off: a CUDA out-of-memory
+error halves the batch and retries the same items (`densecap_eval.batching.BatchBackoff`); the
+smaller size is kept for the rest of the run. For a CUDA model, region batches come in pinned
+host memory so the copy to the device can overlap decoding. With a cache, every encoded batch is
+written as it completes, so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from densecap_eval import regions as regions_mod
-from densecap_eval.engine.cache import EmbeddingCache, region_key, text_key
+from densecap_eval.batching import BatchBackoff, default_batch_size, is_oom
+from densecap_eval.engine.cache import EmbeddingCache, ModelKey, region_key, text_key
 from densecap_eval.engine.plan import ScoreTable, ScoringPlan
 from densecap_eval.errors import DensecapError
 from densecap_eval.regions import Region
@@ -35,74 +39,18 @@ if TYPE_CHECKING:
 
     from densecap_eval.scorers.base import EmbeddingScorer, PairScorer, TextPolicy
 
+__all__ = ["BatchBackoff", "default_batch_size", "default_num_workers", "is_oom", "score_plan"]
+
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-DEFAULT_BATCH_SIZES: dict[str, int] = {"cpu": 32, "cuda": 256, "mps": 64}
 # Below this many images to decode, worker processes cost more than they save.
 _MIN_ITEMS_FOR_WORKERS = 64
-
-
-def default_batch_size(device: object) -> int:
-    """A sensible batch size for a device ("cuda:1" counts as cuda)."""
-    kind = str(device or "cpu").split(":")[0]
-    return DEFAULT_BATCH_SIZES.get(kind, DEFAULT_BATCH_SIZES["cpu"])
 
 
 def default_num_workers(n_items: int) -> int:
     if n_items < _MIN_ITEMS_FOR_WORKERS:
         return 0
     return max(0, min(4, (os.cpu_count() or 1) - 1))
-
-
-def is_oom(exc: BaseException) -> bool:
-    """Whether ``exc`` is a CUDA out-of-memory error (typed or the older RuntimeError)."""
-    import torch
-
-    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
-    if oom_type is not None and isinstance(exc, oom_type):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc)
-
-
-class BatchBackoff:
-    """Runs work in chunks of at most ``size`` items, halving ``size`` on out-of-memory."""
-
-    def __init__(self, size: int, *, what: str) -> None:
-        if size < 1:
-            raise DensecapError(f"batch size must be at least 1, got {size}")
-        self.size = size
-        self.what = what
-
-    def run(self, n: int, fn: Callable[[int, int], T]) -> Iterator[tuple[int, int, T]]:
-        """Yield ``(start, stop, fn(start, stop))`` covering ``range(n)`` in order."""
-        start = 0
-        while start < n:
-            stop = min(n, start + self.size)
-            try:
-                out = fn(start, stop)
-            except Exception as exc:
-                if not is_oom(exc) or stop - start <= 1:
-                    raise
-                self.size = max(1, (stop - start) // 2)
-                log.warning(
-                    "out of memory encoding %d %s; retrying with batches of %d",
-                    stop - start,
-                    self.what,
-                    self.size,
-                )
-                _empty_cuda_cache()
-                continue
-            yield start, stop, out
-            start = stop
-
-
-def _empty_cuda_cache() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 # -- progress -------------------------------------------------------------------------------
@@ -203,10 +151,23 @@ def _keep(batch: Any) -> Any:
     return batch
 
 
-def _iter_batches(dataset: _RegionBatches, num_workers: int) -> Iterator[Any]:
+def _on_cuda(device: object) -> bool:
+    return str(device or "cpu").split(":")[0] == "cuda"
+
+
+def _iter_batches(
+    dataset: _RegionBatches, num_workers: int, *, pin_memory: bool = False
+) -> Iterator[Any]:
+    """The dataset's batches in order, decoded in ``num_workers`` processes (0: inline).
+
+    ``pin_memory=True`` (for a CUDA model) returns pixel tensors in page-locked memory, so the
+    scorer's ``.to(device, non_blocking=True)`` overlaps the copy with decoding the next batch.
+    Lists of images (pair scorers) pass through unchanged.
+    """
     if num_workers == 0 or len(dataset) <= 1:
         for i in range(len(dataset)):
-            yield dataset[i]
+            batch = dataset[i]
+            yield _pin(batch) if pin_memory else batch
         return
     from torch.utils.data import DataLoader
 
@@ -217,8 +178,16 @@ def _iter_batches(dataset: _RegionBatches, num_workers: int) -> Iterator[Any]:
         num_workers=min(num_workers, len(dataset)),
         collate_fn=_keep,
         prefetch_factor=2,
+        pin_memory=pin_memory,
     )
     yield from loader
+
+
+def _pin(batch: Any) -> Any:
+    """``batch`` in pinned memory when it is a tensor (what DataLoader's pin_memory does)."""
+    import torch
+
+    return batch.pin_memory() if isinstance(batch, torch.Tensor) else batch
 
 
 def _order_by_photo(regions: Sequence[Region]) -> list[int]:
@@ -245,18 +214,22 @@ def score_plan(
 ) -> ScoreTable:
     """Score a plan with a scorer: each unique region and text encoded once (or read from cache).
 
-    ``blind=True`` replaces every region by a uniform grey image of the same size (the blind
-    control). ``cache=None`` disables the cache. ``num_workers=None`` picks
-    ``min(4, cpus - 1)`` decoding processes, none for small plans. ``progress=None`` shows
+    ``batch_size`` is the number of items that reach the model in one forward: regions or texts
+    for an embedding scorer, (region, text) pairs for a pair scorer (default: by device and scorer
+    kind, `densecap_eval.batching.default_batch_size`). ``blind=True`` replaces every region by
+    a uniform grey image of the same size (the blind control). ``cache=None`` disables the
+    cache. ``num_workers=None`` picks ``min(4, cpus - 1)`` decoding processes, none for small
+    plans. ``progress=None`` shows
     progress bars only when stderr is a terminal. Pair scorers' scores are not cached (the
     cache holds embeddings).
     """
+    kind: Literal["embedding", "pair"] = getattr(scorer, "kind", "embedding")
     if batch_size is None:
-        batch_size = default_batch_size(getattr(scorer, "device", "cpu"))
+        batch_size = default_batch_size(getattr(scorer, "device", "cpu"), kind)
     if batch_size < 1:
         raise DensecapError(f"batch size must be at least 1, got {batch_size}")
     with _Progress(_progress_enabled(progress)) as bars:
-        if getattr(scorer, "kind", "embedding") == "pair":
+        if kind == "pair":
             return _score_pairs(
                 scorer,  # type: ignore[arg-type]
                 plan,
@@ -318,7 +291,11 @@ def _encode_texts(
     n_tokens = np.zeros(n, dtype=np.int64)
     cut = np.zeros(n, dtype=bool)
     todo = list(range(n))
-    store = cache.text_store(scorer.fingerprint, policy) if cache is not None else None
+    store = (
+        cache.text_store(ModelKey.of(scorer), policy, max_tokens=scorer.max_text_tokens)
+        if cache is not None
+        else None
+    )
     keys: list[str] = []
     if store is not None and n:
         keys = [text_key(t) for t in texts]
@@ -377,7 +354,7 @@ def _encode_regions(
     emb: np.ndarray | None = None
     todo = list(range(n))
     store = (
-        cache.image_store(scorer.fingerprint, scorer.preprocess_id, blind=blind)
+        cache.image_store(ModelKey.of(scorer), scorer.preprocess_id, blind=blind)
         if cache is not None
         else None
     )
@@ -398,10 +375,12 @@ def _encode_regions(
             [[regions[i] for i in c] for c in chunks], blind=blind, preprocess=scorer.preprocess
         )
         workers = default_num_workers(len(todo)) if num_workers is None else num_workers
+        pin = _on_cuda(getattr(scorer, "device", "cpu"))
         advance = bars.task("encoding regions", len(todo))
         backoff = BatchBackoff(batch_size, what="regions")
         try:
-            for chunk, pixels in zip(chunks, _iter_batches(dataset, workers), strict=True):
+            batches = _iter_batches(dataset, workers, pin_memory=pin)
+            for chunk, pixels in zip(chunks, batches, strict=True):
                 # The loader's batch stays fixed; an OOM only shrinks what reaches the model.
                 def encode(a: int, b: int, px: torch.Tensor = pixels) -> torch.Tensor:
                     return scorer.encode_pixels(px[a:b])

@@ -15,7 +15,9 @@ model's own chat template: one user turn holding the image and a text, then the 
   (``reduce=sum``) of the log-probabilities of the caption's tokens (tokenized alone, appended
   after the generation prompt; no end-of-turn token). An empty caption scores 0.
 
-Batching: prompts are left-padded (captions are appended before padding), so every sequence's
+Batching: ``score_pairs`` scores the pairs it is given in one forward (the engine sizes that batch
+with ``--batch-size`` and halves it on out-of-memory; ``batch_size`` here only chunks ``score``).
+Prompts are left-padded (captions are appended before padding), so every sequence's
 real tokens end at the last position. Positions are left to the model: rotary embeddings depend
 on relative positions only, and multimodal RoPE (Qwen2-VL) derives positions from the attention
 mask, so a pair's score does not depend on its batch-mates (tests check <= 1e-4 in fp32).
@@ -43,6 +45,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from densecap_eval.batching import default_batch_size
 from densecap_eval.errors import ModelLoadError
 from densecap_eval.scorers import vlm_common as common
 
@@ -179,7 +182,7 @@ class _GenerativePairScorer(common.PairScorerBase):
         self.device = common.resolve_device(device)
         self.precision, self.dtype = common.resolve_dtype(precision, self.device, spec)
         self.text_policy: TextPolicy = text_policy
-        self.batch_size = batch_size or common.default_batch_size(self.device)
+        self.batch_size = batch_size or default_batch_size(self.device, "pair")
         self.options = options
         self.model_config, self.processor, self.model = _load_generative(
             spec, path, self.device, self.dtype
@@ -429,13 +432,8 @@ def _factory(cls: type[_GenerativePairScorer], allowed: tuple[str, ...]) -> Any:
         *,
         text_policy: TextPolicy = "truncate",
         batch_size: int | None = None,
-        **options: Any,
     ) -> _GenerativePairScorer:
-        path, spec_options = common.split_spec(spec, cls.prefix, allowed)
-        unknown = sorted(set(options) - set(allowed))
-        if unknown:
-            raise ModelLoadError(f"{spec}: unknown option(s) {', '.join(unknown)}")
-        merged = {**spec_options, **{k: v for k, v in options.items() if v is not None}}
+        path, options = common.split_spec(spec, cls.prefix, allowed)
         return cls(
             spec,
             path,
@@ -443,7 +441,7 @@ def _factory(cls: type[_GenerativePairScorer], allowed: tuple[str, ...]) -> Any:
             precision=precision,
             text_policy=text_policy,
             batch_size=batch_size,
-            options=merged,
+            options=options,
         )
 
     load.__doc__ = f"Load ``{cls.prefix}:NAME_OR_DIR[?opt=value]`` (options: {', '.join(allowed)})."

@@ -2,8 +2,9 @@
 
 Spec options follow the model path after a ``?`` as URL query pairs, e.g.
 ``captionlik:/models/llava?reduce=sum`` or ``vqascore:DIR?template=Is%20this%20%22{text}%22%3F``
-(``&`` inside a value must be written ``%26``). Keyword arguments to the loader win over spec
-options. Heavy imports (torch, transformers) happen inside functions only.
+(``&`` inside a value must be written ``%26``). The spec is the only way options come in, so
+the spec the run card records says everything. Heavy imports (torch, transformers) happen
+inside functions only.
 """
 
 from __future__ import annotations
@@ -11,21 +12,21 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl
 
+from densecap_eval.batching import BatchBackoff
 from densecap_eval.errors import ModelLoadError, TextTooLongError
+from densecap_eval.hashing import files_sha256
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
 
     from densecap_eval.scorers.base import TextPolicy
-
-DEFAULT_BATCH_SIZES = {"cpu": 32, "cuda": 64, "mps": 16}
 
 
 def split_spec(spec: str, prefix: str, allowed: Sequence[str]) -> tuple[str, dict[str, str]]:
@@ -50,35 +51,43 @@ def resolve_device(device: str | None) -> str:
 
 
 def resolve_dtype(precision: str | None, device: str, spec: str) -> tuple[str, torch.dtype]:
-    """Precision name and torch dtype: fp32 on CPU by default, bf16 (else fp16) on CUDA."""
+    """Precision name and torch dtype: fp32 unless asked, on every device (reference-exact).
+
+    A 7B VLM in fp32 needs ~28 GB; pass ``precision="bf16"`` (``--precision bf16``) to halve it.
+    """
     import torch
 
     if precision is None:
-        if device.startswith("cuda"):
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            precision = "fp32"
+        precision = "fp32"
     table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     if precision not in table:
         raise ModelLoadError(f"{spec}: unknown precision {precision!r} (known: fp32, fp16, bf16)")
     return precision, table[precision]
 
 
-def default_batch_size(device: str) -> int:
-    return DEFAULT_BATCH_SIZES.get(device.split(":")[0], DEFAULT_BATCH_SIZES["cpu"])
+# Files of a model folder whose content changes scores: weights, configs, tokenizer models.
+IDENTITY_PATTERNS: tuple[str, ...] = ("*.safetensors", "*.bin", "*.json", "*.model", "*.txt")
 
 
 def weights_fingerprint(path: str, config: Any, extra: dict[str, Any]) -> str:
-    """sha256 of the config, the weight files' names and sizes (local dirs) and the options."""
-    h = hashlib.sha256()
-    h.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
-    folder = Path(path)
+    """sha256 of the config, the model files' CONTENT (local folder or hub snapshot), options.
+
+    Content, not names and sizes: weights replaced by others of the same shape change it.
+    Hashes are memoised on disk (`densecap_eval.hashing`), so the second run only stats files.
+    """
+    from densecap_eval.scorers.common import hub_weights_identity
+
+    folder = Path(path).expanduser()
     if folder.is_dir():
-        for f in sorted(folder.iterdir()):
-            if f.suffix in {".safetensors", ".bin", ".json", ".model"} and f.is_file():
-                h.update(f"{f.name}:{f.stat().st_size}".encode())
+        files: Any = files_sha256(folder, IDENTITY_PATTERNS)
     else:
-        h.update(path.encode())
+        files = hub_weights_identity(path, getattr(config, "_commit_hash", None), IDENTITY_PATTERNS)
+    config_dict = {
+        k: v for k, v in config.to_dict().items() if k not in ("_name_or_path", "_commit_hash")
+    }
+    h = hashlib.sha256()
+    h.update(json.dumps(config_dict, sort_keys=True, default=str).encode())
+    h.update(json.dumps(files, sort_keys=True).encode())
     h.update(json.dumps(extra, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
@@ -210,33 +219,15 @@ def mean_by_owner(values: torch.Tensor, owner: Sequence[int], n: int) -> torch.T
     return (total / count).float()
 
 
-def run_sorted(
-    n: int,
-    lengths: Sequence[int],
-    batch_size: int,
-    fn: Callable[[list[int]], torch.Tensor],
-    *,
-    what: str,
-) -> torch.Tensor:
-    """Call ``fn`` on batches of indices sorted by length; OOM halves the batch (engine helper)."""
-    import torch
-
-    from densecap_eval.engine.engine import BatchBackoff
-
-    order = sorted(range(n), key=lambda i: (lengths[i], i))
-    out = torch.empty(n, dtype=torch.float32)
-    backoff = BatchBackoff(batch_size, what=what)
-    for a, b, values in backoff.run(n, lambda a, b: fn(order[a:b])):
-        out[torch.as_tensor(order[a:b], dtype=torch.long)] = values.detach().float().cpu()
-    return out
-
-
 class PairScorerBase:
     """The pair-scorer protocol on top of one method, ``_score_batch(images, texts)``.
 
-    Subclasses set ``budget`` (a `TextBudget`), ``text_policy`` and ``batch_size``; this class
-    applies the text policy (chunk-mean: the mean of the chunks' scores), sorts pairs by length,
-    batches them with the engine's OOM back-off, and builds the full ``score`` matrix.
+    Subclasses set ``budget`` (a `TextBudget`), ``text_policy`` and ``batch_size``. ``score_pairs``
+    applies the text policy and scores exactly the pairs it is given in one forward (chunk-mean:
+    each chunk is a sequence of that forward and a pair's score is the mean of its chunks'); the
+    engine decides how many pairs that is (``--batch-size``) and halves it on out-of-memory.
+    ``score``, the full-matrix API for direct use, is the one place a scorer batches on its own:
+    pairs sorted by text length, ``batch_size`` pairs per forward, halved on out-of-memory.
     """
 
     kind: Literal["pair"] = "pair"
@@ -260,6 +251,7 @@ class PairScorerBase:
         *,
         policy: TextPolicy | None = None,
     ) -> torch.Tensor:
+        """Score pair i = (images[i], texts[i]) in one forward; (n,) float32 on CPU."""
         import torch
 
         if len(images) != len(texts):
@@ -267,19 +259,30 @@ class PairScorerBase:
         if not texts:
             return torch.zeros(0, dtype=torch.float32)
         pieces, owner, _ = policy_pieces(self.budget, texts, policy or self.text_policy)
-        piece_images = [images[i] for i in owner]
-        lengths = [self.budget.count(p) for p in pieces]
-
-        def run(idx: list[int]) -> torch.Tensor:
-            return self._score_batch([piece_images[i] for i in idx], [pieces[i] for i in idx])
-
-        values = run_sorted(len(pieces), lengths, self.batch_size, run, what="pairs")
+        values = self._score_batch([images[i] for i in owner], pieces).detach().float().cpu()
         if len(pieces) == len(texts):
             return values
         return mean_by_owner(values, owner, len(texts))
 
     def score(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
         """(len(images), len(texts)) scores of every combination, as pairs."""
-        pair_images = [im for im in images for _ in texts]
-        pair_texts = [t for _ in images for t in texts]
-        return self.score_pairs(pair_images, pair_texts).reshape(len(images), len(texts))
+        import torch
+
+        n_texts = len(texts)
+        n = len(images) * n_texts
+        out = torch.zeros(n, dtype=torch.float32)
+        if n == 0:
+            return out.reshape(len(images), n_texts)
+        lengths = self.count_tokens(texts)
+        # Pair i is (images[i // n_texts], texts[i % n_texts]); similar lengths share a forward.
+        order = sorted(range(n), key=lambda i: (lengths[i % n_texts], i))
+
+        def run(a: int, b: int) -> torch.Tensor:
+            idx = order[a:b]
+            return self.score_pairs(
+                [images[i // n_texts] for i in idx], [texts[i % n_texts] for i in idx]
+            )
+
+        for a, b, values in BatchBackoff(self.batch_size, what="pairs").run(n, run):
+            out[torch.as_tensor(order[a:b], dtype=torch.long)] = values
+        return out.reshape(len(images), n_texts)

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from densecap_eval.batching import default_batch_size
 from densecap_eval.errors import ModelLoadError
 from densecap_eval.scorers import vlm_common as common
 
@@ -57,7 +58,7 @@ class ITMScorer(common.PairScorerBase):
         self.device = common.resolve_device(device)
         self.precision, self.dtype = common.resolve_dtype(precision, self.device, spec)
         self.text_policy: TextPolicy = text_policy
-        self.batch_size = batch_size or common.default_batch_size(self.device)
+        self.batch_size = batch_size or default_batch_size(self.device, "pair")
         local = Path(path).expanduser()
         if (path.startswith((".", "/", "~")) or local.exists()) and not local.is_dir():
             raise ModelLoadError(f"{spec}: model directory {local} does not exist")

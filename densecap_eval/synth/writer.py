@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from densecap_eval.datasets.dci.layout import PHOTOS_DIR, RECORDS_DIR, RELEASE_DIR, SPLITS_FILE
 from densecap_eval.errors import DensecapError
 from densecap_eval.synth.records import build_record, scene_for
 
 log = logging.getLogger(__name__)
 
-RELEASE_DIR = "densely_captioned_images"
 SPLITS = ("train", "valid", "test")
 DEFAULT_JPEG_QUALITY = 90
 
@@ -83,13 +83,13 @@ def _prepare(out: Path, *, overwrite: bool) -> Path:
                 raise SynthError(
                     f"{release} already exists; pass --overwrite or choose another folder"
                 )
-            if not (release / "splits.json").is_file() and any(release.iterdir()):
+            if not (release / SPLITS_FILE).is_file() and any(release.iterdir()):
                 raise SynthError(
                     f"{release} exists and holds no splits.json; refusing to delete it"
                 )
             shutil.rmtree(release)
-        (release / "complete").mkdir(parents=True)
-        (release / "photos").mkdir()
+        (release / RECORDS_DIR).mkdir(parents=True)
+        (release / PHOTOS_DIR).mkdir()
     except SynthError:
         raise
     except OSError as exc:
@@ -131,18 +131,18 @@ def generate_dci(
             photo = f"{stem}.jpg"
             scene = scene_for(seed, index, width=width, height=height)
             if photos:
-                path = release / "photos" / photo
+                path = release / PHOTOS_DIR / photo
                 scene.image.save(path, format="JPEG", quality=jpeg_quality, optimize=False)
                 written += path.stat().st_size
             record = build_record(scene, photo=photo, seed=seed, index=index)
             data = json.dumps(record, ensure_ascii=False).encode("utf-8")
-            (release / "complete" / f"{stem}.json").write_bytes(data)
+            (release / RECORDS_DIR / f"{stem}.json").write_bytes(data)
             written += len(data)
             members[SPLITS[int(labels[index])]].append(f"{stem}.json")
             if progress is not None:
                 progress(index + 1, images)
         splits = json.dumps(members, indent=1).encode("utf-8")
-        (release / "splits.json").write_bytes(splits)
+        (release / SPLITS_FILE).write_bytes(splits)
     except OSError as exc:
         raise SynthError(f"{release}: write failed ({exc.strerror or exc})") from exc
     written += len(splits)

@@ -24,11 +24,17 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from densecap_eval.datasets.dci.layout import (
+    PHOTOS_DIR,
+    RECORDS_DIR,
+    RELEASE_DIR,
+    SPLITS_FILE,
+    read_splits,
+)
 from densecap_eval.errors import DatasetError, DownloadError, UnknownNameError
 
 logger = logging.getLogger(__name__)
 
-RELEASE_DIR = "densely_captioned_images"
 DOWNLOADS_DIR = ".downloads"
 
 _BASE_URL = "https://dl.fbaipublicfiles.com/densely_captioned_images"
@@ -141,7 +147,7 @@ def download_dci(
         content.mkdir()
         extract_safely(archive, content)
         release = _find_release(content, archive)
-        (release / "photos").mkdir(exist_ok=True)
+        (release / PHOTOS_DIR).mkdir(exist_ok=True)
         _install(release, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -260,10 +266,10 @@ def _find_release(content: Path, archive: Path) -> Path:
     """The extracted release folder: ``densely_captioned_images/`` at the top of the archive
     (the published layout) or, from a mirror packed one level down, the top itself."""
     for candidate in (content / RELEASE_DIR, content):
-        if (candidate / "splits.json").is_file() and (candidate / "complete").is_dir():
+        if (candidate / SPLITS_FILE).is_file() and (candidate / RECORDS_DIR).is_dir():
             return candidate
     raise DownloadError(
-        f"{archive.name} holds no {RELEASE_DIR}/splits.json and complete/: "
+        f"{archive.name} holds no {RELEASE_DIR}/{SPLITS_FILE} and {RECORDS_DIR}/: "
         "is it the DCI annotations archive?"
     )
 
@@ -283,7 +289,7 @@ def _install(new: Path, target: Path) -> None:
     except OSError:
         os.replace(old, target)  # put the previous release back
         raise
-    old_photos, new_photos = old / "photos", target / "photos"
+    old_photos, new_photos = old / PHOTOS_DIR, target / PHOTOS_DIR
     if old_photos.is_dir() and new_photos.is_dir():
         for item in old_photos.iterdir():
             if not (new_photos / item.name).exists():
@@ -308,7 +314,7 @@ class PhotoReport:
 
     @property
     def photos_dir(self) -> Path:
-        return self.base / "photos"
+        return self.base / PHOTOS_DIR
 
     @property
     def ok(self) -> bool:
@@ -396,8 +402,12 @@ def verify_photos(root: str | os.PathLike[str]) -> PhotoReport:
         )
     report = PhotoReport(base)
     seen: set[str] = set()
-    for name in _split_records(base / "splits.json"):
-        image = _record_image(base / "complete" / name)
+    # Record file names over all splits, in file order, without repeats.
+    names = dict.fromkeys(
+        n for members in read_splits(base / SPLITS_FILE).values() for n in members
+    )
+    for name in names:
+        image = _record_image(base / RECORDS_DIR / name)
         if isinstance(image, tuple):
             report.bad_records.append((name, image[0]))
             continue
@@ -415,24 +425,6 @@ def verify_photos(root: str | os.PathLike[str]) -> PhotoReport:
         else:
             report.unreadable.append((image, problem))
     return report
-
-
-def _split_records(path: Path) -> list[str]:
-    """Record file names over all splits, in file order, without repeats."""
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DatasetError(f"{path} not found: the DCI release needs splits.json") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise DatasetError(f"{path} must be a JSON object of split name -> list of record files")
-    names: dict[str, None] = {}
-    for split, members in raw.items():
-        if not isinstance(members, list) or not all(isinstance(n, str) for n in members):
-            raise DatasetError(f"{path}: split {split!r} must be a list of record file names")
-        names.update(dict.fromkeys(members))
-    return list(names)
 
 
 def _record_image(path: Path) -> str | tuple[str]:
