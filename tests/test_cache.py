@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from densecap_eval.cli.app import app
 from densecap_eval.engine import EmbeddingCache, ScoreTable, ScoringPlan, score_plan
-from densecap_eval.engine.cache import region_key, text_key
+from densecap_eval.engine.cache import LAYOUT, region_key, text_key
 from densecap_eval.regions import Region
 
 TEXTS = ["a red cube", "a blue ball on the grass", "one", "two words here", "a b c d e f g h"]
@@ -80,7 +80,7 @@ def test_no_cache_writes_nothing(tmp_path: Path) -> None:
     plan = _plan(tmp_path / "photos")
     _run(plan, None)
     default_root = Path(os.environ["DENSECAP_EVAL_CACHE"])
-    assert not (default_root / "v1").exists() or not any((default_root / "v1").iterdir())
+    assert not (default_root / LAYOUT).exists() or not any((default_root / LAYOUT).iterdir())
 
 
 def test_default_root_is_the_user_cache(tmp_path: Path) -> None:
@@ -190,7 +190,7 @@ def test_kill_9_resumes_with_identical_numbers(tmp_path: Path) -> None:
 
 
 def _store_dir(root: Path, kind: str) -> Path:
-    (d,) = [p for p in (root / "v1").glob(f"*/{kind}-*") if p.is_dir()]
+    (d,) = [p for p in (root / LAYOUT).glob(f"*/{kind}-*") if p.is_dir()]
     return d
 
 
@@ -226,8 +226,25 @@ def test_damaged_files_are_ignored(
         again, scorer = _run(plan, EmbeddingCache(cache_root))
     assert scorer.encoded_images == lost
     _same(clean, again)
-    if damage in ("garbage", "truncated", "wrong_keys", "index"):
-        assert "ignoring unreadable cache" in caplog.text
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    if damage in ("garbage", "truncated", "wrong_keys"):
+        damaged = shards[1] if damage == "truncated" else shards[0]
+        # one line that names the file, says it is corrupt and that its entries are recomputed
+        assert any(
+            m.startswith(f"cache shard {damaged} is corrupt (")
+            and m.endswith("its entries will be recomputed")
+            for m in warnings
+        ), warnings
+    if damage == "index":
+        assert any(
+            m.startswith(f"cache index {store / 'index.npz'} is corrupt") for m in warnings
+        ), warnings
+    if damage == "temp":
+        assert warnings == []
+    # numpy's advice for pickles is noise here: a shard is never a pickle
+    assert not any("pickle" in m or "unsafely" in m for m in warnings), warnings
+    if damage == "garbage":
+        assert any("(not an .npz archive)" in m for m in warnings), warnings
 
 
 def test_unindexed_shards_are_found(tmp_path: Path) -> None:

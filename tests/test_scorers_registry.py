@@ -117,7 +117,7 @@ def test_device_and_precision_resolution() -> None:
     cpu = torch.device("cpu")
     assert resolve_device("cpu") == cpu
     assert resolve_precision(None, cpu) == "fp32"
-    assert resolve_precision(None, torch.device("cuda")) == "fp16"
+    assert resolve_precision(None, torch.device("cuda")) == "fp32"  # reference-exact by default
     assert resolve_precision("bf16", cpu) == "bf16"
     with pytest.raises(ModelLoadError, match="use 'bf16' or 'fp32'"):
         resolve_precision("fp16", cpu)

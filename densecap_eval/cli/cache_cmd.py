@@ -57,7 +57,7 @@ def info(
         typer.echo("(empty)")
         return
     for model in models:
-        typer.echo(f"{model['fingerprint']}")
+        typer.echo(f"{model['fingerprint']}  {model['precision']} on {model['device_type']}")
         for store in model["stores"]:
             typer.echo(
                 f"  {store['kind']:<6} {store['variant']:<40} "

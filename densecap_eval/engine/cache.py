@@ -2,15 +2,19 @@
 
 Layout under the cache root::
 
-    v1/<sha(fingerprint)[:16]>/model.json              the raw fingerprint (for info/clear)
-    v1/<sha(fingerprint)[:16]>/<kind>-<sha(variant)[:12]>/
+    v2/<sha(model key)[:16]>/model.json               the model key, spelled out (for info/clear)
+    v2/<sha(model key)[:16]>/<kind>-<sha(variant)[:12]>/
         store.json                                     kind and variant, spelled out
         shard-<time>-<pid>-<rand>.npz                  keys, embeddings (+ n_tokens, cut)
         index.npz                                      shard name per key (an accelerator)
 
-``kind`` is ``image`` or ``text``. The image variant is the scorer's ``preprocess_id`` plus
-the blind flag; the text variant is the text policy. A region's key is the sha256 of
-(sha256 of the photo file's bytes, box); a text's key is the sha256 of its UTF-8 bytes.
+The model key (`ModelKey`) is everything about the model that changes an embedding: its
+fingerprint (weights by content, config, hub revision), the precision (autocast dtype) and the
+device type (kernels differ in the last bits). ``kind`` is ``image`` or ``text``. The image
+variant is the scorer's ``preprocess_id`` plus the blind flag; the text variant is the text
+policy and the model's text limit. A region's key is the sha256 of (sha256 of the photo file's
+bytes, box); a text's key is the sha256 of its UTF-8 bytes. Layout ``v1`` keyed models by
+fingerprint alone (a bf16 embedding could be served to an fp32 run); it is never read.
 
 Every file is written to a temporary file in the same folder, fsynced, then ``os.replace``d,
 so a run killed at any moment leaves only whole shards behind; the next run reuses them.
@@ -36,17 +40,15 @@ from typing import Any
 
 import numpy as np
 
+from densecap_eval.hashing import file_sha256
 from densecap_eval.regions import Region
 
 log = logging.getLogger(__name__)
 
-LAYOUT = "v1"
+LAYOUT = "v2"
 _SHARD_PREFIX = "shard-"
 _INDEX = "index.npz"
 _CHUNK = 1 << 20
-
-# sha256 of photo files, computed once per file per process; keyed by (path, size, mtime).
-_PHOTO_HASHES: dict[tuple[str, int, int], str] = {}
 
 
 def _sha(text: str) -> str:
@@ -55,16 +57,34 @@ def _sha(text: str) -> str:
 
 def photo_sha256(path: str | os.PathLike[str]) -> str:
     """sha256 of a photo file, streamed, remembered for this process while the file is unchanged."""
-    st = os.stat(path)
-    memo = (os.fspath(path), st.st_size, st.st_mtime_ns)
-    digest = _PHOTO_HASHES.get(memo)
-    if digest is None:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                h.update(chunk)
-        digest = _PHOTO_HASHES[memo] = h.hexdigest()
-    return digest
+    return file_sha256(path, persist=False)
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """What, besides an input's own content, decides its embedding: the cache's model key."""
+
+    fingerprint: str  # weights by content, config, hub revision (`Scorer.fingerprint`)
+    precision: str  # fp32 | fp16 | bf16 (the autocast dtype)
+    device_type: str  # cpu | cuda | mps
+
+    @classmethod
+    def of(cls, scorer: Any) -> ModelKey:
+        device = getattr(scorer, "device", "cpu")
+        device_type = str(getattr(device, "type", device)).split(":")[0]
+        return cls(
+            fingerprint=str(scorer.fingerprint),
+            precision=str(getattr(scorer, "precision", None) or "fp32"),
+            device_type=device_type,
+        )
+
+    def to_dict(self) -> dict[str, str]:
+        return {"fingerprint": self.fingerprint, "precision": self.precision,
+                "device_type": self.device_type}  # fmt: skip
+
+    @property
+    def digest(self) -> str:
+        return _sha(json.dumps(self.to_dict(), sort_keys=True))
 
 
 def region_key(region: Region) -> str:
@@ -106,6 +126,34 @@ def _open_npz(path: Path) -> Iterator[Any]:
         yield z
 
 
+def _damage(exc: BaseException) -> str:
+    """What is wrong with an unreadable cache file, in words (not numpy's advice to unpickle).
+
+    np.load reads a file that is neither .npz nor .npy as a pickle and, with pickles refused,
+    says "contains pickled data ... load it unsafely": here that only means "not an .npz".
+    """
+    if isinstance(exc, ValueError) and "pickle" in str(exc):
+        return "not an .npz archive"
+    if isinstance(exc, (zipfile.BadZipFile, EOFError)):
+        return "truncated or not an .npz archive"
+    if isinstance(exc, KeyError):
+        detail = str(exc.args[0]) if exc.args else "an entry"
+        if detail.endswith(" is not a file in the archive"):  # numpy's words for a lost array
+            detail = f"array {detail.split()[0]!r}"
+        return f"missing {detail}"
+    if isinstance(exc, OSError):
+        return f"cannot read it: {exc.strerror or exc}"
+    return str(exc)
+
+
+def _warn_corrupt_shard(path: Path, exc: BaseException) -> None:
+    log.warning(
+        "cache shard %s is corrupt (%s); ignoring it, its entries will be recomputed",
+        path,
+        _damage(exc),
+    )
+
+
 def _write_json(path: Path, data: dict[str, object]) -> None:
     payload = json.dumps(data, indent=1, sort_keys=True).encode("utf-8")
     _atomic_write(path, lambda f: f.write(payload))
@@ -122,13 +170,13 @@ class CachedRows:
 
 
 class CacheStore:
-    """The shards of one (fingerprint, kind, variant): look keys up, append encoded batches."""
+    """The shards of one (model key, kind, variant): look keys up, append encoded batches."""
 
-    def __init__(self, directory: Path, *, kind: str, variant: str, fingerprint: str) -> None:
+    def __init__(self, directory: Path, *, kind: str, variant: str, model: ModelKey) -> None:
         self.directory = directory
         self.kind = kind
         self.variant = variant
-        self.fingerprint = fingerprint
+        self.model = model
         self._where: dict[str, str] | None = None  # key -> shard file name
         self._dirty = False
 
@@ -138,10 +186,10 @@ class CacheStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         model_json = self.directory.parent / "model.json"
         if not model_json.exists():
-            _write_json(model_json, {"fingerprint": self.fingerprint, "layout": LAYOUT})
+            _write_json(model_json, {**self.model.to_dict(), "layout": LAYOUT})
         _write_json(
             self.directory / "store.json",
-            {"kind": self.kind, "variant": self.variant, "fingerprint": self.fingerprint},
+            {"kind": self.kind, "variant": self.variant, **self.model.to_dict()},
         )
 
     def _shard_names(self) -> list[str]:
@@ -162,7 +210,7 @@ class CacheStore:
                 raise ValueError(f"{len(keys)} keys for {n} rows")
             return [str(k) for k in keys]
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            log.warning("ignoring unreadable cache shard %s: %s", self.directory / name, exc)
+            _warn_corrupt_shard(self.directory / name, exc)
             return None
 
     def _load_index(self) -> dict[str, str]:
@@ -182,7 +230,11 @@ class CacheStore:
                         where.setdefault(str(key), name)
                 listed = {str(n) for n in names.tolist()} & shards
             except (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile) as exc:
-                log.warning("ignoring unreadable cache index %s: %s", index_path, exc)
+                log.warning(
+                    "cache index %s is corrupt (%s); ignoring it, the shards are read instead",
+                    index_path,
+                    _damage(exc),
+                )
                 where, listed = {}, set()
         for name in sorted(shards - listed):
             for key in self._read_keys(name) or []:
@@ -241,7 +293,7 @@ class CacheStore:
                 raise ValueError("embeddings do not match the keys or are not finite")
             idx = np.array([pos[k] for k in wanted], dtype=np.int64)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            log.warning("ignoring unreadable cache shard %s: %s", self.directory / name, exc)
+            _warn_corrupt_shard(self.directory / name, exc)
             return None
         return CachedRows(
             keys=list(wanted),
@@ -295,7 +347,7 @@ class CacheStore:
 
 
 class EmbeddingCache:
-    """Embeddings on disk, keyed by model fingerprint, preprocessing or text policy, and content.
+    """Embeddings on disk, keyed by `ModelKey`, preprocessing or text policy, and content.
 
     ``EmbeddingCache()`` uses `densecap_eval.paths.default_cache_dir()`.
     """
@@ -311,20 +363,17 @@ class EmbeddingCache:
     def _base(self) -> Path:
         return self.root / LAYOUT
 
-    def _model_dir(self, fingerprint: str) -> Path:
-        return self._base / _sha(fingerprint)[:16]
+    def store(self, model: ModelKey, kind: str, variant: str) -> CacheStore:
+        directory = self._base / model.digest[:16] / f"{kind}-{_sha(variant)[:12]}"
+        return CacheStore(directory, kind=kind, variant=variant, model=model)
 
-    def store(self, fingerprint: str, kind: str, variant: str) -> CacheStore:
-        directory = self._model_dir(fingerprint) / f"{kind}-{_sha(variant)[:12]}"
-        return CacheStore(directory, kind=kind, variant=variant, fingerprint=fingerprint)
+    def image_store(self, model: ModelKey, preprocess_id: str, *, blind: bool) -> CacheStore:
+        return self.store(model, "image", f"{preprocess_id}|blind={int(blind)}")
 
-    def image_store(self, fingerprint: str, preprocess_id: str, *, blind: bool) -> CacheStore:
-        return self.store(fingerprint, "image", f"{preprocess_id}|blind={int(blind)}")
+    def text_store(self, model: ModelKey, policy: str, *, max_tokens: int | None) -> CacheStore:
+        return self.store(model, "text", f"policy={policy}|max_tokens={max_tokens}")
 
-    def text_store(self, fingerprint: str, policy: str) -> CacheStore:
-        return self.store(fingerprint, "text", f"policy={policy}")
-
-    def _models(self) -> Iterable[tuple[Path, str]]:
+    def _models(self) -> Iterable[tuple[Path, ModelKey]]:
         if not self._base.is_dir():
             return []
         out = []
@@ -332,17 +381,20 @@ class EmbeddingCache:
             if not d.is_dir():
                 continue
             try:
-                fp = str(json.loads((d / "model.json").read_text("utf-8"))["fingerprint"])
+                meta = json.loads((d / "model.json").read_text("utf-8"))
+                key = ModelKey(str(meta["fingerprint"]), str(meta["precision"]),
+                               str(meta["device_type"]))  # fmt: skip
             except (OSError, ValueError, KeyError, TypeError):
-                fp = f"? ({d.name})"
-            out.append((d, fp))
+                key = ModelKey(f"? ({d.name})", "?", "?")
+            out.append((d, key))
         return out
 
     def info(self) -> dict[str, Any]:
-        """{"root", "models": [{"fingerprint", "stores": [...], "entries", "bytes"}], "entries", "bytes"}."""
+        """{"root", "models": [{"fingerprint", "precision", "device_type", "stores": [...],
+        "entries", "bytes"}], "entries", "bytes"}."""
         models = []
         total_entries = total_bytes = 0
-        for d, fp in self._models():
+        for d, key in self._models():
             stores = []
             m_entries = m_bytes = 0
             for s in sorted(p for p in d.iterdir() if p.is_dir()):
@@ -351,7 +403,7 @@ class EmbeddingCache:
                 except (OSError, ValueError):
                     meta = {"kind": s.name.split("-")[0], "variant": "?"}
                 store = CacheStore(
-                    s, kind=str(meta.get("kind")), variant=str(meta.get("variant")), fingerprint=fp
+                    s, kind=str(meta.get("kind")), variant=str(meta.get("variant")), model=key
                 )
                 n = len(store)
                 size = sum(p.stat().st_size for p in s.iterdir() if p.is_file())
@@ -367,7 +419,7 @@ class EmbeddingCache:
                 m_bytes += size
             m_bytes += sum(p.stat().st_size for p in d.iterdir() if p.is_file())
             models.append(
-                {"fingerprint": fp, "stores": stores, "entries": m_entries, "bytes": m_bytes}
+                {**key.to_dict(), "stores": stores, "entries": m_entries, "bytes": m_bytes}
             )
             total_entries += m_entries
             total_bytes += m_bytes
@@ -381,8 +433,8 @@ class EmbeddingCache:
     def clear(self, fingerprint: str | None = None) -> int:
         """Delete every model's entries, or one model's; returns the number of models removed."""
         removed = 0
-        for d, fp in list(self._models()):
-            if fingerprint is None or fingerprint in (fp, d.name):
+        for d, key in list(self._models()):
+            if fingerprint is None or fingerprint in (key.fingerprint, d.name):
                 shutil.rmtree(d)
                 removed += 1
         return removed

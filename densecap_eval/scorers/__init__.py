@@ -67,7 +67,7 @@ def load_scorer(
 ) -> Scorer:
     """Load the model a spec names, in eval mode, on ``device`` (auto: cuda, mps, cpu).
 
-    ``precision`` defaults to fp16 on CUDA and fp32 elsewhere; fp16 / bf16 run under autocast.
+    ``precision`` defaults to fp32 on every device; fp16 / bf16 are opt-in (autocast).
     ``text_policy`` is the default policy for over-long texts (``truncate``, ``chunk-mean``,
     ``error``). Raises UnknownNameError for an unknown prefix, ModelLoadError for anything else.
     """

@@ -19,15 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from densecap_eval.errors import ModelLoadError
+from densecap_eval.hashing import file_sha256, files_sha256
 from densecap_eval.scorers.base import PRECISIONS, Precision, TextEncoding, TextPolicy
 from densecap_eval.scorers.text_policy import check_policy, plan_texts, pool_pieces
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
-
-_HASH_CHUNK = 1 << 20
-_file_hashes: dict[tuple[str, int, int], str] = {}
 
 
 def spec_loader(prefix: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -86,9 +84,12 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def resolve_precision(precision: str | None, device: torch.device) -> Precision:
-    """Default fp16 on CUDA, fp32 elsewhere. fp16 autocast on CPU is refused (slow, lossy)."""
+    """fp32 unless asked (what the reference computes, on every device).
+
+    fp16 / bf16 are opt-in and recorded; fp16 autocast on the CPU is refused (slow, lossy).
+    """
     if precision is None:
-        return "fp16" if device.type == "cuda" else "fp32"
+        return "fp32"
     if precision not in PRECISIONS:
         raise ModelLoadError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
     if precision == "fp16" and device.type == "cpu":
@@ -110,25 +111,50 @@ def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractC
 
 
 def hash_file(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file, streamed; cached per (path, mtime, size) for the process."""
-    p = Path(path).resolve()
-    st = p.stat()
-    key = (str(p), st.st_mtime_ns, st.st_size)
-    cached = _file_hashes.get(key)
-    if cached is not None:
-        return cached
-    digest = hashlib.sha256()
-    with p.open("rb") as fh:
-        for block in iter(lambda: fh.read(_HASH_CHUNK), b""):
-            digest.update(block)
-    _file_hashes[key] = digest.hexdigest()
-    return _file_hashes[key]
+    """sha256 of a file, streamed; memoised by (path, size, mtime) in-process and on disk."""
+    return file_sha256(path)
 
 
 def hash_files(directory: Path, patterns: Sequence[str]) -> dict[str, str]:
     """sha256 of each file in ``directory`` matching one of ``patterns``, by file name."""
-    found = sorted({p for pattern in patterns for p in directory.glob(pattern) if p.is_file()})
-    return {p.name: hash_file(p) for p in found}
+    return files_sha256(directory, patterns)
+
+
+def hub_weights_identity(
+    repo_id: str, commit: str | None, patterns: Sequence[str]
+) -> dict[str, Any]:
+    """Identity of weights loaded from the hub: repo, resolved commit and the files' sha256.
+
+    The snapshot the hub client just loaded (``commit``, or what ``main`` resolves to in its
+    cache) gives the revision, and its files are hashed, so weights replaced under the same
+    name and revision still change the fingerprint. When no snapshot can be found (a custom
+    cache layout) the revision alone stands for the content, and ``weights_sha256`` is None.
+    """
+    identity: dict[str, Any] = {"hub": repo_id, "revision": commit, "weights_sha256": None}
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json", revision=commit)
+    except Exception:  # an unusual repo id or cache: keep what we know
+        found = None
+    if isinstance(found, str):
+        snapshot = Path(found).parent
+        identity["revision"] = commit or snapshot.name  # snapshots/<commit>/config.json
+        identity["weights_sha256"] = files_sha256(snapshot, patterns) or None
+    return identity
+
+
+def provenance(identity: dict[str, Any]) -> dict[str, Any]:
+    """What the run card shows of a model's origin: its identity without architecture configs.
+
+    Weight hashes, hub repo and resolved revision, pretrained tag, adapter hashes (a LoRA's
+    ``base`` is shown the same way); the configs are in the fingerprint, too long to show.
+    """
+    return {
+        key: provenance(value) if key == "base" and isinstance(value, dict) else value
+        for key, value in identity.items()
+        if key not in ("config", "preprocess_cfg")
+    }
 
 
 def short_hash(obj: Any) -> str:
@@ -181,6 +207,7 @@ class TwoTowerScorer:
         self.logit_bias = logit_bias
         self._fingerprint = fingerprint
         self._preprocess_id = preprocess_id
+        self.provenance: dict[str, Any] = {}  # set by backends: see `provenance`
         self._dim: int | None = None
 
     def __repr__(self) -> str:
@@ -238,7 +265,8 @@ class TwoTowerScorer:
         import torch.nn.functional as F
 
         with self._running():
-            out = features(self._image_features(pixels.to(self.device)))
+            # non_blocking: the engine hands pinned batches on CUDA, so the copy overlaps.
+            out = features(self._image_features(pixels.to(self.device, non_blocking=True)))
         return F.normalize(out.float(), dim=-1).cpu()
 
     def encode_images(self, images: Sequence[Image.Image]) -> torch.Tensor:

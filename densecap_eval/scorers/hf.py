@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from densecap_eval.errors import ModelLoadError
 from densecap_eval.scorers.base import Precision, TextPolicy
-from densecap_eval.scorers.common import TwoTowerScorer, hash_files, short_hash, spec_loader
+from densecap_eval.scorers.common import (
+    TwoTowerScorer,
+    hash_files,
+    hub_weights_identity,
+    provenance,
+    short_hash,
+    spec_loader,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -109,8 +116,8 @@ def load_hf_parts(source: str, *, spec: str) -> tuple[Any, Any, dict[str, Any]]:
             raise ModelLoadError(f"{spec}: no weight files (*.safetensors, *.bin) in {local}")
         identity["weights_sha256"] = weights
     else:
-        identity["hub"] = source
-        identity["revision"] = getattr(config, "_commit_hash", None)
+        commit = getattr(config, "_commit_hash", None)
+        identity.update(hub_weights_identity(source, commit, WEIGHT_PATTERNS))
     return model, processor, identity
 
 
@@ -152,6 +159,7 @@ class HFScorer(TwoTowerScorer):
             fingerprint=short_hash(identity),
             preprocess_id=short_hash(image_processor.to_dict()),
         )
+        self.provenance = provenance(identity)
 
     def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         if self.model_type == "siglip2":

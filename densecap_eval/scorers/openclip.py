@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 from densecap_eval.errors import ModelLoadError
 from densecap_eval.paths import default_cache_dir
 from densecap_eval.scorers.base import Precision, TextPolicy
-from densecap_eval.scorers.common import TwoTowerScorer, hash_file, repr_id, short_hash, spec_loader
+from densecap_eval.scorers.common import (
+    TwoTowerScorer,
+    hash_file,
+    provenance,
+    repr_id,
+    short_hash,
+    spec_loader,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -207,6 +214,7 @@ class OpenClipScorer(TwoTowerScorer):
             fingerprint=short_hash(identity),
             preprocess_id=repr_id(transform),
         )
+        self.provenance = provenance(identity)
         self._ids = _token_ids(tokenizer, spec)
 
     def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -280,6 +288,22 @@ def load(
     )
 
 
+def pretrained_file_sha256(arch: str, tag: str) -> str | None:
+    """sha256 of the file open_clip loaded for a pretrained tag, from its download cache.
+
+    ``create_model_and_transforms`` has just fetched it, so this finds it in the cache. None when
+    open_clip cannot say where the file is (the tag and open_clip's version then stand for it).
+    """
+    import open_clip.pretrained as ocp
+
+    try:
+        cfg = ocp.get_pretrained_cfg(arch, tag)
+        path = ocp.download_pretrained(cfg) if cfg else None
+    except Exception:  # no such tag config, or the cache moved: fall back to the tag
+        return None
+    return hash_file(path) if path else None
+
+
 def load_open_clip(
     arch: str,
     *,
@@ -334,8 +358,9 @@ def load_open_clip(
     if checkpoint is not None:
         load_state_dict_checked(model, read_state_dict(checkpoint), checkpoint)
         identity["weights_sha256"] = hash_file(checkpoint)
-    else:
+    elif pretrained is not None:
         identity["pretrained"] = pretrained
+        identity["weights_sha256"] = pretrained_file_sha256(name, pretrained)
     model = model.to(device).eval()
     try:
         tokenizer = open_clip.get_tokenizer(name)
