@@ -15,6 +15,7 @@ _EXPORTS: dict[str, str] = {
     "DensecapError": "densecap_eval.errors",
     "EmbeddingScorer": "densecap_eval.scorers.base",
     "PairScorer": "densecap_eval.scorers.base",
+    "RunConfig": "densecap_eval.config",
     "RunResult": "densecap_eval.evaluation",
     "Scorer": "densecap_eval.scorers.base",
     "evaluate": "densecap_eval.evaluation",

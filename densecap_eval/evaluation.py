@@ -1,32 +1,36 @@
 """The Python API: `evaluate` a model on a task and get a `RunResult`.
 
-``evaluate_tasks`` builds ONE scoring plan for all requested tasks (suites expanded, duplicates
-dropped), scores it once (each unique region and text encoded once, from the cache when
-possible), then lets each concrete task compute its metrics from the shared score table.
+``evaluate_tasks`` runs in four phases over one `RunConfig`:
 
-A pair scorer (VLM) on a retrieval task re-ranks the top ``rerank_k`` candidates of the
-embedding scorer ``rerank_from`` (see tasks/retrieval.py): the first stage scores its own plan
-(cache allowed) first, then every re-rank pair joins the one plan the pair scorer scores.
+1. **plan**: expand suites, prepare each concrete task on its dataset, and put every region,
+   text and pair it needs into ONE scoring plan (duplicates across tasks merge);
+2. **score**: the engine scores the plan once (each unique region and text encoded once, from
+   the cache when possible). A pair scorer (VLM) on a retrieval task re-ranks the top
+   ``rerank_k`` candidates of the embedding scorer ``rerank_from``: that first stage scores
+   its own plan first, and every re-rank pair joins the pair scorer's plan;
+3. **compute**: each concrete task computes its metrics from the shared score table;
+4. **record**: one `RunResult` per requested task, with the run record (the config plus what
+   was resolved: the model's fingerprint and cache key, the device, the dataset fingerprint).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from densecap_eval.config import ConfigError, RunConfig
 from densecap_eval.errors import DensecapError
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from densecap_eval.datasets.dci.records import SkippedImage
+    from densecap_eval.engine.plan import ScoreTable, ScoringPlan
+    from densecap_eval.tasks.base import TaskInstance
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,8 @@ class RunResult:
     """One model on one requested task (a suite such as ``dci`` holds several concrete tasks).
 
     ``metrics`` maps each concrete task to its metrics (the shape of metrics.json); ``examples``
-    holds one row per scored example of every concrete task (``task`` column).
+    holds one row per scored example of every concrete task (``task`` column); ``config`` is
+    the run record: `RunConfig.to_dict` plus what the run resolved (see `evaluate_tasks`).
     """
 
     model: str
@@ -50,54 +55,20 @@ class RunResult:
 
 
 def evaluate(
-    scorer_or_spec: Any,
-    task: str,
-    *,
-    data_root: str | os.PathLike[str] | None = None,
-    split: str | None = None,
-    seed: int = 0,
-    batch_size: int | None = None,
-    device: str | None = None,
-    precision: str | None = None,
-    text_policy: str = "truncate",
-    blind: bool = False,
-    cache_dir: str | os.PathLike[str] | None = None,
-    use_cache: bool = True,
-    strict: bool = False,
-    n_boot: int = 1000,
-    progress: bool | None = None,
-    rerank_from: Any = None,
-    rerank_k: int = 10,
+    scorer_or_spec: Any, task: str, *, config: RunConfig | None = None, **options: Any
 ) -> RunResult:
     """Score a model (a `Scorer` or a spec string) on a task and return its metrics and examples.
 
-    ``split`` defaults per task (``test`` for the DCI subtests, every split for retrieval).
-    ``seed`` seeds random negative choices and the bootstrap. ``blind`` replaces every image
-    region by uniform grey (the text-prior control). ``n_boot=0`` skips the intervals.
-    ``rerank_from`` (an embedding scorer or its spec) is required for retrieval tasks with a
-    pair scorer, which then re-ranks each query's top ``rerank_k`` first-stage candidates; it
-    is ignored for embedding scorers and for the DCI subtests. ``blind``, ``batch_size``,
-    ``device``, ``precision`` and the cache apply to both stages.
+    Options are `RunConfig`'s fields (or pass ``config=``): ``data_root``, ``split`` (default
+    per task: ``test`` for the DCI subtests, every split for retrieval), ``seed`` (random
+    negatives and the bootstrap), ``precision`` (fp32 unless asked), ``text_policy``, ``ties``
+    (retrieval tie rule), ``blind`` (every region replaced by uniform grey: the text-prior
+    control), ``batch_size``, ``device``, ``use_cache`` / ``cache_dir``, ``strict``, ``n_boot``
+    (0 skips the intervals), ``rerank_from`` / ``rerank_k`` (required for retrieval with a pair
+    scorer: an embedding scorer or its spec ranks the gallery and the pair scorer re-ranks each
+    query's top k). ``rerank_from`` may also be a loaded `Scorer`.
     """
-    (result,) = evaluate_tasks(
-        scorer_or_spec,
-        [task],
-        data_root=data_root,
-        split=split,
-        seed=seed,
-        batch_size=batch_size,
-        device=device,
-        precision=precision,
-        text_policy=text_policy,
-        blind=blind,
-        cache_dir=cache_dir,
-        use_cache=use_cache,
-        strict=strict,
-        n_boot=n_boot,
-        progress=progress,
-        rerank_from=rerank_from,
-        rerank_k=rerank_k,
-    )
+    (result,) = evaluate_tasks(scorer_or_spec, [task], config=config, **options)
     return result
 
 
@@ -105,177 +76,226 @@ def evaluate_tasks(
     scorer_or_spec: Any,
     tasks: Sequence[str],
     *,
-    data_root: str | os.PathLike[str] | None = None,
-    split: str | None = None,
-    seed: int = 0,
-    batch_size: int | None = None,
-    device: str | None = None,
-    precision: str | None = None,
-    text_policy: str = "truncate",
-    blind: bool = False,
-    cache_dir: str | os.PathLike[str] | None = None,
-    use_cache: bool = True,
-    strict: bool = False,
-    n_boot: int = 1000,
-    progress: bool | None = None,
-    rerank_from: Any = None,
-    rerank_k: int = 10,
+    config: RunConfig | None = None,
+    **options: Any,
 ) -> list[RunResult]:
     """`evaluate` for several tasks on one shared plan: one `RunResult` per requested task."""
-    import pandas as pd
-
-    from densecap_eval.datasets import load_dataset
-    from densecap_eval.engine.cache import EmbeddingCache
-    from densecap_eval.engine.engine import default_batch_size, score_plan
-    from densecap_eval.engine.plan import ScoringPlan
-    from densecap_eval.metrics.length import diff_position_fn
     from densecap_eval.paths import resolve_data_root
-    from densecap_eval.scorers.text_policy import check_policy
-    from densecap_eval.tasks import concrete_tasks, get_task
 
     if not tasks:
         raise DensecapError("no task given")
-    check_policy(text_policy)
-    if n_boot < 0:
-        raise DensecapError(f"the number of bootstrap resamples must be >= 0, got {n_boot}")
-    if isinstance(rerank_k, bool) or not isinstance(rerank_k, int) or rerank_k < 1:
-        raise DensecapError(f"--rerank-k must be an integer >= 1, got {rerank_k!r}")
+    rerank_scorer = None
+    if options.get("rerank_from") is not None and not isinstance(options["rerank_from"], str):
+        rerank_scorer = options["rerank_from"]  # a loaded scorer: the config records its spec
+        options["rerank_from"] = str(getattr(rerank_scorer, "spec", type(rerank_scorer).__name__))
+    if config is None:
+        config = RunConfig.from_options(**options)
+    elif options:
+        config = config.with_options(**options)
+    config = config.with_options(data_root=resolve_data_root(config.data_root))
+
+    started = datetime.now(timezone.utc)
+    scorer = _load(scorer_or_spec, config)
+    config = _adopt_scorer_precision(config, scorer, explicit=options.get("precision") is not None)
+    prepared = _plan(scorer, tasks, config)
+    if prepared.reranked:
+        rerank_scorer = _load(rerank_scorer or config.rerank_from, config)
+        _check_first_stage(rerank_scorer, config)
+    elif config.rerank_from is not None:
+        # Only a pair scorer on a retrieval task re-ranks: the run card must not say it did.
+        log.info("--rerank-from %s is not used here (no retrieval task with a pair scorer)",
+                 config.rerank_from)  # fmt: skip
+        config, rerank_scorer = config.with_options(rerank_from=None), None
+    table, rerank_record = _score(scorer, rerank_scorer, prepared, config)
+    del rerank_scorer  # free its memory (a GPU) before metrics
+    computed = _compute(scorer, table, prepared, config)
+    finished = datetime.now(timezone.utc)
+    return _record(scorer, prepared, computed, config, rerank_record, started, finished)
+
+
+# -- phase 1: plan --------------------------------------------------------------------------
+
+
+@dataclass
+class _Prepared:
+    """The tasks of one call prepared on their datasets, and the plans they asked for."""
+
+    requested: list[str]
+    members: dict[str, tuple[str, ...]]
+    datasets: dict[str, Any]
+    instances: dict[str, TaskInstance]
+    plan: ScoringPlan
+    first_plan: ScoringPlan  # the re-ranking first stage's (empty without re-ranking)
+    reranked: list[str]
+
+
+def _plan(scorer: Any, tasks: Sequence[str], config: RunConfig) -> _Prepared:
+    from densecap_eval.datasets import load_dataset
+    from densecap_eval.engine.plan import ScoringPlan
+    from densecap_eval.tasks import concrete_tasks, get_task
+
     requested = list(dict.fromkeys(tasks))
     members = {name: get_task(name).concrete() for name in requested}  # unknown names raise here
     concrete = concrete_tasks(requested)
-    root = resolve_data_root(data_root)
-
-    started = datetime.now(timezone.utc)
-    scorer = _load(scorer_or_spec, device=device, precision=precision, text_policy=text_policy)
     reranked: list[str] = []
     if getattr(scorer, "kind", "embedding") == "pair":
         reranked = [n for n in concrete if getattr(get_task(n), "protocol", None) is not None]
-        if reranked and rerank_from is None:
+        if reranked and config.rerank_from is None:
             raise DensecapError(
                 f"{reranked[0]}: retrieval with a pair scorer needs --rerank-from SPEC (an "
                 f"embedding scorer ranks the gallery, {scorer.spec} re-ranks its top "
                 "--rerank-k; scoring every pair needs an embedding scorer)"
             )
-    first_scorer = None
-    if reranked:
-        first_scorer = _load(
-            rerank_from, device=device, precision=precision, text_policy=text_policy
-        )
-        first_kind = getattr(first_scorer, "kind", "embedding")
-        if first_kind != "embedding":
-            raise DensecapError(
-                f"--rerank-from {getattr(first_scorer, 'spec', rerank_from)}: the first stage "
-                f"must be an embedding scorer (open_clip:, hf:, ...), not a {first_kind} scorer"
-            )
-
-    datasets: dict[str, Any] = {}
-    instances = {}
-    plan = ScoringPlan()
-    first_plan = ScoringPlan()
+    prepared = _Prepared(requested, members, {}, {}, ScoringPlan(), ScoringPlan(), reranked)
     for name in concrete:
         task = get_task(name)
-        if task.dataset not in datasets:
-            datasets[task.dataset] = load_dataset(task.dataset, root=str(root), strict=strict)
-        instance = task.prepare(datasets[task.dataset], split=split, seed=seed)
-        instance.add_to_plan(first_plan if name in reranked else plan)
-        instances[name] = instance
+        if task.dataset not in prepared.datasets:
+            prepared.datasets[task.dataset] = load_dataset(
+                task.dataset, root=str(config.data_root), strict=config.strict
+            )
+        instance = task.prepare(
+            prepared.datasets[task.dataset], split=config.split, seed=config.seed
+        )
+        instance.add_to_plan(prepared.first_plan if name in reranked else prepared.plan)
+        prepared.instances[name] = instance
+    return prepared
 
-    cache = EmbeddingCache(cache_dir) if use_cache else None
-    rerank_config: dict[str, Any] = {}
+
+# -- phase 2: score -------------------------------------------------------------------------
+
+
+def _score(
+    scorer: Any, first_scorer: Any, prepared: _Prepared, config: RunConfig
+) -> tuple[ScoreTable, dict[str, Any]]:
+    from densecap_eval.engine.cache import EmbeddingCache
+    from densecap_eval.engine.engine import score_plan
+
+    cache = EmbeddingCache(config.cache_dir) if config.use_cache else None
+    options: dict[str, Any] = {
+        "text_policy": config.text_policy,
+        "batch_size": config.batch_size,
+        "cache": cache,
+        "blind": config.blind,
+        "progress": config.progress,
+    }
+    rerank_record: dict[str, Any] = {}
     if first_scorer is not None:
+        first_plan = prepared.first_plan
         log.info("first stage %s: %d photos, %d texts", first_scorer.spec,
                  len(first_plan.regions), len(first_plan.texts))  # fmt: skip
-        first_table = score_plan(
-            first_scorer,
-            first_plan,
-            text_policy=text_policy,  # type: ignore[arg-type]
-            batch_size=batch_size,
-            cache=cache,
-            blind=blind,
-            progress=progress,
-        )
-        for name in reranked:
-            instances[name].plan_rerank(first_table, plan, k=rerank_k)
-        rerank_config = {
-            "rerank_from": str(getattr(first_scorer, "spec", type(first_scorer).__name__)),
+        first_table = score_plan(first_scorer, first_plan, **options)
+        for name in prepared.reranked:
+            prepared.instances[name].plan_rerank(first_table, prepared.plan, k=config.rerank_k)  # type: ignore[attr-defined]
+        rerank_record = {
+            "rerank_from": _spec(first_scorer),
             "rerank_fingerprint": _fingerprint(first_scorer),
-            "rerank_k": rerank_k,
+            "rerank_k": config.rerank_k,
             "rerank_plan": {"regions": len(first_plan.regions), "texts": len(first_plan.texts)},
             "rerank_scorer_config": _scorer_config(first_scorer),
         }
-        # Done with the first stage: free its memory (a GPU) before the pair scorer runs.
-        del first_table, first_scorer
-    log.info("scoring %d regions and %d texts for %s", len(plan.regions), len(plan.texts), concrete)
-    table = score_plan(
-        scorer,
-        plan,
-        text_policy=text_policy,  # type: ignore[arg-type]
-        batch_size=batch_size,
-        cache=cache,
-        blind=blind,
-        progress=progress,
-    )
-    diff_fn, diff_method = diff_position_fn(scorer)
-    computed = {
-        name: inst.compute(table, bootstrap_seed=seed, n_boot=n_boot, diff_positions=diff_fn)
-        for name, inst in instances.items()
-    }
-    finished = datetime.now(timezone.utc)
+    plan = prepared.plan
+    log.info("scoring %d regions and %d texts", len(plan.regions), len(plan.texts))
+    return score_plan(scorer, plan, **options), rerank_record
 
-    spec = str(getattr(scorer, "spec", type(scorer).__name__))
-    config_base: dict[str, Any] = {
-        "model": spec,
+
+# -- phase 3: compute -----------------------------------------------------------------------
+
+
+def _compute(
+    scorer: Any, table: ScoreTable, prepared: _Prepared, config: RunConfig
+) -> dict[str, tuple[dict[str, Any], pd.DataFrame]]:
+    from densecap_eval.metrics.length import diff_position_fn
+
+    diff_fn, _ = diff_position_fn(scorer)
+    return {
+        name: inst.compute(
+            table,
+            bootstrap_seed=config.seed,
+            n_boot=config.n_boot,
+            diff_positions=diff_fn,
+            ties=config.ties,
+            max_text_tokens=getattr(scorer, "max_text_tokens", None),
+            text_policy=config.text_policy,
+        )
+        for name, inst in prepared.instances.items()
+    }
+
+
+# -- phase 4: record ------------------------------------------------------------------------
+
+
+def _record(
+    scorer: Any,
+    prepared: _Prepared,
+    computed: dict[str, tuple[dict[str, Any], pd.DataFrame]],
+    config: RunConfig,
+    rerank_record: dict[str, Any],
+    started: datetime,
+    finished: datetime,
+) -> list[RunResult]:
+    import pandas as pd
+
+    from densecap_eval.batching import default_batch_size
+    from densecap_eval.engine.cache import EmbeddingCache, ModelKey
+    from densecap_eval.metrics.length import diff_position_fn
+    from densecap_eval.tasks import get_task
+
+    plan = prepared.plan
+    device = str(getattr(scorer, "device", None) or config.device)
+    record_base: dict[str, Any] = {
+        **config.to_dict(),
+        # What the run resolved: the actual device and batch size, the model's identity.
+        "requested_device": config.device,
+        "device": device,
+        "batch_size": config.batch_size
+        or default_batch_size(device, getattr(scorer, "kind", "embedding")),
+        "model": _spec(scorer),
         "model_fingerprint": _fingerprint(scorer),
+        "model_key": ModelKey.of(scorer).to_dict() if _fingerprint(scorer) else None,
+        "model_provenance": getattr(scorer, "provenance", None) or None,
+        "preprocess_id": getattr(scorer, "preprocess_id", None),
         "scorer_kind": getattr(scorer, "kind", None),
         "max_text_tokens": getattr(scorer, "max_text_tokens", None),
-        "data_root": str(root),
-        "split": split,
-        "seed": seed,
-        "batch_size": batch_size or default_batch_size(getattr(scorer, "device", "cpu")),
-        "precision": _describe(getattr(scorer, "precision", None), precision),
-        "device": _describe(getattr(scorer, "device", None), device),
-        "text_policy": text_policy,
-        "blind": blind,
-        "n_boot": n_boot,
-        "use_cache": use_cache,
-        "cache_dir": str(cache.root) if cache is not None else None,
-        "diff_position_method": diff_method,
+        "cache_dir": str(EmbeddingCache(config.cache_dir).root) if config.use_cache else None,
+        "diff_position_method": diff_position_fn(scorer)[1],
         "plan": {"regions": len(plan.regions), "texts": len(plan.texts)},
         "scorer_config": _scorer_config(scorer),
     }
     if getattr(scorer, "kind", None) == "pair":
-        config_base["plan"]["pairs"] = len(plan.pairs)
+        record_base["plan"]["pairs"] = len(plan.pairs)
 
     results = []
-    for name in requested:
-        names = members[name]
+    for name in prepared.requested:
+        names = prepared.members[name]
         task_objs = [get_task(m) for m in names]
         dataset_names = sorted({t.dataset for t in task_objs})
         frames = [computed[m][1] for m in names]
-        config = {
-            **config_base,
+        record = {
+            **record_base,
             "task": name,
             "tasks": list(names),
             "dataset": dataset_names[0] if len(dataset_names) == 1 else dataset_names,
-            "splits": {m: instances[m].split for m in names},
-            "dataset_fingerprint": _dataset_fingerprints(datasets, dataset_names, instances, names),
+            "splits": {m: prepared.instances[m].split for m in names},
+            "dataset_fingerprint": _dataset_fingerprints(prepared, dataset_names, names),
         }
         protocols = {
             m: t.protocol for m, t in zip(names, task_objs, strict=True) if hasattr(t, "protocol")
         }
         if protocols:
-            config["protocols"] = protocols
-        if rerank_config and any(m in reranked for m in names):
-            config.update(rerank_config)
-            config["reranked_tasks"] = [m for m in names if m in reranked]
+            record["protocols"] = protocols
+        if rerank_record and any(m in prepared.reranked for m in names):
+            record.update(rerank_record)
+            record["reranked_tasks"] = [m for m in names if m in prepared.reranked]
         results.append(
             RunResult(
-                model=spec,
+                model=record["model"],
                 task=name,
                 metrics={m: computed[m][0] for m in names},
                 examples=pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(),
-                skipped=_unique_skipped(inst for m in names for inst in instances[m].skipped),
-                config=config,
+                skipped=_unique_skipped(
+                    item for m in names for item in prepared.instances[m].skipped
+                ),
+                config=record,
                 started_at=started,
                 finished_at=finished,
             )
@@ -283,13 +303,16 @@ def evaluate_tasks(
     return results
 
 
-def _load(
-    scorer_or_spec: Any, *, device: str | None, precision: str | None, text_policy: str
-) -> Any:
-    if isinstance(scorer_or_spec, str):
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _load(scorer_or_spec: Any, config: RunConfig) -> Any:
+    if isinstance(scorer_or_spec, (str, os.PathLike)):
         from densecap_eval.scorers import load_scorer
 
-        return load_scorer(scorer_or_spec, device, precision, text_policy=text_policy)  # type: ignore[arg-type]
+        return load_scorer(
+            str(scorer_or_spec), config.device, config.precision, text_policy=config.text_policy
+        )
     if not callable(getattr(scorer_or_spec, "count_tokens", None)):
         raise DensecapError(
             f"evaluate() needs a model spec string or a Scorer, got {type(scorer_or_spec).__name__}"
@@ -297,10 +320,30 @@ def _load(
     return scorer_or_spec
 
 
-def _describe(actual: Any, requested: str | None) -> str | None:
-    if actual is not None:
-        return str(actual)
-    return requested
+def _adopt_scorer_precision(config: RunConfig, scorer: Any, *, explicit: bool) -> RunConfig:
+    """A scorer passed in loaded has its own precision: record that, refuse a contradiction."""
+    actual = getattr(scorer, "precision", None)
+    if actual is None or actual == config.precision:
+        return config
+    if explicit:
+        raise ConfigError(
+            f"precision={config.precision!r} was asked for, but {_spec(scorer)} was loaded in "
+            f"{actual}; load it with precision={config.precision!r} or drop the option"
+        )
+    return config.with_options(precision=actual)
+
+
+def _check_first_stage(first_scorer: Any, config: RunConfig) -> None:
+    kind = getattr(first_scorer, "kind", "embedding")
+    if kind != "embedding":
+        raise DensecapError(
+            f"--rerank-from {getattr(first_scorer, 'spec', config.rerank_from)}: the first "
+            f"stage must be an embedding scorer (open_clip:, hf:, ...), not a {kind} scorer"
+        )
+
+
+def _spec(scorer: Any) -> str:
+    return str(getattr(scorer, "spec", type(scorer).__name__))
 
 
 def _scorer_config(scorer: Any) -> dict[str, Any]:
@@ -321,44 +364,20 @@ def _unique_skipped(items: Any) -> list[SkippedImage]:
     return list(seen.values())
 
 
-def dataset_fingerprint(dataset: Any, splits: Sequence[str]) -> str | None:
-    """sha256 of splits.json's bytes and the name and byte size of each record of ``splits``.
-
-    Cheap (one stat per record) and unchanged by copying the release (no mtimes). A dataset
-    object with its own ``fingerprint`` attribute is trusted instead.
-    """
-    own = getattr(dataset, "fingerprint", None)
-    if isinstance(own, str):
-        return own
-    base = getattr(dataset, "base", None)
-    if base is None or not callable(getattr(dataset, "record_path", None)):
-        return None
-    digest = hashlib.sha256()
-    splits_file = Path(base) / "splits.json"
-    digest.update(splits_file.read_bytes())
-    for split in sorted(set(splits)):
-        for name in dataset.split(split):
-            path = dataset.record_path(name)
-            try:
-                size = path.stat().st_size
-            except OSError:
-                size = -1
-            digest.update(json.dumps([split, name, size]).encode("utf-8"))
-    return digest.hexdigest()
-
-
 def _dataset_fingerprints(
-    datasets: dict[str, Any],
-    dataset_names: list[str],
-    instances: dict[str, Any],
-    names: Sequence[str],
+    prepared: _Prepared, dataset_names: list[str], names: Sequence[str]
 ) -> str | dict[str, str | None] | None:
+    """Each dataset's own fingerprint of the splits these tasks read (None if it has none)."""
     out: dict[str, str | None] = {}
     for dname in dataset_names:
-        ds = datasets[dname]
+        ds = prepared.datasets[dname]
         used: set[str] = set()
         for m in names:
-            split = instances[m].split
-            used.update(ds.splits() if split == "all" else [split])
-        out[dname] = dataset_fingerprint(ds, sorted(used))
+            split = prepared.instances[m].split
+            if split == "all":
+                used.update(ds.splits())
+            elif split is not None:
+                used.add(split)
+        fingerprint = getattr(ds, "fingerprint", None)
+        out[dname] = fingerprint(sorted(used)) if callable(fingerprint) else None
     return out[dataset_names[0]] if len(out) == 1 else out

@@ -9,6 +9,7 @@ import pytest
 from fake_scorers import FakeEmbeddingScorer, FakePairScorer
 
 import densecap_eval
+from densecap_eval.config import ConfigError
 from densecap_eval.errors import DatasetError, DensecapError, UnknownNameError
 from densecap_eval.evaluation import RunResult, evaluate, evaluate_tasks
 from densecap_eval.synth import generate_dci
@@ -107,8 +108,10 @@ def test_split_narrows_retrieval(root: Path) -> None:
     ("kwargs", "error", "match"),
     [
         ({"task": "dci/nope"}, UnknownNameError, "unknown task 'dci/nope'"),
-        ({"text_policy": "shorten"}, UnknownNameError, "unknown text policy"),
-        ({"n_boot": -1}, DensecapError, "bootstrap"),
+        ({"text_policy": "shorten"}, ConfigError, "unknown text policy"),
+        ({"n_boot": -1}, ConfigError, "n_boot must be an integer >= 0"),
+        ({"ties": "last"}, ConfigError, "unknown tie rule"),
+        ({"precison": "fp32"}, ConfigError, "did you mean 'precision'"),
     ],
 )
 def test_bad_arguments(root: Path, kwargs: dict, error: type, match: str) -> None:

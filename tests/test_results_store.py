@@ -7,9 +7,12 @@ test_report.py and test_compare.py import.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from densecap_eval.config import RunConfig
 from densecap_eval.datasets.dci.records import SkippedImage
 from densecap_eval.errors import ResultsError
 from densecap_eval.results import schema, store
@@ -112,8 +116,8 @@ def make_result(
 
 def store_run(results_dir: Path, result: FakeResult | None = None) -> StoredRun:
     result = result or make_result()
-    blind = bool(result.config.get("blind"))
-    with RunWriter(results_dir, model_spec=result.model, task=result.task, blind=blind) as writer:
+    config = RunConfig(blind=bool(result.config.get("blind")))
+    with RunWriter(results_dir, model_spec=result.model, task=result.task, config=config) as writer:
         return writer.complete(result)
 
 
@@ -257,6 +261,97 @@ def test_running_run_whose_writer_died_reads_as_interrupted(tmp_path: Path) -> N
     card_path.write_text(json.dumps(card))
     run = read_run(writer.run_dir)
     assert run.status == "interrupted" and "is gone" in (run.reason or "")
+
+
+# A writer that starts a run, says where, and hangs mid-run until killed.
+_HANGING_WRITER = """
+import sys, time
+from densecap_eval.results.store import RunWriter
+writer = RunWriter(sys.argv[1], model_spec="m:x", task="dci")
+print(writer.start(), flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+@pytest.mark.parametrize("reaped", [True, False], ids=["reaped", "zombie"])
+def test_run_killed_with_sigkill_reads_as_interrupted(tmp_path: Path, reaped: bool) -> None:
+    """kill -9 mid-run leaves "running" on disk; readers say interrupted, with the reason."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", _HANGING_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        run_dir = Path(process.stdout.readline().strip())
+        card = json.loads((run_dir / "run.json").read_text())
+        assert card["status"] == "running" and card["pid"] == process.pid
+        if sys.platform.startswith("linux"):
+            assert card["pid_start"] == store.process_start(process.pid)
+        assert read_run(run_dir).status == "running"  # alive: not taken for dead
+        process.send_signal(signal.SIGKILL)
+        if reaped:
+            process.wait(timeout=30)
+        else:  # killed but not yet waited for: a zombie still answers kill(pid, 0)
+            _wait_until_zombie(process.pid)
+        assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
+        run = read_run(run_dir)
+        assert run.status == "interrupted"
+        assert run.reason == f"the process (pid {process.pid}) writing it is gone"
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def _wait_until_zombie(pid: int) -> None:
+    if not Path(f"/proc/{pid}/stat").exists():
+        pytest.skip("no /proc: cannot watch for a zombie")
+    deadline = time.monotonic() + 30
+    while (store._proc_stat(pid) or ["?"])[0] != "Z":
+        assert time.monotonic() < deadline, "the killed writer never became a zombie"
+        time.sleep(0.01)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux /proc only")
+def test_reused_pid_does_not_pass_for_the_writer(tmp_path: Path) -> None:
+    """The card's pid is alive, but as another process (a later start time): interrupted."""
+    writer = RunWriter(tmp_path, model_spec="m:x", task="dci")
+    writer.start()
+    card_path = writer.run_dir / "run.json"
+    card = json.loads(card_path.read_text())
+    assert card["pid_start"] == store.process_start(os.getpid())
+    assert read_run(writer.run_dir).status == "running"
+    card["pid_start"] = card["pid_start"].rpartition(":")[0] + ":1"  # an older process's start
+    card_path.write_text(json.dumps(card))
+    run = read_run(writer.run_dir)
+    assert run.status == "interrupted"
+    assert run.reason == (
+        f"the process (pid {os.getpid()}) writing it is gone; "
+        "the pid now belongs to another process"
+    )
+
+
+def test_running_run_from_another_host_stays_running(tmp_path: Path) -> None:
+    writer = RunWriter(tmp_path, model_spec="m:x", task="dci")
+    writer.start()
+    card_path = writer.run_dir / "run.json"
+    card = json.loads(card_path.read_text())
+    card.update(host="some-other-machine", pid=2**22 + 7, pid_start="x:1")
+    card_path.write_text(json.dumps(card))
+    assert read_run(writer.run_dir).status == "running"
+
+
+def test_cards_without_pid_start_still_read(tmp_path: Path) -> None:
+    """Cards written before pid_start existed: the pid check alone, as before."""
+    writer = RunWriter(tmp_path, model_spec="m:x", task="dci")
+    writer.start()
+    card_path = writer.run_dir / "run.json"
+    card = json.loads(card_path.read_text())
+    del card["pid_start"]
+    card_path.write_text(json.dumps(card))
+    run = read_run(writer.run_dir)
+    assert run.status == "running" and run.card is not None and run.card.pid_start is None
 
 
 # --------------------------------------------------------------------------- corrupt runs

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tiny_vlms
-from fake_scorers import FakeEmbeddingScorer, FakePairScorer
+from fake_scorers import FakeEmbeddingScorer, FakePairScorer, load_region
 from tiny_models import make_tiny_open_clip, one_thread
 
 import densecap_eval
@@ -71,7 +71,6 @@ def test_every_dci_subtest_runs_with_each_vlm(
     config_value: str,
 ) -> None:
     from densecap_eval.datasets.dci.loader import DCIDataset
-    from densecap_eval.regions import load_region
     from densecap_eval.scorers import load_scorer
     from densecap_eval.tasks import get_task
 
@@ -92,7 +91,7 @@ def test_every_dci_subtest_runs_with_each_vlm(
     assert cfg["scorer_kind"] == "pair"
     assert cfg["scorer_config"][config_key] == config_value
     assert cfg["plan"]["pairs"] > 0
-    assert "rerank_from" not in cfg
+    assert cfg["rerank_from"] is None and "rerank_fingerprint" not in cfg
 
     # A planned pair's stored score is the scorer's own value for that crop and text.
     scorer = load_scorer(spec, "cpu", "fp32")
@@ -149,7 +148,6 @@ def _hand_ranks(first: np.ndarray, pair: np.ndarray, k: int) -> np.ndarray:
 
 def test_retrieval_reranks_the_first_stage_top_k(open_clip_spec: str, tmp_path: Path) -> None:
     from densecap_eval.datasets.dci.loader import DCIDataset
-    from densecap_eval.regions import load_region
     from densecap_eval.scorers import load_scorer
     from densecap_eval.tasks import get_task
 
@@ -200,7 +198,7 @@ def test_retrieval_reranks_the_first_stage_top_k(open_clip_spec: str, tmp_path: 
     [
         ({}, "retrieval with a pair scorer needs --rerank-from SPEC"),
         ({"rerank_from": FakePairScorer()}, "the first stage must be an embedding scorer"),
-        ({"rerank_from": FakeEmbeddingScorer(), "rerank_k": 0}, "--rerank-k must be"),
+        ({"rerank_from": FakeEmbeddingScorer(), "rerank_k": 0}, "rerank_k must be an integer >= 1"),
     ],
 )
 def test_rerank_errors(kwargs: dict[str, Any], message: str) -> None:
@@ -218,7 +216,8 @@ def test_embedding_scorer_ignores_rerank_from() -> None:
     with_rerank = densecap_eval.evaluate(
         FakeEmbeddingScorer(), "dci/retrieval", rerank_from="open_clip:nothing", **kwargs
     )
-    assert with_rerank.metrics == plain.metrics and "rerank_from" not in with_rerank.config
+    assert with_rerank.metrics == plain.metrics
+    assert with_rerank.config["rerank_from"] is None  # not used, so not recorded
 
 
 # -- the CLI ----------------------------------------------------------------------------------
@@ -259,7 +258,8 @@ def test_cli_run_stores_a_reranked_retrieval_run(
     [
         ([], "needs --rerank-from SPEC"),
         (["--rerank-from", "nosuch:model"], "nosuch"),
-        (["--rerank-from", "open_clip:x", "--rerank-k", "0"], "--rerank-k must be at least 1"),
+        # A usage error from the option's own bound (>= 1), before any model is loaded.
+        (["--rerank-from", "open_clip:x", "--rerank-k", "0"], "'--rerank-k'"),
     ],
 )
 def test_cli_rerank_flags_fail_before_loading(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from densecap_eval.config import RunConfig
 from densecap_eval.errors import DensecapError, UnknownNameError
 from densecap_eval.results.store import RunWriter, StoredRun, ensure_writable
 
@@ -27,52 +28,47 @@ PAIR_PREFIXES: tuple[str, ...] = ("vqascore", "captionlik", "itm")
 
 @dataclass(frozen=True)
 class RunRequest:
-    """Everything one ``run`` invocation asks for; built by the CLI or by a script."""
+    """One ``run`` invocation: which models on which tasks, where to store, and one `RunConfig`."""
 
     models: tuple[str, ...]
     tasks: tuple[str, ...]
-    data_root: Path
     results_dir: Path
-    split: str | None = None
-    seed: int = 0
-    batch_size: int | None = None
-    device: str | None = None
-    precision: str | None = None
-    text_policy: str = "truncate"
-    blind: bool = False
-    use_cache: bool = True
-    cache_dir: Path | None = None
-    strict: bool = False
-    n_boot: int = 1000
-    rerank_from: str | None = None  # first-stage embedding scorer for retrieval with a VLM
-    rerank_k: int = 10
+    config: RunConfig = field(default_factory=RunConfig)
     command: tuple[str, ...] = field(default=())
+
+    @property
+    def data_root(self) -> Path:
+        if self.config.data_root is None:
+            raise DensecapError("the run request has no data root")
+        return self.config.data_root
 
     def command_line(self) -> list[str]:
         """A command line that reproduces this request (recorded in each run card)."""
         if self.command:
             return list(self.command)
+        cfg = self.config
         argv = ["densecap-eval", "run"]
         for model in self.models:
             argv += ["--model", model]
         for task in self.tasks:
             argv += ["--task", task]
-        argv += ["--data-root", str(self.data_root), "--out", str(self.results_dir)]
+        argv += ["--data-root", str(cfg.data_root), "--out", str(self.results_dir)]
         options: list[tuple[str, Any]] = [
-            ("--split", self.split),
-            ("--seed", self.seed),
-            ("--batch-size", self.batch_size),
-            ("--device", self.device),
-            ("--precision", self.precision),
-            ("--text-policy", self.text_policy),
-            ("--cache-dir", self.cache_dir),
-            ("--bootstrap", self.n_boot),
-            ("--rerank-from", self.rerank_from),
-            ("--rerank-k", self.rerank_k if self.rerank_from is not None else None),
+            ("--split", cfg.split),
+            ("--seed", cfg.seed),
+            ("--batch-size", cfg.batch_size),
+            ("--device", cfg.device),
+            ("--precision", cfg.precision),
+            ("--text-policy", cfg.text_policy),
+            ("--ties", cfg.ties),
+            ("--cache-dir", cfg.cache_dir),
+            ("--bootstrap", cfg.n_boot),
+            ("--rerank-from", cfg.rerank_from),
+            ("--rerank-k", cfg.rerank_k if cfg.rerank_from is not None else None),
         ]
         argv += [str(x) for flag, value in options if value is not None for x in (flag, value)]
-        argv += [flag for flag, on in (("--blind", self.blind), ("--no-cache", not self.use_cache),
-                                       ("--strict", self.strict)) if on]  # fmt: skip
+        argv += [flag for flag, on in (("--blind", cfg.blind), ("--no-cache", not cfg.use_cache),
+                                       ("--strict", cfg.strict)) if on]  # fmt: skip
         return argv
 
 
@@ -138,13 +134,12 @@ def check_rerank(request: RunRequest) -> None:
     """--rerank-k >= 1, a known --rerank-from prefix, and no VLM retrieval without it."""
     from densecap_eval.tasks import concrete_tasks, get_task
 
-    if request.rerank_k < 1:
-        raise DensecapError(f"--rerank-k must be at least 1, got {request.rerank_k}")
-    if request.rerank_from is not None:
-        check_model_spec(request.rerank_from)
-        if request.rerank_from.partition(":")[0] in PAIR_PREFIXES:
+    rerank_from = request.config.rerank_from
+    if rerank_from is not None:
+        check_model_spec(rerank_from)
+        if rerank_from.partition(":")[0] in PAIR_PREFIXES:
             raise DensecapError(
-                f"--rerank-from {request.rerank_from}: the first stage must be an embedding "
+                f"--rerank-from {rerank_from}: the first stage must be an embedding "
                 "scorer (open_clip:, hf:, ...), not a pair scorer"
             )
         return
@@ -167,24 +162,22 @@ def load_scorer(spec: str, **options: Any) -> Any:
     return _load(spec, **options)
 
 
-def evaluate_tasks(scorer: Any, tasks: list[str], **options: Any) -> list[Any]:
+def evaluate_tasks(scorer: Any, tasks: list[str], *, config: RunConfig) -> list[Any]:
     from densecap_eval.evaluation import evaluate_tasks as _evaluate
 
-    return _evaluate(scorer, tasks, **options)
+    return _evaluate(scorer, tasks, config=config)
 
 
 def run_and_store(request: RunRequest, *, events: RunEvents | None = None) -> list[StoredRun]:
     """Validate, then evaluate every model on every task, storing one run per (model, task)."""
     events = events or RunEvents()
     validate(request)
+    config = request.config
     stored: list[StoredRun] = []
     for spec in request.models:
         events.on_model(spec)
         scorer = load_scorer(
-            spec,
-            device=request.device,
-            precision=request.precision,
-            text_policy=request.text_policy,
+            spec, device=config.device, precision=config.precision, text_policy=config.text_policy
         )
         with contextlib.ExitStack() as stack:
             writers = [
@@ -193,38 +186,13 @@ def run_and_store(request: RunRequest, *, events: RunEvents | None = None) -> li
                         request.results_dir,
                         model_spec=spec,
                         task=task,
-                        blind=request.blind,
-                        dataset={"root": str(request.data_root)},
-                        split=request.split,
-                        text_policy=request.text_policy,
-                        batch_size=request.batch_size,
-                        precision=request.precision,
-                        device=request.device,
-                        seed=request.seed,
-                        n_boot=request.n_boot,
+                        config=config,
                         command=request.command_line(),
                     )
                 )
                 for task in request.tasks
             ]
-            results = evaluate_tasks(
-                scorer,
-                list(request.tasks),
-                data_root=os.fspath(request.data_root),
-                split=request.split,
-                seed=request.seed,
-                batch_size=request.batch_size,
-                device=request.device,
-                precision=request.precision,
-                text_policy=request.text_policy,
-                blind=request.blind,
-                cache_dir=os.fspath(request.cache_dir) if request.cache_dir else None,
-                use_cache=request.use_cache,
-                strict=request.strict,
-                n_boot=request.n_boot,
-                rerank_from=request.rerank_from,
-                rerank_k=request.rerank_k,
-            )
+            results = evaluate_tasks(scorer, list(request.tasks), config=config)
             seen: set[tuple[str, str]] = set()
             for writer, result in zip(writers, results, strict=True):
                 for item in result.skipped:
@@ -259,7 +227,6 @@ def default_request(
     return RunRequest(
         models=tuple(models or (DEFAULT_MODEL,)),
         tasks=tuple(tasks or (DEFAULT_TASK,)),
-        data_root=root,
         results_dir=Path(results_dir or DEFAULT_RESULTS_DIR).expanduser(),
-        **options,
+        config=RunConfig.from_options(data_root=root, **options),
     )

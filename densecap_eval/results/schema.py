@@ -73,11 +73,16 @@ class RunCard:
     precision: str | None = None
     device: str | None = None
     seed: int | None = None
+    ties: str | None = None  # retrieval tie rule (None: runs from before it was an option)
+    world_size: int | None = None
     n_boot: int | None = None
     versions: dict[str, str | None] = field(default_factory=dict)
     git_revision: str | None = None
     host: str | None = None
     pid: int | None = None
+    # "<boot id>:<start time in clock ticks>" of the writing process (Linux), so a reader can
+    # tell the writer from a later process that got the same pid; None elsewhere.
+    pid_start: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
     error: str | None = None
@@ -124,6 +129,19 @@ class RunCard:
         kwargs = {key: value for key, value in data.items() if key in known}
         kwargs["model"] = dict(data["model"])
         return cls(**kwargs)
+
+
+# How reports mark DCI subtest results of a run that `reference_exact` says no to.
+NOT_REFERENCE_EXACT = "not reference-exact"
+
+
+def reference_exact(card: RunCard) -> bool:
+    """Whether the run was scored in fp32, so its DCI subtests can match the reference exactly.
+
+    fp16 / bf16 scores round differently and can flip ties and near-ties of SCM and Neg. A card
+    without a precision (runs from before it was recorded) counts as fp32.
+    """
+    return card.precision is None or card.precision == "fp32"
 
 
 def jsonable(value: Any) -> Any:

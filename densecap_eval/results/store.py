@@ -32,6 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from densecap_eval.config import RunConfig
 from densecap_eval.errors import ResultsError
 from densecap_eval.results.schema import (
     COMPLETE,
@@ -49,6 +50,12 @@ from densecap_eval.results.schema import (
 
 if TYPE_CHECKING:
     import pandas as pd
+
+# RunConfig fields the run card has a top-level slot for (the whole config is in card.config).
+CONFIG_CARD_FIELDS: tuple[str, ...] = (
+    "blind", "split", "text_policy", "batch_size", "precision", "device", "seed", "n_boot",
+    "ties", "world_size",
+)  # fmt: skip
 
 # Distributions whose versions every run card records (card key -> distribution name).
 VERSIONED_PACKAGES: dict[str, str] = {
@@ -265,32 +272,21 @@ class RunWriter:
         *,
         model_spec: str,
         task: str,
-        blind: bool = False,
-        dataset: Mapping[str, Any] | None = None,
-        split: str | None = None,
-        text_policy: str | None = None,
-        batch_size: int | None = None,
-        precision: str | None = None,
-        device: str | None = None,
-        seed: int | None = None,
-        n_boot: int | None = None,
+        config: RunConfig | None = None,
         command: Sequence[str] | None = None,
     ) -> None:
         self.results_dir = Path(results_dir).expanduser()
+        config = config if config is not None else RunConfig()
+        # The card starts as the config (so a failed run says what it was doing); `complete`
+        # adds what the run resolved (the actual device, the model's fingerprint ...).
         self.card = RunCard(
-            run_id=new_run_id(model_spec, task, blind=blind),
+            run_id=new_run_id(model_spec, task, blind=config.blind),
             model={"spec": model_spec, "fingerprint": None, "max_text_tokens": None},
             task=task,
-            blind=blind,
-            dataset=dict(dataset or {}),
-            split=split,
-            text_policy=text_policy,
-            batch_size=batch_size,
-            precision=precision,
-            device=device,
-            seed=seed,
-            n_boot=n_boot,
+            dataset={"root": str(config.data_root)} if config.data_root is not None else {},
             command=list(command) if command is not None else None,
+            config=config.to_dict(),
+            **{key: getattr(config, key) for key in CONFIG_CARD_FIELDS},
         )
         self.run_dir: Path | None = None
         self._finished = False
@@ -308,6 +304,7 @@ class RunWriter:
         card.git_revision = git_revision()
         card.host = socket.gethostname()
         card.pid = os.getpid()
+        card.pid_start = process_start(card.pid)
         card.started_at = utc_now().isoformat()
         while True:  # a 4-hex suffix can collide within one second; draw again
             run_dir = self.results_dir / card.run_id
@@ -334,24 +331,27 @@ class RunWriter:
         _write_parquet(self.run_dir / EXAMPLES_FILE, result.examples)
 
         card = self.card
-        config = dict(result.config or {})
-        card.config = jsonable(config)
+        record = dict(result.config or {})
+        card.config = jsonable(record) if record else card.config
         card.tasks = list(metrics)
-        if config:
-            card.dataset = {**card.dataset, **_dataset_from_config(config)}
-        for key in ("split", "text_policy", "batch_size", "precision", "device", "seed", "n_boot"):
-            if config.get(key) is not None:
-                setattr(card, key, config[key])
-        splits = config.get("splits")
+        if record:
+            card.dataset = {**card.dataset, **_dataset_from_config(record)}
+        for key in (*CONFIG_CARD_FIELDS, "batch_size", "device"):
+            if record.get(key) is not None:
+                setattr(card, key, record[key])
+        splits = record.get("splits")
         if card.split is None and isinstance(splits, Mapping) and len(set(splits.values())) == 1:
             card.split = next(iter(splits.values()))  # the task's default, as resolved
-        if "blind" in config:
-            card.blind = bool(config["blind"])
-        fingerprint = config.get("model_fingerprint", config.get("fingerprint"))
-        if fingerprint is not None:
-            card.model["fingerprint"] = fingerprint
-        if config.get("max_text_tokens") is not None:
-            card.model["max_text_tokens"] = config["max_text_tokens"]
+        if record.get("model_fingerprint") is not None:
+            card.model["fingerprint"] = record["model_fingerprint"]
+        for key, slot in (
+            ("max_text_tokens", "max_text_tokens"),
+            ("model_key", "cache_key"),
+            ("preprocess_id", "preprocess_id"),
+            ("model_provenance", "provenance"),
+        ):
+            if record.get(key) is not None:
+                card.model[slot] = record[key]
         card.skipped = [_skipped_dict(item) for item in result.skipped]
         card.n_skipped = len(card.skipped)
         card.started_at = _iso(result.started_at) or card.started_at
@@ -414,6 +414,59 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields 3.. of /proc/<pid>/stat (state first), or None off Linux or for no such process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    # the command name (field 2) is in parentheses and may itself hold spaces or parentheses
+    return text.rpartition(")")[2].split()
+
+
+@functools.lru_cache(maxsize=1)
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
+def process_start(pid: int) -> str | None:
+    """``"<boot id>:<start time>"`` of a live process on Linux (/proc), else None.
+
+    With the pid it identifies the process across pid reuse, reboots included: the start time
+    (field 22 of /proc/<pid>/stat, clock ticks since boot) is fixed for a process's life.
+    Elsewhere (macOS, Windows) the run card stores None and a reused pid passes for the
+    writer, so such a run reads as ``running`` until that other process ends.
+    """
+    fields = _proc_stat(pid)
+    if fields is None or len(fields) < 20:
+        return None
+    return f"{_boot_id()}:{fields[19]}"
+
+
+def writer_gone(card: RunCard) -> str | None:
+    """Why a ``running`` card's writer is known to be dead (a kill -9, a crash), or None.
+
+    Only a card written on this host can be checked: a run from another machine sharing the
+    results directory stays ``running`` whatever became of its writer.
+    """
+    if card.pid is None or card.host != socket.gethostname():
+        return None
+    gone = f"the process (pid {card.pid}) writing it is gone"
+    if not _pid_alive(card.pid):
+        return gone
+    fields = _proc_stat(card.pid)
+    if fields is not None and fields[:1] == ["Z"]:  # killed, not yet reaped by its parent
+        return gone
+    if card.pid_start is not None:
+        now = process_start(card.pid)
+        if now is not None and now != card.pid_start:
+            return f"{gone}; the pid now belongs to another process"
+    return None
+
+
 def read_run(run_dir: str | os.PathLike[str]) -> StoredRun:
     """Read one run directory; never raises for a bad run, returns status ``corrupt`` instead."""
     path = Path(run_dir)
@@ -431,10 +484,9 @@ def read_run(run_dir: str | os.PathLike[str]) -> StoredRun:
 
     if card.status == RUNNING:
         # A run whose writer died without a word (SIGKILL, power cut) stays "running" on disk.
-        if card.host == socket.gethostname() and card.pid is not None and not _pid_alive(card.pid):
-            return StoredRun(
-                path, INTERRUPTED, card, f"the process (pid {card.pid}) writing it is gone"
-            )
+        gone = writer_gone(card)
+        if gone is not None:
+            return StoredRun(path, INTERRUPTED, card, gone)
         return StoredRun(path, RUNNING, card, None)
     if card.status != COMPLETE:
         return StoredRun(path, card.status, card, card.error)
