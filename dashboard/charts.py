@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 LENGTH_EDGES: tuple[int, ...] = (16, 32, 48, 64, 77, 154, 248)
 CUT_COLUMNS: tuple[str, ...] = ("pos_cut", "neg_cut", "cut")
 POSITION_COLUMN = "diff_position"  # first token at which a negative differs from its positive
+# That position's bucket in the model's own window (inside / edge / beyond ...); runs written
+# before it have only the raw position, bucketed here with the old absolute buckets.
+DIFF_BUCKET_COLUMN = "diff_bucket"
+# The same-for-every-model length: CLIP BPE count of the (first) positive or retrieval text.
+# Runs written before it have only the model's own counts (TOKEN_COLUMNS), used instead.
+REF_TOKEN_COLUMN = "ref_tokens"
 TOKEN_COLUMNS: tuple[str, ...] = ("pos_tokens", "tokens", "text_tokens", "query_tokens")
 
 
@@ -148,7 +154,16 @@ def scm_neg_scatter(points: pd.DataFrame) -> alt.Chart:
 
 def chart_columns(available: Sequence[str], flag: str) -> list[str]:
     """The example columns the length and cut charts read from one run."""
-    wanted = ["task", flag, "neg_correct", POSITION_COLUMN, *TOKEN_COLUMNS, *CUT_COLUMNS]
+    wanted = [
+        "task",
+        flag,
+        "neg_correct",
+        POSITION_COLUMN,
+        DIFF_BUCKET_COLUMN,
+        REF_TOKEN_COLUMN,
+        *TOKEN_COLUMNS,
+        *CUT_COLUMNS,
+    ]
     return [c for c in dict.fromkeys(wanted) if c in available]
 
 
@@ -160,7 +175,7 @@ def length_accuracy(examples: pd.DataFrame, *, flag: str, series: str) -> pd.Dat
     if flag not in examples.columns or examples.empty:
         return pd.DataFrame(columns=columns)
     labels = bucket_labels()
-    buckets = caption_tokens(examples).map(lambda c: length_bucket(None if pd.isna(c) else c))
+    buckets = length_counts(examples).map(lambda c: length_bucket(None if pd.isna(c) else c))
     flags = examples[flag].astype("boolean")
     usable = buckets.notna() & flags.notna()
     grouped = flags[usable].astype(float).groupby(buckets[usable])
@@ -170,6 +185,23 @@ def length_accuracy(examples: pd.DataFrame, *, flag: str, series: str) -> pd.Dat
     out["order"] = out["bucket"].map(labels.index)
     out["series"] = series
     return out.sort_values("order")[columns].reset_index(drop=True)
+
+
+def length_counts(examples: pd.DataFrame) -> pd.Series:
+    """The count the length chart buckets: the CLIP BPE reference count when the run stored it
+    (``ref_tokens``), else (older runs) the model's own count of the positive."""
+    import pandas as pd
+
+    if REF_TOKEN_COLUMN in examples.columns:
+        return pd.Series(examples[REF_TOKEN_COLUMN], index=examples.index, dtype="Float64")
+    return caption_tokens(examples)
+
+
+def position_order() -> list[str]:
+    """x-axis order of the position chart: window buckets, then the old absolute ones."""
+    from densecap_eval.metrics.length import IDENTICAL, POSITION_BUCKETS, UNKNOWN, WINDOW_BUCKETS
+
+    return [*WINDOW_BUCKETS, UNKNOWN, IDENTICAL, *POSITION_BUCKETS]
 
 
 def _bucket_lines(
@@ -194,7 +226,7 @@ def _bucket_lines(
 def length_lines(data: pd.DataFrame) -> alt.Chart:
     return _bucket_lines(
         data,
-        x_title="caption tokens (untruncated)",
+        x_title="caption tokens (CLIP BPE, untruncated; older runs: the model's count)",
         y_title="accuracy (%)",
         order=bucket_labels(),
         height=360,
@@ -202,17 +234,29 @@ def length_lines(data: pd.DataFrame) -> alt.Chart:
 
 
 def position_accuracy(examples: pd.DataFrame, *, series: str) -> pd.DataFrame:
-    """Neg accuracy (percent) by the token position where the negative first differs."""
+    """Neg accuracy (percent) by where the negative first differs.
+
+    Runs that stored ``diff_bucket`` are shown in their window buckets (``inside``, ``edge``,
+    ``beyond`` or ``later_chunk``, ``identical``); older runs in the old absolute buckets of
+    their raw ``diff_position`` (``0-19`` ... ``77+``, texts that tokenise alike left out).
+    """
     import pandas as pd
 
-    from densecap_eval.metrics.length import POSITION_BUCKETS, position_bucket
+    from densecap_eval.metrics.length import position_bucket
 
     columns = ["series", "bucket", "accuracy", "n"]
-    if POSITION_COLUMN not in examples.columns or "neg_correct" not in examples.columns:
+    if "neg_correct" not in examples.columns:
         return pd.DataFrame(columns=columns)
-    positions = examples[POSITION_COLUMN].map(
-        lambda p: None if p is None or pd.isna(p) else position_bucket(int(p))
-    )
+    if DIFF_BUCKET_COLUMN in examples.columns:
+        positions = examples[DIFF_BUCKET_COLUMN].map(
+            lambda b: None if b is None or pd.isna(b) else str(b)
+        )
+    elif POSITION_COLUMN in examples.columns:
+        positions = examples[POSITION_COLUMN].map(
+            lambda p: None if p is None or pd.isna(p) else position_bucket(int(p))
+        )
+    else:
+        return pd.DataFrame(columns=columns)
     flags = examples["neg_correct"].astype("boolean")
     usable = positions.notna() & flags.notna()
     grouped = flags[usable].astype(float).groupby(positions[usable])
@@ -220,18 +264,17 @@ def position_accuracy(examples: pd.DataFrame, *, series: str) -> pd.DataFrame:
         names="bucket"
     )
     out["series"] = series
-    out["order"] = out["bucket"].map(list(POSITION_BUCKETS).index)
-    return out.sort_values("order")[columns].reset_index(drop=True)
+    order = position_order()
+    out["order"] = out["bucket"].map(lambda b: order.index(b) if b in order else len(order))
+    return out.sort_values(["order", "bucket"])[columns].reset_index(drop=True)
 
 
 def position_lines(data: pd.DataFrame) -> alt.Chart:
-    from densecap_eval.metrics.length import POSITION_BUCKETS
-
     return _bucket_lines(
         data,
-        x_title="token where the negative first differs",
+        x_title="where the negative first differs (in the model's own window)",
         y_title="Neg accuracy (%)",
-        order=list(POSITION_BUCKETS),
+        order=position_order(),
         height=320,
     )
 
@@ -276,11 +319,13 @@ __all__ = [
     "cut_share",
     "length_accuracy",
     "length_bucket",
+    "length_counts",
     "length_lines",
     "metric_bars",
     "metric_long",
     "position_accuracy",
     "position_lines",
+    "position_order",
     "scm_neg_points",
     "scm_neg_scatter",
     "series_labels",

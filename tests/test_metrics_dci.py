@@ -73,7 +73,7 @@ def test_scm_reference_groups_span_photos_and_last_group_is_short() -> None:
     expected[2] = False  # competes with entry 5 in group 0
     assert out.correct.tolist() == expected  # entry 8 only competes with entry 9
     assert out.accuracy == pytest.approx(0.9)
-    assert out.n == 10 and out.n_excluded == 0
+    assert out.n == 10 and out.defined.all()
 
 
 def test_scm_per_image_groups_by_photo_and_excludes_single_entry_photos() -> None:
@@ -83,13 +83,13 @@ def test_scm_per_image_groups_by_photo_and_excludes_single_entry_photos() -> Non
     expected = [True] * 9 + [False]
     expected[8] = False  # competes with entry 4 of the same photo
     assert out.correct.tolist() == expected
-    assert out.n == 9 and out.n_excluded == 1
+    assert out.n == 9
     assert out.accuracy == pytest.approx(8 / 9)
 
 
 def test_scm_per_image_all_single_is_undefined() -> None:
     out = dci.scm_per_image(np.eye(3), ["a", "b", "c"])
-    assert out.accuracy is None and out.n == 0 and out.n_excluded == 3
+    assert out.accuracy is None and out.n == 0 and not out.defined.any()
 
 
 def test_scm_reference_with_bags() -> None:

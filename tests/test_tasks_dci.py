@@ -13,13 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fake_scorers import FakeEmbeddingScorer, FakePairScorer
+from fake_scorers import FakeEmbeddingScorer, FakePairScorer, load_region
 
 from densecap_eval.datasets.dci.loader import DCIDataset
 from densecap_eval.engine.engine import score_plan
 from densecap_eval.engine.plan import ScoringPlan
 from densecap_eval.errors import DensecapError, UnknownNameError
-from densecap_eval.regions import load_region
 from densecap_eval.synth import generate_dci
 from densecap_eval.tasks import concrete_tasks, get_task, list_tasks
 from densecap_eval.tasks.retrieval import lotlip_text
@@ -182,19 +181,39 @@ def test_each_region_and_text_is_encoded_once_across_subtests(scored) -> None:
 def test_length_breakdown_cut_share_and_diff_position(scored) -> None:
     scorer, _, table, instances = scored
     from densecap_eval.metrics.length import diff_position_fn
+    from densecap_eval.tokens import clip_token_counts
 
     fn, method = diff_position_fn(scorer)
     assert method == "word_prefix"  # the fake has count_tokens only
     metrics, frame = instances["dci/all_hardest"].compute(
-        table, bootstrap_seed=0, n_boot=0, diff_positions=fn
+        table, bootstrap_seed=0, n_boot=0, diff_positions=fn, max_text_tokens=12
     )
     counts = [len(p[0].split()) + 2 for p in frame["positives"]]  # the fake's tokenizer
-    assert [t[0] for t in frame["pos_tokens"]] == counts
+    assert [t[0] for t in frame["pos_tokens"]] == counts  # the model's own counts stay
     assert metrics["cut_share"] == pytest.approx(np.mean([c > 12 for c in counts]))
+    # by_length counts with the CLIP BPE reference, whatever the model's tokenizer
+    ref = clip_token_counts([p[0] for p in frame["positives"]])
+    assert frame["ref_tokens"].tolist() == ref
+    assert frame["length_bucket"].tolist() == ["<=77" if r <= 77 else "78-154" for r in ref]
+    assert metrics["length_reference"] == {
+        "tokenizer": "openai-clip-bpe",
+        "edges": [77, 154, 248],
+        "buckets": ["<=77", "78-154", "155-248", ">248"],
+    }
+    assert metrics["model_max_text_tokens"] == 12
     assert sum(b["n"] for b in metrics["by_length"].values()) == metrics["n"]
     assert list(metrics["by_length"]) == ["<=77", "78-154", "155-248", ">248"]
-    assert metrics["by_length"]["<=77"]["neg"] == pytest.approx(frame["neg_correct"].mean())
+    short = frame["length_bucket"] == "<=77"
+    assert metrics["by_length"]["<=77"]["neg"] == pytest.approx(frame["neg_correct"][short].mean())
+
+    # first differences in the fake's window: 12 tokens = start, 10 words, end -> V = 10
+    assert metrics["diff_position_buckets"] == {
+        "inside": [0, 5],
+        "edge": [6, 10],
+        "beyond": [11, None],
+    }
     by_pos = metrics["by_diff_position"]
+    assert list(by_pos)[:3] == ["inside", "edge", "beyond"]
     assert sum(b["n"] for b in by_pos.values()) == metrics["n"]
     for row in frame.itertuples():
         pw, nw = row.positives[0].split(), row.negative.split()
@@ -203,6 +222,40 @@ def test_length_breakdown_cut_share_and_diff_position(scored) -> None:
             min(len(pw), len(nw)),
         )
         assert row.diff_position == (None if pw == nw else k + 1)  # +1: the start token
+        want = "identical" if pw == nw else ("inside" if k < 5 else "edge" if k < 10 else "beyond")
+        assert row.diff_bucket == want
+        if want == "beyond":  # the fake keeps the first 10 words: the texts encode alike
+            assert row.neg_score == pytest.approx(row.pos_scores[0])
+            assert not row.neg_correct
+    for bucket, values in by_pos.items():
+        assert values["n"] == int((frame["diff_bucket"] == bucket).sum())
+    assert by_pos["beyond"]["n"] > 0 and by_pos["inside"]["n"] > 0  # the data reach both
+
+
+def test_diff_position_buckets_follow_the_text_policy_and_need_a_limit(scored) -> None:
+    scorer, _, table, instances = scored
+    from densecap_eval.metrics.length import diff_position_fn
+
+    fn, _ = diff_position_fn(scorer)
+    inst = instances["dci/all_swaps"]
+    chunked, frame = inst.compute(
+        table,
+        bootstrap_seed=0,
+        n_boot=0,
+        diff_positions=fn,
+        max_text_tokens=12,
+        text_policy="chunk-mean",
+    )
+    assert list(chunked["diff_position_buckets"]) == ["inside", "edge", "later_chunk"]
+    assert list(chunked["by_diff_position"])[:3] == ["inside", "edge", "later_chunk"]
+    assert "beyond" not in set(frame["diff_bucket"].dropna())
+    unknown, frame = inst.compute(table, bootstrap_seed=0, n_boot=0, diff_positions=fn)
+    assert unknown["diff_position_buckets"] is None and unknown["model_max_text_tokens"] is None
+    assert set(unknown["by_diff_position"]) <= {"unknown", "identical"}
+    assert set(frame["diff_bucket"].dropna()) <= {"unknown", "identical"}
+    none, frame = inst.compute(table, bootstrap_seed=0, n_boot=0)  # no position function
+    assert "by_diff_position" not in none and frame["diff_bucket"].isna().all()
+    assert none["scm"] == unknown["scm"] == chunked["scm"]  # scores are the table's
 
 
 def test_examples_table_survives_parquet(scored, tmp_path: Path) -> None:
@@ -242,6 +295,124 @@ def test_retrieval_matches_a_direct_computation(scored, root: Path) -> None:
     assert frame["text"][0] == lotlip_text(record["short_caption"], record["extra_caption"])
     full = instances["dci/retrieval-full"]
     assert "The following can also be seen in the image" in " ".join(full.texts)
+
+
+def _rounded(table, step: float = 5.0):
+    """The same embeddings with logits rounded to multiples of ``step``: many exact ties."""
+    import torch
+
+    from densecap_eval.engine.plan import ScoreTable
+
+    def logits(img: torch.Tensor, txt: torch.Tensor) -> torch.Tensor:
+        return torch.round(10.0 * (img @ txt.T) / step) * step
+
+    return ScoreTable(
+        text_tokens=table.text_tokens,
+        text_cut=table.text_cut,
+        image_embeddings=table.image_embeddings,
+        text_embeddings=table.text_embeddings,
+        logit_fn=logits,
+    )
+
+
+def _hand_ranks(s: np.ndarray, rule: str) -> tuple[list[int], list[int], int, int]:
+    """i2t and t2i ranks of query i (owning item i), and the tied counts, by direct loops."""
+    n = len(s)
+    i2t, t2i, i2t_tied, t2i_tied = [], [], 0, 0
+    for i in range(n):
+        for ranks, row, tied_count in ((i2t, s[i], "i2t"), (t2i, s[:, i], "t2i")):
+            if rule == "pessimistic":
+                ranks.append(sum(1 for c in range(n) if row[c] >= row[i]))
+            else:  # first: position in a stable sort, best first
+                ranks.append(1 + sorted(range(n), key=lambda c, r=row: (-r[c], c)).index(i))
+            tied = any(row[c] == row[i] for c in range(n) if c != i)
+            if tied_count == "i2t":
+                i2t_tied += tied
+            else:
+                t2i_tied += tied
+    return i2t, t2i, i2t_tied, t2i_tied
+
+
+@pytest.mark.parametrize("rule", ["pessimistic", "first"])
+def test_retrieval_tie_rules_through_compute(scored, rule: str) -> None:
+    _, _, table, instances = scored
+    inst = instances["dci/retrieval"]
+    tied_table = _rounded(table)
+    metrics, frame = inst.compute(
+        tied_table, bootstrap_seed=0, n_boot=0, ties=rule, max_text_tokens=12
+    )
+    assert len(set(inst.texts)) == len(inst.texts)  # one gallery column per photo
+    s = tied_table.matrix(inst._r.tolist(), inst._t.tolist())
+    i2t, t2i, i2t_tied, t2i_tied = _hand_ranks(s, rule)
+    assert frame["rank_i2t"].tolist() == i2t and frame["rank_t2i"].tolist() == t2i
+    assert metrics["tie_rule"] == rule
+    assert (metrics["i2t_tied"], metrics["t2i_tied"]) == (i2t_tied, t2i_tied)
+    assert i2t_tied > 0 and t2i_tied > 0  # the rounding made ties
+    assert int(frame["i2t_tie"].sum()) == i2t_tied and int(frame["t2i_tie"].sum()) == t2i_tied
+    assert metrics["i2t_r1"] == pytest.approx(np.mean([r <= 1 for r in i2t]))
+    assert metrics["model_max_text_tokens"] == 12
+    assert metrics["length_reference"]["tokenizer"] == "openai-clip-bpe"
+    from densecap_eval.tokens import clip_token_counts
+
+    assert frame["ref_tokens"].tolist() == clip_token_counts(inst.texts)
+    assert sum(b["n"] for b in metrics["by_length"].values()) == metrics["n"]
+
+
+def test_retrieval_default_rule_is_pessimistic_and_unknown_rules_raise(scored) -> None:
+    _, _, table, instances = scored
+    inst = instances["dci/retrieval"]
+    tied_table = _rounded(table)
+    default, _ = inst.compute(tied_table, bootstrap_seed=0, n_boot=0)
+    pess, _ = inst.compute(tied_table, bootstrap_seed=0, n_boot=0, ties="pessimistic")
+    first, _ = inst.compute(tied_table, bootstrap_seed=0, n_boot=0, ties="first")
+    assert default == pess and default["tie_rule"] == "pessimistic"
+    assert first["i2t_r1"] >= pess["i2t_r1"] and first["t2i_r1"] >= pess["t2i_r1"]
+    with pytest.raises(UnknownNameError, match="tie rule"):
+        inst.compute(tied_table, bootstrap_seed=0, n_boot=0, ties="lucky")
+
+
+@pytest.mark.parametrize("rule", ["pessimistic", "first"])
+def test_rerank_honours_the_tie_rule(root: Path, rule: str) -> None:
+    """A constant pair scorer ties every candidate: ``first`` keeps the first-stage order (the
+    first-stage ``first`` ranks come back), ``pessimistic`` puts every right answer last."""
+    from densecap_eval.engine.plan import ScoreTable
+
+    inst = get_task("dci/retrieval").prepare(DCIDataset(root))
+    first_plan = ScoringPlan()
+    inst.add_to_plan(first_plan)
+    first_table = _rounded(
+        score_plan(FakeEmbeddingScorer(), first_plan, num_workers=0, progress=False)
+    )
+    k = 4
+    plan = ScoringPlan()
+    inst.plan_rerank(first_table, plan, k=k)
+    pairs = plan.pairs
+    constant = ScoreTable(
+        text_tokens=np.zeros(len(plan.texts), dtype=np.int64),
+        text_cut=np.zeros(len(plan.texts), dtype=bool),
+        pairs=pairs,
+        pair_values=np.zeros(len(pairs), dtype=np.float32),
+    )
+    metrics, frame = inst.compute(constant, bootstrap_seed=0, n_boot=0, ties=rule)
+    s = first_table.matrix(inst._r.tolist(), inst._t.tolist())
+    first_i2t, first_t2i, _, _ = _hand_ranks(s, rule)
+    assert frame["rank_i2t_first"].tolist() == first_i2t
+    assert frame["rank_t2i_first"].tolist() == first_t2i
+    # first-stage candidates: top k by score, ties to the lower index (= the `first` rank)
+    stable_i2t, stable_t2i, _, _ = _hand_ranks(s, "first")
+    for got, first_rank, stable in (
+        (frame["rank_i2t"], first_i2t, stable_i2t),
+        (frame["rank_t2i"], first_t2i, stable_t2i),
+    ):
+        for rank, fr, st in zip(got.tolist(), first_rank, stable, strict=True):
+            if st > k:  # not a candidate: keeps its first-stage rank
+                assert rank == fr
+            else:  # all k candidates tie at 0
+                assert rank == (st if rule == "first" else k)
+    hits = sum(st <= k for st in stable_i2t)
+    assert metrics["i2t_tied"] >= hits  # every re-ranked query ties (k > 1)
+    assert metrics["tie_rule"] == rule and metrics["rerank_k"] == k
+    assert set(metrics["first_stage"]) >= {"i2t_r1", "t2i_r1", "i2t_tied", "t2i_tied"}
 
 
 def test_retrieval_split_narrows(root: Path) -> None:

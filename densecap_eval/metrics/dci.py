@@ -21,7 +21,7 @@ its entry is *undefined* (excluded from the accuracy and counted as excluded), n
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,10 +44,6 @@ class Outcome:
     @property
     def n(self) -> int:
         return int(self.defined.sum())
-
-    @property
-    def n_excluded(self) -> int:
-        return int((~self.defined).sum())
 
     @property
     def accuracy(self) -> float | None:
@@ -131,6 +127,34 @@ def _dense(scores: np.ndarray) -> np.ndarray:
     return scores
 
 
+def scm_groups(
+    groups: Iterable[np.ndarray], n: int, block: Callable[[np.ndarray], np.ndarray]
+) -> Outcome:
+    """SCM of ``n`` entries over ``groups`` of entry indices; entries in no group are undefined.
+
+    ``block(idx)`` returns the (B, B*N) scores of a group: its B images against the bags of its
+    B entries, entry-major (the reference's matrix). Tasks pass a block read from the score
+    table; `scm_reference` / `scm_per_image` pass one cut from a dense matrix.
+    """
+    correct = np.zeros(n, dtype=bool)
+    tie = np.zeros(n, dtype=bool)
+    defined = np.zeros(n, dtype=bool)
+    for idx in groups:
+        correct[idx], tie[idx] = scm_block(block(idx))
+        defined[idx] = True
+    return Outcome(correct=correct, tie=tie, defined=defined)
+
+
+def reference_group_indices(n: int, *, group_size: int = REFERENCE_GROUP_SIZE) -> list[np.ndarray]:
+    """`reference_groups` as index arrays (what `scm_groups` takes)."""
+    return [np.arange(g.start, g.stop) for g in reference_groups(n, group_size=group_size)]
+
+
+def photo_group_indices(images: Sequence[Hashable]) -> list[np.ndarray]:
+    """Each photo's entries, for photos with at least two (SCM of one entry is undefined)."""
+    return [idx for idx in photo_groups(images) if len(idx) >= 2]
+
+
 def scm_reference(scores: np.ndarray, *, group_size: int = REFERENCE_GROUP_SIZE) -> Outcome:
     """Reference SCM over all entries from dense ``scores[i, j, k]`` (image i, entry j's bag text k).
 
@@ -138,12 +162,8 @@ def scm_reference(scores: np.ndarray, *, group_size: int = REFERENCE_GROUP_SIZE)
     """
     scores = _dense(scores)
     n = scores.shape[0]
-    correct = np.zeros(n, dtype=bool)
-    tie = np.zeros(n, dtype=bool)
-    for group in reference_groups(n, group_size=group_size):
-        idx = np.arange(group.start, group.stop)
-        correct[idx], tie[idx] = scm_block(_blocks_from_dense(scores, idx))
-    return Outcome(correct=correct, tie=tie, defined=np.ones(n, dtype=bool))
+    groups = reference_group_indices(n, group_size=group_size)
+    return scm_groups(groups, n, lambda idx: _blocks_from_dense(scores, idx))
 
 
 def scm_per_image(scores: np.ndarray, images: Sequence[Hashable]) -> Outcome:
@@ -152,12 +172,5 @@ def scm_per_image(scores: np.ndarray, images: Sequence[Hashable]) -> Outcome:
     n = scores.shape[0]
     if len(images) != n:
         raise ValueError(f"{n} entries but {len(images)} image names")
-    correct = np.zeros(n, dtype=bool)
-    tie = np.zeros(n, dtype=bool)
-    defined = np.zeros(n, dtype=bool)
-    for idx in photo_groups(images):
-        if len(idx) < 2:
-            continue
-        correct[idx], tie[idx] = scm_block(_blocks_from_dense(scores, idx))
-        defined[idx] = True
-    return Outcome(correct=correct, tie=tie, defined=defined)
+    groups = photo_group_indices(images)
+    return scm_groups(groups, n, lambda idx: _blocks_from_dense(scores, idx))

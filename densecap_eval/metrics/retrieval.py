@@ -2,29 +2,66 @@
 
 ``scores`` is (images, texts); ``image_text[i]`` is the column of image ``i``'s own text. Two
 images may share a column (identical texts are one gallery item): a text query then has every
-image that owns it as a correct answer.
+image that owns it as a correct answer, and its rank is that of the best-ranked owner.
 
-Ranks are 1-based and ties count AGAINST the model (pessimistic): a candidate that scores
-exactly as high as the true one is ranked before it. So a constant scorer gets rank = gallery
-size, never a lucky R@1, and the result never depends on the order of the gallery.
+Ranks are 1-based. Two tie rules (``ties=``):
 
-- image-to-text rank of image i = number of columns scoring >= its own column.
-- text-to-image rank of image i's text = 1 + number of images that do not own that text and
-  score >= the best owner.
+- ``pessimistic`` (default): ties count AGAINST the model. A wrong candidate that scores
+  exactly as high as the true one is ranked before it. A constant scorer gets rank = gallery
+  size, never a lucky R@1, and the result never depends on the order of the gallery.
+
+  - image-to-text rank of image i = number of columns scoring >= its own column.
+  - text-to-image rank of image i's text = 1 + number of images that do not own that text and
+    score >= the best owner.
+- ``first``: the first index of the maximum, as ``np.argmax`` / a stable descending sort rank
+  (what published CLIP retrieval code computes). Among candidates that tie with the true one,
+  those with a LOWER gallery index rank before it, those with a higher index after it.
+
+  - image-to-text rank of image i = 1 + columns scoring > its own column + columns with a lower
+    index scoring exactly as much.
+  - text-to-image rank = 1 + non-owners scoring > the best owner + non-owners with a lower
+    index than the first owner at that best score, scoring exactly as much.
+
+A query is *tied* when at least one wrong candidate scores exactly its true candidate's score
+(for a text query: its best owner's score). Those, and only those, are the queries whose rank
+depends on the tie rule; `GalleryRanks` carries the flags and the task reports their number
+(``i2t_tied``, ``t2i_tied``). A text-to-image query is counted once per image owning the text,
+like its recall.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, NamedTuple
 
 import numpy as np
 
+from densecap_eval.errors import UnknownNameError
+
+TieRule = Literal["pessimistic", "first"]
+TIE_RULES: tuple[str, ...] = ("pessimistic", "first")
 RECALL_KS: tuple[int, ...] = (1, 5, 10)
 _ROW_CHUNK = 2048  # rows compared at once, so memory stays ~ chunk x texts booleans
 
 
-def retrieval_ranks(scores: np.ndarray, image_text: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """(i2t_rank, t2i_rank), both (images,) int64, 1-based, ties pessimistic (module doc)."""
+def check_ties(ties: str) -> TieRule:
+    """``ties`` when it names a tie rule; `UnknownNameError` listing the rules otherwise."""
+    if ties not in TIE_RULES:
+        raise UnknownNameError(f"unknown tie rule {ties!r} (known: {', '.join(TIE_RULES)})")
+    return ties  # type: ignore[return-value]
+
+
+class GalleryRanks(NamedTuple):
+    """Ranks under one tie rule, with the tie flags (all (images,), per image's queries)."""
+
+    i2t: np.ndarray  # int64, 1-based
+    t2i: np.ndarray  # int64, 1-based, rank of image i's text query
+    i2t_tied: np.ndarray  # bool: a wrong column scores exactly the image's own column
+    t2i_tied: np.ndarray  # bool: a non-owner scores exactly the best owner of image i's text
+
+
+def ranks_by_rule(scores: np.ndarray, image_text: Sequence[int]) -> dict[str, GalleryRanks]:
+    """Ranks under every tie rule (module doc) from ONE pass over ``scores``: ``{rule: ranks}``."""
     s = np.asarray(scores)
     gt = np.asarray(image_text, dtype=np.int64)
     n_img, n_txt = s.shape
@@ -33,19 +70,59 @@ def retrieval_ranks(scores: np.ndarray, image_text: Sequence[int]) -> tuple[np.n
     if n_img and (gt.min() < 0 or gt.max() >= n_txt):
         raise ValueError(f"ground-truth text columns must lie in [0, {n_txt})")
     rows = np.arange(n_img)
+    cols = np.arange(n_txt)
     own = s[rows, gt]  # score of each image with its own text
-    # Best score of each text column over the images that own it.
+    # Best score of each text column over the images that own it, and its first such owner.
     best = np.full(n_txt, -np.inf)
     np.maximum.at(best, gt, own)
-    i2t = np.empty(n_img, dtype=np.int64)
-    at_least_best = np.zeros(n_txt, dtype=np.int64)  # images scoring >= best, per column
+    at_best = own >= best[gt]
+    owners_at_best = np.bincount(gt[at_best], minlength=n_txt)
+    first_owner = np.full(n_txt, n_img, dtype=np.int64)
+    np.minimum.at(first_owner, gt[at_best], rows[at_best])
+
+    i2t_above = np.empty(n_img, dtype=np.int64)  # columns scoring > own
+    i2t_equal = np.empty(n_img, dtype=np.int64)  # columns scoring == own (own included)
+    i2t_equal_before = np.empty(n_img, dtype=np.int64)  # ... with a lower index than own
+    t2i_above = np.zeros(n_txt, dtype=np.int64)  # images scoring > best (never an owner)
+    t2i_equal = np.zeros(n_txt, dtype=np.int64)  # images scoring == best (owners included)
+    t2i_equal_before = np.zeros(n_txt, dtype=np.int64)  # ... above the first owner at best
     for start in range(0, n_img, _ROW_CHUNK):
         block = s[start : start + _ROW_CHUNK]
-        i2t[start : start + len(block)] = (block >= own[start : start + len(block), None]).sum(1)
-        at_least_best += (block >= best[None, :]).sum(axis=0)
-    owners_at_best = np.bincount(gt[own >= best[gt]], minlength=n_txt)
-    t2i_col = at_least_best - owners_at_best + 1
-    return i2t, t2i_col[gt]
+        part = slice(start, start + len(block))
+        mine = own[part, None]
+        equal = block == mine
+        i2t_above[part] = (block > mine).sum(axis=1)
+        i2t_equal[part] = equal.sum(axis=1)
+        i2t_equal_before[part] = (equal & (cols[None, :] < gt[part, None])).sum(axis=1)
+        equal_best = block == best[None, :]
+        t2i_above += (block > best[None, :]).sum(axis=0)
+        t2i_equal += equal_best.sum(axis=0)
+        t2i_equal_before += (equal_best & (rows[part, None] < first_owner[None, :])).sum(axis=0)
+
+    i2t_tied = i2t_equal > 1
+    t2i_tied_col = t2i_equal > owners_at_best
+    pessimistic = GalleryRanks(
+        i2t=i2t_above + i2t_equal,
+        t2i=(t2i_above + t2i_equal - owners_at_best + 1)[gt],
+        i2t_tied=i2t_tied,
+        t2i_tied=t2i_tied_col[gt],
+    )
+    first = GalleryRanks(
+        i2t=1 + i2t_above + i2t_equal_before,
+        t2i=(1 + t2i_above + t2i_equal_before)[gt],
+        i2t_tied=i2t_tied,
+        t2i_tied=t2i_tied_col[gt],
+    )
+    return {"pessimistic": pessimistic, "first": first}
+
+
+def retrieval_ranks(
+    scores: np.ndarray, image_text: Sequence[int], *, ties: str = "pessimistic"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(i2t_rank, t2i_rank), both (images,) int64, 1-based, under tie rule ``ties``."""
+    rule = check_ties(ties)
+    ranks = ranks_by_rule(scores, image_text)[rule]
+    return ranks.i2t, ranks.t2i
 
 
 def recall_at(ranks: np.ndarray, k: int) -> float | None:

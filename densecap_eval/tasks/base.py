@@ -34,7 +34,18 @@ class TaskInstance(Protocol):
         bootstrap_seed: int,
         n_boot: int,
         diff_positions: DiffPositionFn | None = None,
-    ) -> tuple[dict[str, Any], pd.DataFrame]: ...
+        ties: str = "pessimistic",
+        max_text_tokens: int | None = None,
+        text_policy: str = "truncate",
+    ) -> tuple[dict[str, Any], pd.DataFrame]:
+        """Metrics (metrics.json's entry for this task) and one examples row per example.
+
+        ``diff_positions`` computes first-difference positions with the model's tokenizer
+        (metrics/length.py); ``ties`` is the retrieval tie rule (metrics/retrieval.py);
+        ``max_text_tokens`` (the model's own limit) and ``text_policy`` place those positions
+        in the model's window. Length breakdowns always count with the CLIP BPE reference.
+        """
+        ...
 
 
 class Task(Protocol):

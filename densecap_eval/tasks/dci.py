@@ -10,6 +10,12 @@ SCM block is one ``matrix(group images, group bag texts)`` call (the reference's
 ``logits_per_image``) and, for embedding scorers, the negatives' scores are the diagonal of
 ``matrix(group images, group negatives)``, as in the reference (pair scorers score only each
 entry's own negative).
+
+Breakdowns (metrics/length.py): ``by_length`` buckets each entry by the CLIP BPE reference count
+of its first positive (``ref_tokens``, the same count for every model); ``by_diff_position``
+buckets Neg by where the negative first differs, relative to the model's own window
+(``inside``, ``edge``, ``beyond`` or ``later_chunk``, ``identical``), from the limit and text
+policy the caller passes.
 """
 
 from __future__ import annotations
@@ -24,10 +30,13 @@ from densecap_eval.errors import DensecapError
 from densecap_eval.metrics import dci as dci_metrics
 from densecap_eval.metrics.bootstrap import cluster_bootstrap_cis
 from densecap_eval.metrics.length import (
+    DEFAULT_END_TOKENS,
     LENGTH_BUCKETS,
-    POSITION_BUCKETS,
+    PositionWindow,
     length_bucket,
-    position_bucket,
+    length_reference,
+    position_labels,
+    reference_token_counts,
 )
 from densecap_eval.tasks.base import (
     DiffPositionFn,
@@ -42,8 +51,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from densecap_eval.engine.plan import ScoreTable, ScoringPlan
-
-IDENTICAL = "identical"  # by_diff_position bucket of negatives that tokenise like the positive
 
 
 @dataclass(frozen=True)
@@ -123,7 +130,14 @@ class DCISubtestInstance:
         bootstrap_seed: int,
         n_boot: int,
         diff_positions: DiffPositionFn | None = None,
+        ties: str = "pessimistic",
+        max_text_tokens: int | None = None,
+        text_policy: str = "truncate",
     ) -> tuple[dict[str, Any], pd.DataFrame]:
+        """The subtest's metrics and examples (`TaskInstance.compute`). ``ties`` (the retrieval
+        tie rule) is unused: SCM and Neg keep the reference's rules (first index of the maximum,
+        strict ``>``) and count their ties in ``metrics["ties"]``."""
+        del ties
         if self._regions is None or self._pos is None or self._neg is None:
             raise DensecapError(f"{self.task}: compute() before add_to_plan()")
         r, pos, neg = self._regions, self._pos, self._neg
@@ -132,32 +146,32 @@ class DCISubtestInstance:
 
         pos_scores = np.zeros((n, bag))
         neg_scores = np.zeros(n)
-        scm_correct = np.zeros(n, dtype=bool)
-        scm_tie = np.zeros(n, dtype=bool)
-        group_of = np.zeros(n, dtype=np.int64)
-        for g, group in enumerate(dci_metrics.reference_groups(n, group_size=self.spec.group_size)):
-            idx = np.arange(group.start, group.stop)
+
+        def reference_block(idx: np.ndarray) -> np.ndarray:
+            """The group's (B, B*bag) block; its diagonal and negatives are kept on the way."""
             b = len(idx)
             block = table.matrix(r[idx].tolist(), pos[idx].ravel().tolist())
-            scm_correct[idx], scm_tie[idx] = dci_metrics.scm_block(block)
             diag = np.arange(b)
             pos_scores[idx] = block.reshape(b, b, bag)[diag, diag]
             if table.kind == "embedding":  # the reference's (B, B) block, then its diagonal
                 neg_scores[idx] = np.diag(table.matrix(r[idx].tolist(), neg[idx].tolist()))
             else:  # a pair scorer scored exactly the planned (entry, own negative) pairs
                 neg_scores[idx] = table.scores(r[idx], neg[idx])
-            group_of[idx] = g
-        neg_out = dci_metrics.neg_outcome(pos_scores, neg_scores)
+            return block
 
-        per_correct = np.zeros(n, dtype=bool)
-        per_tie = np.zeros(n, dtype=bool)
-        per_defined = np.zeros(n, dtype=bool)
-        for idx in dci_metrics.photo_groups(images):
-            if len(idx) < 2:
-                continue
-            block = table.matrix(r[idx].tolist(), pos[idx].ravel().tolist())
-            per_correct[idx], per_tie[idx] = dci_metrics.scm_block(block)
-            per_defined[idx] = True
+        group_size = self.spec.group_size
+        scm_out = dci_metrics.scm_groups(
+            dci_metrics.reference_group_indices(n, group_size=group_size), n, reference_block
+        )
+        group_of = np.arange(n, dtype=np.int64) // group_size
+        neg_out = dci_metrics.neg_outcome(pos_scores, neg_scores)
+        per_out = dci_metrics.scm_groups(
+            dci_metrics.photo_group_indices(images),
+            n,
+            lambda idx: table.matrix(r[idx].tolist(), pos[idx].ravel().tolist()),
+        )
+        scm_correct, scm_tie = scm_out.correct, scm_out.tie
+        per_correct, per_tie, per_defined = per_out.correct, per_out.tie, per_out.defined
 
         pos_tokens = table.text_tokens[pos]
         pos_cut = table.text_cut[pos]
@@ -172,15 +186,21 @@ class DCISubtestInstance:
             "neg": neg_out.correct.astype(np.float64),
             "scm_per_image": np.where(per_defined, per_correct, np.nan),
         }
-        len_labels = [length_bucket(int(t)) for t in pos_tokens[:, 0]] if n else []
-        pos_labels = [(position_bucket(p) if p is not None else IDENTICAL) for p in positions]
+        # Length by the reference tokenizer (metrics/length.py), of each entry's first positive.
+        ref_tokens = reference_token_counts(ex.positives[0] for ex in self.examples)
+        len_labels = [length_bucket(t) for t in ref_tokens]
+        window = None
+        if max_text_tokens is not None:
+            end_tokens = getattr(diff_positions, "end_tokens", DEFAULT_END_TOKENS)
+            window = PositionWindow(max_text_tokens, end_tokens, text_policy)
+        pos_labels, pos_order = position_labels(positions, window)
         metrics: dict[str, Any] = {
             "scm": accuracy(flags["scm"]),
             "neg": accuracy(flags["neg"]),
             "scm_per_image": accuracy(flags["scm_per_image"]),
             "n": n,
-            "scm_per_image_n": int(per_defined.sum()),
-            "scm_per_image_excluded": int((~per_defined).sum()),
+            "scm_per_image_n": per_out.n,
+            "scm_per_image_excluded": n - per_out.n,
             "ties": {
                 "scm": int(scm_tie.sum()),
                 "neg": int(neg_out.tie.sum()),
@@ -190,12 +210,14 @@ class DCISubtestInstance:
                 cluster_bootstrap_cis(flags, images, n_boot=n_boot, seed=bootstrap_seed)
             ),
             "by_length": breakdown(flags, len_labels, LENGTH_BUCKETS),
+            "length_reference": length_reference(),
+            "model_max_text_tokens": max_text_tokens,
             "cut_share": float(pos_cut.mean()) if n else None,
             "neg_cut_share": float(neg_cut.mean()) if n else None,
         }
         if diff_positions is not None:
-            buckets = list(POSITION_BUCKETS) + ([IDENTICAL] if IDENTICAL in pos_labels else [])
-            metrics["by_diff_position"] = breakdown({"neg": flags["neg"]}, pos_labels, buckets)
+            metrics["by_diff_position"] = breakdown({"neg": flags["neg"]}, pos_labels, pos_order)
+            metrics["diff_position_buckets"] = window.edges() if window is not None else None
 
         frame = self._frame(
             group_of=group_of,
@@ -206,7 +228,8 @@ class DCISubtestInstance:
             neg=(neg_out.correct, neg_out.tie),
             tokens=(pos_tokens, pos_cut, neg_tokens, neg_cut),
             positions=positions,
-            len_labels=len_labels,
+            diff_labels=list(pos_labels) if diff_positions is not None else [None] * n,
+            lengths=(ref_tokens, len_labels),
         )
         return metrics, frame
 
@@ -221,7 +244,8 @@ class DCISubtestInstance:
         neg: tuple[np.ndarray, np.ndarray],
         tokens: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
         positions: list[int | None],
-        len_labels: list[str],
+        diff_labels: list[str | None],
+        lengths: tuple[list[int], list[str]],
     ) -> pd.DataFrame:
         import pandas as pd
 
@@ -259,8 +283,10 @@ class DCISubtestInstance:
             "neg_tokens": neg_tokens.astype(np.int64),
             "pos_cut": [as_list(row) for row in pos_cut],
             "neg_cut": neg_cut.astype(bool),
-            "diff_position": pd.array(positions, dtype="Int64"),
-            "length_bucket": len_labels,
+            "diff_position": pd.array(positions, dtype="Int64"),  # raw, model's tokens
+            "diff_bucket": pd.array(diff_labels, dtype="string"),  # its window bucket
+            "ref_tokens": np.asarray(lengths[0], dtype=np.int64),  # CLIP BPE, first positive
+            "length_bucket": lengths[1],  # by ref_tokens
         }
         return pd.DataFrame(data)
 

@@ -10,13 +10,16 @@ Two protocols, named in every result (``protocol`` in the run config and the exa
 - ``dci/retrieval-full`` = ``dci-full``: the base entry's full DCI description (short and
   extra caption plus every usable mask's text), same gallery.
 
-Image-to-text and text-to-image R@1/5/10 with pessimistic ties (see metrics/retrieval.py).
+Image-to-text and text-to-image R@1/5/10 under the run's tie rule (``ties``: ``pessimistic``
+by default, or ``first``; see metrics/retrieval.py), named in the metrics (``tie_rule``) with
+the number of queries whose rank depended on it (``i2t_tied``, ``t2i_tied``). ``by_length``
+buckets photos by the CLIP BPE reference count of their text (metrics/length.py).
 Photos whose record or image the reference could not use are skipped loudly.
 
 A pair scorer (a VLM) cannot score the whole gallery, so it re-ranks the top ``K`` candidates
 of a first-stage embedding scorer (``--rerank-from SPEC --rerank-k K``), in both directions.
 The metrics keep their names and meaning: a query whose right answer is among its top ``K``
-gets its rank among them under the pair scores (ties pessimistic); one whose right answer is
+gets its rank among them under the pair scores (same tie rule); one whose right answer is
 outside the top ``K`` keeps its first-stage rank (> K), so it is a miss at R@k for every
 k <= K. For k > K, R@k is the two-stage pipeline's (re-ranked top K, then first-stage
 order); with K >= 10 every reported recall is the re-ranker's own. ``metrics["first_stage"]``
@@ -34,8 +37,19 @@ import numpy as np
 from densecap_eval.datasets.dci.records import DCIRecord, SkippedImage
 from densecap_eval.errors import BadRecordError, DensecapError
 from densecap_eval.metrics.bootstrap import cluster_bootstrap_cis
-from densecap_eval.metrics.length import LENGTH_BUCKETS, length_bucket
-from densecap_eval.metrics.retrieval import RECALL_KS, recalls, retrieval_ranks
+from densecap_eval.metrics.length import (
+    LENGTH_BUCKETS,
+    length_bucket,
+    length_reference,
+    reference_token_counts,
+)
+from densecap_eval.metrics.retrieval import (
+    RECALL_KS,
+    GalleryRanks,
+    check_ties,
+    ranks_by_rule,
+    recalls,
+)
 from densecap_eval.regions import Region
 from densecap_eval.tasks.base import DiffPositionFn, breakdown, ci_lists
 
@@ -132,24 +146,28 @@ class DCIRetrievalInstance:
         bootstrap_seed: int,
         n_boot: int,
         diff_positions: DiffPositionFn | None = None,
+        ties: str = "pessimistic",
+        max_text_tokens: int | None = None,
+        text_policy: str = "truncate",
     ) -> tuple[dict[str, Any], pd.DataFrame]:
-        del diff_positions  # no negatives
+        """Recalls, tie counts and the length breakdown (`TaskInstance.compute`; no negatives,
+        so ``diff_positions`` and ``text_policy`` are unused)."""
+        del diff_positions, text_policy
+        rule = check_ties(ties)
         if self._r is None or self._t is None:
             raise DensecapError(f"{self.task}: compute() before add_to_plan()")
-        first: dict[str, Any] | None = None
-        first_ranks: tuple[np.ndarray, np.ndarray] | None = None
+        first: GalleryRanks | None = None
         if self._rerank is not None:
             if table.kind != "pair":
                 raise DensecapError(f"{self.task}: re-ranking needs the pair scorer's table")
-            i2t, t2i, text_pos = self._rerank.ranks(table)
+            ranks, text_pos = self._rerank.ranks(table, ties=rule)
             gallery = len(self._rerank.text_pos)
-            first = {**recalls(self._rerank.i2t_first, self._rerank.t2i_first), "k": self._rerank.k}
-            first_ranks = (self._rerank.i2t_first, self._rerank.t2i_first)
+            first = self._rerank.first[rule]
         elif table.kind != "embedding":
             raise DensecapError(f"{self.task} needs an embedding scorer (a full gallery of pairs)")
         else:
             scores, image_text = self._gallery_scores(table)
-            i2t, t2i = retrieval_ranks(scores, image_text.tolist())
+            ranks = ranks_by_rule(scores, image_text.tolist())[rule]
             text_pos = self._t
             gallery = scores.shape[1]
         n = len(self._r)
@@ -157,26 +175,31 @@ class DCIRetrievalInstance:
         cut = table.text_cut[text_pos]
 
         flags: dict[str, np.ndarray] = {}
-        for direction, ranks in (("i2t", i2t), ("t2i", t2i)):
+        for direction, direction_ranks in (("i2t", ranks.i2t), ("t2i", ranks.t2i)):
             for k in RECALL_KS:
-                flags[f"{direction}_r{k}"] = (ranks <= k).astype(np.float64)
-        len_labels = [length_bucket(int(t)) for t in tokens]
+                flags[f"{direction}_r{k}"] = (direction_ranks <= k).astype(np.float64)
+        ref_tokens = reference_token_counts(self.texts)
+        len_labels = [length_bucket(t) for t in ref_tokens]
         metrics: dict[str, Any] = {
-            **recalls(i2t, t2i),
+            **recalls(ranks.i2t, ranks.t2i),
             "n": n,
             "gallery": gallery,
+            "tie_rule": rule,
+            **_tie_counts(ranks),
             "ci": ci_lists(
                 cluster_bootstrap_cis(flags, self.images, n_boot=n_boot, seed=bootstrap_seed)
             ),
             "by_length": breakdown(flags, len_labels, LENGTH_BUCKETS),
+            "length_reference": length_reference(),
+            "model_max_text_tokens": max_text_tokens,
             "cut_share": float(cut.mean()) if n else None,
         }
-        frame = self._frame(i2t, t2i, tokens, cut, flags, len_labels)
-        if first is not None and first_ranks is not None:
-            metrics["rerank_k"] = first.pop("k")
-            metrics["first_stage"] = first
-            frame["rank_i2t_first"] = first_ranks[0].astype(np.int64)
-            frame["rank_t2i_first"] = first_ranks[1].astype(np.int64)
+        frame = self._frame(ranks, tokens, cut, flags, (ref_tokens, len_labels))
+        if first is not None and self._rerank is not None:
+            metrics["rerank_k"] = self._rerank.k
+            metrics["first_stage"] = {**recalls(first.i2t, first.t2i), **_tie_counts(first)}
+            frame["rank_i2t_first"] = first.i2t.astype(np.int64)
+            frame["rank_t2i_first"] = first.t2i.astype(np.int64)
         return metrics, frame
 
     def _gallery_scores(self, table: ScoreTable) -> tuple[np.ndarray, np.ndarray]:
@@ -206,7 +229,7 @@ class DCIRetrievalInstance:
         if k < 1:
             raise DensecapError(f"--rerank-k must be at least 1, got {k}")
         scores, image_text = self._gallery_scores(first_table)
-        i2t_first, t2i_first = retrieval_ranks(scores, image_text.tolist())
+        first = ranks_by_rule(scores, image_text.tolist())  # every rule: compute() picks one
         cand_i2t = topk_candidates(scores, k)  # (images, k) gallery columns
         cand_t2i = topk_candidates(scores.T, k)  # (columns, k) images
         del scores
@@ -232,18 +255,16 @@ class DCIRetrievalInstance:
             text_pos=text_pos,
             cand_i2t=cand_i2t,
             cand_t2i=cand_t2i,
-            i2t_first=i2t_first,
-            t2i_first=t2i_first,
+            first=first,
         )
 
     def _frame(
         self,
-        i2t: np.ndarray,
-        t2i: np.ndarray,
+        ranks: GalleryRanks,
         tokens: np.ndarray,
         cut: np.ndarray,
         flags: dict[str, np.ndarray],
-        len_labels: list[str],
+        lengths: tuple[list[int], list[str]],
     ) -> pd.DataFrame:
         import pandas as pd
 
@@ -254,14 +275,17 @@ class DCIRetrievalInstance:
             "protocol": [self.spec.protocol] * n,
             "image": self.images,
             "text": self.texts,
-            "tokens": tokens.astype(np.int64),
+            "tokens": tokens.astype(np.int64),  # the model's own count
+            "ref_tokens": np.asarray(lengths[0], dtype=np.int64),  # CLIP BPE reference count
             "cut": cut.astype(bool),
-            "rank_i2t": i2t.astype(np.int64),
-            "rank_t2i": t2i.astype(np.int64),
+            "rank_i2t": ranks.i2t.astype(np.int64),
+            "rank_t2i": ranks.t2i.astype(np.int64),
+            "i2t_tie": ranks.i2t_tied.astype(bool),
+            "t2i_tie": ranks.t2i_tied.astype(bool),
         }
         for name, values in flags.items():
             data[f"{name}_correct"] = values.astype(bool)
-        data["length_bucket"] = len_labels
+        data["length_bucket"] = lengths[1]  # by ref_tokens
         return pd.DataFrame(data)
 
 
@@ -275,23 +299,35 @@ class _RerankPlan:
     text_pos: np.ndarray  # (columns,) pair-plan text index
     cand_i2t: np.ndarray  # (images, k) columns, first-stage order
     cand_t2i: np.ndarray  # (columns, k) images, first-stage order
-    i2t_first: np.ndarray  # (images,) first-stage ranks
-    t2i_first: np.ndarray  # (images,) first-stage ranks of each image's text
+    first: dict[str, GalleryRanks]  # first-stage ranks and ties, per tie rule
 
-    def ranks(self, table: ScoreTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(i2t ranks, t2i ranks, pair-plan text index of each image's text) after re-ranking."""
-        from densecap_eval.tasks.rerank import rerank_ranks
+    def ranks(self, table: ScoreTable, *, ties: str) -> tuple[GalleryRanks, np.ndarray]:
+        """(ranks and ties after re-ranking, pair-plan text index of each image's text)."""
+        from densecap_eval.tasks.rerank import rerank_ranks, rerank_tied
 
+        first = self.first[ties]
         gt = self.image_text
         n_cols = len(self.text_pos)
         ps_i2t = table.scores(self.region_pos[:, None], self.text_pos[self.cand_i2t])
-        i2t = rerank_ranks(self.i2t_first, self.cand_i2t == gt[:, None], ps_i2t)
+        own_i2t = self.cand_i2t == gt[:, None]
+        i2t = rerank_ranks(first.i2t, own_i2t, ps_i2t, ties=ties)
+        i2t_tied = rerank_tied(first.i2t_tied, own_i2t, ps_i2t)
         ps_t2i = table.scores(self.region_pos[self.cand_t2i], self.text_pos[:, None])
+        # Every owner of a column has the same t2i rank and tie flag.
         col_first = np.zeros(n_cols, dtype=np.int64)
-        col_first[gt] = self.t2i_first  # every owner of a column has the same t2i rank
+        col_first[gt] = first.t2i
+        col_tied = np.zeros(n_cols, dtype=bool)
+        col_tied[gt] = first.t2i_tied
         owners = gt[self.cand_t2i] == np.arange(n_cols)[:, None]
-        t2i_col = rerank_ranks(col_first, owners, ps_t2i)
-        return i2t, t2i_col[gt], self.text_pos[gt]
+        t2i_col = rerank_ranks(col_first, owners, ps_t2i, ties=ties)
+        t2i_tied = rerank_tied(col_tied, owners, ps_t2i)
+        ranks = GalleryRanks(i2t=i2t, t2i=t2i_col[gt], i2t_tied=i2t_tied, t2i_tied=t2i_tied[gt])
+        return ranks, self.text_pos[gt]
+
+
+def _tie_counts(ranks: GalleryRanks) -> dict[str, int]:
+    """``i2t_tied`` / ``t2i_tied``: queries whose rank depends on the tie rule."""
+    return {"i2t_tied": int(ranks.i2t_tied.sum()), "t2i_tied": int(ranks.t2i_tied.sum())}
 
 
 DCI_RETRIEVAL = DCIRetrievalTask(
