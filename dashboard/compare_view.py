@@ -1,5 +1,6 @@
-"""The Compare page's tables: the paired test from `densecap_eval.results.compare`, a 2x2
-agreement table, and the examples two runs disagree on. No Streamlit here."""
+"""The Compare page's tables: the paired tests from `densecap_eval.results.compare` (the
+sign-flip test over photos first, McNemar after it), a 2x2 agreement table, and the examples two
+runs disagree on. No Streamlit here."""
 
 from __future__ import annotations
 
@@ -27,9 +28,29 @@ def flag_column(metric: str, columns: Sequence[str]) -> str | None:
     return None
 
 
+P_CLUSTERED = "p (photos)"
+P_MCNEMAR = "p McNemar (indep.)"
+
+
+def caption(comparison: Comparison) -> str:
+    """What the table's tests are, for the caption above it: which test gave the p shown first."""
+    from densecap_eval.results.compare import CLUSTERED_TEST, MCNEMAR_LABEL
+
+    tests = sorted({m.test for m in comparison.metrics})
+    test = tests[0] if len(tests) == 1 else f"{CLUSTERED_TEST} (photos per row: column photos)"
+    return (
+        f"Paired test on the examples both runs scored. {P_CLUSTERED}: {test}; "
+        "95% interval of B−A by a bootstrap that resamples photos. "
+        f"{P_MCNEMAR}: {MCNEMAR_LABEL}, too small when a photo's examples are correlated."
+    )
+
+
 def comparison_frame(comparison: Comparison) -> pd.DataFrame:
-    """One row per (task, metric): both accuracies, B - A with its interval, McNemar p, counts."""
+    """One row per (task, metric): accuracies, B - A with its interval, the clustered p, then
+    McNemar's p, counts; a ``note`` column marks results that are not reference-exact."""
     import pandas as pd
+
+    from densecap_eval.results.schema import NOT_REFERENCE_EXACT
 
     rows = []
     for m in comparison.metrics:
@@ -38,23 +59,31 @@ def comparison_frame(comparison: Comparison) -> pd.DataFrame:
                 "task": m.task,
                 "metric": m.metric,
                 "n": m.n,
+                "photos": m.n_photos,
                 "A %": round(100 * m.acc_a, 1),
                 "B %": round(100 * m.acc_b, 1),
                 "B−A": round(100 * m.diff, 1),
                 "95% CI of B−A": (
                     f"[{100 * m.ci[0]:+.1f}, {100 * m.ci[1]:+.1f}]" if m.ci is not None else ""
                 ),
-                "p (McNemar)": float(f"{m.p_value:.3g}"),
+                P_CLUSTERED: float(f"{m.p_value:.3g}"),
+                P_MCNEMAR: (
+                    None if m.p_mcnemar_indep is None else float(f"{m.p_mcnemar_indep:.3g}")
+                ),
                 "both ok": m.both_correct,
                 "both wrong": m.both_wrong,
                 "only A": m.only_a,
                 "only B": m.only_b,
                 "ties A/B": "-" if m.ties_a is None else f"{m.ties_a}/{m.ties_b}",
+                "note": "" if m.reference_exact else NOT_REFERENCE_EXACT,
             }
         )
-    columns = ["task", "metric", "n", "A %", "B %", "B−A", "95% CI of B−A", "p (McNemar)",
-               "both ok", "both wrong", "only A", "only B", "ties A/B"]  # fmt: skip
-    return pd.DataFrame(rows, columns=columns)
+    columns = ["task", "metric", "n", "photos", "A %", "B %", "B−A", "95% CI of B−A", P_CLUSTERED,
+               P_MCNEMAR, "both ok", "both wrong", "only A", "only B", "ties A/B", "note"]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=columns)
+    if all(m.reference_exact for m in comparison.metrics):
+        frame = frame.drop(columns="note")
+    return frame
 
 
 def agreement_table(metric: MetricComparison) -> pd.DataFrame:

@@ -33,9 +33,8 @@ def test_mcnemar_log_space_path_agrees_with_exact(monkeypatch: pytest.MonkeyPatc
 def test_paired_counts() -> None:
     a = np.array([1, 1, 0, 0, 1], dtype=bool)
     b = np.array([1, 0, 1, 0, 1], dtype=bool)
-    c = paired.paired_counts(a, b, tie_a=np.array([0, 1, 0, 0, 0]), tie_b=np.zeros(5))
+    c = paired.paired_counts(a, b)
     assert (c.n, c.both_correct, c.both_wrong, c.only_a, c.only_b) == (5, 2, 1, 1, 1)
-    assert (c.ties_a, c.ties_b) == (1, 0)
 
 
 def test_resample_weights_draw_as_many_clusters_as_there_are() -> None:
@@ -94,6 +93,98 @@ def test_paired_cluster_bootstrap_of_difference() -> None:
     b = np.array([1, 1, 1, 1], dtype=bool)
     lo, hi = paired.paired_cluster_bootstrap(a, b, ["p", "p", "q", "q"], n_boot=400, seed=0)
     assert (lo, hi) == (0.0, 1.0)
+
+
+# Sign-flip test over photos. Exact cases enumerate the 2**m flips of the m nonzero d_c by hand.
+@pytest.mark.parametrize(
+    ("d", "n", "statistic", "p", "n_nonzero"),
+    [
+        # d = [+2, +1, -1], T_obs = 2: signed sums 4, 2, 2, 0, 0, -2, -2, -4; |T*| >= 2 in 6 of 8
+        ([2, 1, -1], 5, 2 / 5, 6 / 8, 3),
+        ([1, 1, 1], None, 1.0, 2 / 8, 3),  # only +3 and -3 reach |3|
+        ([2, 1, 1, 0], 8, 4 / 8, 2 / 8, 3),  # a photo with d = 0 never changes the sum
+        ([1, 2, 3], None, 2.0, 2 / 8, 3),  # sums 6, 0, 2, -4, 4, -2, 0, -6: only +-6 reach 6
+        ([4, -1, -1], 6, 2 / 6, 1.0, 3),  # sums 6, 4, 4, 2, -2, -4, -4, -6: all reach |2|
+        ([3, -1], 4, 2 / 4, 1.0, 2),  # sums 4, 2, -2, -4
+        ([1, -1], 2, 0.0, 1.0, 2),  # no difference at all
+        ([3], 3, 1.0, 1.0, 1),  # one photo can never be significant
+        ([1] * 5, 5, 1.0, 2 / 32, 5),
+        ([0, 0], 4, 0.0, 1.0, 0),
+        ([], None, 0.0, 1.0, 0),
+    ],
+)
+def test_sign_flip_test_exact_cases(
+    d: list[int], n: int | None, statistic: float, p: float, n_nonzero: int
+) -> None:
+    result = paired.sign_flip_test(d, n=n)
+    assert result.statistic == pytest.approx(statistic)
+    assert result.p_value == pytest.approx(p, rel=1e-12)
+    assert (result.n_clusters, result.n_nonzero) == (len(d), n_nonzero)
+    assert result.exact and result.n_perm == 2**n_nonzero
+    # the test is two-sided: flipping every sign (A and B swapped) gives the same p
+    assert paired.sign_flip_test([-x for x in d], n=n).p_value == result.p_value
+
+
+def test_compare_uses_the_default_number_of_flips() -> None:
+    from densecap_eval.results import compare
+
+    assert compare.DEFAULT_N_PERM == paired.DEFAULT_N_PERM
+
+
+def test_sign_flip_exact_at_the_limit() -> None:
+    result = paired.sign_flip_test([1] * 20)
+    assert result.exact and result.n_perm == 2**20
+    assert result.p_value == pytest.approx(2 / 2**20, rel=1e-12)
+    assert not paired.sign_flip_test([1] * 21, n_perm=99).exact
+
+
+@pytest.mark.parametrize(("only_a", "only_b"), [(5, 0), (1, 4), (3, 3), (10, 2), (0, 1), (7, 12)])
+def test_sign_flip_with_one_example_per_photo_is_mcnemar(only_a: int, only_b: int) -> None:
+    # every photo holds one example: d_c in {+1, -1} is a discordant pair, d_c = 0 a concordant
+    # one, and the exact sign-flip test is the exact McNemar (binomial) test
+    d = [1] * only_b + [-1] * only_a + [0] * 4
+    assert paired.sign_flip_test(d).p_value == pytest.approx(
+        paired.mcnemar_exact(only_a, only_b), rel=1e-12
+    )
+
+
+def test_sign_flip_monte_carlo_is_seeded_and_close_to_exact() -> None:
+    d = [2] * 9 + [1] * 8 + [-1] * 7 + [-2] * 2 + [0] * 3  # 26 nonzero photos: Monte Carlo
+    exact = paired.sign_flip_test(d, exact_limit=26).p_value
+    mc = paired.sign_flip_test(d, n_perm=20_000, seed=3)
+    assert not mc.exact and mc.n_perm == 20_000 and mc.n_nonzero == 26
+    assert mc.p_value == pytest.approx(exact, abs=4 * np.sqrt(exact * (1 - exact) / 20_000))
+    assert paired.sign_flip_test(d, n_perm=20_000, seed=3) == mc
+    assert paired.sign_flip_test(d, n_perm=20_000, seed=4).p_value != mc.p_value
+    # the +1 correction: (1 + hits) / (1 + n_perm), never 0
+    hits = mc.p_value * 20_001 - 1
+    assert hits == pytest.approx(round(hits))
+    far = paired.sign_flip_test([5] * 40, n_perm=999)
+    assert far.p_value == pytest.approx(1 / 1000)
+
+
+def test_paired_sign_flip_test_from_flags() -> None:
+    # photos p (3 examples), q (2), r (1): d = [+2, +1, -1] as in the hand-enumerated case
+    a = np.array([0, 0, 1, 0, 1, 1], dtype=bool)
+    b = np.array([1, 1, 1, 1, 1, 0], dtype=bool)
+    clusters = ["p", "p", "p", "q", "q", "r"]
+    assert list(paired.cluster_differences(a, b, clusters)) == [2, 1, -1]
+    result = paired.paired_sign_flip_test(a, b, clusters)
+    assert result.statistic == pytest.approx(b.mean() - a.mean())
+    assert (result.p_value, result.n_clusters) == (0.75, 3)
+    # the same flags taken as independent examples: McNemar gives a smaller p
+    assert paired.mcnemar_exact(1, 3) == pytest.approx(0.625)
+
+
+def test_sign_flip_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="n_perm"):
+        paired.sign_flip_test([1, 2], n_perm=0)
+    with pytest.raises(ValueError, match="finite"):
+        paired.sign_flip_test([1.0, float("nan")])
+    with pytest.raises(ValueError, match="shapes"):
+        paired.cluster_differences(np.ones(2), np.ones(3), ["p", "q"])
+    with pytest.raises(ValueError, match="cluster labels"):
+        paired.cluster_differences(np.ones(2), np.ones(2), ["p"])
 
 
 @pytest.mark.parametrize(

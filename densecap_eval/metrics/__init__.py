@@ -4,6 +4,7 @@
   and Neg (strict ``>``), plus the per-photo SCM variant.
 - `retrieval`: image-to-text and text-to-image ranks and recall@k over a fixed gallery.
 - `bootstrap`: percentile intervals resampling clusters (photos).
-- `paired`: exact McNemar test and a paired cluster bootstrap for comparing two runs.
+- `paired`: comparing two runs: a sign-flip permutation test over photos (clustered), the
+  paired cluster bootstrap, and McNemar's test (which assumes independent examples).
 - `length`: token-length and first-difference-position buckets.
 """

@@ -2,14 +2,21 @@
 
 For each concrete task and accuracy metric with per-example correct flags in both runs, examples
 are aligned on their identity (task, image, entry key, and the query text / direction where the
-examples carry one), and the comparison reports both accuracies, their difference (B - A), the
-exact McNemar p-value on the discordant pairs, a paired bootstrap interval of the difference
-that resamples photos (all examples of one photo together), the 2x2 counts, and how many shared
-examples each run decided on a tie of scores.
+examples carry one), and the comparison reports both accuracies, their difference (B - A), and
+as its p-value a paired sign-flip permutation test over photos: examples of one photo are not
+independent (they share the photo, and SCM outcomes of a group of 8 are coupled), so the test
+flips the sign of each photo's summed difference as a whole. Beside it: a paired bootstrap
+interval of the difference that resamples photos, the exact McNemar p-value (which assumes
+independent examples, so it is too small here; kept as a secondary figure), the 2x2 counts, and
+how many shared examples each run decided on a tie of scores.
+
+When either run was scored in a precision other than fp32, the DCI subtests (SCM / Neg) are
+marked "not reference-exact": half-precision scores can flip ties and near-ties.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from collections.abc import Sequence
@@ -17,7 +24,13 @@ from dataclasses import asdict, dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from densecap_eval.errors import ResultsError
-from densecap_eval.results.schema import HEADLINE_METRICS, jsonable
+from densecap_eval.results.schema import (
+    HEADLINE_METRICS,
+    INTERRUPTED,
+    NOT_REFERENCE_EXACT,
+    jsonable,
+    reference_exact,
+)
 from densecap_eval.results.store import StoredRun, load_examples
 
 if TYPE_CHECKING:
@@ -29,6 +42,13 @@ COMPARED_METRICS = HEADLINE_METRICS
 # Columns that identify an example, used when both runs have them and they hold scalars.
 KEY_COLUMNS: tuple[str, ...] = ("task", "image", "entry_key", "direction", "query", "text")
 CLUSTER_COLUMN = "image"
+COMPARE_FORMATS: tuple[str, ...] = ("table", "markdown", "csv", "json")
+# Monte Carlo sign flips when too many photos differ to enumerate (paired.DEFAULT_N_PERM; not
+# imported from there so that importing this module does not import numpy).
+DEFAULT_N_PERM = 10_000
+# How the outputs name the two tests.
+CLUSTERED_TEST = "paired sign-flip permutation over photos"
+MCNEMAR_LABEL = "McNemar (assumes independent examples)"
 
 
 @dataclass(frozen=True)
@@ -41,7 +61,7 @@ class MetricComparison:
     acc_a: float
     acc_b: float
     diff: float  # acc_b - acc_a
-    p_value: float  # exact McNemar, two-sided
+    p_value: float  # two-sided, paired sign-flip permutation over photos (see ``test``)
     ci: tuple[float, float] | None  # paired cluster bootstrap 95% interval of diff
     both_correct: int
     both_wrong: int
@@ -49,6 +69,10 @@ class MetricComparison:
     only_b: int
     ties_a: int | None  # shared examples run A decided on equal scores (None: not recorded)
     ties_b: int | None
+    p_mcnemar_indep: float | None = None  # exact McNemar: assumes independent examples
+    n_photos: int | None = None  # clusters the test and the interval are over
+    test: str = CLUSTERED_TEST  # how p_value was computed, e.g. "... (4 photos, exact)"
+    reference_exact: bool = True  # False: a DCI subtest with a run not scored in fp32
 
 
 @dataclass(frozen=True)
@@ -71,6 +95,7 @@ class Comparison:
         return {
             "run_a": describe(self.run_a),
             "run_b": describe(self.run_b),
+            "tests": {"p_value": CLUSTERED_TEST, "p_mcnemar_indep": MCNEMAR_LABEL},
             "notes": list(self.notes),
             "metrics": [jsonable(asdict(m)) for m in self.metrics],
         }
@@ -80,7 +105,10 @@ class Comparison:
 
 
 def mcnemar_exact(only_a: int, only_b: int) -> float:
-    """Two-sided exact McNemar p-value: binomial test of the discordant pairs against 1/2."""
+    """Two-sided exact McNemar p-value: binomial test of the discordant pairs against 1/2.
+
+    It assumes independent examples; on clustered examples it is too small (see module doc).
+    """
     from densecap_eval.metrics import paired
 
     return float(paired.mcnemar_exact(only_a, only_b))
@@ -98,6 +126,27 @@ def paired_cluster_bootstrap(
         correct_a, correct_b, clusters, n_boot=n_boot, seed=seed
     )
     return None if interval is None else (float(interval[0]), float(interval[1]))
+
+
+def clustered_test(
+    correct_a: np.ndarray, correct_b: np.ndarray, clusters: np.ndarray, *, n_perm: int, seed: int
+) -> tuple[float, int, str]:
+    """(p, photos, description) of the paired sign-flip permutation test over photos."""
+    from densecap_eval.metrics import paired
+
+    result = paired.paired_sign_flip_test(correct_a, correct_b, clusters, n_perm=n_perm, seed=seed)
+    how = "exact" if result.exact else f"{result.n_perm} random sign flips"
+    photos = "photo" if result.n_clusters == 1 else "photos"
+    description = f"{CLUSTERED_TEST} ({result.n_clusters} {photos}, {how})"
+    return result.p_value, result.n_clusters, description
+
+
+def is_dci_subtest(task: str) -> bool:
+    """A DCI SCM / Neg subtest with reference numbers (``dci/all_swaps`` ...), as the report
+    marks them; retrieval tasks are not among them."""
+    from densecap_eval.results.report import DCI_REFERENCE_SUBTESTS
+
+    return task in DCI_REFERENCE_SUBTESTS
 
 
 # --------------------------------------------------------------------------- alignment
@@ -148,11 +197,33 @@ def _config_notes(a: StoredRun, b: StoredRun) -> list[str]:
     return notes
 
 
+def _precision_note(a: StoredRun, b: StoredRun) -> str | None:
+    """Why DCI subtests are not reference-exact (a run not scored in fp32), or None."""
+    off = [
+        f"{name} ran in {run.card.precision}"
+        for name, run in (("A", a), ("B", b))
+        if run.card is not None and not reference_exact(run.card)
+    ]
+    if not off:
+        return None
+    return f"{' and '.join(off)}, not fp32: DCI subtest results are {NOT_REFERENCE_EXACT}"
+
+
 def compare_runs(
-    run_a: StoredRun, run_b: StoredRun, *, n_boot: int = 1000, seed: int = 0
+    run_a: StoredRun,
+    run_b: StoredRun,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    n_perm: int = DEFAULT_N_PERM,
 ) -> Comparison:
-    """Compare two complete runs metric by metric on the examples both scored (see module doc)."""
-    import numpy as np
+    """Compare two complete runs metric by metric on the examples both scored (see module doc).
+
+    ``n_perm`` random sign flips are drawn (seeded by ``seed``) for a metric on which more than
+    20 photos differ; below that all flips are enumerated.
+    """
+
+    from densecap_eval.metrics import paired
 
     cols_a, cols_b = _schema_columns_checked(run_a), _schema_columns_checked(run_b)
     shared_cols = [c for c in cols_a if c in cols_b]
@@ -160,6 +231,7 @@ def compare_runs(
         (m, flag) for m in COMPARED_METRICS if (flag := _flag_column(m, shared_cols)) is not None
     ]
     notes = _config_notes(run_a, run_b)
+    precision_note = _precision_note(run_a, run_b)
     if not metrics:
         notes.append("no per-example correct flags in common; nothing to compare")
         return Comparison(run_a, run_b, [], notes)
@@ -191,7 +263,10 @@ def compare_runs(
         )
 
     results = []
-    for task in sorted(merged["task"].unique()):
+    tasks = sorted(merged["task"].unique())
+    if precision_note is not None and any(is_dci_subtest(str(t)) for t in tasks):
+        notes.append(precision_note)
+    for task in tasks:
         part = merged[merged["task"] == task]
         for metric, flag in metrics:
             fa, fb = part[f"{flag}_a"], part[f"{flag}_b"]
@@ -201,14 +276,14 @@ def compare_runs(
             a = fa[usable].astype(bool).to_numpy()
             b = fb[usable].astype(bool).to_numpy()
             clusters = part.loc[usable, CLUSTER_COLUMN].astype(str).to_numpy()
-            only_a = int(np.sum(a & ~b))
-            only_b = int(np.sum(~a & b))
+            counts = paired.paired_counts(a, b)
             tie = _flag_column(metric, shared_cols, "tie")
             ties = (
                 (int(part.loc[usable, f"{tie}_a"].fillna(False).astype(bool).sum()),
                  int(part.loc[usable, f"{tie}_b"].fillna(False).astype(bool).sum()))
                 if tie else (None, None)
             )  # fmt: skip
+            p_value, n_photos, test = clustered_test(a, b, clusters, n_perm=n_perm, seed=seed)
             results.append(
                 MetricComparison(
                     task=str(task),
@@ -217,43 +292,158 @@ def compare_runs(
                     acc_a=float(a.mean()),
                     acc_b=float(b.mean()),
                     diff=float(b.mean() - a.mean()),
-                    p_value=mcnemar_exact(only_a, only_b),
+                    p_value=p_value,
                     ci=paired_cluster_bootstrap(a, b, clusters, n_boot=n_boot, seed=seed),
-                    both_correct=int(np.sum(a & b)),
-                    both_wrong=int(np.sum(~a & ~b)),
-                    only_a=only_a,
-                    only_b=only_b,
+                    both_correct=counts.both_correct,
+                    both_wrong=counts.both_wrong,
+                    only_a=counts.only_a,
+                    only_b=counts.only_b,
                     ties_a=ties[0],
                     ties_b=ties[1],
+                    p_mcnemar_indep=mcnemar_exact(counts.only_a, counts.only_b),
+                    n_photos=n_photos,
+                    test=test,
+                    reference_exact=precision_note is None or not is_dci_subtest(str(task)),
                 )
             )
     return Comparison(run_a, run_b, results, notes)
 
 
 def _schema_columns_checked(run: StoredRun) -> list[str]:
+    reason = next(iter((run.reason or "").strip().splitlines()), "")  # one line of it
+    if run.status == INTERRUPTED:
+        why = f" ({reason})" if reason else ""
+        raise ResultsError(
+            f"run {run.path} was interrupted before it finished{why}; "
+            "it has no results to compare: run it again"
+        )
     if not run.is_complete:
-        why = f": {run.reason}" if run.reason else ""
+        why = f": {reason}" if reason else ""
         raise ResultsError(f"run {run.path} is {run.status}{why}")
     return _schema_columns(run)
 
 
 # --------------------------------------------------------------------------- output
 
+TABLE_COLUMNS: tuple[str, ...] = (
+    "task", "metric", "n", "photos", "A", "B", "B-A [95% CI]", "p (photos)", "p McNemar (indep.)",
+    "both ok", "both wrong", "only A", "only B", "ties A/B",
+)  # fmt: skip
+CSV_COLUMNS: tuple[str, ...] = (
+    "task", "metric", "n", "n_photos", "acc_a", "acc_b", "diff", "ci_lo", "ci_hi", "p_value",
+    "test", "p_mcnemar_indep", "both_correct", "both_wrong", "only_a", "only_b", "ties_a",
+    "ties_b", "reference_exact",
+)  # fmt: skip
+
 
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
+def _p(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def _flagged(comparison: Comparison) -> bool:
+    return any(not m.reference_exact for m in comparison.metrics)
+
+
+def table_cells(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the comparison (percent), the clustered p before McNemar's.
+
+    A ``note`` column is added when some rows are not reference-exact.
+    """
+    header = list(TABLE_COLUMNS)
+    flagged = _flagged(comparison)
+    if flagged:
+        header.append("note")
+    rows = []
+    for m in comparison.metrics:
+        diff = f"{100 * m.diff:+.1f}"
+        if m.ci is not None:
+            diff += f" [{100 * m.ci[0]:+.1f}, {100 * m.ci[1]:+.1f}]"
+        ties = "-" if m.ties_a is None else f"{m.ties_a}/{m.ties_b}"
+        photos = "-" if m.n_photos is None else str(m.n_photos)
+        cells = [m.task, m.metric, str(m.n), photos, _pct(m.acc_a), _pct(m.acc_b), diff,
+                 _p(m.p_value), _p(m.p_mcnemar_indep), str(m.both_correct), str(m.both_wrong),
+                 str(m.only_a), str(m.only_b), ties]  # fmt: skip
+        if flagged:
+            cells.append("" if m.reference_exact else NOT_REFERENCE_EXACT)
+        rows.append(cells)
+    return header, rows
+
+
+def legend(comparison: Comparison) -> list[str]:
+    """Lines saying which test produced each p-value (the clustered one first)."""
+    from densecap_eval.metrics.paired import SIGN_FLIP_EXACT_LIMIT
+
+    if not comparison.metrics:
+        return []
+    tests = sorted({m.test for m in comparison.metrics})
+    if len(tests) == 1:
+        first = f"test: {tests[0]}"
+    else:
+        first = (
+            f"test: {CLUSTERED_TEST} (photos per row in column 'photos'; exact where at most "
+            f"{SIGN_FLIP_EXACT_LIMIT} photos differ, else random sign flips)"
+        )
+    return [
+        first,
+        "p (photos): two-sided p-value of that test; B-A [95% CI]: paired bootstrap over photos",
+        f"p McNemar (indep.): {MCNEMAR_LABEL}; too small when a photo's examples are correlated",
+    ]
+
+
+def render_markdown(comparison: Comparison) -> str:
+    """A pipe table (percent), then the legend and the notes as a list."""
+    a, b = comparison.run_a, comparison.run_b
+    lines = [
+        f"A: `{a.card.label if a.card else '?'}` ({a.run_id})  ",
+        f"B: `{b.card.label if b.card else '?'}` ({b.run_id})",
+        "",
+    ]
+    header, rows = table_cells(comparison)
+    if rows:
+        aligns = ["---" if name in ("task", "metric", "note") else "---:" for name in header]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join(aligns) + "|")
+        lines.extend("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows)
+        lines.append("")
+    lines.extend(f"- {line}" for line in legend(comparison))
+    lines.extend(f"- note: {note}" for note in comparison.notes)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def render_csv(comparison: Comparison) -> str:
+    """One line per (task, metric), values as fractions; empty cells for missing values."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for m in comparison.metrics:
+        lo, hi = m.ci if m.ci is not None else (None, None)
+        values = {**asdict(m), "ci_lo": lo, "ci_hi": hi}
+        writer.writerow(["" if values[c] is None else values[c] for c in CSV_COLUMNS])
+    return out.getvalue()
+
+
 def print_comparison(
     comparison: Comparison, fmt: str = "table", *, file: IO[str] | None = None
 ) -> None:
-    """Write the comparison as a table (accuracies in percent) or as JSON (fractions)."""
+    """Write the comparison as a table or markdown (percent), csv or JSON (fractions)."""
     import sys
 
     stream = file if file is not None else sys.stdout
     if fmt == "json":
         stream.write(json.dumps(comparison.to_json(), indent=2, allow_nan=False) + "\n")
         return
+    if fmt == "markdown":
+        stream.write(render_markdown(comparison))
+        return
+    if fmt == "csv":
+        stream.write(render_csv(comparison))
+        return
+    if fmt != "table":
+        raise ValueError(f"unknown compare format {fmt!r} (known: {', '.join(COMPARE_FORMATS)})")
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -264,21 +454,16 @@ def print_comparison(
     console = Console(file=target, width=None if is_tty else 250, highlight=False)
     console.print(f"A: {a.card.label if a.card else '?'}  ({a.run_id})")
     console.print(f"B: {b.card.label if b.card else '?'}  ({b.run_id})")
+    header, rows = table_cells(comparison)
     table = Table(box=box.SIMPLE_HEAD)
-    for name in ("task", "metric", "n", "A", "B", "B-A [95% CI]", "p (McNemar)",
-                 "both ok", "both wrong", "only A", "only B", "ties A/B"):  # fmt: skip
-        table.add_column(
-            name, justify="left" if name in ("task", "metric") else "right", no_wrap=True
-        )
-    for m in comparison.metrics:
-        diff = f"{100 * m.diff:+.1f}"
-        if m.ci is not None:
-            diff += f" [{100 * m.ci[0]:+.1f}, {100 * m.ci[1]:+.1f}]"
-        ties = "-" if m.ties_a is None else f"{m.ties_a}/{m.ties_b}"
-        table.add_row(m.task, m.metric, str(m.n), _pct(m.acc_a), _pct(m.acc_b), diff,
-                      f"{m.p_value:.3g}", str(m.both_correct), str(m.both_wrong),
-                      str(m.only_a), str(m.only_b), ties)  # fmt: skip
+    for name in header:
+        left = name in ("task", "metric", "note")
+        table.add_column(name, justify="left" if left else "right", no_wrap=True)
+    for cells in rows:
+        table.add_row(*cells)
     console.print(table)
+    for line in legend(comparison):
+        console.print(line)
     for note in comparison.notes:
         console.print(f"note: {note}")
     if not is_tty:  # drop rich's padding blanks from piped output
