@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from densecap_eval.errors import ResultsError
-from densecap_eval.results.schema import EXAMPLES_FILE, HEADLINE_METRICS, RUN_CARD_FILE
+from densecap_eval.results.report import DCI_REFERENCE_SUBTESTS, reference_note
+from densecap_eval.results.schema import (
+    EXAMPLES_FILE,
+    HEADLINE_METRICS,
+    NOT_REFERENCE_EXACT,
+    RUN_CARD_FILE,
+    reference_exact,
+)
 from densecap_eval.results.store import StoredRun, list_runs, load_metrics
 
 if TYPE_CHECKING:
@@ -32,7 +39,10 @@ LOWER_IS_BETTER_WORDS: tuple[str, ...] = ("rank", "loss", "error")
 # Metric names that describe a run rather than score it: no "best" is marked for them.
 UNRANKED_WORDS: tuple[str, ...] = ("share",)
 # Identity columns of a leaderboard row; every other column is a metric, `<m>_lo` or `<m>_hi`.
-ROW_COLUMNS: tuple[str, ...] = ("model", "task", "date", "run_id", "dataset", "split", "blind")
+# ``note`` is "<precision>: not reference-exact" on the DCI reference subtests of a run not
+# scored in fp32 (as in `densecap-eval report`), else "".
+ROW_COLUMNS: tuple[str, ...] = ("model", "task", "date", "run_id", "dataset", "split", "blind",
+                                "note")  # fmt: skip
 FIRST_RUN_HELP = (
     "No runs here yet. Make a first run with the bundled tiny model on the bundled sample:\n\n"
     "    densecap-eval run --out {results}\n\n"
@@ -96,7 +106,8 @@ def run_label(run: StoredRun) -> str:
     """How a run is named in pick lists: model, task and the run id."""
     if run.card is None:
         return f"{run.run_id} ({run.status})"
-    return f"{run.card.label} · {run.card.task} · {run.run_id}"
+    label = f"{run.card.label} · {run.card.task} · {run.run_id}"
+    return label if run.is_complete else f"{label} ({run.status})"
 
 
 def run_date(run: StoredRun) -> datetime | None:
@@ -133,6 +144,37 @@ def status_frame(runs: Sequence[StoredRun]) -> pd.DataFrame:
 
 def unusable_runs(runs: Sequence[StoredRun]) -> list[StoredRun]:
     return [run for run in runs if not run.is_complete]
+
+
+def unusable_summary(runs: Sequence[StoredRun]) -> str:
+    """``"3 run directories not shown (1 corrupt, 1 failed, 1 interrupted)"``; "" for none."""
+    bad = unusable_runs(runs)
+    if not bad:
+        return ""
+    counts: dict[str, int] = {}
+    for run in bad:
+        counts[run.status] = counts.get(run.status, 0) + 1
+    order = ("corrupt", "failed", "interrupted", "running")
+    parts = [f"{counts.pop(status)} {status}" for status in order if status in counts]
+    parts += [f"{n} {status}" for status, n in sorted(counts.items())]
+    return (
+        f"{len(bad)} run director{'y' if len(bad) == 1 else 'ies'} not shown ({', '.join(parts)})"
+    )
+
+
+def reference_warning(run: StoredRun) -> str | None:
+    """Why a run's DCI subtest results do not match the reference exactly, or None."""
+    card = run.card
+    if card is None or reference_exact(card):
+        return None
+    subtests = [t for t in (card.tasks or [card.task]) if t in DCI_REFERENCE_SUBTESTS]
+    if not subtests and card.task != "dci":
+        return None
+    return (
+        f"{run.run_id} was scored in {card.precision}, not fp32: its DCI subtest results "
+        f"({', '.join(subtests or DCI_REFERENCE_SUBTESTS)}) are {NOT_REFERENCE_EXACT} "
+        "(half precision can flip ties and near-ties)"
+    )
 
 
 # --------------------------------------------------------------------------- leaderboard
@@ -181,6 +223,7 @@ def leaderboard_rows(
                 "dataset": card.dataset.get("name"),
                 "split": card.split,
                 "blind": bool(card.blind),
+                "note": reference_note(card, task) or "",
             }
             for metric, value in values.items():
                 if not _is_number(value) or metric in ROW_COLUMNS:
@@ -303,8 +346,8 @@ def display_leaderboard(frame: pd.DataFrame) -> pd.DataFrame:
     for column in count_names(frame):
         out[column] = frame[column]
     out["best"] = best_column(frame)
-    for column in ("date", "dataset", "split", "blind", "run_id"):
-        out[column] = frame[column]
+    for column in ("note", "date", "dataset", "split", "blind", "run_id"):
+        out[column] = frame[column] if column in frame.columns else ""
     return out
 
 
@@ -358,6 +401,8 @@ def flatten_card(run: StoredRun) -> dict[str, str]:
     out["(status as read)"] = run.status
     if run.reason:
         out["(reason)"] = run.reason
+    if run.card is not None and not reference_exact(run.card):
+        out["(reference-exact)"] = f"no: {run.card.precision}, DCI subtests {NOT_REFERENCE_EXACT}"
     return out
 
 

@@ -58,12 +58,9 @@ def show_unusable(store: Store) -> None:
     bad = data.unusable_runs(store.runs)
     if not bad:
         return
-    corrupt = sum(run.status == "corrupt" for run in bad)
-    with st.expander(
-        f"{len(bad)} run director{'y' if len(bad) == 1 else 'ies'} not shown "
-        f"({corrupt} corrupt, {len(bad) - corrupt} failed, interrupted or running)",
-        expanded=False,
-    ):
+    # Each status with its count, and per run the reason (an interrupted run: why it is known
+    # to be dead, e.g. "the process (pid 123) writing it is gone").
+    with st.expander(data.unusable_summary(bad), expanded=False):
         st.dataframe(data.status_frame(bad), hide_index=True)
 
 
@@ -103,6 +100,11 @@ def leaderboard_page(store: Store) -> None:
     )
     view = data.display_leaderboard(shown)
     marks = data.best_marks(shown)
+    if "note" in shown.columns and shown["note"].astype(bool).any():
+        st.warning(
+            "Rows noted 'not reference-exact' are DCI subtests of runs not scored in fp32: "
+            "half precision can flip ties and near-ties, so they need not match the reference."
+        )
 
     def highlight(column: Any) -> list[str]:
         if column.name not in marks.columns:
@@ -188,6 +190,7 @@ def _example_charts(store: Store, rows: Any, task: str) -> None:
     for problem in problems:
         st.warning(problem)
     st.subheader("Accuracy by caption length")
+    st.caption("Tokens counted with the CLIP BPE for every model (older runs: the model's own).")
     length = pd.concat(lines, ignore_index=True) if lines else pd.DataFrame()
     if length.empty:
         st.caption("No token counts stored for this task.")
@@ -202,7 +205,12 @@ def _example_charts(store: Store, rows: Any, task: str) -> None:
     by_position = pd.concat(positions, ignore_index=True) if positions else pd.DataFrame()
     if not by_position.empty:
         st.subheader("Neg accuracy by where the negative differs")
-        st.caption("A model that reads 77 tokens cannot see a difference that starts later.")
+        st.caption(
+            "Buckets in each model's own window of L tokens: inside (seen, with 5 or more "
+            "tokens after it), edge (the last 5 visible tokens), beyond (cut off by truncation; "
+            "later_chunk: in a later chunk under chunk-mean), identical (same tokens). Older "
+            "runs show absolute token positions (0-19 ... 77+)."
+        )
         st.altair_chart(charts.position_lines(by_position))
 
 
@@ -350,7 +358,9 @@ def _example_texts(box: Any, row: Any) -> None:
         kind = fields.get("negative_key") or ""
         box.markdown(f"**negative** `{kind}` {numbers}<br>{neg_html}", unsafe_allow_html=True)
         if fields.get("diff_position") is not None:
-            box.caption(f"first differing token: {fields['diff_position']}")
+            bucket = row.get("diff_bucket")  # the window bucket; absent in older runs
+            where = f" ({bucket})" if isinstance(bucket, str) else ""
+            box.caption(f"first differing token: {fields['diff_position']}{where}")
     elif isinstance(row.get("text"), str):  # a retrieval example: one text per photo
         parts = [f"{row[c]} tokens" if c == "tokens" else f"{c} {row[c]}"
                  for c in ("tokens", "rank_i2t", "rank_t2i") if c in row.index]  # fmt: skip
@@ -406,8 +416,7 @@ def compare_page(store: Store) -> None:
     table = compare_view.comparison_frame(result)
     if table.empty:
         return
-    st.caption("Paired test on the examples both runs scored: exact McNemar on the discordant "
-               "pairs, 95% interval of B−A by a bootstrap that resamples photos.")  # fmt: skip
+    st.caption(compare_view.caption(result))
     st.dataframe(table, hide_index=True, key="cmp_table", height=_height(len(table)))
     choices = list(range(len(result.metrics)))
     pick = st.selectbox("Agreement of", choices, key="cmp_metric",
@@ -458,6 +467,9 @@ def cards_page(store: Store) -> None:
     for run in (run_a, run_b):
         if run is not None and not run.is_complete:
             st.warning(f"{run.run_id} is {run.status}" + (f": {run.reason}" if run.reason else ""))
+        note = data.reference_warning(run) if run is not None else None
+        if note is not None:
+            st.warning(note)
     table = data.card_table(run_a, run_b)
     if run_b is not None:
         only = st.checkbox("Only fields that differ", key="card_only")

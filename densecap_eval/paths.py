@@ -23,6 +23,20 @@ def resolve_data_root(root: str | os.PathLike[str] | None) -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME))
 
 
+def get_data_hint(dataset: str, root: str | os.PathLike[str]) -> str:
+    """How to get ``dataset`` into ``root``, for the error of a root without the release.
+
+    Names the download command (with ``--root`` unless ``root`` is where a plain
+    ``densecap-eval download`` puts it) and the bundled sample, so the message is the fix.
+    """
+    target = "" if Path(root).expanduser() == resolve_data_root(None) else f" --root {root}"
+    return (
+        f"get the release with `densecap-eval download {dataset}{target}`, "
+        f"set ${DATA_ENV} to a root that has it, "
+        "or use the bundled sample with --sample"
+    )
+
+
 def default_cache_dir() -> Path:
     env = os.environ.get(CACHE_ENV)
     if env:

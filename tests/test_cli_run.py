@@ -16,6 +16,7 @@ import pytest
 from test_results_store import make_result
 
 from densecap_eval.cli.app import main
+from densecap_eval.config import RunConfig
 from densecap_eval.results import runner
 from densecap_eval.results.store import list_runs
 
@@ -40,7 +41,7 @@ def fake_backend(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
         skipped = [SkippedImage("broken.json", "no summaries")]
         return [
-            make_result(scorer.spec, task, blind=options["blind"], skipped=skipped)
+            make_result(scorer.spec, task, blind=options["config"].blind, skipped=skipped)
             for task in tasks
         ]
 
@@ -75,8 +76,8 @@ def test_one_run_per_model_and_task(
     assert [(spec, tasks) for spec, tasks, _ in fake_backend["evaluated"]] == [
         ("m:a", ["dci", "dci/retrieval"]), ("m:b", ["dci", "dci/retrieval"]),
     ]  # fmt: skip
-    options = fake_backend["evaluated"][0][2]
-    assert (options["seed"], options["blind"], options["precision"], options["use_cache"]) == (
+    config = fake_backend["evaluated"][0][2]["config"]
+    assert (config.seed, config.blind, config.precision, config.use_cache) == (
         3,
         True,
         "fp16",
@@ -134,8 +135,9 @@ def test_no_arguments_is_the_bundled_main_job(
     assert main(["run"]) == 0
     ((spec, tasks, options),) = fake_backend["evaluated"]
     assert (spec, tasks) == ("builtin:tiny", ["dci"])
-    assert options["data_root"] == str(bundled_sample_root())
-    assert options["text_policy"] == "truncate" and options["n_boot"] == 1000
+    config = options["config"]
+    assert config.data_root == bundled_sample_root()
+    assert config.text_policy == "truncate" and config.n_boot == 1000 and config.precision == "fp32"
     assert [r.card.task for r in list_runs(tmp_path / "densecap-results")] == ["dci"]
 
 
@@ -144,11 +146,11 @@ def test_model_without_data_root_uses_the_resolved_root(
 ) -> None:
     monkeypatch.setenv("DENSECAP_EVAL_DATA", str(tmp_path / "dci-data"))
     assert main(["run", "--model", "m:a", "--out", str(tmp_path / "r")]) == 0
-    assert fake_backend["evaluated"][0][2]["data_root"] == str(tmp_path / "dci-data")
+    assert fake_backend["evaluated"][0][2]["config"].data_root == tmp_path / "dci-data"
     assert main(["run", "--model", "m:a", "--sample", "--out", str(tmp_path / "r")]) == 0
     from densecap_eval.paths import bundled_sample_root
 
-    assert fake_backend["evaluated"][1][2]["data_root"] == str(bundled_sample_root())
+    assert fake_backend["evaluated"][1][2]["config"].data_root == bundled_sample_root()
 
 
 @pytest.mark.parametrize(
@@ -156,9 +158,19 @@ def test_model_without_data_root_uses_the_resolved_root(
     [
         (
             ["--text-policy", "squash"],
-            "error: unknown --text-policy 'squash' (known: truncate, chunk-mean, error)",
+            "Error: Invalid value for '--text-policy': Value error, 'squash' is not one of "
+            "'truncate', 'chunk-mean', 'error'.",
         ),
-        (["--precision", "fp8"], "error: unknown --precision 'fp8' (known: fp32, fp16, bf16)"),
+        (
+            ["--precision", "fp8"],
+            "Error: Invalid value for '--precision': Value error, 'fp8' is not one of 'fp32', "
+            "'fp16', 'bf16'.",
+        ),
+        (
+            ["--ties", "last"],
+            "Error: Invalid value for '--ties': Value error, 'last' is not one of 'pessimistic', "
+            "'first'.",
+        ),
     ],
 )
 def test_bad_options_fail_before_loading(
@@ -169,7 +181,8 @@ def test_bad_options_fail_before_loading(
     error: str,
 ) -> None:
     assert main(["run", "--model", "m:a", "--out", str(tmp_path / "r"), *args]) == 2
-    assert capsys.readouterr().err == error + "\n"
+    err = capsys.readouterr().err
+    assert err.startswith("Usage: densecap-eval run [OPTIONS]") and err.endswith(error + "\n")
     assert fake_backend["loaded"] == [] and not (tmp_path / "r").exists()
 
 
@@ -226,14 +239,15 @@ def test_demo_opens_the_dashboard(
 
 
 def test_run_request_command_line_reproduces_the_request(tmp_path: Path) -> None:
+    config = RunConfig(data_root=tmp_path, split="test", use_cache=False, strict=True)
     request = runner.RunRequest(
-        models=("m:a",), tasks=("dci",), data_root=tmp_path, results_dir=tmp_path / "r",
-        split="test", use_cache=False, strict=True,
-    )  # fmt: skip
+        models=("m:a",), tasks=("dci",), results_dir=tmp_path / "r", config=config
+    )
     assert request.command_line() == [
         "densecap-eval", "run", "--model", "m:a", "--task", "dci", "--data-root", str(tmp_path),
-        "--out", str(tmp_path / "r"), "--split", "test", "--seed", "0", "--text-policy", "truncate",
-        "--bootstrap", "1000", "--no-cache", "--strict",
+        "--out", str(tmp_path / "r"), "--split", "test", "--seed", "0", "--precision", "fp32",
+        "--text-policy", "truncate", "--ties", "pessimistic", "--bootstrap", "1000", "--no-cache",
+        "--strict",
     ]  # fmt: skip
 
 
@@ -257,8 +271,38 @@ def test_data_root_that_is_not_a_dci_release(
     err = capsys.readouterr().err
     assert err == (
         f"error: {tmp_path / 'not-dci' / 'densely_captioned_images'} not found: "
-        "the DCI root must contain densely_captioned_images/\n"
+        "the DCI root must contain densely_captioned_images/; get the release with "
+        f"`densecap-eval download dci --root {tmp_path / 'not-dci'}`, set $DENSECAP_EVAL_DATA "
+        "to a root that has it, or use the bundled sample with --sample\n"
     )
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("env_root", ["unset", "empty", "missing"])
+def test_missing_data_root_says_how_to_get_one(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    env_root: str,
+) -> None:
+    """No release anywhere: one line naming `densecap-eval download dci` and `--sample`."""
+    import platformdirs
+
+    monkeypatch.setattr(runner, "load_scorer", lambda spec, **kw: pytest.fail("model loaded"))
+    # the per-user default root, pointed into tmp_path so a real download cannot interfere
+    monkeypatch.setattr(platformdirs, "user_data_dir", lambda name: str(tmp_path / "user"))
+    monkeypatch.delenv("DENSECAP_EVAL_DATA", raising=False)
+    if env_root == "empty":
+        (tmp_path / "empty").mkdir()
+        monkeypatch.setenv("DENSECAP_EVAL_DATA", str(tmp_path / "empty"))
+    elif env_root == "missing":
+        monkeypatch.setenv("DENSECAP_EVAL_DATA", str(tmp_path / "nowhere"))
+    argv = ["run", "--model", "builtin:tiny", "--task", "dci", "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    # the root is the default one, so the plain command (no --root) downloads into it
+    assert "`densecap-eval download dci`" in err and "--sample" in err
     assert not (tmp_path / "r").exists()
 
 

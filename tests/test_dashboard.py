@@ -263,6 +263,29 @@ def test_disagreements_and_agreement_table() -> None:
     assert table.loc["A correct", "B wrong"] == 1 and table.loc["A wrong", "B correct"] == 1
 
 
+def test_comparison_frame_shows_the_clustered_p_first() -> None:
+    from densecap_eval.results.compare import MCNEMAR_LABEL, Comparison, MetricComparison
+
+    test = "paired sign-flip permutation over photos (2 photos, exact)"
+    m = MetricComparison(ALL, "neg", 4, 0.25, 0.75, 0.5, 0.5, (0.0, 1.0), 1, 1, 0, 2, None, None,
+                         p_mcnemar_indep=0.5, n_photos=2, test=test)  # fmt: skip
+    run = StoredRun(Path("r"), "complete", None)
+    frame = compare_view.comparison_frame(Comparison(run, run, [m]))
+    columns = list(frame.columns)
+    assert columns.index("p (photos)") < columns.index("p McNemar (indep.)")
+    assert "note" not in columns  # every row reference-exact
+    row = frame.iloc[0]
+    assert (row["photos"], row["p (photos)"], row["p McNemar (indep.)"]) == (2, 0.5, 0.5)
+    caption = compare_view.caption(Comparison(run, run, [m]))
+    assert f"p (photos): {test}" in caption and MCNEMAR_LABEL in caption
+
+    from dataclasses import replace
+
+    half = replace(m, reference_exact=False)
+    frame = compare_view.comparison_frame(Comparison(run, run, [half, m]))
+    assert list(frame["note"]) == ["not reference-exact", ""]
+
+
 def test_draw_region_tints_mask_and_outlines_box(tmp_path: Path) -> None:
     photo = tmp_path / "p.png"
     Image.new("RGB", (100, 50), (255, 255, 255)).save(photo)
@@ -447,6 +470,9 @@ def test_compare_page_shows_the_paired_test(
     assert list(agreement.columns) == ["B correct", "B wrong"]
     row = table.iloc[0]
     assert int(agreement.to_numpy().sum()) == row["n"]
+    columns = list(table.columns)
+    assert columns.index("p (photos)") < columns.index("p McNemar (indep.)")
+    assert 0 < row["p (photos)"] <= 1 and row["photos"] >= 1
     assert "Examples they disagree on" in "\n".join(s.value for s in at.subheader)
 
 
@@ -523,3 +549,60 @@ def test_screenshot_check_needs_the_heading_of_a_finished_page(
 ) -> None:
     found = screenshot_script().check_page(dom, "Example explorer")
     assert (found is None) if problem is None else (found is not None and problem in found)
+
+
+# --------------------------------------------------------------------------- status and marks
+
+
+def _edit_card(run_dir: Path, **changes: Any) -> None:
+    card = json.loads((run_dir / "run.json").read_text())
+    card.update(changes)
+    (run_dir / "run.json").write_text(json.dumps(card))
+
+
+def test_interrupted_run_is_listed_with_its_reason(hand_store: Path) -> None:
+    """A card left "running" by a killed writer: shown as interrupted, with why, not hidden."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    writer = RunWriter(hand_store, model_spec="m:killed", task="dci")
+    run_dir = writer.start()
+    _edit_card(run_dir, pid=int(dead.stdout))
+    runs = list_runs(hand_store)
+    bad = data.unusable_runs(runs)
+    assert data.unusable_summary(bad) == "2 run directories not shown (1 corrupt, 1 interrupted)"
+    status = data.status_frame(bad).set_index("run_id")
+    reason = f"the process (pid {int(dead.stdout)}) writing it is gone"
+    assert status.loc[run_dir.name, "status"] == "interrupted"
+    assert status.loc[run_dir.name, "reason"] == reason
+    killed = next(r for r in runs if r.path == run_dir)
+    assert data.run_label(killed).endswith(f"{run_dir.name} (interrupted)")
+    table = data.card_table(killed).set_index("field")
+    assert table.loc["(status as read)", "A"] == "interrupted"
+    assert table.loc["(reason)", "A"] == reason
+    assert data.unusable_summary([]) == ""
+
+
+def test_not_reference_exact_marks(hand_store: Path) -> None:
+    runs = [r for r in list_runs(hand_store) if r.is_complete]
+    half = next(r for r in runs if r.card is not None and r.card.model_spec == "m:a")
+    _edit_card(half.path, precision="bf16")
+    runs = list_runs(hand_store)
+    frame = data.leaderboard_rows(runs)
+    notes = dict(zip(zip(frame["model"], frame["task"], strict=True), frame["note"], strict=True))
+    assert notes == {("m:a", ALL): "bf16: not reference-exact",
+                     ("m:a", BASE): "bf16: not reference-exact", ("m:b", ALL): ""}  # fmt: skip
+    shown = data.display_leaderboard(frame).set_index(["model", "task"])
+    assert shown.loc[("m:a", ALL), "note"] == "bf16: not reference-exact"
+    assert data.metric_names(frame) == ["scm", "neg", "cut_share"]  # the note is no metric
+
+    half = next(r for r in runs if r.card is not None and r.card.model_spec == "m:a")
+    full = next(r for r in runs if r.card is not None and r.card.model_spec == "m:b")
+    warning = data.reference_warning(half)
+    assert warning is not None and "bf16" in warning and "not reference-exact" in warning
+    assert data.reference_warning(full) is None  # fp32 (or no precision recorded)
+    table = data.card_table(half, full).set_index("field")
+    assert table.loc["(reference-exact)", "A"] == "no: bf16, DCI subtests not reference-exact"
+    assert bool(table.loc["(reference-exact)", "differs"]) is True

@@ -5,13 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from test_results_store import make_examples, make_result, store_run
 
 from densecap_eval.cli.app import main
-from densecap_eval.results.report import collect_rows, render_report
+from densecap_eval.results.report import collect_rows, render_csv, render_markdown
 from densecap_eval.results.store import RunWriter
 
 ALL = "dci/all_swaps"
@@ -56,7 +59,9 @@ def test_json_report_schema(results: dict[str, Path], capsys: pytest.CaptureFixt
     code, out, _ = _report(capsys, str(results["out"]), "--format", "json")
     assert code == 0
     items = json.loads(out)
-    assert all(set(item) == {"run_id", "model", "task", "metrics", "status"} for item in items)
+    keys = {"run_id", "model", "task", "metrics", "status", "note"}
+    assert all(set(item) == keys for item in items)
+    assert {item["note"] for item in items} == {None}  # every run here is fp32
     got = sorted((item["model"], item["task"], item["metrics"]["neg"]) for item in items)
     assert got == [
         ("hf:google/siglip", ALL, 0.875),
@@ -108,7 +113,7 @@ def test_table_groups_by_task_and_shows_ci(
 
 def test_markdown_report(results: dict[str, Path]) -> None:
     rows = collect_rows(results["out"], on_skip=lambda run: None)
-    text = render_report(rows, "markdown")
+    text = render_markdown(rows)
     sections = text.strip().split("\n\n")
     assert sections[0] == f"### {ALL}"
     table = sections[1].splitlines()
@@ -136,6 +141,7 @@ def test_csv_report_is_tidy(results: dict[str, Path], capsys: pytest.CaptureFixt
         "value",
         "ci_lo",
         "ci_hi",
+        "note",
     ]
     neg = [
         r
@@ -144,7 +150,7 @@ def test_csv_report_is_tidy(results: dict[str, Path], capsys: pytest.CaptureFixt
     ]
     assert neg == [
         {"run_id": results["clip"].name, "model": "open_clip:ViT-B-32/openai", "blind": "False", "task": ALL,
-         "split": "test", "metric": "neg", "value": "0.75", "ci_lo": "0.5", "ci_hi": "1.0"}
+         "split": "test", "metric": "neg", "value": "0.75", "ci_lo": "0.5", "ci_hi": "1.0", "note": ""}
     ]  # fmt: skip
     blind = {r["blind"] for r in records if r["run_id"] == results["blind"].name}
     assert blind == {"True"}
@@ -157,7 +163,7 @@ def test_nested_breakdowns_flatten_in_csv(tmp_path: Path) -> None:
         ALL: {"neg": 0.5, "n": 2, "by_length": {"<=77": {"neg": 1.0, "n": 1}}, "cut_share": 0.0}
     }
     store_run(tmp_path, make_result(metrics=metrics, examples=make_examples(ALL, [True, False])))
-    records = list(csv.DictReader(io.StringIO(render_report(collect_rows(tmp_path), "csv"))))
+    records = list(csv.DictReader(io.StringIO(render_csv(collect_rows(tmp_path)))))
     assert [(r["metric"], r["value"]) for r in records] == [
         ("neg", "0.5"), ("n", "2"), ("by_length.<=77.neg", "1.0"), ("by_length.<=77.n", "1"), ("cut_share", "0.0"),
     ]  # fmt: skip
@@ -219,3 +225,121 @@ def test_library_default_skip_logs_a_warning(
     assert len(rows) == 5
     skipped = sorted(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
     assert len(skipped) == 3 and all(m.startswith("skipping ") for m in skipped)
+
+
+# --------------------------------------------------------------------------- not reference-exact
+
+RETRIEVAL = "dci/retrieval"
+
+
+def _store_with_precision(out: Path, model: str, precision: str | None) -> Path:
+    metrics = {
+        ALL: {"scm": 0.5, "neg": 0.75, "n": 4},
+        BASE: {"scm": 0.25, "neg": 0.5, "n": 2},
+        RETRIEVAL: {"i2t_r1": 0.5, "t2i_r1": 0.25, "n": 2},
+    }
+    examples = pd.concat(
+        [make_examples(ALL, [True] * 4), make_examples(BASE, [True, False]),
+         make_examples(RETRIEVAL, [True, False])],
+        ignore_index=True,
+    )  # fmt: skip
+    run = store_run(out, make_result(model, metrics=metrics, examples=examples))
+    card = json.loads((run.path / "run.json").read_text())
+    card["precision"] = precision  # None: a run from before the precision was recorded
+    (run.path / "run.json").write_text(json.dumps(card))
+    return run.path
+
+
+@pytest.fixture
+def mixed_precision(tmp_path: Path) -> dict[str, Path]:
+    out = tmp_path / "results"
+    return {
+        "out": out,
+        "fp32": _store_with_precision(out, "m:fp32", "fp32"),
+        "fp16": _store_with_precision(out, "m:fp16", "fp16"),
+        "old": _store_with_precision(out, "m:old", None),
+    }
+
+
+def test_json_marks_reference_subtests_of_half_precision_runs(
+    mixed_precision: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _report(capsys, str(mixed_precision["out"]), "--format", "json")
+    assert code == 0
+    notes = {(item["model"], item["task"]): item["note"] for item in json.loads(out)}
+    assert notes == {
+        ("m:fp16", ALL): "fp16: not reference-exact", ("m:fp16", BASE): "fp16: not reference-exact",
+        ("m:fp16", RETRIEVAL): None,  # no reference numbers to be exact to
+        ("m:fp32", ALL): None, ("m:fp32", BASE): None, ("m:fp32", RETRIEVAL): None,
+        ("m:old", ALL): None, ("m:old", BASE): None, ("m:old", RETRIEVAL): None,  # None = fp32
+    }  # fmt: skip
+
+
+def test_table_and_markdown_mark_not_reference_exact(
+    mixed_precision: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _report(capsys, str(mixed_precision["out"]), "--format", "table")
+    assert code == 0
+    lines = out.splitlines()
+    header = next(line for line in lines if line.split()[:1] == ["model"]).split()
+    assert header == ["model", "scm", "neg", "n", "note", "run"]
+    fp16 = [line for line in lines if line.strip().startswith("m:fp16")]
+    assert len(fp16) == 3 and sum("fp16: not reference-exact" in line for line in fp16) == 2
+    assert not any("reference-exact" in line for line in lines if "m:fp32" in line)
+
+    rows = collect_rows(mixed_precision["out"])
+    markdown = render_markdown(rows)
+    assert "| model | scm | neg | n | note | run |" in markdown
+    assert "|---|---:|---:|---:|---|---|" in markdown
+    assert (
+        f"| m:fp16 | 50.0 | 75.0 | 4 | fp16: not reference-exact | {mixed_precision['fp16'].name} |"
+        in markdown
+    )
+    retrieval = markdown.split(f"### {RETRIEVAL}")[1]
+    assert "note" not in retrieval and "reference-exact" not in retrieval  # fmt: skip
+
+
+def test_csv_marks_not_reference_exact(mixed_precision: dict[str, Path]) -> None:
+    rows = collect_rows(mixed_precision["out"])
+    records = list(csv.DictReader(io.StringIO(render_csv(rows))))
+    notes = {(r["model"], r["task"], r["note"]) for r in records}
+    assert ("m:fp16", ALL, "fp16: not reference-exact") in notes
+    assert ("m:fp16", RETRIEVAL, "") in notes and ("m:old", ALL, "") in notes
+    assert {r["note"] for r in records if r["model"] != "m:fp16"} == {""}
+
+
+# --------------------------------------------------------------------------- interrupted runs
+
+
+def test_killed_run_is_reported_as_interrupted(
+    results: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run.json left "running" by a writer that is gone: skipped as interrupted, with why."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    writer = RunWriter(results["out"], model_spec="hf:killed", task="dci")
+    run_dir = writer.start()
+    card = json.loads((run_dir / "run.json").read_text())
+    card["pid"] = int(dead.stdout)
+    (run_dir / "run.json").write_text(json.dumps(card))
+    code, out, err = _report(capsys, str(results["out"]))
+    assert code == 0 and "hf:killed" not in out
+    assert (
+        f"warning: skipping {run_dir}: run interrupted: "
+        f"the process (pid {int(dead.stdout)}) writing it is gone"
+    ) in err.splitlines()
+
+
+def test_live_run_from_another_host_is_reported_as_running(
+    results: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    writer = RunWriter(results["out"], model_spec="hf:elsewhere", task="dci")
+    run_dir = writer.start()
+    card = json.loads((run_dir / "run.json").read_text())
+    card.update(host="gpu-node-7", pid=4242)
+    (run_dir / "run.json").write_text(json.dumps(card))
+    _, _, err = _report(capsys, str(results["out"]))
+    assert (
+        f"warning: skipping {run_dir}: still running (pid 4242 on gpu-node-7), "
+        "or its writer died where this machine cannot check"
+    ) in err.splitlines()

@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     try:
         # Under standalone_mode=False click *returns* the code of typer.Exit / Ctrl-C.
-        code = app(args=argv, standalone_mode=False)
+        # prog_name: usage lines say `densecap-eval ...` however the CLI was started (tests too).
+        code = app(args=argv, prog_name="densecap-eval", standalone_mode=False)
         return code if isinstance(code, int) else 0
     except DensecapError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -93,16 +94,21 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.exit_code or 0)
     except SystemExit as exc:  # click raises this for --help etc. under standalone_mode=False
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            typer.echo("aborted", err=True)
-            return 130
-        raise
+    except typer.Abort:  # e.g. Ctrl-D at a confirmation prompt
+        typer.echo("aborted", err=True)
+        return 130
+    except typer.TyperException as exc:
+        # Usage mistakes (unknown option, out-of-range value, missing argument): recent Typer
+        # (0.29 here) vendors click as ``typer._click``, whose exceptions are *not*
+        # ``click.ClickException``, so they are caught through their public base class.
+        # ``show()`` prints click's usage line, the "Try ... --help" hint and one
+        # ``Error: ...`` line; usage errors exit 2.
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            typer.echo(f"Error: {exc.format_message()}", err=True)
+        return int(exc.exit_code)
 
 
 if __name__ == "__main__":

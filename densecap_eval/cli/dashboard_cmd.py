@@ -76,7 +76,9 @@ def dashboard_command(
     results: Annotated[
         Path, typer.Option("--results", "-r", help="Results directory to show.")
     ] = Path("densecap-results"),
-    port: Annotated[int | None, typer.Option("--port", help="Port (default: 8501).")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", min=1, max=65535, help="Port (default: 8501).")
+    ] = None,
     host: Annotated[
         str, typer.Option("--host", help="Address to bind (default: 127.0.0.1, this machine only).")
     ] = DEFAULT_HOST,

@@ -40,18 +40,24 @@ def _human(n: int) -> str:
 @app.command("synth")
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write densely_captioned_images/ into.")],
-    images: Annotated[int, typer.Option("--images", "-n", help="Number of images.")] = 24,
-    seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 0,
+    images: Annotated[int, typer.Option("--images", "-n", min=1, help="Number of images.")] = 24,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed; same seed, same bytes.")] = 0,
     split_sizes: Annotated[
         str | None,
         typer.Option("--split-sizes", help="train,valid,test counts (default 80/10/10%)."),
     ] = None,
-    width: Annotated[int, typer.Option(help="Photo width in pixels.")] = 640,
-    height: Annotated[int, typer.Option(help="Photo height in pixels.")] = 480,
+    width: Annotated[
+        int, typer.Option(min=64, max=4096, help="Photo width in pixels (64-4096).")
+    ] = 640,
+    height: Annotated[
+        int, typer.Option(min=64, max=4096, help="Photo height in pixels (64-4096).")
+    ] = 480,
     photos: Annotated[
         bool, typer.Option("--photos/--no-photos", help="Write the JPEG photos.")
     ] = True,
-    jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of the photos (1-95).")] = 90,
+    jpeg_quality: Annotated[
+        int, typer.Option(min=1, max=95, help="JPEG quality of the photos (1-95).")
+    ] = 90,
     overwrite: Annotated[
         bool, typer.Option(help="Replace an existing OUT/densely_captioned_images written before.")
     ] = False,

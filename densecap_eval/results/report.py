@@ -17,7 +17,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
-from densecap_eval.results.schema import HEADLINE_METRICS, jsonable
+from densecap_eval.results.schema import (
+    HEADLINE_METRICS,
+    NOT_REFERENCE_EXACT,
+    RUNNING,
+    RunCard,
+    jsonable,
+    reference_exact,
+)
 from densecap_eval.results.store import StoredRun, list_runs, load_metrics
 
 logger = logging.getLogger(__name__)
@@ -29,6 +36,23 @@ REPORT_FORMATS: tuple[str, ...] = ("table", "markdown", "csv", "json")
 MAIN_METRICS = HEADLINE_METRICS
 COUNT_METRIC = "n"
 CI_KEY = "ci"
+NOTE_COLUMN = "note"
+
+# The DCI subtests with published reference numbers: a run not scored in fp32 gets them marked
+# "not reference-exact" (half-precision scores can flip ties and near-ties of SCM and Neg).
+DCI_REFERENCE_SUBTESTS: tuple[str, ...] = (
+    "dci/all_swaps",
+    "dci/all_swaps_pick5",
+    "dci/base_swaps",
+    "dci/all_hardest",
+)
+
+
+def reference_note(card: RunCard | None, task: str) -> str | None:
+    """``"fp16: not reference-exact"`` for a reference DCI subtest of a non-fp32 run, else None."""
+    if card is None or task not in DCI_REFERENCE_SUBTESTS or reference_exact(card):
+        return None
+    return f"{card.precision}: {NOT_REFERENCE_EXACT}"
 
 
 @dataclass(frozen=True)
@@ -52,6 +76,11 @@ class ReportRow:
             return float(interval[0]), float(interval[1])
         return None
 
+    @property
+    def note(self) -> str | None:
+        """``"fp16: not reference-exact"`` on a DCI reference subtest of a non-fp32 run."""
+        return reference_note(self.run.card, self.task)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
@@ -59,6 +88,7 @@ class ReportRow:
             "task": self.task,
             "metrics": jsonable(self.metrics),
             "status": self.status,
+            "note": self.note,
         }
 
 
@@ -70,7 +100,13 @@ def skip_reason(run: StoredRun) -> str:
     """Why a run directory is left out of a report, in words."""
     if run.status == "corrupt":
         return f"corrupt run ({run.reason})"
-    if run.status == "running":
+    if run.status == RUNNING:
+        card = run.card
+        if card is not None and card.host and card.pid is not None:
+            return (
+                f"still running (pid {card.pid} on {card.host}), or its writer died where "
+                "this machine cannot check"
+            )
         return "still running (or its writer was killed)"
     detail = f": {run.reason}" if run.reason else ""
     return f"run {run.status}{detail}"
@@ -197,6 +233,9 @@ def _table_cells(members: Sequence[ReportRow]) -> tuple[list[str], list[list[str
     header = ["model", *metrics, COUNT_METRIC]
     if show_split:
         header.append("split")
+    show_note = any(row.note for row in members)
+    if show_note:
+        header.append(NOTE_COLUMN)
     header.append("run")
     body = []
     for row in members:
@@ -204,6 +243,8 @@ def _table_cells(members: Sequence[ReportRow]) -> tuple[list[str], list[list[str
         cells.append(format_value(row.metrics.get(COUNT_METRIC)))
         if show_split and row.run.card is not None:
             cells.append(f"{row.run.card.dataset.get('name', '?')}/{row.run.card.split}")
+        if show_note:
+            cells.append(row.note or "")
         cells.append(row.run_id)
         body.append(cells)
     return header, body
@@ -224,6 +265,11 @@ def _flatten(metrics: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str
 # --------------------------------------------------------------------------- renderers
 
 
+_TEXT_COLUMNS = frozenset({"model", "split", NOTE_COLUMN, "run"})
+CSV_COLUMNS: tuple[str, ...] = ("run_id", "model", "blind", "task", "split", "metric", "value",
+                                "ci_lo", "ci_hi", NOTE_COLUMN)  # fmt: skip
+
+
 def render_markdown(rows: Sequence[ReportRow]) -> str:
     """One pipe table per concrete task under a ``###`` heading; metrics in percent."""
     parts: list[str] = []
@@ -231,7 +277,8 @@ def render_markdown(rows: Sequence[ReportRow]) -> str:
         header, body = _table_cells(members)
         lines = [f"### {task}", ""]
         lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join(["---", *["---:"] * (len(header) - 2), "---"]) + "|")
+        aligns = ["---" if name in _TEXT_COLUMNS else "---:" for name in header]
+        lines.append("|" + "|".join(aligns) + "|")
         lines.extend(
             "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body
         )
@@ -242,25 +289,26 @@ def render_markdown(rows: Sequence[ReportRow]) -> str:
 def render_csv(rows: Sequence[ReportRow]) -> str:
     """Tidy (long) csv: one line per (run, concrete task, metric), values as stored (fractions).
 
-    Columns: run_id, model, blind, task, split, metric, value, ci_lo, ci_hi. Nested breakdowns
-    appear with dotted metric names; the count ``n`` is a metric line of its own.
+    Columns: run_id, model, blind, task, split, metric, value, ci_lo, ci_hi, note. Nested
+    breakdowns appear with dotted metric names; the count ``n`` is a metric line of its own.
+    ``note`` is ``<precision>: not reference-exact`` on the DCI reference subtests of a run not
+    scored in fp32, else empty.
     """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(
-        ["run_id", "model", "blind", "task", "split", "metric", "value", "ci_lo", "ci_hi"]
-    )
+    writer.writerow(CSV_COLUMNS)
     for row in rows:
         card = row.run.card
         spec = card.model_spec if card else row.model
         blind = bool(card.blind) if card else False
         split = card.split if card else None
+        note = row.note or ""
         for metric, value in _flatten(row.metrics):
             interval = row.ci(metric)
             lo, hi = interval if interval else ("", "")
             writer.writerow(
                 [row.run_id, spec, blind, row.task, split or "", metric,
-                 "" if value is None else value, lo, hi]
+                 "" if value is None else value, lo, hi, note]
             )  # fmt: skip
     return out.getvalue()
 
@@ -268,10 +316,12 @@ def render_csv(rows: Sequence[ReportRow]) -> str:
 def render_json(rows: Sequence[ReportRow]) -> str:
     """A JSON list with one item per (run, concrete task).
 
-    Each item is exactly ``{"run_id", "model", "task", "metrics", "status"}``: ``task`` is the
-    concrete task (``dci/all_swaps``, not ``dci``), ``metrics`` that task's full entry of the
-    run's metrics.json (fractions, with ``ci`` and breakdowns), ``model`` the spec with
-    `` (blind)`` appended for a blind-control run, ``status`` always ``complete``.
+    Each item is exactly ``{"run_id", "model", "task", "metrics", "status", "note"}``: ``task``
+    is the concrete task (``dci/all_swaps``, not ``dci``), ``metrics`` that task's full entry of
+    the run's metrics.json (fractions, with ``ci`` and breakdowns), ``model`` the spec with
+    `` (blind)`` appended for a blind-control run, ``status`` always ``complete``, ``note``
+    ``"<precision>: not reference-exact"`` on a DCI reference subtest of a run not scored in
+    fp32, else null.
     """
     return json.dumps([row.to_json() for row in rows], indent=2, allow_nan=False) + "\n"
 
@@ -285,8 +335,8 @@ def build_tables(rows: Sequence[ReportRow]) -> list[Any]:
     for task, members in group_by_task(rows).items():
         header, body = _table_cells(members)
         table = Table(title=task, title_justify="left", box=box.SIMPLE_HEAD)
-        for i, name in enumerate(header):
-            numeric = 0 < i < len(header) - 1 and name != "split"
+        for name in header:
+            numeric = name not in _TEXT_COLUMNS
             table.add_column(name, justify="right" if numeric else "left", no_wrap=True)
         for cells in body:
             table.add_row(*cells)
@@ -325,10 +375,3 @@ def print_report(
     if fmt not in renderers:
         raise ValueError(f"unknown report format {fmt!r} (known: {', '.join(REPORT_FORMATS)})")
     stream.write(renderers[fmt](rows))
-
-
-def render_report(rows: Sequence[ReportRow], fmt: str = "table") -> str:
-    """The report as text (the table format without colours)."""
-    out = io.StringIO()
-    print_report(rows, fmt, file=out)
-    return out.getvalue()

@@ -8,19 +8,27 @@ record*: by default it is logged, listed in `DCIDataset.skipped` and skipped; wi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from densecap_eval.datasets.dci.layout import (
+    PHOTOS_DIR,
+    RECORDS_DIR,
+    RELEASE_DIR,
+    SPLITS_FILE,
+    read_splits,
+)
 from densecap_eval.datasets.dci.masks import parse_mask
 from densecap_eval.datasets.dci.records import DCIRecord, Mask, SkippedImage
 from densecap_eval.errors import BadRecordError, DatasetError
+from densecap_eval.paths import get_data_hint
 
 logger = logging.getLogger(__name__)
 
-RELEASE_DIR = "densely_captioned_images"
 _REQUIRED_TEXT = ("image", "short_caption", "extra_caption")
 
 
@@ -36,11 +44,17 @@ class DCIDataset:
         self.skipped: list[SkippedImage] = []
         self._skipped_images: set[str] = set()
         if not self.root.is_dir():
-            raise DatasetError(f"DCI root {self.root} does not exist or is not a folder")
+            raise DatasetError(
+                f"DCI root {self.root} does not exist or is not a folder; "
+                f"{get_data_hint('dci', self.root)}"
+            )
         if not self.base.is_dir():
-            raise DatasetError(f"{self.base} not found: the DCI root must contain {RELEASE_DIR}/")
-        self._splits = _read_splits(self.base / "splits.json")
-        for folder in ("complete", "photos"):
+            raise DatasetError(
+                f"{self.base} not found: the DCI root must contain {RELEASE_DIR}/; "
+                f"{get_data_hint('dci', self.root)}"
+            )
+        self._splits = read_splits(self.base / SPLITS_FILE)
+        for folder in (RECORDS_DIR, PHOTOS_DIR):
             if not (self.base / folder).is_dir():
                 raise DatasetError(
                     f"{self.base / folder} not found: the DCI release needs {folder}/"
@@ -62,16 +76,34 @@ class DCIDataset:
         except KeyError:
             known = ", ".join(sorted(self._splits)) or "none"
             raise DatasetError(
-                f"unknown split {split!r} in {self.base / 'splits.json'} (known: {known})"
+                f"unknown split {split!r} in {self.base / SPLITS_FILE} (known: {known})"
             ) from None
+
+    def fingerprint(self, splits: Sequence[str]) -> str:
+        """sha256 of splits.json's bytes and the ``[split, name, byte size]`` of each record of
+        ``splits`` (size -1 when unreadable), splits sorted and deduplicated.
+
+        Cheap (one stat per record) and unchanged by copying the release (no mtimes); photos are
+        not read. Raises `DatasetError` for an unknown split.
+        """
+        digest = hashlib.sha256()
+        digest.update((self.base / SPLITS_FILE).read_bytes())
+        for split in sorted(set(splits)):
+            for name in self.split(split):
+                try:
+                    size = self.record_path(name).stat().st_size
+                except OSError:
+                    size = -1
+                digest.update(json.dumps([split, name, size]).encode("utf-8"))
+        return digest.hexdigest()
 
     # --- records ------------------------------------------------------------------------------
 
     def record_path(self, name: str) -> Path:
-        return self.base / "complete" / name
+        return self.base / RECORDS_DIR / name
 
     def photo_path(self, record: DCIRecord) -> Path:
-        return self.base / "photos" / record.image
+        return self.base / PHOTOS_DIR / record.image
 
     def load_record(self, name: str) -> DCIRecord:
         """Parse and validate complete/<name>; raises BadRecordError(name, reason)."""
@@ -119,23 +151,6 @@ class DCIDataset:
                 len(self.skipped),
             )
         return item
-
-
-def _read_splits(path: Path) -> dict[str, list[str]]:
-    if not path.is_file():
-        raise DatasetError(f"{path} not found: the DCI release needs splits.json")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise DatasetError(f"{path} must be a JSON object of split name -> list of record files")
-    splits: dict[str, list[str]] = {}
-    for split, names in raw.items():
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise DatasetError(f"{path}: split {split!r} must be a list of record file names")
-        splits[split] = names
-    return splits
 
 
 def parse_record(name: str, raw: Mapping[str, Any]) -> DCIRecord:
