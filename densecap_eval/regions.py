@@ -42,11 +42,6 @@ def crop(photo: Image.Image, box: Box | None) -> Image.Image:
     return photo.crop(box)
 
 
-def load_region(region: Region) -> Image.Image:
-    """Decode one region (convenience for single use; the engine decodes per photo)."""
-    return crop(open_photo(region.photo), region.box)
-
-
 def grey_like(image: Image.Image) -> Image.Image:
     """The blind control: a uniform mid-grey image of the same size."""
     return Image.new("RGB", image.size, (128, 128, 128))

@@ -33,7 +33,13 @@ import torch
 from PIL import Image
 
 from densecap_eval.errors import TextTooLongError
+from densecap_eval.regions import Region, crop, open_photo
 from densecap_eval.scorers.base import TextEncoding, TextPolicy
+
+
+def load_region(region: Region) -> Image.Image:
+    """Decode one region as the engine does (for tests that encode regions one by one)."""
+    return crop(open_photo(region.photo), region.box)
 
 
 def text_vector(text: str, dim: int) -> np.ndarray:

@@ -51,9 +51,10 @@ def heldout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def entries(heldout: Path, scorer):
     """(image embedding, first summary, negatives by kind) for every entry of the held-out set."""
+    from fake_scorers import load_region
+
     from densecap_eval import load_dataset
     from densecap_eval.datasets.dci.entries import iter_entries
-    from densecap_eval.regions import load_region
 
     dataset = load_dataset("dci", root=str(heldout))
     rows = list(iter_entries(dataset, "test", include_subcrops=True, use_summaries=True))

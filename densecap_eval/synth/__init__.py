@@ -13,7 +13,6 @@ false by construction (see language.py).
 from __future__ import annotations
 
 from densecap_eval.synth.records import build_record, encode_mask, scene_for
-from densecap_eval.synth.training import scene_pairs, training_pairs
 from densecap_eval.synth.vocab import (
     BACKGROUNDS,
     COLORS,
@@ -48,7 +47,5 @@ __all__ = [
     "encode_mask",
     "generate_dci",
     "scene_for",
-    "scene_pairs",
-    "training_pairs",
     "vocabulary",
 ]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from densecap_eval.synth.scene import Node, Relation, Scene
+from densecap_eval.synth.scene import Node, Scene
 from densecap_eval.synth.vocab import (
     ALL_PART_KINDS,
     BACKGROUNDS,
@@ -130,10 +130,6 @@ def _part_groups(scene: Scene, obj: Node) -> list[Node]:
     for p in scene.parts_of(obj):
         seen.setdefault(p.noun, p)
     return list(seen.values())
-
-
-def _relations_of(scene: Scene, idx: int) -> list[Relation]:
-    return [r for r in scene.relations if idx in (r.subject, r.obj)]
 
 
 def _words(text: str) -> int:
