@@ -28,7 +28,7 @@ from densecap_eval.errors import DensecapError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from densecap_eval.datasets.dci.records import SkippedImage
+    from densecap_eval.datasets.records import SkippedImage
     from densecap_eval.engine.plan import ScoreTable, ScoringPlan
     from densecap_eval.tasks.base import TaskInstance
 

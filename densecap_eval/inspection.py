@@ -13,7 +13,8 @@ from typing import Any
 
 from densecap_eval.datasets.dci.entries import build_subtest, iter_entries
 from densecap_eval.datasets.dci.loader import DCIDataset
-from densecap_eval.datasets.dci.records import SUBTESTS, DCIRecord, SkippedImage
+from densecap_eval.datasets.dci.records import SUBTESTS, DCIRecord
+from densecap_eval.datasets.records import SkippedImage
 from densecap_eval.errors import BadRecordError, DensecapError
 from densecap_eval.tokens import CLIP_CONTEXT_LENGTH, TOKENIZER_NAME, clip_token_counts, token_stats
 

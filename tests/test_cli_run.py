@@ -37,7 +37,7 @@ def fake_backend(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         calls["evaluated"].append((scorer.spec, list(tasks), options))
         if calls["raise"] is not None:
             raise calls["raise"]
-        from densecap_eval.datasets.dci.records import SkippedImage
+        from densecap_eval.datasets.records import SkippedImage
 
         skipped = [SkippedImage("broken.json", "no summaries")]
         return [

@@ -1,4 +1,9 @@
-"""Dataset loaders, one module each, registered by name (see `load_dataset`)."""
+"""Dataset loaders, one module each, registered by name (see `load_dataset`).
+
+Every loader yields the neutral records of `densecap_eval.datasets.records`; ``DOWNLOADERS``
+maps a dataset to its ``download(root, *, url, sha256, progress) -> str`` (the message says
+what was fetched and what is left to do by hand).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,35 @@ from typing import Any
 from densecap_eval.registry import Registry
 
 DATASETS: Registry[Any] = Registry("dataset", entry_point_group="densecap_eval.datasets")
-DATASETS.register("dci", "densecap_eval.datasets.dci.loader:DCIDataset")
+DOWNLOADERS: Registry[Any] = Registry("downloadable dataset")
+for _name, _module, _cls in (
+    ("dci", "densecap_eval.datasets.dci.loader", "DCIDataset"),
+    ("docci", "densecap_eval.datasets.docci", "DOCCIDataset"),
+    ("iiw", "densecap_eval.datasets.iiw", "IIWDataset"),
+    ("urban1k", "densecap_eval.datasets.urban1k", "Urban1kDataset"),
+    ("sharegpt4v", "densecap_eval.datasets.sharegpt4v", "ShareGPT4VDataset"),
+    ("files", "densecap_eval.datasets.files", "FilesDataset"),
+):
+    DATASETS.register(_name, f"{_module}:{_cls}")
+for _name, _target in (
+    ("dci", "densecap_eval.datasets.dci.download:download"),
+    ("docci", "densecap_eval.datasets.docci:download"),
+    ("iiw", "densecap_eval.datasets.iiw:download"),
+    ("urban1k", "densecap_eval.datasets.urban1k:download"),
+    ("sharegpt4v", "densecap_eval.datasets.sharegpt4v:download"),
+):
+    DOWNLOADERS.register(_name, _target)
 
 
-def load_dataset(name: str, *, root: str | None = None, strict: bool = False) -> Any:
-    """Open a dataset by name; ``root`` resolves from the argument, DENSECAP_EVAL_DATA, then a per-user default."""
+def load_dataset(
+    name: str, *, root: str | None = None, strict: bool = False, **options: Any
+) -> Any:
+    """Open a dataset by name; ``root`` resolves from the argument, DENSECAP_EVAL_DATA, then a
+    per-user default. ``options`` go to the loader (e.g. the ``files`` column mapping)."""
     from densecap_eval.paths import resolve_data_root
 
     cls = DATASETS.get(name)
-    return cls(resolve_data_root(root), strict=strict)
+    return cls(resolve_data_root(root), strict=strict, **options)
 
 
 def list_datasets() -> list[str]:

@@ -25,6 +25,27 @@ for _name, _attr in (
     TASKS.register(_name, f"densecap_eval.tasks.dci:{_attr}")
 TASKS.register("dci/retrieval", "densecap_eval.tasks.retrieval:DCI_RETRIEVAL")
 TASKS.register("dci/retrieval-full", "densecap_eval.tasks.retrieval:DCI_RETRIEVAL_FULL")
+for _name, _attr in (
+    ("docci/retrieval", "DOCCI_RETRIEVAL"),
+    ("iiw/retrieval", "IIW_RETRIEVAL"),
+    ("urban1k/retrieval", "URBAN1K_RETRIEVAL"),
+    ("urban1k/retrieval-lotlip", "URBAN1K_RETRIEVAL_LOTLIP"),
+    ("sharegpt4v/retrieval-1k", "SHAREGPT4V_RETRIEVAL_1K"),
+    ("sharegpt4v/retrieval-lotlip-1k", "SHAREGPT4V_RETRIEVAL_LOTLIP_1K"),
+    ("sharegpt4v/retrieval-lotlip-10k", "SHAREGPT4V_RETRIEVAL_LOTLIP_10K"),
+):
+    TASKS.register(_name, f"densecap_eval.tasks.longcap:{_attr}")
+# Generated negatives (tasks/negatives.py) and users' own data (tasks/files.py).
+for _name, _target in (
+    ("docci/negatives", "densecap_eval.tasks.negatives:DOCCI_NEGATIVES"),
+    ("iiw/negatives", "densecap_eval.tasks.negatives:IIW_NEGATIVES"),
+    ("urban1k/negatives", "densecap_eval.tasks.negatives:URBAN1K_NEGATIVES"),
+    ("sharegpt4v/negatives", "densecap_eval.tasks.negatives:SHAREGPT4V_NEGATIVES"),
+    ("files/retrieval", "densecap_eval.tasks.files:FILES_RETRIEVAL"),
+    ("files/negatives", "densecap_eval.tasks.files:FILES_NEGATIVES"),
+    ("files/regions", "densecap_eval.tasks.files:FILES_REGIONS"),
+):
+    TASKS.register(_name, _target)
 
 
 def get_task(name: str) -> Any:

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from densecap_eval.datasets.dci.records import SUBTESTS, Example, SkippedImage, SubtestSpec
+from densecap_eval.datasets.dci.records import SUBTESTS, Example, SubtestSpec
+from densecap_eval.datasets.records import SkippedImage
 from densecap_eval.errors import DensecapError
 from densecap_eval.metrics import dci as dci_metrics
 from densecap_eval.metrics.bootstrap import cluster_bootstrap_cis

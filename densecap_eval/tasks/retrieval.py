@@ -1,6 +1,10 @@
-"""Long-caption retrieval on DCI photos over a fixed gallery (never in-batch candidates).
+"""Long-caption retrieval over a fixed gallery (never in-batch candidates), for any dataset.
 
-Two protocols, named in every result (``protocol`` in the run config and the examples):
+A `RetrievalTask` is declared data: which dataset, which description of each record
+(``text_kind``), the peer's text rule (``text_rule``, see `TEXT_RULES`), which split and how
+many records (``limit``: "the first 1,000"). Its ``protocol`` names the peer protocol it
+reproduces, recorded in the run config and the examples. One text per image; text i belongs to
+image i. DCI's two:
 
 - ``dci/retrieval`` = ``lotlip``, as LoTLIP's ``dci_retrieval_dataset`` builds it: every photo of
   every split (splits.json order; ``split`` narrows), one text per photo:
@@ -29,12 +33,14 @@ holds the first stage's recalls on the same gallery.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from densecap_eval.datasets.dci.records import DCIRecord, SkippedImage
+from densecap_eval.datasets.records import SkippedImage
 from densecap_eval.errors import BadRecordError, DensecapError
 from densecap_eval.metrics.bootstrap import cluster_bootstrap_cis
 from densecap_eval.metrics.length import (
@@ -58,67 +64,87 @@ if TYPE_CHECKING:
 
     from densecap_eval.engine.plan import ScoreTable, ScoringPlan
 
-TextSource = Literal["lotlip", "dci-full"]
 _ROW_CHUNK = 1024  # gallery rows scored per matrix() call
 _LOTLIP_SPLIT = re.compile(r"\n|</s>|[.]")
 
 
+def lotlip_rejoin(text: str) -> str:
+    """LoTLIP's (and FLAIR's) split/rejoin: split at newlines, ``</s>`` and periods, strip the
+    pieces, drop empty ones, join with ``". "`` (no final period; ``"1.5"`` becomes ``"1. 5"``)."""
+    return ". ".join(p.strip() for p in _LOTLIP_SPLIT.split(text) if p.strip())
+
+
 def lotlip_text(short_caption: str, extra_caption: str) -> str:
     """LoTLIP's DCI retrieval text (see the module doc)."""
-    pieces = _LOTLIP_SPLIT.split(f"{short_caption}\n{extra_caption}")
-    return ". ".join(p.strip() for p in pieces if p.strip())
+    return lotlip_rejoin(f"{short_caption}\n{extra_caption}")
 
 
-def retrieval_text(record: DCIRecord, source: TextSource) -> str:
-    if source == "lotlip":
-        return lotlip_text(record.short_caption, record.extra_caption)
-    from densecap_eval.datasets.dci.entries import long_caption_base
+def first_line(text: str) -> str:
+    """The first line (Long-CLIP reads ``readlines()[0]``; its line ending is dropped here, which
+    every CLIP tokenizer's whitespace cleaning drops too)."""
+    return text.splitlines()[0] if text else text
 
-    return long_caption_base(record)
+
+# Text rules of the peers' protocols: name -> function of the record's description.
+TEXT_RULES: dict[str, Callable[[str], str]] = {
+    "raw": lambda text: text,
+    "lotlip": lotlip_rejoin,
+    "first-line": first_line,
+    "first-line-lotlip": lambda text: lotlip_rejoin(first_line(text)),
+    "newline-to-space": lambda text: text.replace("\n", " "),
+}
 
 
 @dataclass(frozen=True)
-class DCIRetrievalTask:
+class RetrievalTask:
+    """A retrieval protocol on a dataset (module doc); ``limit`` keeps the first N records."""
+
     name: str
-    protocol: TextSource
+    protocol: str
     description: str
-    dataset: str = "dci"
-    default_split: str | None = None  # all splits
+    dataset: str
+    text_kind: str = "caption"
+    text_rule: str = "raw"
+    default_split: str | None = None  # None: every split, in the dataset's order
+    limit: int | None = None
 
     def concrete(self) -> tuple[str, ...]:
         return (self.name,)
 
     def prepare(
         self, dataset: Any, *, split: str | None = None, seed: int = 0
-    ) -> DCIRetrievalInstance:
-        from densecap_eval.datasets.dci.entries import photo_size
+    ) -> RetrievalInstance:
+        from densecap_eval.datasets.photos import photo_size
 
         del seed  # nothing random
-        splits = [split] if split else list(dataset.splits())
+        split = split or self.default_split
+        rule = TEXT_RULES[self.text_rule]
         images: list[str] = []
         regions: list[Region] = []
         texts: list[str] = []
         skipped: list[SkippedImage] = []
-        for name in splits:
-            for record in dataset.iter_records(name):
-                path = dataset.photo_path(record)
-                try:
-                    photo_size(path, image=record.name)  # a photo the engine could not decode
-                except BadRecordError as exc:
-                    skipped.append(dataset.skip(exc))
-                    continue
-                images.append(record.name)
-                regions.append(Region(str(path.absolute())))  # same key as the DCI base entries
-                texts.append(retrieval_text(record, self.protocol))
+        for i, record in enumerate(dataset.records(split)):
+            if self.limit is not None and i >= self.limit:
+                break
+            text = record.description(self.text_kind)
+            try:
+                if text is None:
+                    raise BadRecordError(record.id, f"no {self.text_kind!r} description")
+                photo_size(record.image, image=record.id)  # a photo the engine cannot decode
+            except BadRecordError as exc:
+                skipped.append(dataset.skip(exc))
+                continue
+            images.append(record.id)
+            regions.append(Region(str(Path(record.image).absolute())))
+            texts.append(rule(text))
         if len(set(images)) != len(images):
-            raise DensecapError(f"{self.name}: a photo record is listed in more than one split")
-        label = split or "all"
-        return DCIRetrievalInstance(self, label, images, regions, texts, skipped)
+            raise DensecapError(f"{self.name}: an image is listed more than once ({dataset.root})")
+        return RetrievalInstance(self, split or "all", images, regions, texts, skipped)
 
 
 @dataclass
-class DCIRetrievalInstance:
-    spec: DCIRetrievalTask
+class RetrievalInstance:
+    spec: RetrievalTask
     split: str
     images: list[str]
     regions: list[Region]
@@ -330,13 +356,19 @@ def _tie_counts(ranks: GalleryRanks) -> dict[str, int]:
     return {"i2t_tied": int(ranks.i2t_tied.sum()), "t2i_tied": int(ranks.t2i_tied.sum())}
 
 
-DCI_RETRIEVAL = DCIRetrievalTask(
+DCI_RETRIEVAL = RetrievalTask(
     "dci/retrieval",
     "lotlip",
     "LoTLIP long-caption retrieval: every photo, short + extra caption, R@1/5/10 both ways",
+    dataset="dci",
+    text_kind="caption",
+    text_rule="lotlip",
 )
-DCI_RETRIEVAL_FULL = DCIRetrievalTask(
+DCI_RETRIEVAL_FULL = RetrievalTask(
     "dci/retrieval-full",
     "dci-full",
     "retrieval with the full DCI description (captions of every mask included)",
+    dataset="dci",
+    text_kind="full",
+    text_rule="raw",
 )

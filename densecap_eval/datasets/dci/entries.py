@@ -8,15 +8,12 @@ skip it loudly, or stop under ``strict``.
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
-
-from PIL import Image, UnidentifiedImageError
 
 from densecap_eval.datasets.dci.masks import SUBCROP_MIN_SIZE
 from densecap_eval.datasets.dci.negatives import NegativeError, select_negative
@@ -26,9 +23,10 @@ from densecap_eval.datasets.dci.records import (
     Entry,
     Example,
     Mask,
-    SkippedImage,
     SubtestSpec,
 )
+from densecap_eval.datasets.photos import photo_size
+from densecap_eval.datasets.records import SkippedImage
 from densecap_eval.errors import BadRecordError, UnknownNameError
 from densecap_eval.regions import Box, Region
 
@@ -140,51 +138,6 @@ def subcrop_box(mask: Mask, width: int, height: int) -> Box:
 
 
 # --- photos -----------------------------------------------------------------------------------
-
-
-def photo_size(path: Path, *, image: str) -> tuple[int, int]:
-    """(width, height) from the photo's header, after checking the file decodes completely.
-
-    The reference decodes every photo in full and drops the image when Pillow fails. To find
-    those photos without holding pixels: a JPEG is decoded at 1/8 scale (Pillow's draft mode
-    still reads every byte, so truncation is caught) and a PNG is CRC-checked with verify().
-    The outcome is remembered per (path, mtime, size), so the four subtests check a photo once.
-    """
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        raise BadRecordError(image, f"photo {path} not found") from None
-    except OSError as exc:
-        raise BadRecordError(image, f"photo {path} cannot be read ({exc})") from None
-    outcome = _probe(str(path), stat.st_mtime_ns, stat.st_size)
-    if isinstance(outcome, str):
-        raise BadRecordError(image, outcome)
-    return outcome
-
-
-@functools.lru_cache(maxsize=16384)
-def _probe(path: str, mtime_ns: int, size: int) -> tuple[int, int] | str:
-    """The photo's (width, height), or why the reference could not decode it."""
-    del mtime_ns  # part of the cache key only
-    if size == 0:
-        return f"photo {path} is an empty file"
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-            if img.format == "JPEG":
-                img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
-                img.load()
-            elif img.format == "PNG":
-                img.verify()
-            else:
-                img.load()
-    except UnidentifiedImageError:
-        return f"photo {path} is not an image Pillow can read"
-    except IsADirectoryError:
-        return f"photo {path} is a folder, not a file"
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        return f"photo {path} is truncated or corrupt ({exc})"
-    return width, height
 
 
 # --- entries ----------------------------------------------------------------------------------

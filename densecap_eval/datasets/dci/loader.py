@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from densecap_eval.datasets.base import SkipLog
 from densecap_eval.datasets.dci.layout import (
     PHOTOS_DIR,
     RECORDS_DIR,
@@ -23,11 +23,11 @@ from densecap_eval.datasets.dci.layout import (
     read_splits,
 )
 from densecap_eval.datasets.dci.masks import parse_mask
-from densecap_eval.datasets.dci.records import DCIRecord, Mask, SkippedImage
+from densecap_eval.datasets.dci.records import DCIRecord, Mask
+from densecap_eval.datasets.records import ImageRecord, SkippedImage, Text
 from densecap_eval.errors import BadRecordError, DatasetError
 from densecap_eval.paths import get_data_hint
 
-logger = logging.getLogger(__name__)
 
 _REQUIRED_TEXT = ("image", "short_caption", "extra_caption")
 
@@ -41,8 +41,8 @@ class DCIDataset:
         self.root = Path(root)
         self.base = self.root / RELEASE_DIR
         self.strict = strict
-        self.skipped: list[SkippedImage] = []
-        self._skipped_images: set[str] = set()
+        self._skips = SkipLog(strict=strict)
+        self.skipped: list[SkippedImage] = self._skips.skipped
         if not self.root.is_dir():
             raise DatasetError(
                 f"DCI root {self.root} does not exist or is not a folder; "
@@ -138,19 +138,23 @@ class DCIDataset:
 
     def skip(self, error: BadRecordError) -> SkippedImage:
         """Report a bad image: raise under ``strict``, else log it and list it once in `skipped`."""
-        if self.strict:
-            raise error
-        item = SkippedImage(error.image, error.reason)
-        if error.image not in self._skipped_images:
-            self._skipped_images.add(error.image)
-            self.skipped.append(item)
-            logger.warning(
-                "skipping %s: %s (%d skipped so far)",
-                self.record_path(error.image),
-                error.reason,
-                len(self.skipped),
-            )
-        return item
+        return self._skips.skip(error, where=str(self.record_path(error.image)))
+
+    def records(self, split: str | None = None) -> Iterator[ImageRecord]:
+        """Neutral records (datasets/records.py) of ``split`` (every split when None).
+
+        Texts: ``caption`` = short caption + newline + extra caption (what LoTLIP's DCI
+        retrieval splits and rejoins), ``full`` = the base entry's full DCI description.
+        """
+        from densecap_eval.datasets.dci.entries import long_caption_base
+
+        for name in [split] if split else list(self._splits):
+            for record in self.iter_records(name):
+                texts = (
+                    Text(f"{record.short_caption}\n{record.extra_caption}", kind="caption"),
+                    Text(long_caption_base(record), kind="full"),
+                )
+                yield ImageRecord(record.name, self.photo_path(record), texts, split=name)
 
 
 def parse_record(name: str, raw: Mapping[str, Any]) -> DCIRecord:

@@ -75,17 +75,6 @@ class DCIRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class SkippedImage:
-    """An image left out of a run, with the reason; reported in `inspect` and the run card."""
-
-    image: str
-    reason: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"image": self.image, "reason": self.reason}
-
-
-@dataclass(frozen=True, slots=True)
 class Entry:
     """One scorable entry of an image: the whole photo (``base``) or a mask subcrop (``m-{idx}-sc``)."""
 
