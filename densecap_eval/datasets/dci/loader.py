@@ -28,7 +28,6 @@ from densecap_eval.datasets.records import ImageRecord, SkippedImage, Text
 from densecap_eval.errors import BadRecordError, DatasetError
 from densecap_eval.paths import get_data_hint
 
-
 _REQUIRED_TEXT = ("image", "short_caption", "extra_caption")
 
 
