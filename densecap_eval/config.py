@@ -37,6 +37,8 @@ class RunConfig:
     """
 
     data_root: Path | None = None
+    # Per-dataset roots, as ((dataset, root), ...): one command can run several datasets.
+    data_roots: tuple[tuple[str, Path], ...] = ()
     split: str | None = None
     seed: int = 0
     batch_size: int | None = None
@@ -59,6 +61,13 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value).expanduser())
+        roots = self.data_roots.items() if isinstance(self.data_roots, Mapping) else self.data_roots
+        object.__setattr__(
+            self, "data_roots", tuple((str(k), Path(v).expanduser()) for k, v in roots)
+        )
+        names = [name for name, _ in self.data_roots]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"a dataset has more than one data root: {', '.join(names)}")
         if self.precision is None:  # an explicit None from a caller means the default
             object.__setattr__(self, "precision", REFERENCE_PRECISION)
         _one_of("precision", self.precision, PRECISIONS)
@@ -85,6 +94,10 @@ class RunConfig:
     def with_options(self, **changes: Any) -> RunConfig:
         return replace(self, **changes)
 
+    def root_for(self, dataset: str) -> Path | None:
+        """The data root of ``dataset``: its own (``data_roots``), else ``data_root``."""
+        return dict(self.data_roots).get(dataset, self.data_root)
+
     @property
     def reference_exact(self) -> bool:
         """Whether the DCI subtests computed under this config can equal the reference's."""
@@ -92,10 +105,12 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The config as JSON values (paths as strings); what the run card records."""
-        return {
+        out = {
             key: (str(value) if isinstance(value, Path) else value)
             for key, value in asdict(self).items()
         }
+        out["data_roots"] = {name: str(root) for name, root in self.data_roots}
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:

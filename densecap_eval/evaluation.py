@@ -150,8 +150,9 @@ def _plan(scorer: Any, tasks: Sequence[str], config: RunConfig) -> _Prepared:
     for name in concrete:
         task = get_task(name)
         if task.dataset not in prepared.datasets:
+            root = config.root_for(task.dataset)
             prepared.datasets[task.dataset] = load_dataset(
-                task.dataset, root=str(config.data_root), strict=config.strict
+                task.dataset, root=str(root), strict=config.strict
             )
         instance = task.prepare(
             prepared.datasets[task.dataset], split=config.split, seed=config.seed

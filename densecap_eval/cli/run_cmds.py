@@ -39,11 +39,36 @@ def _warn(message: str) -> None:
     typer.echo(f"warning: {message}", err=True)
 
 
+def split_data_roots(values: list[str]) -> tuple[Path | None, tuple[tuple[str, Path], ...]]:
+    """``--data-root`` values: one plain DIR (the default root) and any ``NAME=DIR`` pairs.
+
+    ``NAME`` must be a registered dataset, so a path that merely contains ``=`` stays a path.
+    """
+    from densecap_eval.datasets import DATASETS
+
+    plain: list[str] = []
+    named: dict[str, Path] = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if sep and name in DATASETS:
+            if name in named:
+                raise fail(f"--data-root {name}= given twice")
+            named[name] = Path(rest).expanduser()
+        else:
+            plain.append(value)
+    if len(plain) > 1:
+        raise fail(
+            f"--data-root given {len(plain)} plain folders ({', '.join(plain)}); give one, and "
+            "NAME=DIR for the others (NAME: a dataset, e.g. urban1k=~/data/Urban1k)"
+        )
+    return (Path(plain[0]).expanduser() if plain else None), tuple(named.items())
+
+
 def _main_job(
     *,
     models: list[str] | None,
     tasks: list[str] | None,
-    data_root: Path | None,
+    data_root: list[str] | None,
     sample: bool,
     out: Path | None,
     **options: object,
@@ -52,9 +77,11 @@ def _main_job(
     from densecap_eval.results.runner import RunEvents, default_request, run_and_store
 
     # One RunConfig, built here and passed unchanged to the runner, evaluation and the store.
+    root, roots = split_data_roots(data_root or [])
     request = default_request(
-        models=models, tasks=tasks, data_root=data_root, sample=sample, results_dir=out, **options
-    )
+        models=models, tasks=tasks, data_root=root, sample=sample, results_dir=out,
+        data_roots=roots, **options,
+    )  # fmt: skip
     skipped: list[str] = []
 
     def on_skipped(image: str, reason: str) -> None:
@@ -108,10 +135,12 @@ def run_command(
         ),
     ] = None,
     data_root: Annotated[
-        Path | None,
+        list[str] | None,
         typer.Option(
             "--data-root",
-            help="Dataset root. Default: the bundled sample without --model, else $DENSECAP_EVAL_DATA.",
+            help="Dataset root (the folder of the release's files), or NAME=DIR for one dataset "
+            "(repeatable: several datasets in one command). Default: the bundled sample without "
+            "--model, else $DENSECAP_EVAL_DATA.",
         ),
     ] = None,
     sample: Annotated[

@@ -52,7 +52,10 @@ class RunRequest:
             argv += ["--model", model]
         for task in self.tasks:
             argv += ["--task", task]
-        argv += ["--data-root", str(cfg.data_root), "--out", str(self.results_dir)]
+        argv += ["--data-root", str(cfg.data_root)]
+        for name, root in cfg.data_roots:
+            argv += ["--data-root", f"{name}={root}"]
+        argv += ["--out", str(self.results_dir)]
         options: list[tuple[str, Any]] = [
             ("--split", cfg.split),
             ("--seed", cfg.seed),
@@ -126,7 +129,8 @@ def validate(request: RunRequest) -> None:
         check_model_spec(spec)
     check_rerank(request)
     for dataset in sorted(datasets):
-        check_data_root(dataset, request.data_root)
+        root = request.config.root_for(dataset)
+        check_data_root(dataset, root if root is not None else request.data_root)
     ensure_writable(request.results_dir)
 
 
