@@ -321,6 +321,8 @@ CLI_ERRORS = [
         "not found: run `densecap-eval download dci",
         "",
     ),
+    (["download", "files", "--root", "R"], "no download path for dataset 'files'", "dci"),
+    (["download", "urban1k", "--root", "R", "--verify"], "--verify checks DCI's photos", ""),
 ]
 
 
@@ -333,6 +335,45 @@ def test_cli_errors_are_one_line(
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     assert message in err and also in err
+
+
+def test_every_downloader_goes_through_the_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from densecap_eval.datasets import DOWNLOADERS
+
+    calls: list[tuple[Path, dict[str, Any]]] = []
+
+    def fake(root: Path, **options: Any) -> str:
+        calls.append((root, options))
+        return "fetched caption/ and image/; nothing left to do"
+
+    monkeypatch.setitem(DOWNLOADERS._entries, "urban1k", fake)
+    argv = ["download", "urban1k", "--root", str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
+    assert calls == [(tmp_path, {"url": None, "sha256": None, "progress": False})]
+    out, err = capsys.readouterr()
+    assert out == (
+        f"downloading urban1k into {tmp_path}\nfetched caption/ and image/; nothing left to do\n"
+    )
+    assert err == ""
+
+
+def test_dci_wrapper_returns_the_message(server: tuple[Path, str], tmp_path: Path) -> None:
+    url, sha = serve_archive(*server, release_members())
+    message = dl.download(tmp_path, url=url, sha256=sha, progress=False)
+    base = tmp_path / RELEASE
+    assert isinstance(message, str) and isinstance(message, dl.DownloadMessage)
+    assert message.done == f"annotations extracted to {base}"
+    assert message.todo.startswith(f"0 of 2 photos are usable in {base / 'photos'}")
+    assert str(message) == f"{message.done}\n{message.todo}"
+    for name in ("a.jpg", "b.jpg"):
+        (base / "photos" / name).write_bytes(photo_bytes(8, 8))
+    again = dl.download(tmp_path, url=url, sha256=sha, progress=False)
+    assert isinstance(again, dl.DownloadMessage) and again.todo == ""
+    assert again.done.endswith(f"all 2 photos named by 2 records are in {base / 'photos'}")
+    with pytest.raises(DownloadError, match="--url needs --sha256"):
+        dl.download(tmp_path, url=url)
 
 
 # --- photos -----------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
-"""`densecap-eval inspect dci` and `inspect_dci`: counts, skips and token statistics on small
-hand-written releases (hand-counted tokens), a synthetic set, and the CLI's formats and errors."""
+"""`densecap-eval inspect`: `inspect_dci` (counts, skips and token statistics on small
+hand-written releases with hand-counted tokens, a synthetic set) and the generic
+`inspect_records` profile every dataset gets (in-test datasets, a registered fake, the real
+Urban1k layout), with the CLI's formats and errors."""
 
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ from dci_records import add_sdci, make_mask, make_record, subcrop_keys, write_re
 
 from densecap_eval.cli.app import main
 from densecap_eval.datasets.dci.loader import DCIDataset
-from densecap_eval.errors import BadRecordError
-from densecap_eval.inspection import inspect_dci
+from densecap_eval.datasets.records import ImageRecord, SkippedImage, Text
+from densecap_eval.errors import BadRecordError, DensecapError
+from densecap_eval.inspection import inspect_dci, inspect_records
 
 
 def tiny_release(root: Path) -> Path:
@@ -104,6 +107,18 @@ def test_inspect_dci_hand_counted(tmp_path: Path) -> None:
     root = tiny_release(tmp_path)
     report = inspect_dci(DCIDataset(root), split="test")
     _check_tiny_report(report, root)
+    # The generic profile of the records that parse (a, b, c; d is invalid JSON):
+    #   caption  a "A dog.\nIt runs." 8, b "A cat.\n" + "cat " * 80 = 85,
+    #            c "A short caption.\nMore words." = a short caption . | more words . = 9
+    #   full     a 21, b 85, c 9 (no masks: the caption alone)
+    profile = report["profile"]
+    assert (profile["records"], profile["limits"]) == (3, [77, 248])
+    assert list(profile["tokens"]) == ["caption", "full"]
+    caption, full = profile["tokens"]["caption"], profile["tokens"]["full"]
+    assert (caption["min"], caption["median"], caption["max"]) == (8, 9.0, 85)
+    assert (caption["p25"], caption["p75"]) == pytest.approx((8.5, 47.0))
+    assert (full["min"], full["median"], full["max"]) == (9, 21.0, 85)
+    assert (full["over_77"], full["over_248"]) == pytest.approx((1 / 3, 0.0))
 
 
 def test_cli_json_has_the_documented_keys(
@@ -238,3 +253,190 @@ def test_cli_errors_are_one_line(
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     assert message in err and also in err
+
+
+# --- the generic profile ------------------------------------------------------------------
+
+
+class ListDataset:
+    """An in-test dataset: records from lists, bad ones skipped the way loaders skip them."""
+
+    name = "listed"
+
+    def __init__(self, root: Path, splits: dict[str, list[Any]], *, strict: bool = False) -> None:
+        self.root = root
+        self._splits = splits
+        self.strict = strict
+        self.skipped: list[SkippedImage] = []
+
+    def splits(self) -> list[str]:
+        return list(self._splits)
+
+    def records(self, split: str | None = None) -> Any:
+        for name in [split] if split else list(self._splits):
+            for i, item in enumerate(self._splits[name]):
+                if isinstance(item, str):  # a bad image: the reason
+                    if self.strict:
+                        raise BadRecordError(f"{name}-{i}", item)
+                    self.skipped.append(SkippedImage(f"{name}-{i}", item))
+                    continue
+                yield ImageRecord(f"{name}-{i}", self.root / f"{i}.jpg", tuple(item), split=name)
+
+
+def cats(n: int, kind: str = "caption", role: Any = "description") -> Text:
+    """A text of ``n`` + 2 CLIP tokens ("cat" is one BPE token)."""
+    return Text("cat " * n, role=role, kind=kind)
+
+
+# Token counts: test [4, 12, 82, 252] (captions), one skipped; train [27] and a "full" text.
+#   sorted 4, 12, 82, 252: p25 at 0.75 -> 10; median 47; p75 at 2.25 -> 124.5; p90 at 2.7 -> 201
+LISTED = {
+    "test": [
+        [cats(2), cats(80, role="negative")],  # the negative is no description: not counted
+        [cats(10)],
+        "photo not found",
+        [cats(80)],
+        [cats(250)],
+    ],
+    "train": [[cats(25), cats(300, kind="full")]],
+}
+
+
+def test_profile_hand_counted(tmp_path: Path) -> None:
+    report = inspect_records(ListDataset(tmp_path, LISTED), split="test")
+    assert report["dataset"] == "listed" and report["split"] == "test"
+    assert report["splits"] == ["test", "train"]
+    assert (report["images"], report["records"]) == (5, 4)
+    assert report["skipped"] == [{"image": "test-2", "reason": "photo not found"}]
+    assert report["limits"] == [77, 248]
+    assert report["tokens"] == {
+        "caption": pytest.approx(
+            {
+                "count": 4,
+                "mean": (4 + 12 + 82 + 252) / 4,
+                "min": 4,
+                "p25": 10.0,
+                "median": 47.0,
+                "p75": 124.5,
+                "p90": 201.0,
+                "max": 252,
+                "over_77": 0.5,
+                "over_248": 0.25,
+            }
+        )
+    }
+    assert isinstance(report["tokens"]["caption"]["max"], int)
+
+
+def test_profile_of_every_split_and_per_kind(tmp_path: Path) -> None:
+    report = inspect_records(ListDataset(tmp_path, LISTED), name="mine")
+    assert (report["dataset"], report["split"], report["records"]) == ("mine", None, 5)
+    assert list(report["tokens"]) == ["caption", "full"]
+    assert report["tokens"]["caption"]["count"] == 5
+    assert report["tokens"]["full"] == pytest.approx(
+        {"count": 1, "mean": 302.0, "min": 302, "p25": 302.0, "median": 302.0, "p75": 302.0,
+         "p90": 302.0, "max": 302, "over_77": 1.0, "over_248": 1.0}
+    )  # fmt: skip
+
+
+def test_profile_of_an_empty_split_and_errors(tmp_path: Path) -> None:
+    report = inspect_records(ListDataset(tmp_path, {"test": []}), split="test")
+    assert (report["images"], report["records"], report["tokens"]) == (0, 0, {})
+    with pytest.raises(DensecapError, match=r"unknown split 'tset' .*known: test"):
+        inspect_records(ListDataset(tmp_path, {"test": []}), split="tset")
+    with pytest.raises(BadRecordError, match="photo not found"):
+        inspect_records(ListDataset(tmp_path, LISTED, strict=True), split="test")
+
+
+def test_profile_streams_the_records(tmp_path: Path) -> None:
+    """Records are consumed one at a time: none is alive once the next one is asked for."""
+    import weakref
+
+    alive: list[weakref.ref[Any]] = []
+
+    class Streamed(ListDataset):
+        def records(self, split: str | None = None) -> Any:
+            for i in range(300):
+                # Refcounting frees a dropped record at once (records hold no cycles).
+                assert sum(ref() is not None for ref in alive) <= 1  # the one being counted
+                texts = [_Weak("a photo " + "cat " * (i % 90))]
+                alive.append(weakref.ref(texts[0]))
+                yield ImageRecord(str(i), self.root / f"{i}.jpg", tuple(texts))
+
+    report = inspect_records(Streamed(tmp_path, {"test": []}))
+    assert report["records"] == report["tokens"]["caption"]["count"] == 300
+    assert report["tokens"]["caption"]["max"] == 2 + 89 + 2
+
+
+class _Weak:
+    """A Text stand-in that can be weakly referenced (Text has slots)."""
+
+    def __init__(self, text: str) -> None:
+        self.text, self.role, self.kind = text, "description", "caption"
+
+
+@pytest.fixture
+def fake_registered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``inspect fakeset`` loads a ListDataset of LISTED through the dataset registry."""
+    from densecap_eval.datasets import DATASETS
+
+    def load(root: Path, *, strict: bool = False) -> ListDataset:
+        dataset = ListDataset(root, LISTED, strict=strict)
+        dataset.name = "fakeset"
+        return dataset
+
+    monkeypatch.setitem(DATASETS._entries, "fakeset", load)
+    return tmp_path
+
+
+def test_cli_profile_json_and_table(
+    fake_registered: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = str(fake_registered)
+    assert main(["inspect", "fakeset", "--root", root, "--split", "test", "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert (report["dataset"], report["records"], report["tokens"]["caption"]["p75"]) == (
+        "fakeset",
+        4,
+        124.5,
+    )
+    assert "1 of 5 images skipped" in captured.err
+    assert main(["inspect", "fakeset", "--root", root, "--format", "table"]) == 0
+    out = capsys.readouterr().out
+    assert f"fakeset every split at {root}: 5 records, 1 skipped" in out
+    for text in ("p25", ">248", "caption", "full", "184.0", "40.0%", "Skipped images"):
+        assert text in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["inspect", "fakeset", "--root", "ROOT", "--split", "tset"], "unknown split 'tset'"),
+        (["inspect", "fakeset", "--sample"], "--sample is the bundled DCI sample"),
+    ],
+)
+def test_cli_profile_errors_are_one_line(
+    argv: list[str], message: str, fake_registered: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([a.replace("ROOT", str(fake_registered)) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+
+
+def test_urban1k_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The real loader on the release's layout: caption/<n>.txt (first line), image/<n>.jpg."""
+    pytest.importorskip("densecap_eval.datasets.urban1k")
+    from PIL import Image
+
+    (tmp_path / "image").mkdir()
+    (tmp_path / "caption").mkdir()
+    for n, words in ((1, 3), (2, 100), (3, 300)):
+        Image.new("RGB", (8, 8)).save(tmp_path / "image" / f"{n}.jpg")
+        (tmp_path / "caption" / f"{n}.txt").write_text("cat " * words + "\n")
+    assert main(["inspect", "urban1k", "--root", str(tmp_path), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["dataset"], report["records"], report["skipped"]) == ("urban1k", 3, [])
+    counts = next(iter(report["tokens"].values()))
+    assert (counts["count"], counts["min"], counts["max"]) == (3, 5, 302)
+    assert (counts["over_77"], counts["over_248"]) == pytest.approx((2 / 3, 1 / 3))

@@ -12,9 +12,6 @@ import typer
 from densecap_eval.cli.app import app
 from densecap_eval.errors import DatasetError, DensecapError
 
-# Datasets with a download path.
-DOWNLOADABLE = ("dci",)
-
 
 class PhotosIncompleteError(DatasetError):
     """`download --verify` found photos missing or unusable (the report is printed above)."""
@@ -30,30 +27,35 @@ class OutputFormat(str, Enum):
 def _known_dataset(name: str) -> None:
     """Raise UnknownNameError (listing the known names) for a dataset nobody registered."""
     from densecap_eval.datasets import DATASETS
+    from densecap_eval.errors import UnknownNameError
 
-    DATASETS.get(name)
+    if name not in DATASETS:  # a membership test: the loader itself need not import here
+        raise UnknownNameError(DATASETS.unknown_message(name))
 
 
 @app.command("download")
 def download(
-    dataset: Annotated[str, typer.Argument(help="Dataset name, e.g. dci.")],
+    dataset: Annotated[str, typer.Argument(help="Dataset name, e.g. dci or urban1k.")],
     root: Annotated[
         Path | None,
         typer.Option(
             "--root",
-            help="Data root; gets densely_captioned_images/. Default: $DENSECAP_EVAL_DATA, "
-            "then the per-user data folder.",
+            help="Data root (dci: gets densely_captioned_images/). Default: "
+            "$DENSECAP_EVAL_DATA, then the per-user data folder.",
         ),
     ] = None,
     verify: Annotated[
         bool,
-        typer.Option("--verify", help="Only re-check an existing root's photos; download nothing."),
+        typer.Option(
+            "--verify",
+            help="dci only: re-check an existing root's photos; download nothing.",
+        ),
     ] = False,
     url: Annotated[
         str | None,
         typer.Option(
             "--url",
-            help="Fetch the annotations archive from this URL instead (a mirror); "
+            help="Fetch the archive from this URL instead (a mirror); "
             "needs --sha256 of that file (mirrors, local test servers).",
         ),
     ] = None,
@@ -65,42 +67,67 @@ def download(
         bool, typer.Option("--progress/--no-progress", help="Show a download progress bar.")
     ] = True,
 ) -> None:
-    """Download a dataset's annotations with checksum verification, then check its photos.
+    """Download a dataset with checksum verification and say what is left to do by hand.
 
+    Every dataset with a downloader (see the error for an unknown one) goes through the same
+    path; the downloader's message says what it fetched and what must be fetched by hand.
     For dci: fetches dci.tar.gz (sha256-checked), extracts it safely into
     ROOT/densely_captioned_images/, then checks photos/ against the records and says where to
     get missing photos (SA-1B archive sa_000138.tar, licensed separately). --url and --sha256
     replace the published archive (a mirror, or a local server in tests); --url needs
     --sha256.
     """
-    from densecap_eval.datasets.dci import download as dci_download
+    from densecap_eval.datasets import DOWNLOADERS
     from densecap_eval.paths import resolve_data_root
 
     _known_dataset(dataset)
-    if dataset not in DOWNLOADABLE:
+    if dataset not in DOWNLOADERS:
         raise DensecapError(
-            f"no download path for dataset {dataset!r} (downloadable: {', '.join(DOWNLOADABLE)})"
+            f"no download path for dataset {dataset!r} "
+            f"(downloadable: {', '.join(DOWNLOADERS.names())})"
+        )
+    if verify and dataset != "dci":
+        raise DensecapError(
+            f"--verify checks DCI's photos only; dataset {dataset!r} has no photo check "
+            "(run `densecap-eval inspect` on it instead)"
         )
     if url is not None and sha256 is None:
         raise DensecapError("--url needs --sha256 (the checksum of the file at that URL)")
     data_root = resolve_data_root(root)
     if verify:
-        if url is not None or sha256 is not None:
-            raise DensecapError("--verify downloads nothing; drop --url/--sha256")
-        if not data_root.is_dir():
-            raise DensecapError(f"data root {data_root} does not exist; nothing to verify")
-    else:
-        typer.echo(f"downloading {url or dci_download.DCI_ANNOTATIONS_URL} into {data_root}")
-        base = dci_download.download_dci(
-            data_root,
-            url=url or dci_download.DCI_ANNOTATIONS_URL,
-            sha256=sha256 or dci_download.DCI_ANNOTATIONS_SHA256,
-            progress=progress,
-        )
-        typer.echo(f"annotations extracted to {base}")
+        _verify_dci(data_root, url=url, sha256=sha256)
+        return
+    downloader = DOWNLOADERS.get(dataset)
+    typer.echo(f"downloading {url or _default_source(dataset)} into {data_root}")
+    message = downloader(data_root, url=url, sha256=sha256, progress=progress)
+    # A downloader returns a str; DCI's (a DownloadMessage) keeps what is left to do apart.
+    done, todo = getattr(message, "done", str(message)), getattr(message, "todo", "")
+    if done:
+        typer.echo(done)
+    if todo:
+        typer.echo(todo, err=True)
+
+
+def _default_source(dataset: str) -> str:
+    """What the download line names when no --url is given (DCI: its published archive)."""
+    if dataset == "dci":
+        from densecap_eval.datasets.dci.download import DCI_ANNOTATIONS_URL
+
+        return DCI_ANNOTATIONS_URL
+    return dataset
+
+
+def _verify_dci(data_root: Path, *, url: str | None, sha256: str | None) -> None:
+    """`download dci --verify`: the photo check alone; a failed check is a one-line error."""
+    from densecap_eval.datasets.dci import download as dci_download
+
+    if url is not None or sha256 is not None:
+        raise DensecapError("--verify downloads nothing; drop --url/--sha256")
+    if not data_root.is_dir():
+        raise DensecapError(f"data root {data_root} does not exist; nothing to verify")
     report = dci_download.verify_photos(data_root)
     typer.echo(report.message(), err=not report.ok)
-    if verify and not report.ok:
+    if not report.ok:
         # An error rather than typer.Exit, so the report ends with the usual one-line `error:`.
         raise PhotosIncompleteError(
             f"photo check failed for {report.photos_dir}: {report.summary()}"
@@ -109,19 +136,22 @@ def download(
 
 @app.command("inspect")
 def inspect(
-    dataset: Annotated[str, typer.Argument(help="Dataset name, e.g. dci.")],
+    dataset: Annotated[str, typer.Argument(help="Dataset name, e.g. dci or urban1k.")],
     root: Annotated[
         Path | None,
         typer.Option(
             "--root",
-            help="Data root holding densely_captioned_images/. Default: $DENSECAP_EVAL_DATA, "
-            "then the per-user data folder.",
+            help="Data root (dci: holding densely_captioned_images/). Default: "
+            "$DENSECAP_EVAL_DATA, then the per-user data folder.",
         ),
     ] = None,
     sample: Annotated[
-        bool, typer.Option("--sample", help="Inspect the bundled synthetic sample.")
+        bool, typer.Option("--sample", help="Inspect the bundled synthetic DCI sample.")
     ] = False,
-    split: Annotated[str, typer.Option("--split", help="Split to inspect.")] = "test",
+    split: Annotated[
+        str | None,
+        typer.Option("--split", help="Split to inspect (dci default: test; others: every split)."),
+    ] = None,
     output_format: Annotated[
         OutputFormat, typer.Option("--format", help="json or table.")
     ] = OutputFormat.table,
@@ -130,7 +160,12 @@ def inspect(
         typer.Option("--strict", help="Stop at the first bad record instead of skipping it."),
     ] = False,
 ) -> None:
-    """Images, skipped images, entries per subtest and caption token lengths of a split."""
+    """Records, skipped images and description token lengths of a split (any dataset).
+
+    Every dataset gets a token-length profile of its description texts: count, min, p25,
+    median, p75, p90 and max of the untruncated OpenAI CLIP BPE count and the share over 77
+    and over 248 tokens. dci adds entries per subtest and the long-caption and summary lengths.
+    """
     from densecap_eval.datasets import load_dataset
     from densecap_eval.inspection import inspect_dataset
     from densecap_eval.paths import bundled_sample_root
@@ -138,7 +173,10 @@ def inspect(
     _known_dataset(dataset)
     if sample and root is not None:
         raise DensecapError("give --root or --sample, not both")
+    if sample and dataset != "dci":
+        raise DensecapError(f"--sample is the bundled DCI sample; give --root for {dataset!r}")
     data_root = bundled_sample_root() if sample else root
+    # Loader options (the `files` column mapping ...) keep their defaults here.
     ds = load_dataset(dataset, root=None if data_root is None else str(data_root), strict=strict)
     report = inspect_dataset(dataset, ds, split=split)
     if report["skipped"]:
@@ -149,12 +187,68 @@ def inspect(
         )
     if output_format is OutputFormat.json:
         typer.echo(json.dumps(report, indent=2))
-    else:
+    elif "subtests" in report:
         _print_table(report)
+    else:
+        _print_profile(report)
 
 
 def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _profile_table(tokens: dict[str, dict[str, Any]], limits: list[int], title: str) -> Any:
+    from rich import box
+    from rich.table import Table
+
+    # Borderless, so ten columns fit an 80-column terminal.
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), show_edge=False)
+    columns = ["text", "count", "min", "p25", "median", "p75", "p90", "max"]
+    columns += [f">{limit}" for limit in limits]
+    for column in columns:
+        table.add_column(column, justify="left" if column == "text" else "right")
+    for kind, stats in tokens.items():
+        table.add_row(
+            kind,
+            str(stats["count"]),
+            _fmt(stats["min"], "d"),
+            *(_fmt(stats[q], ".1f") for q in ("p25", "median", "p75", "p90")),
+            _fmt(stats["max"], "d"),
+            *(_share(stats[f"over_{limit}"]) for limit in limits),
+        )
+    return table
+
+
+def _print_skipped(console: Any, skipped: list[dict[str, str]]) -> None:
+    from rich.table import Table
+
+    if not skipped:
+        return
+    table = Table(title="Skipped images")
+    table.add_column("image")
+    table.add_column("reason")
+    for item in skipped:
+        table.add_row(item["image"], item["reason"])
+    console.print(table)
+
+
+def _print_profile(report: dict[str, Any]) -> None:
+    """The generic profile (`inspect_records`) as a line and a table."""
+    from rich.console import Console
+
+    split = "every split" if report["split"] is None else f"split {report['split']!r}"
+    typer.echo(  # plain echo: rich would wrap a long root path mid-sentence
+        f"{report['dataset']} {split} at {report['root']}: {report['records']} records, "
+        f"{len(report['skipped'])} skipped"
+    )
+    console = Console(highlight=False)
+    title = "OpenAI CLIP tokens per description (untruncated)"
+    console.print(_profile_table(report["tokens"], report["limits"], title))
+    _print_skipped(console, report["skipped"])
 
 
 def _print_table(report: dict[str, Any]) -> None:
@@ -179,7 +273,6 @@ def _print_table(report: dict[str, Any]) -> None:
     for column in ("text", "count", "mean", "median", "p90", "max", "over 77"):
         tokens.add_column(column, justify="left" if column == "text" else "right")
     for field, stats in report["tokens"].items():
-        over = stats["over_77"]
         tokens.add_row(
             field,
             str(stats["count"]),
@@ -187,14 +280,11 @@ def _print_table(report: dict[str, Any]) -> None:
             _fmt(stats["median"], ".1f"),
             _fmt(stats["p90"], ".1f"),
             _fmt(stats["max"], "d"),
-            "-" if over is None else f"{100 * over:.1f}%",
+            _share(stats["over_77"]),
         )
     console.print(tokens)
-
-    if report["skipped"]:
-        skipped = Table(title="Skipped images")
-        skipped.add_column("image")
-        skipped.add_column("reason")
-        for item in report["skipped"]:
-            skipped.add_row(item["image"], item["reason"])
-        console.print(skipped)
+    profile = report.get("profile")
+    if profile:
+        title = "Description texts of the records (as other datasets are profiled)"
+        console.print(_profile_table(profile["tokens"], profile["limits"], title))
+    _print_skipped(console, report["skipped"])

@@ -469,3 +469,45 @@ def _photo_problem(path: Path) -> str | None:
     if width <= 0 or height <= 0:
         return f"image header gives size {width}x{height}"
     return None
+
+
+# --- the entry of `densecap_eval.datasets.DOWNLOADERS` ----------------------------------------
+
+
+class DownloadMessage(str):
+    """A downloader's message (the ``str`` every registered downloader returns) in two parts
+    the CLI prints apart: ``done`` says what was fetched (stdout), ``todo`` what is still left
+    to do by hand, such as photos to unpack (stderr); ``todo`` is "" when nothing is left."""
+
+    done: str
+    todo: str
+
+    def __new__(cls, done: str, todo: str = "") -> DownloadMessage:
+        message = super().__new__(cls, "\n".join(part for part in (done, todo) if part))
+        message.done, message.todo = done, todo
+        return message
+
+
+def download(
+    root: str | os.PathLike[str],
+    *,
+    url: str | None = None,
+    sha256: str | None = None,
+    progress: bool = True,
+) -> str:
+    """DCI's downloader: `download_dci` (the published archive unless ``url`` and ``sha256``
+    name another, e.g. a mirror), then `verify_photos`; returns a `DownloadMessage` whose
+    ``todo`` is the photo report when photos are missing, empty or unreadable."""
+    if url is not None and sha256 is None:
+        raise DownloadError("--url needs --sha256 (the checksum of the file at that URL)")
+    base = download_dci(
+        root,
+        url=url or DCI_ANNOTATIONS_URL,
+        sha256=sha256 or DCI_ANNOTATIONS_SHA256,
+        progress=progress,
+    )
+    done = f"annotations extracted to {base}"
+    report = verify_photos(root)
+    if report.ok:
+        return DownloadMessage(f"{done}\n{report.message()}")
+    return DownloadMessage(done, report.message())
