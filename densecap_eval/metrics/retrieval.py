@@ -41,7 +41,7 @@ from densecap_eval.errors import UnknownNameError
 TieRule = Literal["pessimistic", "first"]
 TIE_RULES: tuple[str, ...] = ("pessimistic", "first")
 RECALL_KS: tuple[int, ...] = (1, 5, 10)
-_ROW_CHUNK = 2048  # rows compared at once, so memory stays ~ chunk x texts booleans
+_ROW_CHUNK = 1024  # rows compared at once, so memory stays ~ chunk x texts booleans
 
 
 def check_ties(ties: str) -> TieRule:
@@ -73,7 +73,9 @@ def ranks_by_rule(scores: np.ndarray, image_text: Sequence[int]) -> dict[str, Ga
     cols = np.arange(n_txt)
     own = s[rows, gt]  # score of each image with its own text
     # Best score of each text column over the images that own it, and its first such owner.
-    best = np.full(n_txt, -np.inf)
+    # In the scores' own dtype: comparing a float32 block with a float64 row would make float64
+    # temporaries of the whole block (twice the memory, for nothing: the values are float32).
+    best = np.full(n_txt, -np.inf, dtype=s.dtype if s.dtype.kind == "f" else np.float64)
     np.maximum.at(best, gt, own)
     at_best = own >= best[gt]
     owners_at_best = np.bincount(gt[at_best], minlength=n_txt)

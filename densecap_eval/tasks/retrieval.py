@@ -32,11 +32,12 @@ holds the first stage's recalls on the same gallery.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -79,10 +80,14 @@ def lotlip_text(short_caption: str, extra_caption: str) -> str:
     return lotlip_rejoin(f"{short_caption}\n{extra_caption}")
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
 def first_line(text: str) -> str:
-    """The first line (Long-CLIP reads ``readlines()[0]``; its line ending is dropped here, which
-    every CLIP tokenizer's whitespace cleaning drops too)."""
-    return text.splitlines()[0] if text else text
+    """The first line as Long-CLIP's ``readlines()[0]`` cuts it: at ``\\n``, ``\\r`` or
+    ``\\r\\n`` only (not at the other breaks `str.splitlines` knows). Its line ending is dropped,
+    which every CLIP tokenizer's whitespace cleaning drops too."""
+    return _LINE_BREAK.split(text, maxsplit=1)[0]
 
 
 # Text rules of the peers' protocols: name -> function of the record's description.
@@ -98,6 +103,9 @@ TEXT_RULES: dict[str, Callable[[str], str]] = {
 @dataclass(frozen=True)
 class RetrievalTask:
     """A retrieval protocol on a dataset (module doc); ``limit`` keeps the first N records."""
+
+    # Ranks every image against every text: a pair scorer needs a first stage (re-ranking).
+    needs_gallery: ClassVar[bool] = True
 
     name: str
     protocol: str
@@ -123,9 +131,9 @@ class RetrievalTask:
         regions: list[Region] = []
         texts: list[str] = []
         skipped: list[SkippedImage] = []
-        for i, record in enumerate(dataset.records(split)):
-            if self.limit is not None and i >= self.limit:
-                break
+        # The first `limit` records the loader yields ("the first 1,000"); never one more, so a
+        # bad record past the limit is neither read nor reported.
+        for record in itertools.islice(dataset.records(split), self.limit):
             text = record.description(self.text_kind)
             try:
                 if text is None:
