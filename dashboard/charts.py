@@ -7,8 +7,8 @@ numbers of different tasks are not comparable.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .data import is_ranked, metric_names
 from .explorer import as_list, caption_tokens
@@ -279,6 +279,135 @@ def position_lines(data: pd.DataFrame) -> alt.Chart:
     )
 
 
+# --------------------------------------------------------------------------- where reading stops
+
+EDIT_POSITION_KEY = "by_edit_position"  # metrics.json of a negatives task (tasks/negatives.py)
+READING_COLUMNS: tuple[str, ...] = (
+    "series", "policy", "bin", "start", "accuracy", "visible_accuracy", "n", "invisible",
+    "window_end",
+)  # fmt: skip
+
+
+def reading_curve(
+    metrics: Mapping[str, Any] | None, *, series: str, policy: str | None = None
+) -> pd.DataFrame:
+    """One run's Neg accuracy (percent) by edit position in the model's tokens, from its task
+    entry in metrics.json (``by_edit_position``): one row per non-empty bin, with its first
+    token (``start``), the pairs the model could not see (``invisible``) and where the window
+    ends (``window_end``: the first hidden position under truncate, else the first position
+    past the window). Empty when the run stored no such breakdown."""
+    import pandas as pd
+
+    m = metrics or {}
+    bins = m.get(EDIT_POSITION_KEY)
+    if not isinstance(bins, Mapping):
+        return pd.DataFrame(columns=list(READING_COLUMNS))
+    info = m.get("edit_position_bins") or {}
+    last = info.get("last_visible") if isinstance(info, Mapping) else None
+    policy = policy or str(m.get("text_policy") or "?")
+    rows = []
+    for label, row in bins.items():
+        if not isinstance(row, Mapping) or not row.get("n"):
+            continue
+        start = _bin_start(str(label))
+        if start is None:  # ``identical``: no position; counted in the run's invisible total
+            continue
+        rows.append(
+            {
+                "series": series,
+                "policy": policy,
+                "bin": str(label),
+                "start": start,
+                "accuracy": _percent_or_none(row.get("neg")),
+                "visible_accuracy": _percent_or_none(row.get("neg_visible")),
+                "n": int(row["n"]),
+                "invisible": int(row.get("invisible") or 0),
+                "window_end": int(last) + 1 if isinstance(last, int) else None,
+            }
+        )
+    return pd.DataFrame(rows, columns=list(READING_COLUMNS))
+
+
+def reading_summary(
+    metrics: Mapping[str, Any] | None, *, series: str, policy: str | None = None
+) -> dict[str, object]:
+    """One run's totals beside the curve: Neg, Neg over what it could see, invisible pairs."""
+    m = metrics or {}
+    return {
+        "model": series,
+        "text policy": policy or m.get("text_policy"),
+        "window (tokens)": m.get("model_max_text_tokens"),
+        "Neg (%)": _percent_or_none(m.get("neg")),
+        "Neg, visible pairs (%)": _percent_or_none(m.get("neg_visible")),
+        "invisible pairs": m.get("invisible"),
+        "pairs": m.get("n"),
+    }
+
+
+def _bin_start(label: str) -> int | None:
+    head = label.split("-")[0].rstrip("+")
+    return int(head) if head.isdigit() else None
+
+
+def _percent_or_none(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        return 100 * float(value)
+    return None
+
+
+def reading_chart(curve: pd.DataFrame) -> alt.VConcatChart:
+    """The chart "Where does the model stop reading?": Neg accuracy by edit position (solid: truncate,
+    dashed: chunk-mean ...), a rule where each model's window ends, and below it the count of
+    pairs each run could not see, per bin."""
+    import altair as alt
+
+    x = alt.X("start:Q", title="position of the edit (model tokens, bin start)")
+    color = alt.Color("series:N", title="model")
+    dash = alt.StrokeDash("policy:N", title="text policy")
+    tooltip = [
+        "series:N",
+        "policy:N",
+        "bin:N",
+        alt.Tooltip("accuracy:Q", format=".1f", title="Neg (%)"),
+        alt.Tooltip("visible_accuracy:Q", format=".1f", title="Neg, visible (%)"),
+        "n:Q",
+        "invisible:Q",
+    ]
+    scored = curve[curve["accuracy"].notna()]
+    lines = (
+        alt.Chart(scored)
+        .mark_line(point=True)
+        .encode(
+            x=x,
+            y=alt.Y("accuracy:Q", title="Neg accuracy (%)", scale=alt.Scale(domain=[0, 100])),
+            color=color,
+            strokeDash=dash,
+            tooltip=tooltip,
+        )
+    )
+    ends = curve.dropna(subset=["window_end"]).drop_duplicates(["series", "window_end"])
+    rule = (
+        alt.Chart(ends)
+        .mark_rule(color="gray", strokeDash=[2, 2])
+        .encode(
+            x="window_end:Q", tooltip=["series:N", alt.Tooltip("window_end:Q", title="window ends")]
+        )
+    )
+    hidden = (
+        alt.Chart(curve[curve["invisible"] > 0])
+        .mark_bar(opacity=0.7)
+        .encode(
+            x=x,
+            xOffset="series:N",
+            y=alt.Y("invisible:Q", title="invisible pairs"),
+            color=color,
+            tooltip=tooltip,
+        )
+        .properties(height=140)
+    )
+    return alt.vconcat(alt.layer(lines, rule).properties(height=340), hidden)
+
+
 def cut_share(examples: pd.DataFrame, *, series: str) -> dict[str, object]:
     """How many of a run's texts (positives and negatives) the token limit cut."""
     cut = total = 0
@@ -326,6 +455,9 @@ __all__ = [
     "position_accuracy",
     "position_lines",
     "position_order",
+    "reading_chart",
+    "reading_curve",
+    "reading_summary",
     "scm_neg_points",
     "scm_neg_scatter",
     "series_labels",

@@ -130,29 +130,31 @@ class _Prepared:
 
 
 def _plan(scorer: Any, tasks: Sequence[str], config: RunConfig) -> _Prepared:
-    from densecap_eval.datasets import load_dataset
+    from densecap_eval.datasets import check_options, load_dataset, options_for
     from densecap_eval.engine.plan import ScoringPlan
-    from densecap_eval.tasks import concrete_tasks, get_task
+    from densecap_eval.tasks import concrete_tasks, get_task, needs_gallery
 
     requested = list(dict.fromkeys(tasks))
     members = {name: get_task(name).concrete() for name in requested}  # unknown names raise here
     concrete = concrete_tasks(requested)
     reranked: list[str] = []
     if getattr(scorer, "kind", "embedding") == "pair":
-        reranked = [n for n in concrete if getattr(get_task(n), "protocol", None) is not None]
+        reranked = [n for n in concrete if needs_gallery(n)]
         if reranked and config.rerank_from is None:
             raise DensecapError(
                 f"{reranked[0]}: retrieval with a pair scorer needs --rerank-from SPEC (an "
                 f"embedding scorer ranks the gallery, {scorer.spec} re-ranks its top "
                 "--rerank-k; scoring every pair needs an embedding scorer)"
             )
+    check_options({get_task(n).dataset for n in concrete}, dict(config.dataset_options))
     prepared = _Prepared(requested, members, {}, {}, ScoringPlan(), ScoringPlan(), reranked)
     for name in concrete:
         task = get_task(name)
         if task.dataset not in prepared.datasets:
             root = config.root_for(task.dataset)
+            options = options_for(task.dataset, dict(config.dataset_options))
             prepared.datasets[task.dataset] = load_dataset(
-                task.dataset, root=str(root), strict=config.strict
+                task.dataset, root=str(root), strict=config.strict, **options
             )
         instance = task.prepare(
             prepared.datasets[task.dataset], split=config.split, seed=config.seed
@@ -294,7 +296,9 @@ def _record(
                 metrics={m: computed[m][0] for m in names},
                 examples=pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(),
                 skipped=_unique_skipped(
-                    item for m in names for item in prepared.instances[m].skipped
+                    [item for m in names for item in prepared.instances[m].skipped]
+                    # records the loaders themselves left out (bad lines, unreadable captions)
+                    + [item for d in dataset_names for item in prepared.datasets[d].skipped]
                 ),
                 config=record,
                 started_at=started,

@@ -56,6 +56,8 @@ class RunRequest:
         for name, root in cfg.data_roots:
             argv += ["--data-root", f"{name}={root}"]
         argv += ["--out", str(self.results_dir)]
+        for key, value in cfg.dataset_options:
+            argv += ["--dataset-option", f"{key}={'' if value is None else value}"]
         options: list[tuple[str, Any]] = [
             ("--split", cfg.split),
             ("--seed", cfg.seed),
@@ -111,11 +113,11 @@ def task_dataset_name(task: Any) -> str:
     return name if isinstance(name, str) else "dci"
 
 
-def check_data_root(dataset: str, root: Path) -> None:
+def check_data_root(dataset: str, root: Path, options: dict[str, Any] | None = None) -> None:
     """Open the dataset (cheap: the loader reads its index, not its photos) to fail early."""
-    from densecap_eval.datasets import load_dataset
+    from densecap_eval.datasets import load_dataset, options_for
 
-    load_dataset(dataset, root=str(root))
+    load_dataset(dataset, root=str(root), **options_for(dataset, options or {}))
 
 
 def validate(request: RunRequest) -> None:
@@ -128,15 +130,19 @@ def validate(request: RunRequest) -> None:
     for spec in request.models:
         check_model_spec(spec)
     check_rerank(request)
+    from densecap_eval.datasets import check_options
+
+    options = dict(request.config.dataset_options)
+    check_options(datasets, options)
     for dataset in sorted(datasets):
         root = request.config.root_for(dataset)
-        check_data_root(dataset, root if root is not None else request.data_root)
+        check_data_root(dataset, root if root is not None else request.data_root, options)
     ensure_writable(request.results_dir)
 
 
 def check_rerank(request: RunRequest) -> None:
     """--rerank-k >= 1, a known --rerank-from prefix, and no VLM retrieval without it."""
-    from densecap_eval.tasks import concrete_tasks, get_task
+    from densecap_eval.tasks import concrete_tasks, needs_gallery
 
     rerank_from = request.config.rerank_from
     if rerank_from is not None:
@@ -147,11 +153,7 @@ def check_rerank(request: RunRequest) -> None:
                 "scorer (open_clip:, hf:, ...), not a pair scorer"
             )
         return
-    retrieval = [
-        name
-        for name in concrete_tasks(request.tasks)
-        if getattr(get_task(name), "protocol", None) is not None
-    ]
+    retrieval = [name for name in concrete_tasks(request.tasks) if needs_gallery(name)]
     pair_models = [m for m in request.models if m.partition(":")[0] in PAIR_PREFIXES]
     if retrieval and pair_models:
         raise DensecapError(

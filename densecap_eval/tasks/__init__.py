@@ -53,6 +53,11 @@ def get_task(name: str) -> Any:
     return TASKS.get(name)
 
 
+def needs_gallery(name: str) -> bool:
+    """Whether a task ranks a whole gallery (retrieval): a pair scorer then needs a first stage."""
+    return bool(getattr(get_task(name), "needs_gallery", False))
+
+
 def list_tasks() -> list[str]:
     return TASKS.names()
 
