@@ -39,6 +39,8 @@ class RunConfig:
     data_root: Path | None = None
     # Per-dataset roots, as ((dataset, root), ...): one command can run several datasets.
     data_roots: tuple[tuple[str, Path], ...] = ()
+    # Loader options, as ((key, value), ...): e.g. the files dataset's column names.
+    dataset_options: tuple[tuple[str, str | None], ...] = ()
     split: str | None = None
     seed: int = 0
     batch_size: int | None = None
@@ -65,6 +67,15 @@ class RunConfig:
         object.__setattr__(
             self, "data_roots", tuple((str(k), Path(v).expanduser()) for k, v in roots)
         )
+        options = (
+            self.dataset_options.items()
+            if isinstance(self.dataset_options, Mapping)
+            else self.dataset_options
+        )
+        object.__setattr__(
+            self, "dataset_options",
+            tuple(sorted((str(k), None if v is None else str(v)) for k, v in options)),
+        )  # fmt: skip
         names = [name for name, _ in self.data_roots]
         if len(set(names)) != len(names):
             raise ConfigError(f"a dataset has more than one data root: {', '.join(names)}")
@@ -110,6 +121,7 @@ class RunConfig:
             for key, value in asdict(self).items()
         }
         out["data_roots"] = {name: str(root) for name, root in self.data_roots}
+        out["dataset_options"] = dict(self.dataset_options)
         return out
 
     @classmethod

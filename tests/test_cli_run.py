@@ -51,7 +51,7 @@ def fake_backend(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     monkeypatch.setattr(runner, "check_task", lambda name: object())
     monkeypatch.setattr(runner, "check_model_spec", lambda spec: None)
-    monkeypatch.setattr(runner, "check_data_root", lambda dataset, root: None)
+    monkeypatch.setattr(runner, "check_data_root", lambda dataset, root, options=None: None)
     monkeypatch.setattr(runner, "load_scorer", load_scorer)
     monkeypatch.setattr(runner, "evaluate_tasks", evaluate_tasks)
     return calls

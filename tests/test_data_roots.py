@@ -67,3 +67,42 @@ def test_cli_passes_named_roots_to_the_run(tmp_path: Path, monkeypatch: pytest.M
     assert request.config.data_root == tmp_path / "d"
     assert request.config.root_for("urban1k") == tmp_path / "u"
     assert f"urban1k={tmp_path / 'u'}" in request.command_line()
+
+
+def test_dataset_options_reach_the_files_loader(tmp_path: Path) -> None:
+    """``--dataset-option caption_column=text`` maps a users' file's column, end to end."""
+    import json
+
+    from PIL import Image
+
+    from densecap_eval.cli.run_cmds import parse_dataset_options
+
+    for i, colour in enumerate(("red", "blue")):
+        Image.new("RGB", (32, 32), colour).save(tmp_path / f"{i}.png")
+    rows = [{"image": f"{i}.png", "text": f"a {c} square"} for i, c in enumerate(("red", "blue"))]
+    data = tmp_path / "mine.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+    options = parse_dataset_options(["caption_column=text"])
+    assert options == (("caption_column", "text"),)
+    from fake_scorers import FakeEmbeddingScorer
+
+    import densecap_eval
+
+    result = densecap_eval.evaluate(
+        FakeEmbeddingScorer(), "files/retrieval", data_root=data, dataset_options=options,
+        n_boot=0, use_cache=False,
+    )  # fmt: skip
+    assert result.metrics["files/retrieval"]["n"] == 2
+    assert result.config["dataset_options"] == {"caption_column": "text"}
+    with pytest.raises(ConfigError, match="no dataset of this run"):
+        densecap_eval.evaluate(FakeEmbeddingScorer(), "files/retrieval", data_root=data,
+                               dataset_options={"caption_colum": "text"}, use_cache=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("value", ["caption_column", "=text"])
+def test_dataset_option_needs_key_and_value(value: str) -> None:
+    from densecap_eval.cli.run_cmds import parse_dataset_options
+
+    with pytest.raises(DensecapError, match="expected KEY=VALUE"):
+        parse_dataset_options([value])

@@ -64,6 +64,19 @@ def split_data_roots(values: list[str]) -> tuple[Path | None, tuple[tuple[str, P
     return (Path(plain[0]).expanduser() if plain else None), tuple(named.items())
 
 
+def parse_dataset_options(values: list[str]) -> tuple[tuple[str, str | None], ...]:
+    """``--dataset-option KEY=VALUE`` values as pairs (``KEY=`` gives None: no such column)."""
+    pairs: dict[str, str | None] = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key:
+            raise fail(f"--dataset-option {value!r}: expected KEY=VALUE, e.g. caption_column=text")
+        if key in pairs:
+            raise fail(f"--dataset-option {key} given twice")
+        pairs[key] = rest or None
+    return tuple(pairs.items())
+
+
 def _main_job(
     *,
     models: list[str] | None,
@@ -141,6 +154,14 @@ def run_command(
             help="Dataset root (the folder of the release's files), or NAME=DIR for one dataset "
             "(repeatable: several datasets in one command). Default: the bundled sample without "
             "--model, else $DENSECAP_EVAL_DATA.",
+        ),
+    ] = None,
+    dataset_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dataset-option",
+            help="KEY=VALUE for the dataset loaders (repeatable), e.g. caption_column=text for "
+            "your own files (KEY= means none).",
         ),
     ] = None,
     sample: Annotated[
@@ -223,6 +244,7 @@ def run_command(
         data_root=data_root,
         sample=sample,
         out=out,
+        dataset_options=parse_dataset_options(dataset_option or []),
         split=split,
         seed=seed,
         batch_size=batch_size,

@@ -7,6 +7,7 @@ what was fetched and what is left to do by hand).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from densecap_eval.registry import Registry
@@ -41,6 +42,35 @@ def load_dataset(
 
     cls = DATASETS.get(name)
     return cls(resolve_data_root(root), strict=strict, **options)
+
+
+def accepted_options(name: str) -> set[str]:
+    """The loader options (keyword arguments besides root and strict) dataset ``name`` takes."""
+    import inspect
+
+    params = inspect.signature(DATASETS.get(name)).parameters
+    return {p for p, v in params.items() if v.kind is v.KEYWORD_ONLY and p != "strict"}
+
+
+def options_for(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of ``options`` (``--dataset-option KEY=VALUE``) that dataset ``name`` takes."""
+    accepted = accepted_options(name)
+    return {key: value for key, value in options.items() if key in accepted}
+
+
+def check_options(names: Iterable[str], options: Mapping[str, Any]) -> None:
+    """Raise `ConfigError` for an option none of these datasets takes (a typo, or no such dataset)."""
+    from densecap_eval.config import ConfigError
+
+    names = list(names)
+    accepted = set().union(*(accepted_options(n) for n in names)) if names else set()
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        known = ", ".join(sorted(accepted)) or "none"
+        raise ConfigError(
+            f"--dataset-option {unknown[0]}: no dataset of this run ({', '.join(names)}) takes "
+            f"it (they take: {known})"
+        )
 
 
 def list_datasets() -> list[str]:
