@@ -220,7 +220,7 @@ def leaderboard_rows(
                 "task": task,
                 "date": pd.Timestamp(started) if started else pd.NaT,
                 "run_id": card.run_id,
-                "dataset": card.dataset.get("name"),
+                "dataset": task_dataset(task, card.dataset.get("name")),
                 "split": card.split,
                 "blind": bool(card.blind),
                 "note": reference_note(card, task) or "",
@@ -249,6 +249,33 @@ def leaderboard_rows(
         ordered += [c for c in (metric, f"{metric}_lo", f"{metric}_hi") if c in frame.columns]
     ordered += count_names(frame)
     return frame[ordered].reset_index(drop=True)
+
+
+def task_dataset(task: str, card_dataset: Any = None) -> str | None:
+    """The dataset a concrete task belongs to: the part of its name before ``/``, else the run
+    card's dataset (as `densecap-eval report` groups its sections)."""
+    if "/" in task:
+        return task.split("/", 1)[0]
+    return str(card_dataset) if card_dataset else None
+
+
+def leaderboard_datasets(frame: pd.DataFrame) -> list[str]:
+    """The datasets of a leaderboard frame, sorted (rows without one are left out)."""
+    if "dataset" not in frame.columns:
+        return []
+    return sorted({str(d) for d in frame["dataset"].dropna()})
+
+
+def leaderboard_groups(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The frame split by dataset (sorted; rows without one last, as "other"), each part
+    re-indexed, so each dataset gets its own table with only its own metric columns."""
+    groups = []
+    known = frame["dataset"].notna() if "dataset" in frame.columns else frame.index != frame.index
+    for name in leaderboard_datasets(frame):
+        groups.append((name, frame[frame["dataset"] == name].reset_index(drop=True)))
+    if (~known).any():
+        groups.append(("other", frame[~known].reset_index(drop=True)))
+    return groups
 
 
 def _value_columns(frame: pd.DataFrame) -> list[str]:
@@ -286,9 +313,12 @@ def filter_leaderboard(
     tasks: Iterable[str] | None = None,
     models: Iterable[str] | None = None,
     dates: tuple[date, date] | None = None,
+    datasets: Iterable[str] | None = None,
 ) -> pd.DataFrame:
-    """Rows of the chosen tasks and models, run between the two dates (inclusive)."""
+    """Rows of the chosen datasets, tasks and models, run between the two dates (inclusive)."""
     keep = frame.index == frame.index  # all True, also for an empty frame
+    if datasets is not None:
+        keep &= frame["dataset"].isin(list(datasets))
     if tasks is not None:
         keep &= frame["task"].isin(list(tasks))
     if models is not None:
@@ -329,13 +359,18 @@ def _percent(value: Any) -> float:
 
 def display_leaderboard(frame: pd.DataFrame) -> pd.DataFrame:
     """The leaderboard as shown: metrics in percent, each followed by its "95% CI" text column,
-    ``best`` naming the metrics the row leads its task on. Numbers stay numbers (sortable)."""
+    ``best`` naming the metrics the row leads its task on. Numbers stay numbers (sortable).
+
+    A metric or count no row of ``frame`` has a value for gets no column (a DCI subtest's
+    ``scm`` beside a retrieval task's recalls, once the frame is one dataset's or filtered)."""
     import pandas as pd
 
     out = pd.DataFrame(index=frame.index)
     out["model"] = frame["model"]
     out["task"] = frame["task"]
     for metric in metric_names(frame):
+        if not frame[metric].notna().any():
+            continue
         out[metric] = frame[metric].map(_percent)
         if f"{metric}_lo" in frame.columns:
             lo, hi = frame[f"{metric}_lo"], frame[f"{metric}_hi"]
@@ -344,7 +379,8 @@ def display_leaderboard(frame: pd.DataFrame) -> pd.DataFrame:
                 for a, b in zip(lo, hi, strict=True)
             ]
     for column in count_names(frame):
-        out[column] = frame[column]
+        if frame[column].notna().any():
+            out[column] = frame[column]
     out["best"] = best_column(frame)
     for column in ("note", "date", "dataset", "split", "blind", "run_id"):
         out[column] = frame[column] if column in frame.columns else ""

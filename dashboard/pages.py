@@ -79,8 +79,12 @@ def leaderboard_page(store: Store) -> None:
     if frame.empty:
         _no_complete_runs(store)
         return
-    left, middle, right = st.columns(3)
-    tasks = left.multiselect("Tasks", sorted(frame["task"].unique()), key="lb_tasks",
+    pick_dataset, left, middle, right = st.columns(4)
+    datasets = data.leaderboard_datasets(frame)
+    dataset = pick_dataset.selectbox("Dataset", ["all datasets", *datasets], key="lb_dataset")
+    chosen = None if dataset == "all datasets" else [dataset]
+    in_dataset = data.filter_leaderboard(frame, datasets=chosen)
+    tasks = left.multiselect("Tasks", sorted(in_dataset["task"].unique()), key="lb_tasks",
                              placeholder="all tasks")  # fmt: skip
     models = middle.multiselect("Models", sorted(frame["model"].unique()), key="lb_models",
                                 placeholder="all models")  # fmt: skip
@@ -92,19 +96,32 @@ def leaderboard_page(store: Store) -> None:
                                   max_value=last, key="lb_dates")  # fmt: skip
         if isinstance(picked, (tuple, list)) and len(picked) == 2:
             dates = (picked[0], picked[1])
-    shown = data.filter_leaderboard(frame, tasks=tasks or None, models=models or None, dates=dates)
+    shown = data.filter_leaderboard(in_dataset, tasks=tasks or None, models=models or None,
+                                    dates=dates)  # fmt: skip
     st.caption(
-        f"{len(shown)} of {len(frame)} rows (one per run and task). Metrics in percent with "
-        "their 95% bootstrap interval; the best value of each task is highlighted and named in "
-        "'best'. Click a column header to sort."
+        f"{len(shown)} of {len(frame)} rows (one per run and task), one table per dataset with "
+        "the metrics its tasks have. Metrics in percent with their 95% bootstrap interval; the "
+        "best value of each task is highlighted and named in 'best'. Click a column header to "
+        "sort."
     )
-    view = data.display_leaderboard(shown)
-    marks = data.best_marks(shown)
     if "note" in shown.columns and shown["note"].astype(bool).any():
         st.warning(
             "Rows noted 'not reference-exact' are DCI subtests of runs not scored in fp32: "
             "half precision can flip ties and near-ties, so they need not match the reference."
         )
+    groups = data.leaderboard_groups(shown)
+    for name, group in groups:
+        if len(groups) > 1:
+            st.subheader(name)
+        _leaderboard_table(group, key="lb_table" if len(groups) == 1 else f"lb_table_{name}")
+    st.download_button("Download CSV", data.leaderboard_csv(shown),
+                       file_name="densecap-leaderboard.csv", mime="text/csv")  # fmt: skip
+
+
+def _leaderboard_table(shown: Any, *, key: str) -> None:
+    """One dataset's rows: no column that is empty for all of them, best values highlighted."""
+    view = data.display_leaderboard(shown)
+    marks = data.best_marks(shown)
 
     def highlight(column: Any) -> list[str]:
         if column.name not in marks.columns:
@@ -118,12 +135,10 @@ def leaderboard_page(store: Store) -> None:
     st.dataframe(
         styled,
         hide_index=True,
-        key="lb_table",
+        key=key,
         height=_height(len(view)),
         column_config={"date": st.column_config.DatetimeColumn("date", format="YYYY-MM-DD HH:mm")},
     )
-    st.download_button("Download CSV", data.leaderboard_csv(shown),
-                       file_name="densecap-leaderboard.csv", mime="text/csv")  # fmt: skip
 
 
 # --------------------------------------------------------------------------- charts
@@ -157,7 +172,39 @@ def charts_page(store: Store) -> None:
         st.subheader("SCM against Neg")
         st.altair_chart(charts.scm_neg_scatter(points))
 
+    _reading_chart(store, rows, task)
     _example_charts(store, rows, task)
+
+
+def _reading_chart(store: Store, rows: Any, task: str) -> None:
+    """The chart "Where does the model stop reading?": a negatives task's Neg by edit position."""
+    import pandas as pd
+
+    by_id = {run.run_id: run for run in store.complete}
+    labels = charts.series_labels(rows)
+    curves, totals = [], []
+    for index, run_id in rows["run_id"].items():
+        run = by_id.get(run_id)
+        if run is None or run.card is None:
+            continue
+        metrics = (cache.run_metrics(str(run.path), _stamp(run)) or {}).get(task)
+        policy = (metrics or {}).get("text_policy") or run.card.text_policy
+        curve = charts.reading_curve(metrics, series=labels[index], policy=policy)
+        if not curve.empty:
+            curves.append(curve)
+            totals.append(charts.reading_summary(metrics, series=labels[index], policy=policy))
+    if not curves:
+        return
+    st.subheader("Where does the model stop reading?")
+    st.caption(
+        "Neg accuracy by where the edit lies, in each model's own tokens (bins of 16). The "
+        "dotted rule is where the model's window ends. Under truncate an edit past it leaves the "
+        "two texts identical to the model: those pairs are counted as invisible (bars below), "
+        "not as the model's mistakes; under chunk-mean a later chunk sees them, so the curve "
+        "past the rule shows how much comes back. Overlay a truncate and a chunk-mean run."
+    )
+    st.altair_chart(charts.reading_chart(pd.concat(curves, ignore_index=True)))
+    st.dataframe(pd.DataFrame(totals), hide_index=True, key="ch_reading_totals")
 
 
 def _example_charts(store: Store, rows: Any, task: str) -> None:

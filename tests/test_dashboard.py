@@ -130,6 +130,40 @@ def test_leaderboard_rows_best_and_filters(hand_store: Path) -> None:
     assert csv_text.splitlines()[0].startswith("model,task,date,run_id")
 
 
+@pytest.fixture
+def mixed_store(tmp_path: Path) -> Path:
+    """A DCI run (two subtests and retrieval) and an Urban1k retrieval run."""
+    root = tmp_path / "results"
+    store(root, "m:a", {ALL: {"scm": 0.25, "neg": 0.5, "n": 4},
+                        "dci/retrieval": {"i2t_r1": 0.5, "t2i_r1": 0.25, "n": 4}},
+          pd.concat([examples_frame([True] * 4), examples_frame([True] * 4, task="dci/retrieval")],
+                    ignore_index=True))  # fmt: skip
+    store(root, "m:b", {"urban1k/retrieval": {"i2t_r1": 0.75, "t2i_r1": 0.5, "n": 4}},
+          examples_frame([True] * 4, task="urban1k/retrieval"))  # fmt: skip
+    return root
+
+
+def test_leaderboard_by_dataset_without_empty_columns(mixed_store: Path) -> None:
+    frame = data.leaderboard_rows(list_runs(mixed_store))
+    # The dataset is the task's prefix (the urban1k run's card says dci here).
+    datasets = dict(zip(frame["task"], frame["dataset"], strict=True))
+    assert datasets == {ALL: "dci", "dci/retrieval": "dci", "urban1k/retrieval": "urban1k"}
+    assert data.leaderboard_datasets(frame) == ["dci", "urban1k"]
+    groups = dict(data.leaderboard_groups(frame))
+    assert list(groups) == ["dci", "urban1k"]
+    assert sorted(groups["dci"]["task"]) == [ALL, "dci/retrieval"]
+
+    urban = data.display_leaderboard(groups["urban1k"])
+    assert [c for c in urban.columns if c in data.metric_names(frame)] == ["i2t_r1", "t2i_r1"]
+    dci = data.display_leaderboard(groups["dci"])
+    assert [c for c in dci.columns if c in data.metric_names(frame)] == [
+        "scm", "neg", "i2t_r1", "t2i_r1"
+    ]  # fmt: skip
+    only_urban = data.filter_leaderboard(frame, datasets=["urban1k"])
+    assert list(only_urban["task"]) == ["urban1k/retrieval"]
+    assert "scm" not in data.display_leaderboard(only_urban).columns
+
+
 def test_status_frame_and_card_table(hand_store: Path) -> None:
     runs = list_runs(hand_store)
     status = data.status_frame(data.unusable_runs(runs))
@@ -474,6 +508,24 @@ def test_compare_page_shows_the_paired_test(
     assert columns.index("p (photos)") < columns.index("p McNemar (indep.)")
     assert 0 < row["p (photos)"] <= 1 and row["photos"] >= 1
     assert "Examples they disagree on" in "\n".join(s.value for s in at.subheader)
+
+
+def test_leaderboard_has_a_table_per_dataset_and_a_selector(
+    mixed_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = app_test(mixed_store, "leaderboard", monkeypatch)
+    assert not at.exception
+    assert [h.value for h in at.subheader] == ["dci", "urban1k"]
+    dci, urban = (frame.value for frame in at.dataframe)
+    assert set(dci["task"]) == {ALL, "dci/retrieval"} and "scm" in dci.columns
+    assert list(urban["task"]) == ["urban1k/retrieval"]
+    assert "scm" not in urban.columns and "neg" not in urban.columns  # no empty columns
+
+    at.selectbox(key="lb_dataset").set_value("urban1k").run()
+    assert not at.exception and len(at.subheader) == 0
+    (only,) = (frame.value for frame in at.dataframe)
+    assert list(only["task"]) == ["urban1k/retrieval"] and "scm" not in only.columns
+    assert at.multiselect(key="lb_tasks").options == ["urban1k/retrieval"]
 
 
 def test_empty_results_dir_explains_first_run(

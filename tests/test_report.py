@@ -98,10 +98,12 @@ def test_table_groups_by_task_and_shows_ci(
     code, out, _ = _report(capsys, str(results["out"]), "--format", "table")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].strip() == ALL
+    # One section per dataset: its heading, underlined, then a table per task.
+    assert lines[:2] == ["dci: 2 tasks, 3 models", "=" * len("dci: 2 tasks, 3 models")]
+    assert lines[2].strip() == ALL
     base_at = next(i for i, line in enumerate(lines) if line.strip() == BASE)
     all_block, base_block = lines[:base_at], lines[base_at:]
-    header = next(line for line in all_block if "model" in line).split()
+    header = next(line for line in all_block if line.split()[:1] == ["model"]).split()
     assert header == ["model", "scm", "neg", "n", "run"]
     clip_row = next(line for line in all_block if "openai " in line and "(blind)" not in line)
     assert clip_row.split()[1:7] == ["50.0", "75.0", "[50.0,", "100.0]", "4", results["clip"].name]
@@ -115,6 +117,8 @@ def test_markdown_report(results: dict[str, Path]) -> None:
     rows = collect_rows(results["out"], on_skip=lambda run: None)
     text = render_markdown(rows)
     sections = text.strip().split("\n\n")
+    assert sections[0] == "## dci: 2 tasks, 3 models"
+    sections = sections[1:]
     assert sections[0] == f"### {ALL}"
     table = sections[1].splitlines()
     assert table[0] == "| model | scm | neg | n | run |"
@@ -343,3 +347,69 @@ def test_live_run_from_another_host_is_reported_as_running(
         f"warning: skipping {run_dir}: still running (pid 4242 on gpu-node-7), "
         "or its writer died where this machine cannot check"
     ) in err.splitlines()
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def _mixed_store(out: Path) -> None:
+    """A dci run (two subtests, one with scm_per_image null everywhere, and retrieval) and an
+    urban1k retrieval run, plus a task named without a dataset prefix."""
+    dci = {
+        ALL: {"scm": 0.5, "neg": 0.75, "scm_per_image": 0.25, "n": 4},
+        BASE: {"scm": 0.25, "neg": 0.5, "scm_per_image": None, "n": 2},
+        "dci/all_swaps_pick5": {"scm": None, "neg": None, "scm_per_image": None, "n": 0},
+        RETRIEVAL: {"i2t_r1": 0.5, "i2t_r5": 1.0, "t2i_r1": 0.25, "t2i_r5": 1.0, "n": 2},
+    }
+    urban = {"urban1k/retrieval": {"i2t_r1": 0.75, "t2i_r1": 0.5, "n": 4, "gallery": 4}}
+    plain = {"mytask": {"accuracy": 0.5, "n": 2}}
+    store_run(out, make_result("m:a", metrics=dci))
+    store_run(out, make_result("m:a", task="urban1k/retrieval", metrics=urban))
+    store_run(out, make_result("m:b", task="mytask", metrics=plain))
+
+
+def test_sections_per_dataset_with_each_tasks_own_columns(tmp_path: Path) -> None:
+    from densecap_eval.results.report import dataset_of, group_by_dataset
+
+    _mixed_store(tmp_path)
+    rows = collect_rows(tmp_path)
+    groups = group_by_dataset(rows)
+    # "mytask" has no prefix: its run card's dataset (make_result says dci) names the section.
+    assert {name: list(tasks) for name, tasks in groups.items()} == {
+        "dci": [ALL, BASE, "dci/all_swaps_pick5", RETRIEVAL, "mytask"],
+        "urban1k": ["urban1k/retrieval"],
+    }
+    assert {dataset_of(row) for row in rows if row.task == "urban1k/retrieval"} == {"urban1k"}
+
+    markdown = render_markdown(rows)
+    sections = markdown.strip().split("\n\n")
+    headings = [s for s in sections if s.startswith("## ")]
+    assert headings == ["## dci: 5 tasks, 2 models", "## urban1k: 1 task, 1 model"]
+
+    def header(task: str) -> str:
+        return markdown.split(f"### {task}\n\n")[1].splitlines()[0]
+
+    assert header(ALL) == "| model | scm | neg | scm_per_image | n | run |"
+    assert header(BASE) == "| model | scm | neg | n | run |"  # scm_per_image: null everywhere
+    assert header("dci/all_swaps_pick5") == "| model | scm | neg | scm_per_image | n | run |"
+    assert header(RETRIEVAL) == "| model | i2t_r1 | i2t_r5 | t2i_r1 | t2i_r5 | n | run |"
+    assert header("urban1k/retrieval") == "| model | i2t_r1 | t2i_r1 | n | run |"
+    assert header("mytask") == "| model | accuracy | n | run |"
+
+
+def test_table_sections(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _mixed_store(tmp_path)
+    code, out, _ = _report(capsys, str(tmp_path))
+    assert code == 0
+    lines = [line.strip() for line in out.splitlines()]
+    dci_at, urban_at = (
+        lines.index("dci: 5 tasks, 2 models"),
+        lines.index("urban1k: 1 task, 1 model"),
+    )
+    assert dci_at == 0 and lines[urban_at + 1] == "=" * len(lines[urban_at])
+    assert lines[urban_at + 2] == "urban1k/retrieval"
+    urban_header = next(line for line in lines[urban_at:] if line.startswith("model"))
+    assert urban_header.split() == ["model", "i2t_r1", "t2i_r1", "n", "run"]
+    retrieval_at = lines.index(RETRIEVAL)
+    header = next(line for line in lines[retrieval_at:] if line.startswith("model")).split()
+    assert header == ["model", "i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5", "n", "run"]

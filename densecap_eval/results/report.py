@@ -3,6 +3,9 @@
 Only complete runs are reported; every other run directory (running, failed, interrupted,
 corrupt) is passed to ``on_skip`` so the caller can warn about it, and the rest still prints.
 Rows are one per (run, concrete task): a run of ``dci`` gives four rows, one per subtest.
+The table and markdown reports have one section per dataset (`dataset_of`: the part of the task
+name before ``/``, else the run card's dataset), with a table per task whose metric columns
+are the ones that task's results hold (`main_metrics`).
 """
 
 from __future__ import annotations
@@ -167,14 +170,50 @@ def _is_number(value: Any) -> bool:
 def main_metrics(rows: Sequence[ReportRow]) -> list[str]:
     """The metric columns of a group of rows (same concrete task), count excluded.
 
-    Headline metrics count when present at all (an empty subtest stores them as null).
+    The headline metrics some row has a value for, in headline order, so a task gets only its
+    own columns (a retrieval task its recalls, a DCI subtest SCM and Neg, without a column that
+    is null everywhere, such as ``scm_per_image`` where no image has two entries). An empty
+    subtest, whose headline metrics are all stored as null, keeps them (shown as ``-``). A task
+    without headline metrics shows all its scalar metrics.
     """
     present = {key for row in rows for key in row.metrics}
+    valued = {k for row in rows for k, v in row.metrics.items() if v is not None}
+    headline = [m for m in MAIN_METRICS if m in valued]
+    if headline:
+        return headline
     headline = [m for m in MAIN_METRICS if m in present]
     if headline:
         return headline
     numeric = {k for row in rows for k, v in row.metrics.items() if _is_number(v)}
     return sorted(numeric - {COUNT_METRIC})
+
+
+def dataset_of(row: ReportRow) -> str:
+    """The dataset a row's task belongs to: the part of the task name before ``/``, else the
+    run card's dataset name, else the task name itself."""
+    if "/" in row.task:
+        return row.task.split("/", 1)[0]
+    card = row.run.card
+    name = card.dataset.get("name") if card is not None else None
+    return str(name) if name else row.task
+
+
+def group_by_dataset(rows: Sequence[ReportRow]) -> dict[str, dict[str, list[ReportRow]]]:
+    """`group_by_task` per dataset (`dataset_of`), datasets in order of first appearance."""
+    datasets: dict[str, list[ReportRow]] = {}
+    for row in rows:
+        datasets.setdefault(dataset_of(row), []).append(row)
+    return {name: group_by_task(members) for name, members in datasets.items()}
+
+
+def dataset_heading(name: str, tasks: Mapping[str, Sequence[ReportRow]]) -> str:
+    """``dci: 4 tasks, 2 models`` (the heading of a dataset's section)."""
+    models = {row.model for members in tasks.values() for row in members}
+    n_tasks, n_models = len(tasks), len(models)
+    return (
+        f"{name}: {n_tasks} task{'s' if n_tasks != 1 else ''}, "
+        f"{n_models} model{'s' if n_models != 1 else ''}"
+    )
 
 
 def display_model(label: str, *, max_len: int = 48) -> str:
@@ -271,18 +310,21 @@ CSV_COLUMNS: tuple[str, ...] = ("run_id", "model", "blind", "task", "split", "me
 
 
 def render_markdown(rows: Sequence[ReportRow]) -> str:
-    """One pipe table per concrete task under a ``###`` heading; metrics in percent."""
+    """A ``##`` section per dataset (`dataset_heading`), in it one pipe table per concrete task
+    under a ``###`` heading; metrics in percent."""
     parts: list[str] = []
-    for task, members in group_by_task(rows).items():
-        header, body = _table_cells(members)
-        lines = [f"### {task}", ""]
-        lines.append("| " + " | ".join(header) + " |")
-        aligns = ["---" if name in _TEXT_COLUMNS else "---:" for name in header]
-        lines.append("|" + "|".join(aligns) + "|")
-        lines.extend(
-            "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body
-        )
-        parts.append("\n".join(lines))
+    for dataset, tasks in group_by_dataset(rows).items():
+        parts.append(f"## {dataset_heading(dataset, tasks)}")
+        for task, members in tasks.items():
+            header, body = _table_cells(members)
+            lines = [f"### {task}", ""]
+            lines.append("| " + " | ".join(header) + " |")
+            aligns = ["---" if name in _TEXT_COLUMNS else "---:" for name in header]
+            lines.append("|" + "|".join(aligns) + "|")
+            lines.extend(
+                "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body
+            )
+            parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
 
@@ -326,22 +368,36 @@ def render_json(rows: Sequence[ReportRow]) -> str:
     return json.dumps([row.to_json() for row in rows], indent=2, allow_nan=False) + "\n"
 
 
-def build_tables(rows: Sequence[ReportRow]) -> list[Any]:
-    """Rich tables, one per concrete task, models as rows, ``value [lo, hi]`` cells in percent."""
+def _rich_table(task: str, members: Sequence[ReportRow]) -> Any:
     from rich import box
     from rich.table import Table
 
-    tables = []
-    for task, members in group_by_task(rows).items():
-        header, body = _table_cells(members)
-        table = Table(title=task, title_justify="left", box=box.SIMPLE_HEAD)
-        for name in header:
-            numeric = name not in _TEXT_COLUMNS
-            table.add_column(name, justify="right" if numeric else "left", no_wrap=True)
-        for cells in body:
-            table.add_row(*cells)
-        tables.append(table)
-    return tables
+    header, body = _table_cells(members)
+    table = Table(title=task, title_justify="left", box=box.SIMPLE_HEAD)
+    for name in header:
+        numeric = name not in _TEXT_COLUMNS
+        table.add_column(name, justify="right" if numeric else "left", no_wrap=True)
+    for cells in body:
+        table.add_row(*cells)
+    return table
+
+
+def build_tables(rows: Sequence[ReportRow]) -> list[Any]:
+    """Rich tables, one per concrete task, models as rows, ``value [lo, hi]`` cells in percent."""
+    return [_rich_table(task, members) for task, members in group_by_task(rows).items()]
+
+
+def build_sections(rows: Sequence[ReportRow]) -> list[Any]:
+    """What the table report prints: per dataset a heading line (`dataset_heading`, underlined
+    with ``=``), then its tasks' rich tables."""
+    from rich.text import Text
+
+    out: list[Any] = []
+    for dataset, tasks in group_by_dataset(rows).items():
+        heading = dataset_heading(dataset, tasks)
+        out.append(Text(f"{heading}\n{'=' * len(heading)}", style="bold"))
+        out.extend(_rich_table(task, members) for task, members in tasks.items())
+    return out
 
 
 def print_report(
@@ -356,15 +412,15 @@ def print_report(
 
         if hasattr(stream, "isatty") and stream.isatty():
             console = Console(file=stream, highlight=False)
-            for table in build_tables(rows):
-                console.print(table)
+            for item in build_sections(rows):
+                console.print(item)
             return
         # Off a terminal rich would fold tables to 80 columns and pad every line with blanks:
         # render wide, then strip, so pasted or piped output stays clean.
         buffer = io.StringIO()
         console = Console(file=buffer, width=250, highlight=False, color_system=None)
-        for table in build_tables(rows):
-            console.print(table)
+        for item in build_sections(rows):
+            console.print(item)
         stream.write("\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n")
         return
     renderers: dict[str, Callable[[Sequence[ReportRow]], str]] = {
