@@ -4,14 +4,11 @@ and `download` against a local HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import io
 import json
 import tarfile
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,31 +67,6 @@ def check_recalls(metrics: dict[str, Any], i2t: list[int], t2i: list[int]) -> No
     for k in (1, 5, 10):
         assert metrics[f"i2t_r{k}"] == pytest.approx(np.mean([r <= k for r in i2t]))
         assert metrics[f"t2i_r{k}"] == pytest.approx(np.mean([r <= k for r in t2i]))
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, str]]:
-    """(folder served, base URL) of an HTTP server on 127.0.0.1 at a free port."""
-    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    served = tmp_path / "served"
-    served.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(served))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield served, f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
 
 
 def one_line(exc: BaseException) -> str:

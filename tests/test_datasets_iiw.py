@@ -18,7 +18,6 @@ from test_datasets_docci import (
     direct_ranks,
     one_line,
     serve,
-    server,  # noqa: F401  (a fixture)
     write_photo,
 )
 
@@ -351,7 +350,7 @@ def test_pinned_release() -> None:
 
 
 def test_download_all_three_then_photos(
-    server: tuple[Path, str],  # noqa: F811
+    server: tuple[Path, str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -378,7 +377,7 @@ def test_download_all_three_then_photos(
 
 
 def test_bad_checksum_installs_nothing(
-    server: tuple[Path, str],  # noqa: F811
+    server: tuple[Path, str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -395,7 +394,7 @@ def test_bad_checksum_installs_nothing(
 
 
 def test_download_one_subset_from_a_mirror(
-    server: tuple[Path, str],  # noqa: F811
+    server: tuple[Path, str],
     tmp_path: Path,
 ) -> None:
     served, base = server
