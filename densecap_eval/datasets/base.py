@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import ClassVar
 
 from densecap_eval.datasets.records import SkippedImage
-from densecap_eval.errors import BadRecordError
+from densecap_eval.errors import BadRecordError, DatasetError
 
 logger = logging.getLogger("densecap_eval.datasets")
 
@@ -29,3 +31,37 @@ class SkipLog:
             logger.warning("skipping %s: %s (%d skipped so far)", where or error.image,
                            error.reason, len(self.skipped))  # fmt: skip
         return item
+
+
+class DatasetBase:
+    """The skeleton every loader shares: its root, strictness, skip log and the root check.
+
+    A loader sets ``name`` (the registered name) and ``title`` (how messages name it), calls
+    ``super().__init__(root, strict=strict, hint=...)`` first, and may override `skip_where`
+    to name the file a skipped record came from.
+    """
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+
+    def __init__(self, root: str | Path, *, strict: bool = False, hint: str) -> None:
+        self.root = Path(root)
+        self.strict = strict
+        self._skips = SkipLog(strict=strict)
+        self.skipped: list[SkippedImage] = self._skips.skipped
+        if not self.root.is_dir():
+            raise DatasetError(
+                f"{self.title} root {self.root} does not exist or is not a folder; {hint}"
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r}, strict={self.strict})"
+
+    def skip_where(self, error: BadRecordError) -> str | None:
+        """What the warning names for a skipped record (default: the record's id)."""
+        del error
+        return None
+
+    def skip(self, error: BadRecordError) -> SkippedImage:
+        """Report a bad image: raise under ``strict``, else log it and list it once in `skipped`."""
+        return self._skips.skip(error, where=self.skip_where(error))

@@ -31,8 +31,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from densecap_eval.datasets.base import SkipLog
-from densecap_eval.datasets.records import ImageRecord, SkippedImage, Text
+from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.records import ImageRecord, Text
 from densecap_eval.errors import BadRecordError, DatasetError, DownloadError
 
 logger = logging.getLogger(__name__)
@@ -142,21 +142,15 @@ def _hint(root: Path) -> str:
     )
 
 
-class DOCCIDataset:
+class DOCCIDataset(DatasetBase):
     """The DOCCI release under ``root`` (the folder holding docci_descriptions.jsonlines)."""
 
     name = "docci"
+    title = "DOCCI"
 
     def __init__(self, root: str | Path, *, strict: bool = False) -> None:
-        self.root = Path(root)
-        self.strict = strict
+        super().__init__(root, strict=strict, hint=_hint(Path(root)))
         self.annotations = self.root / DESCRIPTIONS_FILE
-        self._skips = SkipLog(strict=strict)
-        self.skipped: list[SkippedImage] = self._skips.skipped
-        if not self.root.is_dir():
-            raise DatasetError(
-                f"DOCCI root {self.root} does not exist or is not a folder; {_hint(self.root)}"
-            )
         if not self.annotations.is_file():
             raise DatasetError(f"{self.annotations} not found; {_hint(self.root)}")
         names: dict[str, None] = {}
@@ -170,9 +164,6 @@ class DOCCIDataset:
                 f"{DESCRIPTIONS_FILE}? {_hint(self.root)}"
             )
         self._splits = list(names)
-
-    def __repr__(self) -> str:
-        return f"DOCCIDataset({str(self.root)!r}, strict={self.strict})"
 
     def splits(self) -> list[str]:
         """Split names in order of first appearance in the descriptions file."""
@@ -195,10 +186,6 @@ class DOCCIDataset:
         digest.update(file_sha256(self.annotations))
         digest.update(json.dumps(sorted(set(splits))).encode("utf-8"))
         return digest.hexdigest()
-
-    def skip(self, error: BadRecordError) -> SkippedImage:
-        """Report a bad image: raise under ``strict``, else log it and list it once in `skipped`."""
-        return self._skips.skip(error)
 
     def records(self, split: str | None = None) -> Iterator[ImageRecord]:
         """Records of ``split`` (every split when None) in file order; see the module doc."""

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from densecap_eval.datasets.base import SkipLog
+from densecap_eval.datasets.base import DatasetBase
 from densecap_eval.datasets.docci import (
     AAR_IMAGES_URL,
     IMAGES_URL,
@@ -40,7 +40,7 @@ from densecap_eval.datasets.docci import (
     iter_json_lines,
     plain_file_name,
 )
-from densecap_eval.datasets.records import ImageRecord, SkippedImage, Text
+from densecap_eval.datasets.records import ImageRecord, Text
 from densecap_eval.errors import BadRecordError, DatasetError, DownloadError
 
 SUBSETS = ("DOCCI_Test", "IIW-400", "DCI_Test")  # the pool, in LoTLIP's order
@@ -76,27 +76,18 @@ def photo_name(raw: Mapping[str, Any]) -> object:
     return name
 
 
-class IIWDataset:
+class IIWDataset(DatasetBase):
     """The IIW retrieval pool under ``root`` (see the module doc for the layout)."""
 
     name = "iiw"
+    title = "IIW"
 
     def __init__(self, root: str | Path, *, strict: bool = False) -> None:
-        self.root = Path(root)
-        self.strict = strict
-        self._skips = SkipLog(strict=strict)
-        self.skipped: list[SkippedImage] = self._skips.skipped
-        if not self.root.is_dir():
-            raise DatasetError(
-                f"IIW root {self.root} does not exist or is not a folder; {_hint(self.root)}"
-            )
+        super().__init__(root, strict=strict, hint=_hint(Path(root)))
         self._files = {subset: self._find(subset) for subset in SUBSETS}
         for path in self._files.values():
             for _ in check_json_lines(path, hint=_hint(self.root)):
                 pass
-
-    def __repr__(self) -> str:
-        return f"IIWDataset({str(self.root)!r}, strict={self.strict})"
 
     def _find(self, subset: str) -> Path:
         flat = self.root / subset / ANNOTATIONS_FILE
@@ -140,10 +131,6 @@ class IIWDataset:
                 digest.update(subset.encode("utf-8") + b"\0")
                 digest.update(file_sha256(self._files[subset]))
         return digest.hexdigest()
-
-    def skip(self, error: BadRecordError) -> SkippedImage:
-        """Report a bad image: raise under ``strict``, else log it and list it once in `skipped`."""
-        return self._skips.skip(error)
 
     def records(self, split: str | None = None) -> Iterator[ImageRecord]:
         """Records of one subset, or of the pool when ``split`` is None (module doc)."""

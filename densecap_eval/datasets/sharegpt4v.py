@@ -38,8 +38,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from densecap_eval.datasets.base import SkipLog
-from densecap_eval.datasets.records import ImageRecord, SkippedImage, Text
+from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.records import ImageRecord, Text
 from densecap_eval.errors import BadRecordError, DatasetError, DownloadError
 
 logger = logging.getLogger(__name__)
@@ -204,21 +204,14 @@ def iter_json_array(
 # --- the dataset ------------------------------------------------------------------------------
 
 
-class ShareGPT4VDataset:
+class ShareGPT4VDataset(DatasetBase):
     """ShareGPT4V's annotation files under ``root`` (module doc): one split per file present."""
 
     name = "sharegpt4v"
+    title = "ShareGPT4V"
 
     def __init__(self, root: str | Path, *, strict: bool = False) -> None:
-        self.root = Path(root)
-        self.strict = strict
-        self._skips = SkipLog(strict=strict)
-        self.skipped: list[SkippedImage] = self._skips.skipped
-        if not self.root.is_dir():
-            raise DatasetError(
-                f"ShareGPT4V root {self.root} does not exist or is not a folder; "
-                f"{_how_to_get(self.root)}"
-            )
+        super().__init__(root, strict=strict, hint=_how_to_get(Path(root)))
         for base in (self.root, self.root / DATA_DIR):
             present = [s for s, f in ANNOTATION_FILES.items() if (base / f).is_file()]
             if present:
@@ -231,9 +224,6 @@ class ShareGPT4VDataset:
                 f"no ShareGPT4V annotation file in {self.root} (nor in {self.root / DATA_DIR}): "
                 f"looked for {files}; {_how_to_get(self.root)}"
             )
-
-    def __repr__(self) -> str:
-        return f"ShareGPT4VDataset({str(self.root)!r}, strict={self.strict})"
 
     # --- splits -------------------------------------------------------------------------------
 
@@ -272,10 +262,6 @@ class ShareGPT4VDataset:
         return digest.hexdigest()
 
     # --- records ------------------------------------------------------------------------------
-
-    def skip(self, error: BadRecordError) -> SkippedImage:
-        """Report a bad image: raise under ``strict``, else log it and list it once in `skipped`."""
-        return self._skips.skip(error)
 
     def records(self, split: str | None = None) -> Iterator[ImageRecord]:
         """Records of ``split`` (every split present when None), streamed in file order."""

@@ -34,8 +34,8 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from densecap_eval.datasets.base import SkipLog
-from densecap_eval.datasets.records import ImageRecord, SkippedImage, Text
+from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.records import ImageRecord, Text
 from densecap_eval.errors import BadRecordError, DatasetError, DownloadError
 
 logger = logging.getLogger(__name__)
@@ -64,21 +64,14 @@ def caption_order(name: str) -> tuple[int, int, str]:
     return (1, 0, name)
 
 
-class Urban1kDataset:
+class Urban1kDataset(DatasetBase):
     """Urban1k under ``root``: the folder holding ``image/`` and ``caption/``, or its parent."""
 
     name = "urban1k"
+    title = "Urban1k"
 
     def __init__(self, root: str | Path, *, strict: bool = False) -> None:
-        self.root = Path(root)
-        self.strict = strict
-        self._skips = SkipLog(strict=strict)
-        self.skipped: list[SkippedImage] = self._skips.skipped
-        if not self.root.is_dir():
-            raise DatasetError(
-                f"Urban1k root {self.root} does not exist or is not a folder; "
-                f"{_how_to_get(self.root)}"
-            )
+        super().__init__(root, strict=strict, hint=_how_to_get(Path(root)))
         self.base = self._find_base(self.root)
         self.caption_dir = self.base / CAPTION_DIR
         self.image_dir = self.base / IMAGE_DIR
@@ -116,9 +109,6 @@ class Urban1kDataset:
                 f"{self.caption_dir} holds no .txt caption file; {_how_to_get(self.root)}"
             )
         return sorted(names, key=caption_order)
-
-    def __repr__(self) -> str:
-        return f"Urban1kDataset({str(self.root)!r}, strict={self.strict})"
 
     # --- splits -------------------------------------------------------------------------------
 
@@ -169,9 +159,8 @@ class Urban1kDataset:
             raise BadRecordError(image, f"caption file {name} is empty")
         return text
 
-    def skip(self, error: BadRecordError) -> SkippedImage:
-        """Report a bad image: raise under ``strict``, else log it and list it once in `skipped`."""
-        return self._skips.skip(error, where=f"{self.caption_dir}: {error.image}")
+    def skip_where(self, error: BadRecordError) -> str:
+        return f"{self.caption_dir}: {error.image}"
 
     def records(self, split: str | None = None) -> Iterator[ImageRecord]:
         """One record per caption file (module doc), id = the photo's file name (``17.jpg``)."""

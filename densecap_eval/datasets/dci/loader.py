@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from densecap_eval.datasets.base import SkipLog
+from densecap_eval.datasets.base import DatasetBase
 from densecap_eval.datasets.dci.layout import (
     PHOTOS_DIR,
     RECORDS_DIR,
@@ -24,29 +24,22 @@ from densecap_eval.datasets.dci.layout import (
 )
 from densecap_eval.datasets.dci.masks import parse_mask
 from densecap_eval.datasets.dci.records import DCIRecord, Mask
-from densecap_eval.datasets.records import ImageRecord, SkippedImage, Text
+from densecap_eval.datasets.records import ImageRecord, Text
 from densecap_eval.errors import BadRecordError, DatasetError
 from densecap_eval.paths import get_data_hint
 
 _REQUIRED_TEXT = ("image", "short_caption", "extra_caption")
 
 
-class DCIDataset:
+class DCIDataset(DatasetBase):
     """The DCI release under ``root`` (the folder that contains densely_captioned_images/)."""
 
     name = "dci"
+    title = "DCI"
 
     def __init__(self, root: str | Path, *, strict: bool = False) -> None:
-        self.root = Path(root)
+        super().__init__(root, strict=strict, hint=get_data_hint("dci", Path(root)))
         self.base = self.root / RELEASE_DIR
-        self.strict = strict
-        self._skips = SkipLog(strict=strict)
-        self.skipped: list[SkippedImage] = self._skips.skipped
-        if not self.root.is_dir():
-            raise DatasetError(
-                f"DCI root {self.root} does not exist or is not a folder; "
-                f"{get_data_hint('dci', self.root)}"
-            )
         if not self.base.is_dir():
             raise DatasetError(
                 f"{self.base} not found: the DCI root must contain {RELEASE_DIR}/; "
@@ -58,9 +51,6 @@ class DCIDataset:
                 raise DatasetError(
                     f"{self.base / folder} not found: the DCI release needs {folder}/"
                 )
-
-    def __repr__(self) -> str:
-        return f"DCIDataset({str(self.root)!r}, strict={self.strict})"
 
     # --- splits -------------------------------------------------------------------------------
 
@@ -135,9 +125,8 @@ class DCIDataset:
                 continue
             yield record
 
-    def skip(self, error: BadRecordError) -> SkippedImage:
-        """Report a bad image: raise under ``strict``, else log it and list it once in `skipped`."""
-        return self._skips.skip(error, where=str(self.record_path(error.image)))
+    def skip_where(self, error: BadRecordError) -> str:
+        return str(self.record_path(error.image))
 
     def records(self, split: str | None = None) -> Iterator[ImageRecord]:
         """Neutral records (datasets/records.py) of ``split`` (every split when None).
