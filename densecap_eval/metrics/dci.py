@@ -45,12 +45,6 @@ class Outcome:
     def n(self) -> int:
         return int(self.defined.sum())
 
-    @property
-    def accuracy(self) -> float | None:
-        """Share of defined examples that are correct; None when none is defined."""
-        n = self.n
-        return float(self.correct[self.defined].sum() / n) if n else None
-
 
 def reference_groups(n: int, *, group_size: int = REFERENCE_GROUP_SIZE) -> list[range]:
     """Consecutive groups of ``group_size`` entries (the last may be shorter)."""
