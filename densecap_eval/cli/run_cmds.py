@@ -164,6 +164,14 @@ def run_command(
             "your own files (KEY= means none).",
         ),
     ] = None,
+    images_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--images-root",
+            help="Where a dataset's photos are when not under its data root (SugarCrepe's COCO "
+            "val2017, VL-CheckList's images); same as --dataset-option images_root=DIR.",
+        ),
+    ] = None,
     sample: Annotated[
         bool, typer.Option("--sample", help="Use the bundled sample dataset.")
     ] = False,
@@ -244,7 +252,9 @@ def run_command(
         data_root=data_root,
         sample=sample,
         out=out,
-        dataset_options=parse_dataset_options(dataset_option or []),
+        dataset_options=parse_dataset_options(
+            [*(dataset_option or []), *([f"images_root={images_root}"] if images_root else [])]
+        ),
         split=split,
         seed=seed,
         batch_size=batch_size,

@@ -21,6 +21,12 @@ for _name, _module, _cls in (
     ("urban1k", "densecap_eval.datasets.urban1k", "Urban1kDataset"),
     ("sharegpt4v", "densecap_eval.datasets.sharegpt4v", "ShareGPT4VDataset"),
     ("files", "densecap_eval.datasets.files", "FilesDataset"),
+    ("aro-vg", "densecap_eval.datasets.aro", "AROVGDataset"),
+    ("aro-coco", "densecap_eval.datasets.aro_order", "COCOOrderDataset"),
+    ("aro-flickr30k", "densecap_eval.datasets.aro_order", "Flickr30kOrderDataset"),
+    ("sugarcrepe", "densecap_eval.datasets.sugarcrepe", "SugarCrepeDataset"),
+    ("vlc", "densecap_eval.datasets.vlc", "VLCheckListDataset"),
+    ("winoground", "densecap_eval.datasets.winoground", "WinogroundDataset"),
 ):
     DATASETS.register(_name, f"{_module}:{_cls}")
 for _name, _target in (
@@ -29,6 +35,12 @@ for _name, _target in (
     ("iiw", "densecap_eval.datasets.iiw:download"),
     ("urban1k", "densecap_eval.datasets.urban1k:download"),
     ("sharegpt4v", "densecap_eval.datasets.sharegpt4v:download"),
+    ("aro-vg", "densecap_eval.datasets.aro:download"),
+    ("aro-coco", "densecap_eval.datasets.aro_order:download_coco"),
+    ("aro-flickr30k", "densecap_eval.datasets.aro_order:download_flickr30k"),
+    ("sugarcrepe", "densecap_eval.datasets.sugarcrepe:download"),
+    ("vlc", "densecap_eval.datasets.vlc:download"),
+    ("winoground", "densecap_eval.datasets.winoground:download"),
 ):
     DOWNLOADERS.register(_name, _target)
 

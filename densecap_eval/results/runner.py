@@ -126,7 +126,11 @@ def validate(request: RunRequest) -> None:
         raise DensecapError("no --model given")
     if not request.tasks:
         raise DensecapError("no --task given")
-    datasets = {task_dataset_name(check_task(name)) for name in request.tasks}
+    from densecap_eval.tasks import concrete_tasks
+
+    for name in request.tasks:
+        check_task(name)  # an unknown name fails here, with the known ones
+    datasets = {task_dataset_name(check_task(name)) for name in concrete_tasks(request.tasks)}
     for spec in request.models:
         check_model_spec(spec)
     check_rerank(request)

@@ -27,6 +27,13 @@ HEADLINE_METRICS: tuple[str, ...] = (
     "t2i_r1",
     "t2i_r5",
     "t2i_r10",
+    "neg_visible",  # generated negatives: Neg over the edits the model can see
+    "macro_accuracy",  # ARO VG-Relation / VG-Attribution
+    "precision_at_1",  # ARO order tasks
+    "accuracy",  # SugarCrepe categories, VL-CheckList groups
+    "text",  # Winoground
+    "image",
+    "group",
 )
 SUPPORTED_SCHEMA_VERSIONS: tuple[int, ...] = (1,)
 

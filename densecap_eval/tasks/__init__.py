@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from densecap_eval.registry import Registry
+from densecap_eval.tasks.base import TaskSuite
 
 TASKS: Registry[Any] = Registry("task", entry_point_group="densecap_eval.tasks")
 for _name, _attr in (
@@ -46,6 +47,37 @@ for _name, _target in (
     ("files/regions", "densecap_eval.tasks.files:FILES_REGIONS"),
 ):
     TASKS.register(_name, _target)
+# The compositional suites (tasks/aro.py, aro_order.py, sugarcrepe.py, vlc.py, winoground.py).
+SUGARCREPE_CATEGORIES: tuple[str, ...] = (
+    "add_obj", "add_att", "replace_obj", "replace_att", "replace_rel", "swap_obj", "swap_att",
+)  # fmt: skip
+for _name, _target in (
+    ("aro/vg_relation", "densecap_eval.tasks.aro:VG_RELATION"),
+    ("aro/vg_attribution", "densecap_eval.tasks.aro:VG_ATTRIBUTION"),
+    ("aro/coco_order", "densecap_eval.tasks.aro_order:COCO_ORDER"),
+    ("aro/flickr30k_order", "densecap_eval.tasks.aro_order:FLICKR30K_ORDER"),
+    *((f"sugarcrepe/{c}", f"densecap_eval.tasks.sugarcrepe:{c.upper()}")
+      for c in SUGARCREPE_CATEGORIES),
+    ("vlc/object", "densecap_eval.tasks.vlc:OBJECT"),
+    ("vlc/attribute", "densecap_eval.tasks.vlc:ATTRIBUTE"),
+    ("vlc/relation", "densecap_eval.tasks.vlc:RELATION"),
+    ("winoground", "densecap_eval.tasks.winoground:WINOGROUND"),
+):  # fmt: skip
+    TASKS.register(_name, _target)
+ARO_SUITE = TaskSuite("aro", ("aro/vg_relation", "aro/vg_attribution", "aro/coco_order",
+                              "aro/flickr30k_order"), "aro", "the four ARO tasks")  # fmt: skip
+SUGARCREPE_SUITE = TaskSuite("sugarcrepe", tuple(f"sugarcrepe/{c}" for c in SUGARCREPE_CATEGORIES),
+                             "sugarcrepe", "the seven SugarCrepe categories")  # fmt: skip
+VLC_SUITE = TaskSuite("vlc", ("vlc/object", "vlc/attribute", "vlc/relation"), "vlc",
+                      "VL-CheckList's three groups, as DCI runs them")  # fmt: skip
+COMPOSITIONAL_SUITE = TaskSuite(
+    "compositional",
+    (*ARO_SUITE.members, *SUGARCREPE_SUITE.members, *VLC_SUITE.members, "winoground"),
+    "compositional",
+    "every compositional task: ARO, SugarCrepe, VL-CheckList and Winoground",
+)
+for _suite in (ARO_SUITE, SUGARCREPE_SUITE, VLC_SUITE, COMPOSITIONAL_SUITE):
+    TASKS.register(_suite.name, _suite)
 
 
 def get_task(name: str) -> Any:
