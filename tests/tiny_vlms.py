@@ -14,6 +14,9 @@ Each builder returns the folder, which the tests load only through spec strings.
   tokens), the same kind of tokenizer; ``query_tokens_in_text=True`` sets ``image_token_index``
   as recent BLIP-2 checkpoints do (the processor then prepends one ``<image>`` per query token).
 - `build_not_vlm`: a text-only Llama (for the "not an image-text-to-text model" error).
+- `build_llava_sized`: a LLaVA with a chosen image size, width and depth (default LLaVA-1.5's
+  576 image tokens, for benchmarks/vlm_throughput.py); `build_llava_image_last`: the tiny LLaVA
+  with a chat template that puts the image after the user's text (no shareable image prefix).
 """
 
 from __future__ import annotations
@@ -362,3 +365,110 @@ def build_not_vlm(out: Path) -> Path:
     LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)  # type: ignore[attr-defined]
     return out
+
+
+# The image after the user's text: a caption placed in the question comes before the image, so
+# no image prefix can be shared (`vqascore:` falls back); a reply still follows the image.
+LLAVA_IMAGE_LAST_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}USER: "
+    "{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}\n{% endif %}{% endfor %}"
+    "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>{% endif %}{% endfor %} "
+    "{% else %}ASSISTANT: {{ m['content'][0]['text'] }} {% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def build_llava_sized(
+    out: Path,
+    *,
+    seed: int = 0,
+    image_size: int = 336,
+    patch_size: int = 14,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    max_position_embeddings: int = 1024,
+    chat_template: str = LLAVA_TEMPLATE,
+) -> Path:
+    """A LLaVA like `build_llava` with a chosen image size, width, depth and chat template.
+
+    The defaults are LLaVA-1.5-shaped: a 336 x 336 image in 14-pixel patches gives
+    (336 / 14)^2 = 576 image tokens (the CLS feature dropped, ``vision_feature_select_strategy``
+    "default"), on a narrow 2-layer tower and language model.
+    """
+    import torch
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    tokenizer = _fast_tokenizer(
+        ["[UNK]", "<pad>", "<s>", "</s>", "<image>"],
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+    )
+    vocab = tokenizer.get_vocab()  # type: ignore[attr-defined]
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=4,
+            image_size=image_size,
+            patch_size=patch_size,
+            projection_dim=hidden_size,
+            initializer_range=0.2,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=len(vocab),
+            hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=max_position_embeddings,
+            pad_token_id=vocab["<pad>"],
+            bos_token_id=vocab["<s>"],
+            eos_token_id=vocab["</s>"],
+            initializer_range=0.2,
+        ),
+        image_token_id=vocab["<image>"],
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+        do_center_crop=True,
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=chat_template,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def build_llava_image_last(out: Path, *, seed: int = 0) -> Path:
+    """`build_llava`'s shape (32 x 32 images, 16 image tokens) with the image after the text."""
+    return build_llava_sized(
+        out,
+        seed=seed,
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        max_position_embeddings=128,
+        chat_template=LLAVA_IMAGE_LAST_TEMPLATE,
+    )

@@ -27,7 +27,22 @@ pairs share one crop). For processor families whose image-output layout is known
 once per distinct image, its outputs are repeated into the pairs' order, and the processor's own
 ``replace_image_token`` and text path expand each prompt's image token, so the encoding is the one
 a per-pair call gives. Other families (PaliGemma, Idefics, ...) take the generic path: the processor
-gets one image per pair. The vision tower runs per pair either way (the model's forward).
+gets one image per pair.
+
+Prefix sharing (default; ``?share_prefix=0`` turns it off): for those same processor families, a
+batch whose pairs repeat an image runs each distinct image's prompt prefix (everything before the
+caption: chat-template text and image tokens; for ``captionlik:`` the whole prompt) once, with the
+KV cache kept, so the vision tower and the image tokens run once per distinct image; then all of
+its pairs' continuations (the caption and the question's tail for VQAScore, the caption tokens for
+caption likelihood) run in one forward over that cache, expanded to the pairs
+(`Cache.batch_select_indices`), left-padded, with the attention mask ones over the prefix and
+position ids continuing from the prefix's end (Qwen2-VL's multimodal RoPE: from the model's own
+`get_rope_index` offset for that image's grid). Distinct images whose prefixes have one token count
+share one prefix forward. Whole prompts are tokenized as without sharing; a pair whose first L
+tokens are not its prefix's L tokens (a tokenizer merging across the boundary) takes the path
+without sharing, counted in ``config["share_prefix_fallbacks"]``. A prompt whose caption comes
+before the image turns sharing off (``config["share_prefix_off"]`` says why). Scores equal the
+path without sharing within 1e-4 (fp32), so the fingerprint does not depend on the option.
 
 Token budget: ``max_text_tokens`` is the model's context (``max_position_embeddings`` of the
 language model) minus the prompt with an empty text, image tokens included, measured at load
@@ -61,6 +76,8 @@ DEFAULT_TEMPLATE = 'Does this figure show "{text}"? Please answer yes or no.'
 DEFAULT_ANSWER = "Yes"
 DEFAULT_CAPTION_PROMPT = "Describe this image."
 PROBE_SIZE = 336
+# Stands in for the text when locating where it enters the prompt (`_prompt_before_text`).
+TEXT_MARKER = "\u2063densecap-text\u2063"
 
 # Processor class -> how its image processor's outputs are laid out, for processing each distinct
 # image once: "rows" (one leading row per image in every output, e.g. LLaVA's pixel_values) or
@@ -151,6 +168,34 @@ def expand_image_inputs(processed: Any, inverse: Sequence[int], layout: str) -> 
     return out
 
 
+def select_prefix_rows(enc: Any, rows: Sequence[int], layout: str) -> dict[str, Any]:
+    """Processor outputs of the prompts ``rows`` (equal real lengths), padding columns dropped."""
+    import torch
+
+    mask = enc["attention_mask"]
+    n = int(mask.shape[0])
+    idx = torch.as_tensor(list(rows), dtype=torch.long)
+    real = mask[rows[0]].bool()
+    if int(real.sum()) != int(mask[idx].sum(dim=1).min()):
+        raise ValueError("prefix rows of different lengths in one group")
+    out: dict[str, Any] = {}
+    if layout == "grid":
+        grid = enc["image_grid_thw"]
+        patches = torch.split(enc["pixel_values"], [int(x) for x in grid.prod(dim=-1)], dim=0)
+        out["pixel_values"] = torch.cat([patches[i] for i in rows], dim=0)
+        out["image_grid_thw"] = grid[idx]
+    for key, value in enc.items():
+        if key in out:
+            continue
+        if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape == mask.shape:
+            out[key] = value[idx][:, real]
+        elif isinstance(value, torch.Tensor) and value.shape[:1] == (n,):
+            out[key] = value[idx]
+        else:
+            raise _LayoutMismatch(f"processor output {key!r} has no row per prompt")
+    return out
+
+
 def _context_length(config: Any, tokenizer: Any) -> int:
     text_config = getattr(config, "text_config", None) or config
     n = getattr(text_config, "max_position_embeddings", None) or getattr(
@@ -183,6 +228,9 @@ class _GenerativePairScorer(common.PairScorerBase):
         self.precision, self.dtype = common.resolve_dtype(precision, self.device, spec)
         self.text_policy: TextPolicy = text_policy
         self.batch_size = batch_size or default_batch_size(self.device, "pair")
+        share = common.flag_option(
+            spec, "share_prefix", options.pop("share_prefix", None), default=True
+        )
         self.options = options
         self.model_config, self.processor, self.model = _load_generative(
             spec, path, self.device, self.dtype
@@ -201,9 +249,15 @@ class _GenerativePairScorer(common.PairScorerBase):
                 f"{self.context_length} positions, leaving no room for text"
             )
         self.budget = common.TextBudget(self.tokenizer, self.max_text_tokens, spec=spec)
+        # Prefix sharing changes how scores are computed, not what they are (equal within 1e-4),
+        # so it is not part of the fingerprint: both paths share cached scores.
         self._fingerprint = common.weights_fingerprint(
-            path, self.model_config, {"scorer": self.prefix, **self.config}
+            path, self.model_config, {"scorer": self.prefix, **self._score_options()}
         )
+        self.sharing = common.PrefixSharing(on=share)
+        self._prefix_text = self._shared_prefix_text() if share else None
+        if not share:
+            self.sharing.turn_off("asked off (?share_prefix=0)")
 
     # -- the protocol ------------------------------------------------------------------------
 
@@ -214,6 +268,10 @@ class _GenerativePairScorer(common.PairScorerBase):
     @property
     def config(self) -> dict[str, Any]:
         """What the run card records about this scorer besides the spec."""
+        return {**self._score_options(), **self.sharing.as_config()}
+
+    def _score_options(self) -> dict[str, Any]:
+        """The options that define the scores (precision, template, answer, prompt, reduce)."""
         return {"precision": self.precision, **self.options}
 
     # -- prompting ---------------------------------------------------------------------------
@@ -246,6 +304,42 @@ class _GenerativePairScorer(common.PairScorerBase):
             self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         )
 
+    def _prompt_before_text(self) -> str:
+        """The prompt string up to where the text enters it (all of it when the text does not)."""
+        rendered = self.prompt(TEXT_MARKER)
+        at = rendered.find(TEXT_MARKER)
+        return rendered if at < 0 else rendered[:at]
+
+    def _shared_prefix_text(self) -> str | None:
+        """The prompt prefix that pairs of one image share (image tokens included), or None.
+
+        None (prefix sharing off, recorded in `sharing`) for processors outside
+        `SHARED_IMAGE_LAYOUTS`, a model whose forward takes no KV cache, or a prompt where the
+        text comes before the image (the prefix would then hold no image).
+        """
+        if shared_image_layout(self.processor) is None or not self.has_chat_template:
+            self.sharing.turn_off(
+                f"processor {type(self.processor).__name__} is not one of "
+                f"{', '.join(sorted(SHARED_IMAGE_LAYOUTS))}"
+            )
+            return None
+        if self._cache_arg is None:
+            self.sharing.turn_off("the model's forward takes no KV cache")
+            return None
+        prefix = self._prompt_before_text()
+        image_token = getattr(self.processor, "image_token", None)
+        if not image_token or image_token not in prefix:
+            self.sharing.turn_off("the caption comes before the image in the prompt")
+            return None
+        return prefix
+
+    @property
+    def _cache_arg(self) -> str | None:
+        for name in ("cache", "past_key_values"):  # transformers 5.x renames it to `cache`
+            if name in self._forward_params:
+                return name
+        return None
+
     def _prompt_overhead(self, spec: str) -> int:
         from PIL import Image
 
@@ -268,9 +362,9 @@ class _GenerativePairScorer(common.PairScorerBase):
         prompts = [self.prompt(t) for t in texts]
         enc = self._process(prompts, images)
         suffixes = [self._suffix_ids(t) for t in texts]
-        if not any(suffixes):
-            return enc, [0] * len(texts)
         mask = enc["attention_mask"].bool()
+        if not any(suffixes) and bool(mask[:, -1].all()):  # left-padded already, nothing to add
+            return enc, [0] * len(texts)
         seq_keys = [
             k
             for k, v in enc.items()
@@ -333,14 +427,13 @@ class _GenerativePairScorer(common.PairScorerBase):
             return torch.ones_like(suffix)  # PaliGemma: 1 marks the causal suffix
         return torch.zeros_like(suffix)
 
-    def _log_probs(self, enc: Any, keep: int) -> torch.Tensor:
-        """log-softmax (float32) over the vocabulary of the last ``keep`` positions."""
+    def _forward(self, enc: Any, keep: int, **kwargs: Any) -> Any:
+        """The model's output on ``enc`` (its forward's keys), logits of the last ``keep`` positions."""
         import torch
 
         inputs = {k: v.to(self.device) for k, v in enc.items() if k in self._forward_params}
         if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        kwargs: dict[str, Any] = {}
         if "logits_to_keep" in self._forward_params:
             kwargs["logits_to_keep"] = keep
         device_type = self.device.split(":")[0]
@@ -348,11 +441,244 @@ class _GenerativePairScorer(common.PairScorerBase):
             torch.inference_mode(),
             torch.autocast(device_type, dtype=self.dtype, enabled=self.dtype != torch.float32),
         ):
-            logits = self.model(**inputs, **kwargs).logits
+            return self.model(**inputs, **kwargs)
+
+    def _log_probs(self, enc: Any, keep: int) -> torch.Tensor:
+        """log-softmax (float32) over the vocabulary of the last ``keep`` positions."""
+        import torch
+
+        logits = self._forward(enc, keep).logits
         return torch.log_softmax(logits[:, -keep:].float(), dim=-1)
 
     def _score_batch(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
         raise NotImplementedError
+
+    # -- each pair's last positions, with or without prefix sharing ---------------------------
+
+    def _tail(
+        self, images: Sequence[Image.Image], texts: Sequence[str]
+    ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """Each pair's last ``keep`` positions: log-probs (n, keep, V), token ids (n, keep), and
+        each text's suffix length; ``keep`` is the longest suffix + 1 (the position before it).
+
+        Row i's positions are those of pair i's whole sequence (prompt, then suffix), right-aligned;
+        positions before the sequence's last ``len(suffix) + 1`` are unspecified when its prompt
+        continuation is shorter than the batch's longest (the scorers never read them).
+        """
+        suffixes = [self._suffix_ids(t) for t in texts]
+        lengths = [len(x) for x in suffixes]
+        keep = max(lengths) + 1
+        if self._prefix_text is not None and self.sharing.on:
+            # Looked up per call, as `_process` does: the table is what says a layout is known.
+            layout = shared_image_layout(self.processor)
+            if layout is None:
+                self.sharing.fall_back("processor image layout not known", len(texts))
+                return (*self._tail_unshared(images, texts, keep), lengths)
+            try:
+                return (*self._tail_shared(images, texts, suffixes, keep, layout), lengths)
+            except _LayoutMismatch as exc:  # then no later batch can share either
+                log.warning("%s: %s; prefix sharing off", self.spec, exc)
+                self.sharing.turn_off(str(exc))
+        return (*self._tail_unshared(images, texts, keep), lengths)
+
+    def _tail_unshared(
+        self, images: Sequence[Image.Image], texts: Sequence[str], keep: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Today's path: whole prompts, left-padded, one forward."""
+        enc, _ = self._encode(images, texts)
+        return self._log_probs(enc, keep), enc["input_ids"][:, -keep:]
+
+    def _tail_shared(
+        self,
+        images: Sequence[Image.Image],
+        texts: Sequence[str],
+        suffixes: Sequence[list[int]],
+        keep: int,
+        layout: str,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prefix sharing: each distinct image's prefix once, then all its pairs' continuations.
+
+        The whole prompts are tokenized exactly as `_tail_unshared` does (same processor call,
+        same image-token expansion); a pair shares its image's prefix only when its first L
+        tokens are the prefix's L tokens, else it takes `_tail_unshared` (counted by reason).
+        """
+        import torch
+
+        uniq, inverse = common.unique_images(images)
+        if len(uniq) == len(images):  # nothing to share: the one-forward path costs less
+            return self._tail_unshared(images, texts, keep)
+        prefix_enc, full_enc = self._encode_split(uniq, inverse, texts)
+        pmask = prefix_enc["attention_mask"].bool()
+        prefix_ids = [prefix_enc["input_ids"][u][pmask[u]].tolist() for u in range(len(uniq))]
+        fmask = full_enc["attention_mask"].bool()
+        image_id = self._image_token_id()
+        conts: list[list[int] | None] = []
+        for i, suffix in enumerate(suffixes):
+            ids = full_enc["input_ids"][i][fmask[i]].tolist()
+            prefix = prefix_ids[inverse[i]]
+            if ids[: len(prefix)] != prefix:
+                self.sharing.fall_back("prompt tokens differ from the prefix's at the boundary")
+                conts.append(None)
+            elif image_id is not None and image_id in ids[len(prefix) :]:
+                self.sharing.fall_back("an image token after the prefix")
+                conts.append(None)
+            else:
+                conts.append(ids[len(prefix) :] + list(suffix))
+
+        pad_id = int(self.tokenizer.pad_token_id)
+        out: torch.Tensor | None = None
+        tail_ids = torch.full((len(texts), keep), pad_id, dtype=torch.long)
+
+        def place(rows: list[int], logp: torch.Tensor, ids: torch.Tensor) -> None:
+            nonlocal out
+            if out is None:
+                out = logp.new_zeros((len(texts), keep, logp.shape[-1]))
+            index = torch.as_tensor(rows, dtype=torch.long)
+            out[index.to(out.device)] = logp
+            tail_ids[index] = ids.cpu()
+
+        by_length: dict[int, list[int]] = {}
+        for u in sorted({inverse[i] for i, c in enumerate(conts) if c is not None}):
+            by_length.setdefault(len(prefix_ids[u]), []).append(u)
+        for group in by_length.values():
+            members = set(group)
+            rows = [i for i, c in enumerate(conts) if c is not None and inverse[i] in members]
+            logp, ids = self._tail_group(
+                prefix_enc,
+                group,
+                [group.index(inverse[i]) for i in rows],
+                [c for i in rows if (c := conts[i]) is not None],
+                prefix_ids[group[0]][-1],
+                keep,
+                layout,
+            )
+            place(rows, logp, ids)
+        rest = [i for i, c in enumerate(conts) if c is None]
+        if rest:
+            logp, ids = self._tail_unshared(
+                [images[i] for i in rest], [texts[i] for i in rest], keep
+            )
+            place(rest, logp, ids)
+        assert out is not None  # every pair is in a group or in `rest`
+        return out, tail_ids
+
+    def _tail_group(
+        self,
+        prefix_enc: Any,
+        group: list[int],
+        rows: list[int],
+        conts: list[list[int]],
+        last_prefix_id: int,
+        keep: int,
+        layout: str,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One prefix forward for the distinct images ``group`` (prefixes of one length L), then
+        one forward of the pairs' continuations (pair j continues prefix row ``rows[j]``) over the
+        prefix KV cache expanded to the pairs: continuations left-padded, attention mask ones for
+        the prefix and the continuation's mask, positions continuing from each prefix's end."""
+        import torch
+
+        enc = select_prefix_rows(prefix_enc, group, layout)
+        length = int(enc["input_ids"].shape[1])
+        assert self._cache_arg is not None  # `_shared_prefix_text` checked it
+        first = self._forward(enc, 1, use_cache=True)
+        cache = first.cache if getattr(first, "cache", None) is not None else first.past_key_values
+        last = torch.log_softmax(first.logits[:, -1].float(), dim=-1)  # (k, V)
+        deltas, mrope = self._position_deltas(enc)
+        row_index = torch.as_tensor(rows, dtype=torch.long)
+        n = len(conts)
+        logp = last.new_zeros((n, keep, last.shape[-1]))
+        width = max(len(c) for c in conts)
+        if width:
+            common.select_cache_rows(cache, row_index.to(last.device))
+            ids = torch.full((n, width), int(self.tokenizer.pad_token_id), dtype=torch.long)
+            mask = torch.zeros((n, width), dtype=torch.long)
+            positions = torch.zeros((n, width), dtype=torch.long)
+            for j, c in enumerate(conts):
+                if c:
+                    start = length + int(deltas[rows[j]])
+                    ids[j, width - len(c) :] = torch.as_tensor(c, dtype=torch.long)
+                    mask[j, width - len(c) :] = 1
+                    positions[j, width - len(c) :] = torch.arange(start, start + len(c))
+            cont = {
+                "input_ids": ids,
+                "attention_mask": torch.cat([torch.ones((n, length), dtype=torch.long), mask], 1),
+                "position_ids": positions.unsqueeze(0).expand(3, -1, -1) if mrope else positions,
+            }
+            k = min(keep, width)
+            logits = self._forward(cont, k, use_cache=True, **{self._cache_arg: cache}).logits
+            logp[:, keep - k :] = torch.log_softmax(logits[:, -k:].float(), dim=-1)
+        tail_ids = torch.full((n, keep), int(self.tokenizer.pad_token_id), dtype=torch.long)
+        for j, c in enumerate(conts):
+            m = min(len(c), keep)
+            if m:
+                tail_ids[j, keep - m :] = torch.as_tensor(c[-m:], dtype=torch.long)
+            if len(c) < keep:  # the prefix's last position predicts the continuation's first
+                logp[j, keep - 1 - len(c)] = last[rows[j]]
+                tail_ids[j, keep - 1 - len(c)] = last_prefix_id
+        return logp, tail_ids
+
+    def _position_deltas(self, enc: Any) -> tuple[torch.Tensor, bool]:
+        """Per prefix row, (next text position - prefix length), and whether RoPE is multimodal.
+
+        1-D RoPE: 0. Multimodal RoPE (Qwen2-VL, Qwen2.5-VL): the image's grid, not its token
+        count, advances positions; the model's own `get_rope_index` gives the offset.
+        """
+        import torch
+
+        inner = getattr(self.model, "model", None)
+        get_rope_index = getattr(inner, "get_rope_index", None)
+        if get_rope_index is None:
+            return torch.zeros(int(enc["input_ids"].shape[0]), dtype=torch.long), False
+        params = inspect.signature(get_rope_index).parameters
+        names = ("input_ids", "mm_token_type_ids", "image_grid_thw", "attention_mask")
+        kwargs = {k: enc[k] for k in names if k in enc and k in params}
+        _, deltas = get_rope_index(**kwargs)
+        return deltas.reshape(-1).long().cpu(), True
+
+    def _image_token_id(self) -> int | None:
+        value = getattr(self.processor, "image_token_id", None)
+        return int(value) if isinstance(value, int) else None
+
+    def _encode_split(
+        self, uniq: Sequence[Image.Image], inverse: Sequence[int], texts: Sequence[str]
+    ) -> tuple[Any, Any]:
+        """(processor outputs of the shared prefix with each distinct image, the whole prompts'
+        tokens): images processed once; the prompts tokenized by the processor's own text path
+        with the same image-token expansion as today's (`_process`), without image outputs."""
+        processor = self.processor
+        original = type(processor)._process_images
+        replacements: list[Any] = []
+
+        def capture(images: Any, **kwargs: Any) -> tuple[Any, list[Any]]:
+            processed, tokens = original(processor, images, **kwargs)
+            replacements.extend(tokens)
+            return processed, tokens
+
+        def replace_only(_: Any, **kwargs: Any) -> tuple[Any, list[Any]]:
+            return {}, [replacements[i] for i in inverse]
+
+        prefix_prompts = [self._prefix_text] * len(uniq)
+        processor._process_images = capture
+        try:
+            prefix_enc = processor(
+                text=prefix_prompts, images=list(uniq), return_tensors="pt", padding=True
+            )
+        finally:
+            del processor._process_images
+        if len(replacements) != len(uniq):
+            raise _LayoutMismatch("the processor gives no image-token text per image")
+        processor._process_images = replace_only
+        try:
+            full_enc = processor(
+                text=[self.prompt(t) for t in texts],
+                images=[uniq[i] for i in inverse],
+                return_tensors="pt",
+                padding=True,
+            )
+        finally:
+            del processor._process_images
+        return prefix_enc, full_enc
 
 
 class VQAScorer(_GenerativePairScorer):
@@ -380,9 +706,8 @@ class VQAScorer(_GenerativePairScorer):
         return str(self.options["template"]).replace("{text}", text)
 
     def _score_batch(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
-        enc, _ = self._encode(images, texts)
-        logp = self._log_probs(enc, 1)[:, -1]
-        return logp[:, self.answer_id].exp().cpu()
+        logp, _, _ = self._tail(images, texts)
+        return logp[:, -1, self.answer_id].exp().cpu()
 
 
 class CaptionLikelihoodScorer(_GenerativePairScorer):
@@ -408,13 +733,13 @@ class CaptionLikelihoodScorer(_GenerativePairScorer):
     def _score_batch(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
         import torch
 
-        enc, lengths = self._encode(images, texts)
-        width = max(lengths)
-        if width == 0:
+        if not any(self._suffix_ids(t) for t in texts):
             return torch.zeros(len(texts), dtype=torch.float32)
+        logp, ids, lengths = self._tail(images, texts)
+        width = max(lengths)
         # Positions -width-1 .. -2 predict the last `width` tokens.
-        logp = self._log_probs(enc, width + 1)[:, :-1]
-        targets = enc["input_ids"][:, -width:].to(logp.device)
+        logp = logp[:, :-1]
+        targets = ids[:, -width:].to(logp.device)
         token_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).double()
         out = torch.zeros(len(texts), dtype=torch.float64)
         for i, n in enumerate(lengths):
@@ -448,5 +773,5 @@ def _factory(cls: type[_GenerativePairScorer], allowed: tuple[str, ...]) -> Any:
     return load
 
 
-load_vqascore = _factory(VQAScorer, ("template", "answer"))
-load_captionlik = _factory(CaptionLikelihoodScorer, ("prompt", "reduce"))
+load_vqascore = _factory(VQAScorer, ("template", "answer", "share_prefix"))
+load_captionlik = _factory(CaptionLikelihoodScorer, ("prompt", "reduce", "share_prefix"))

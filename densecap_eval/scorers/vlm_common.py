@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl
@@ -115,6 +115,64 @@ def unique_images(images: Sequence[Image.Image]) -> tuple[list[Image.Image], lis
             by_id[id(im)] = idx
         inverse.append(idx)
     return uniq, inverse
+
+
+# -- flags and prefix sharing -----------------------------------------------------------------
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def flag_option(spec: str, name: str, value: str | None, *, default: bool) -> bool:
+    """A boolean spec option (``?share_prefix=0``): 1/0, true/false, yes/no, on/off."""
+    if value is None:
+        return default
+    low = value.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ModelLoadError(f"{spec}: option {name} must be 0 or 1, got {value!r}")
+
+
+@dataclass
+class PrefixSharing:
+    """Whether a generative scorer runs the image prefix once per distinct image, and its fallbacks.
+
+    ``off_reason`` says why it is off for the whole scorer (asked off, an unsupported processor, a
+    prompt whose caption comes before the image); ``fallbacks`` counts pairs that took the
+    per-pair path although it is on, by reason (e.g. the prompt's tokens differ from the prefix's
+    at the boundary). The run card records `as_config()` under the scorer's config.
+    """
+
+    on: bool
+    off_reason: str | None = None
+    fallbacks: dict[str, int] = field(default_factory=dict)
+
+    def turn_off(self, reason: str) -> None:
+        self.on = False
+        self.off_reason = reason
+
+    def fall_back(self, reason: str, n: int = 1) -> None:
+        self.fallbacks[reason] = self.fallbacks.get(reason, 0) + n
+
+    def as_config(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"share_prefix": self.on}
+        if self.off_reason is not None:
+            out["share_prefix_off"] = self.off_reason
+        if self.fallbacks:
+            out["share_prefix_fallbacks"] = dict(sorted(self.fallbacks.items()))
+        return out
+
+
+def select_cache_rows(cache: Any, rows: torch.Tensor) -> Any:
+    """The KV cache with batch row ``rows[i]`` as row i (a prefix cache expanded over its pairs).
+
+    transformers' `Cache.batch_select_indices` does it per layer in place (keys and values are
+    indexed along the batch dimension, so each row is a copy and later appends stay per row).
+    """
+    cache.batch_select_indices(rows)
+    return cache
 
 
 # -- text budgets -----------------------------------------------------------------------------
