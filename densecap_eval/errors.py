@@ -47,3 +47,8 @@ class ResultsError(DensecapError):
 
 class DownloadError(DensecapError):
     """A download failed or its checksum did not match."""
+
+
+class TaskUnavailableError(DensecapError):
+    """A task cannot run on this machine (an optional tool is missing); the run's other tasks
+    still run, and this one is reported as failed with the message (which says how to fix it)."""

@@ -11,28 +11,36 @@
 3. **compute**: each concrete task computes its metrics from the shared score table;
 4. **record**: one `RunResult` per requested task, with the run record (the config plus what
    was resolved: the model's fingerprint and cache key, the device, the dataset fingerprint).
+
+Under torchrun every rank runs the four phases in step (`densecap_eval.distributed`): each
+plans the same tasks (checked), scores its share of the plan's batches and receives the rest,
+and rank 0 alone computes the metrics and records; a failure on any rank fails every rank.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from densecap_eval.config import ConfigError, RunConfig
-from densecap_eval.errors import DensecapError
+from densecap_eval.errors import DensecapError, TaskUnavailableError
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from densecap_eval.datasets.records import SkippedImage
+    from densecap_eval.distributed import Group
     from densecap_eval.engine.plan import ScoreTable, ScoringPlan
     from densecap_eval.tasks.base import TaskInstance
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -52,6 +60,8 @@ class RunResult:
     config: dict[str, Any] = field(default_factory=dict)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # Concrete tasks that could not run here (a missing optional tool), with the message.
+    unavailable: dict[str, str] = field(default_factory=dict)
 
 
 def evaluate(
@@ -67,6 +77,10 @@ def evaluate(
     (0 skips the intervals), ``rerank_from`` / ``rerank_k`` (required for retrieval with a pair
     scorer: an embedding scorer or its spec ranks the gallery and the pair scorer re-ranks each
     query's top k). ``rerank_from`` may also be a loaded `Scorer`.
+
+    Under torchrun (``world_size`` > 1, or after `densecap_eval.distributed.init_from_env`),
+    call it on every rank: the ranks share the scoring, rank 0's result holds the metrics, the
+    other ranks' results hold none (``metrics == {}``).
     """
     (result,) = evaluate_tasks(scorer_or_spec, [task], config=config, **options)
     return result
@@ -93,24 +107,103 @@ def evaluate_tasks(
     elif options:
         config = config.with_options(**options)
     config = config.with_options(data_root=resolve_data_root(config.data_root))
+    group, config = _join_group(config)
 
     started = datetime.now(timezone.utc)
-    scorer = _load(scorer_or_spec, config)
+    scorer = _everywhere(group, partial(_load, scorer_or_spec, config))
     config = _adopt_scorer_precision(config, scorer, explicit=options.get("precision") is not None)
-    prepared = _plan(scorer, tasks, config)
+    prepared = _everywhere(group, partial(_plan, scorer, tasks, config))
+    if group is not None:
+        group.check_same("plan", _plan_digest(prepared))
     if prepared.reranked:
-        rerank_scorer = _load(rerank_scorer or config.rerank_from, config)
+        first = rerank_scorer or config.rerank_from
+        rerank_scorer = _everywhere(group, partial(_load, first, config))
         _check_first_stage(rerank_scorer, config)
     elif config.rerank_from is not None:
         # Only a pair scorer on a retrieval task re-ranks: the run card must not say it did.
         log.info("--rerank-from %s is not used here (no retrieval task with a pair scorer)",
                  config.rerank_from)  # fmt: skip
         config, rerank_scorer = config.with_options(rerank_from=None), None
-    table, rerank_record = _score(scorer, rerank_scorer, prepared, config)
+    table, rerank_record = _score(scorer, rerank_scorer, prepared, config, group)
     del rerank_scorer  # free its memory (a GPU) before metrics
+    scaling: dict[str, Any] = {}
+    if group is not None:
+        # Each rank's own items and seconds per phase (the CLI prints the summary).
+        scaling = {"backend": group.backend, "ranks": group.throughput()}
+        if not group.is_main:  # rank 0 alone computes metrics (from the same table)
+            return _scored_elsewhere(scorer, prepared, config, group.rank)
     computed = _compute(scorer, table, prepared, config)
     finished = datetime.now(timezone.utc)
-    return _record(scorer, prepared, computed, config, rerank_record, started, finished)
+    results = _record(scorer, prepared, computed, config, rerank_record, started, finished)
+    if scaling:
+        for result in results:
+            result.config["distributed"] = scaling
+    return results
+
+
+# -- torchrun -------------------------------------------------------------------------------
+
+
+def _join_group(config: RunConfig) -> tuple[Group | None, RunConfig]:
+    """The torch.distributed group this run scores in (None: one process), and the config
+    with its ``world_size`` and this rank's device (``cuda`` becomes ``cuda:LOCAL_RANK``)."""
+    from densecap_eval import distributed
+
+    group = distributed.current()
+    if group is None and config.world_size > 1:
+        group = distributed.init_from_env(config.device)
+        if group is None:
+            raise ConfigError(
+                f"world_size={config.world_size}, but this process is not one of a torchrun "
+                f"job's {config.world_size} (WORLD_SIZE={distributed.env_world_size()}); start "
+                "it with torchrun --nproc-per-node N"
+            )
+    if group is None:
+        return None, config
+    if config.world_size not in (1, group.world_size):
+        raise ConfigError(
+            f"world_size={config.world_size}, but the torchrun job has {group.world_size} ranks"
+        )
+    group.stats.clear()
+    device = distributed.rank_device(config.device, group.local_rank)
+    return group, config.with_options(world_size=group.world_size, device=device)
+
+
+def _everywhere(group: Group | None, fn: Callable[[], T]) -> T:
+    """``fn()``; in a distributed run, every rank fails when one does (none waits forever)."""
+    return fn() if group is None else group.run(fn)
+
+
+def _plan_digest(prepared: _Prepared) -> str:
+    """What every rank must agree on: the plans' texts, regions (photo file name, box), pairs."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for plan in (prepared.first_plan, prepared.plan):
+        for text in plan.texts:
+            h.update(text.encode("utf-8") + b"\0")
+        for region in plan.regions:
+            h.update(f"{os.path.basename(region.photo)}#{region.box}\0".encode())
+        h.update(plan.pairs.tobytes())
+    return h.hexdigest()
+
+
+def _scored_elsewhere(
+    scorer: Any, prepared: _Prepared, config: RunConfig, rank: int
+) -> list[RunResult]:
+    """What a rank other than 0 returns: no metrics (rank 0 has them) and no examples."""
+    import pandas as pd
+
+    return [
+        RunResult(
+            model=_spec(scorer),
+            task=name,
+            metrics={},
+            examples=pd.DataFrame(),
+            config={**config.to_dict(), "model": _spec(scorer), "task": name, "rank": rank},
+        )
+        for name in prepared.requested
+    ]
 
 
 # -- phase 1: plan --------------------------------------------------------------------------
@@ -127,6 +220,7 @@ class _Prepared:
     plan: ScoringPlan
     first_plan: ScoringPlan  # the re-ranking first stage's (empty without re-ranking)
     reranked: list[str]
+    unavailable: dict[str, str] = field(default_factory=dict)  # task -> why it cannot run
 
 
 def _plan(scorer: Any, tasks: Sequence[str], config: RunConfig) -> _Prepared:
@@ -156,11 +250,18 @@ def _plan(scorer: Any, tasks: Sequence[str], config: RunConfig) -> _Prepared:
             prepared.datasets[task.dataset] = load_dataset(
                 task.dataset, root=str(root), strict=config.strict, **options
             )
-        instance = task.prepare(
-            prepared.datasets[task.dataset], split=config.split, seed=config.seed
-        )
+        try:
+            instance = task.prepare(
+                prepared.datasets[task.dataset], split=config.split, seed=config.seed
+            )
+        except TaskUnavailableError as exc:  # the other tasks still run
+            log.error("%s", exc)
+            prepared.unavailable[name] = str(exc)
+            continue
         instance.add_to_plan(prepared.first_plan if name in reranked else prepared.plan)
         prepared.instances[name] = instance
+    if prepared.unavailable and not prepared.instances:
+        raise TaskUnavailableError(next(iter(prepared.unavailable.values())))
     return prepared
 
 
@@ -168,7 +269,7 @@ def _plan(scorer: Any, tasks: Sequence[str], config: RunConfig) -> _Prepared:
 
 
 def _score(
-    scorer: Any, first_scorer: Any, prepared: _Prepared, config: RunConfig
+    scorer: Any, first_scorer: Any, prepared: _Prepared, config: RunConfig, group: Group | None
 ) -> tuple[ScoreTable, dict[str, Any]]:
     from densecap_eval.engine.cache import EmbeddingCache
     from densecap_eval.engine.engine import score_plan
@@ -180,6 +281,7 @@ def _score(
         "cache": cache,
         "blind": config.blind,
         "progress": config.progress,
+        "group": group,
     }
     rerank_record: dict[str, Any] = {}
     if first_scorer is not None:
@@ -269,7 +371,14 @@ def _record(
 
     results = []
     for name in prepared.requested:
-        names = prepared.members[name]
+        unavailable = {m: prepared.unavailable[m] for m in prepared.members[name]
+                       if m in prepared.unavailable}  # fmt: skip
+        names = tuple(m for m in prepared.members[name] if m not in unavailable)
+        if not names:
+            results.append(RunResult(_spec(scorer), name, {}, pd.DataFrame(),
+                                     config={**record_base, "task": name},
+                                     unavailable=unavailable))  # fmt: skip
+            continue
         task_objs = [get_task(m) for m in names]
         dataset_names = sorted({t.dataset for t in task_objs})
         frames = [computed[m][1] for m in names]
@@ -286,6 +395,8 @@ def _record(
         }
         if protocols:
             record["protocols"] = protocols
+        if unavailable:
+            record["unavailable"] = unavailable
         if rerank_record and any(m in prepared.reranked for m in names):
             record.update(rerank_record)
             record["reranked_tasks"] = [m for m in names if m in prepared.reranked]
@@ -303,6 +414,7 @@ def _record(
                 config=record,
                 started_at=started,
                 finished_at=finished,
+                unavailable=unavailable,
             )
         )
     return results

@@ -275,7 +275,11 @@ def test_unreachable_url_is_a_download_error(
 
 
 CLI_ERRORS = [
-    (["download", "imagenet", "--root", "R"], "unknown dataset 'imagenet'", "known: dci"),
+    (
+        ["download", "imagenet", "--root", "R"],
+        "unknown dataset 'imagenet'",
+        "known: aro-coco, aro-flickr30k, aro-vg, dci, docci",
+    ),
     (
         ["download", "dci", "--root", "R", "--url", "http://127.0.0.1:9/x"],
         "--url needs --sha256",

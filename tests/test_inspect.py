@@ -225,7 +225,11 @@ def test_bundled_sample(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 CLI_ERRORS = [
-    (["inspect", "imagenet", "--sample"], "unknown dataset 'imagenet'", "known: dci"),
+    (
+        ["inspect", "imagenet", "--sample"],
+        "unknown dataset 'imagenet'",
+        "known: aro-coco, aro-flickr30k, aro-vg, dci, docci",
+    ),
     (["inspect", "dci", "--sample", "--root", "ROOT"], "give --root or --sample, not both", ""),
     (["inspect", "dci", "--root", "ROOT/none"], "DCI root", "does not exist"),
     (

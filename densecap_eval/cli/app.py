@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
+from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -37,6 +40,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "densecap_eval.cli.cache_cmd",
     "densecap_eval.cli.run_cmds",
     "densecap_eval.cli.dashboard_cmd",
+    "densecap_eval.cli.sweep_cmd",
 )
 for _module in COMMAND_MODULES:
     importlib.import_module(_module)
@@ -74,6 +78,33 @@ def setup_logging() -> None:
     logger.setLevel(logging.WARNING)
     if not logging.root.handlers:
         logging.root.addHandler(logging.NullHandler())
+
+
+def setup_rank_logging(results_dir: Path, group: Any) -> Path:
+    """Under torchrun: each rank logs (info and up) to ``<results>/.logs/<job>/rank<N>.log``.
+
+    ``<job>`` is rank 0's start time, shared with the others; the folder is hidden, so the
+    results store ignores it. Only rank 0 keeps printing warnings on stderr (the others'
+    are in their files), so a job prints each warning once.
+    """
+    from datetime import datetime, timezone
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    job = group.all_gather(f"{stamp}-{os.getpid()}")[0]  # rank 0's name, on every rank
+    log_dir = Path(results_dir) / ".logs" / job
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / f"rank{group.rank}.log"
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(
+        logging.Formatter(f"%(asctime)s rank{group.rank} %(levelname)s %(name)s: %(message)s")
+    )
+    logger = logging.getLogger("densecap_eval")
+    for h in logger.handlers:
+        if isinstance(h, _StderrLines):
+            h.setLevel(logging.WARNING if group.is_main else logging.CRITICAL + 1)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ Heavy imports (torch, the scorers, pandas) happen inside the commands.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -19,6 +19,12 @@ DEFAULT_RESULTS_DIR = Path("densecap-results")
 
 class NothingToReport(ResultsError):
     """A results directory without a complete run (matching the filters): exit 1, not a usage error."""
+
+    exit_code = 1
+
+
+class TasksUnavailable(DensecapError):
+    """Some tasks could not run on this machine (a missing optional tool); the rest were stored."""
 
     exit_code = 1
 
@@ -84,17 +90,40 @@ def _main_job(
     data_root: list[str] | None,
     sample: bool,
     out: Path | None,
+    sweep_tag: str | None = None,
     **options: object,
-) -> tuple[Path, list[str]]:
-    """Run and store; returns the results dir and the new run ids."""
+) -> tuple[Path, list[str], list[str]]:
+    """Run and store; returns the results dir, the new run ids (none on torchrun rank > 0) and
+    the tasks that could not run here."""
+    from densecap_eval import distributed
     from densecap_eval.results.runner import RunEvents, default_request, run_and_store
 
+    # Under torchrun: join the job; this rank's device is cuda:LOCAL_RANK (or the CPU).
+    group = distributed.init_from_env(options.get("device"))  # type: ignore[arg-type]
+    if group is not None:
+        options = {**options, "world_size": group.world_size, "device": group.device}
     # One RunConfig, built here and passed unchanged to the runner, evaluation and the store.
     root, roots = split_data_roots(data_root or [])
     request = default_request(
         models=models, tasks=tasks, data_root=root, sample=sample, results_dir=out,
         data_roots=roots, **options,
     )  # fmt: skip
+    if sweep_tag is not None:  # a sweep cell run as its own process (densecap_eval.sweep)
+        import dataclasses
+
+        from densecap_eval.sweep import SweepTag
+
+        request = dataclasses.replace(request, sweep=SweepTag.from_json(sweep_tag))
+    if group is not None:
+        from densecap_eval.cli.app import setup_rank_logging
+
+        log_file = setup_rank_logging(request.results_dir, group)
+        if group.is_main:
+            typer.echo(
+                f"{group.world_size} processes ({group.backend}); per-rank logs in "
+                f"{log_file.parent}",
+                err=True,
+            )
     skipped: list[str] = []
 
     def on_skipped(image: str, reason: str) -> None:
@@ -108,9 +137,21 @@ def _main_job(
     def on_stored(run: object) -> None:
         typer.echo(f"stored {getattr(run, 'path', run)}", err=True)
 
+    unavailable: list[str] = []
+
+    def on_unavailable(task: str, message: str) -> None:
+        unavailable.append(task)
+        typer.echo(f"error: {message}", err=True)
+
     try:
         runs = run_and_store(
-            request, events=RunEvents(on_skipped=on_skipped, on_stored=on_stored, on_model=on_model)
+            request,
+            events=RunEvents(
+                on_skipped=on_skipped,
+                on_stored=on_stored,
+                on_model=on_model,
+                on_unavailable=on_unavailable,
+            ),
         )
     except KeyboardInterrupt:
         raise Interrupted(
@@ -118,13 +159,38 @@ def _main_job(
         ) from None
     if skipped:
         _warn(f"{len(skipped)} image(s) skipped; the run cards list them with their reasons")
-    return request.results_dir, [run.run_id for run in runs]
+    if group is not None:
+        _print_throughput(runs)
+        distributed.shutdown()
+    return request.results_dir, [run.run_id for run in runs], unavailable
+
+
+def _print_throughput(runs: list[Any]) -> None:
+    """Rank 0, after a torchrun job: what each rank computed, per model (from the run cards)."""
+    seen: set[str] = set()
+    for run in runs:
+        config = run.card.config if run.card is not None else {}
+        scaling = config.get("distributed") or {}
+        if str(config.get("model")) in seen or not scaling.get("ranks"):
+            continue
+        seen.add(str(config.get("model")))
+        typer.echo(f"throughput per rank, {config.get('model')}:", err=True)
+        for rank in scaling["ranks"]:
+            parts = [
+                f"{phase} {p['items']} in {p['seconds']:.1f} s"
+                + (f" ({p['items'] / p['seconds']:.1f}/s)" if p["seconds"] > 0 else "")
+                for phase, p in rank["phases"].items()
+            ]
+            typer.echo(f"  rank {rank['rank']} ({rank['device']}): {', '.join(parts) or 'nothing to do'}",
+                       err=True)  # fmt: skip
 
 
 def _print_runs(results_dir: Path, run_ids: list[str]) -> None:
     from densecap_eval.results.report import print_report, rows_for_runs
     from densecap_eval.results.store import read_run
 
+    if not run_ids:  # a torchrun rank other than 0: rank 0 prints
+        return
     rows = rows_for_runs([read_run(results_dir / run_id) for run_id in run_ids])
     print_report(rows, "table")
 
@@ -244,9 +310,14 @@ def run_command(
             help="Candidates per query the pair scorer re-ranks (>= 10 keeps R@10 its own).",
         ),
     ] = 10,
+    sweep_tag: Annotated[
+        str | None,
+        typer.Option("--sweep-tag", hidden=True, help="Set by `densecap-eval sweep` (JSON)."),
+    ] = None,
 ) -> None:
     """Evaluate models on tasks; one run directory per (model, task). No arguments: the bundled demo."""
-    results_dir, run_ids = _main_job(
+    results_dir, run_ids, unavailable = _main_job(
+        sweep_tag=sweep_tag,
         models=model,
         tasks=task,
         data_root=data_root,
@@ -271,6 +342,11 @@ def run_command(
         rerank_k=rerank_k,
     )
     _print_runs(results_dir, run_ids)
+    if unavailable:
+        raise TasksUnavailable(
+            f"{', '.join(unavailable)} could not run here (see the error above); the other "
+            "tasks ran and are stored"
+        )
 
 
 @app.command("report")
@@ -287,12 +363,27 @@ def report_command(
     model: Annotated[
         str | None, typer.Option("--model", help="Only models whose spec contains this.")
     ] = None,
+    sweep: Annotated[
+        bool,
+        typer.Option(
+            "--sweep",
+            help="Only the sweeps, each as a grid (model x task) of its cells' states and "
+            "headline numbers; the table and markdown reports end with them anyway.",
+        ),
+    ] = False,
 ) -> None:
     """Print the complete runs of a results directory; broken runs are skipped with a warning."""
+    from densecap_eval.cli.sweep_cmd import print_sweep_grids
     from densecap_eval.results.report import REPORT_FORMATS, collect_rows, print_report, skip_reason
 
     if fmt not in REPORT_FORMATS:
         raise fail(f"unknown --format {fmt!r} (known: {', '.join(REPORT_FORMATS)})")
+    if sweep:
+        if not print_sweep_grids(results_dir, fmt):
+            raise NothingToReport(
+                f"no sweep runs in {results_dir}; run one with `densecap-eval sweep SWEEP.yaml`"
+            )
+        return
     rows = collect_rows(
         results_dir,
         task=task,
@@ -306,6 +397,8 @@ def report_command(
             f"create some with `densecap-eval run --out {results_dir}`"
         )
     print_report(rows, fmt)
+    if fmt in ("table", "markdown") and task is None and model is None:  # csv, json: one table
+        print_sweep_grids(results_dir, fmt, heading=True)
 
 
 @app.command("compare")
@@ -363,7 +456,7 @@ def demo_command(
     ] = False,
 ) -> None:
     """The bundled tiny model on the bundled sample, then the dashboard over the results."""
-    results_dir, run_ids = _main_job(models=None, tasks=None, data_root=None, sample=True, out=out,
+    results_dir, run_ids, _ = _main_job(models=None, tasks=None, data_root=None, sample=True, out=out,
                                      text_policy="truncate")  # fmt: skip
     _print_runs(results_dir, run_ids)
     if no_dashboard:

@@ -14,6 +14,11 @@ error halves the batch and retries the same items (`densecap_eval.batching.Batch
 smaller size is kept for the rest of the run. For a CUDA model, region batches come in pinned
 host memory so the copy to the device can overlap decoding. With a cache, every encoded batch is
 written as it completes, so an interrupted run resumes where it stopped.
+
+Under torchrun (``group``, `densecap_eval.distributed`): every rank looks its inputs up in its
+cache, the ranks agree on what no rank holds, and cut that into the batches one process would
+run; rank r computes batches r, r + world_size, ... and the rows are exchanged, so every rank
+ends with the whole table, equal to one process's. Rank 0 alone rewrites the cache's index.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -37,6 +43,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    from densecap_eval.distributed import Counter, Group
     from densecap_eval.scorers.base import EmbeddingScorer, PairScorer, TextPolicy
 
 __all__ = ["BatchBackoff", "default_batch_size", "default_num_workers", "is_oom", "score_plan"]
@@ -48,9 +55,17 @@ _MIN_ITEMS_FOR_WORKERS = 64
 
 
 def default_num_workers(n_items: int) -> int:
+    """Decoding processes for ``n_items``: none for few, else up to 4 of this rank's CPUs.
+
+    Under torchrun the node's CPUs are shared by its ``LOCAL_WORLD_SIZE`` ranks.
+    """
     if n_items < _MIN_ITEMS_FOR_WORKERS:
         return 0
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    try:
+        ranks_here = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        ranks_here = 1
+    return max(0, min(4, (os.cpu_count() or 1) // ranks_here - 1))
 
 
 # -- progress -------------------------------------------------------------------------------
@@ -89,11 +104,35 @@ class _Progress:
         if self._bar is not None:
             self._bar.__exit__(*exc)
 
-    def task(self, description: str, total: int) -> Callable[[int], None]:
+    def task(self, description: str, total: int, *, group: Group | None = None) -> _Task:
+        """A bar of ``total`` items; with ``group``, every rank's items count (store counter)."""
+        counter = group.counter(description, total) if group is not None else None
         if self._bar is None or total == 0:
-            return lambda n: None
-        task_id = self._bar.add_task(description, total=total)
-        return lambda n: self._bar.advance(task_id, n)
+            return _Task(None, None, counter, group)
+        return _Task(self._bar, self._bar.add_task(description, total=total), counter, group)
+
+
+class _Task:
+    """Advances one bar: by this process's items, or by the global count of a distributed job."""
+
+    def __init__(self, bar: Any, task_id: Any, counter: Counter | None, group: Group | None):
+        self._bar, self._id, self._counter, self._group = bar, task_id, counter, group
+
+    def __call__(self, n: int) -> None:
+        if self._counter is not None:
+            done = self._counter.add(n)
+            if self._bar is not None:
+                self._bar.update(self._id, completed=done)
+        elif self._bar is not None:
+            self._bar.advance(self._id, n)
+
+    def settle(self) -> None:
+        """Rank 0's bar: keep counting the other ranks' items until they are all done."""
+        if self._bar is not None and self._counter is not None and self._group is not None:
+            bar, task_id = self._bar, self._id
+            self._counter.wait(
+                lambda done: bar.update(task_id, completed=done), timeout=self._group.timeout
+            )
 
 
 def _progress_enabled(progress: bool | None) -> bool:
@@ -211,6 +250,7 @@ def score_plan(
     blind: bool = False,
     num_workers: int | None = None,
     progress: bool | None = None,
+    group: Group | None = None,
 ) -> ScoreTable:
     """Score a plan with a scorer: each unique region and text encoded once (or read from cache).
 
@@ -222,13 +262,18 @@ def score_plan(
     plans. ``progress=None`` shows
     progress bars only when stderr is a terminal. Pair scorers' scores are not cached (the
     cache holds embeddings).
+
+    ``group`` (a `densecap_eval.distributed.Group`; call on every rank): each rank computes
+    every ``world_size``-th batch of the uncached work, the same batches one process runs, and
+    every rank returns the whole table (identical to one process's); only rank 0 shows bars.
     """
     kind: Literal["embedding", "pair"] = getattr(scorer, "kind", "embedding")
     if batch_size is None:
         batch_size = default_batch_size(getattr(scorer, "device", "cpu"), kind)
     if batch_size < 1:
         raise DensecapError(f"batch size must be at least 1, got {batch_size}")
-    with _Progress(_progress_enabled(progress)) as bars:
+    show = _progress_enabled(progress) and (group is None or group.is_main)
+    with _Progress(show) as bars:
         if kind == "pair":
             return _score_pairs(
                 scorer,  # type: ignore[arg-type]
@@ -238,14 +283,16 @@ def score_plan(
                 blind=blind,
                 num_workers=num_workers,
                 bars=bars,
+                group=group,
             )
-        txt_emb, n_tokens, cut = _encode_texts(
+        texts = _encode_texts(
             scorer,  # type: ignore[arg-type]
             plan.texts,
             policy=text_policy,
             batch_size=batch_size,
             cache=cache,
             bars=bars,
+            group=group,
         )
         img_emb = _encode_regions(
             scorer,  # type: ignore[arg-type]
@@ -255,12 +302,14 @@ def score_plan(
             blind=blind,
             num_workers=num_workers,
             bars=bars,
+            group=group,
         )
+    assert texts.n_tokens is not None and texts.cut is not None
     return ScoreTable(
-        text_tokens=n_tokens,
-        text_cut=cut,
-        image_embeddings=img_emb,
-        text_embeddings=txt_emb,
+        text_tokens=texts.n_tokens,
+        text_cut=texts.cut,
+        image_embeddings=img_emb.embeddings(),
+        text_embeddings=texts.embeddings(),
         logit_fn=scorer.logits,  # type: ignore[union-attr]
     )
 
@@ -277,6 +326,117 @@ def _fill(out: np.ndarray | None, rows: np.ndarray, idx: Sequence[int], n: int) 
     return out
 
 
+class _Rows:
+    """The embeddings of n items (texts: with token counts and cut flags), filled as they come."""
+
+    def __init__(self, n: int, *, texts: bool) -> None:
+        self.n = n
+        self.emb: np.ndarray | None = None
+        self.held = np.zeros(n, dtype=bool)
+        self.n_tokens = np.zeros(n, dtype=np.int64) if texts else None
+        self.cut = np.zeros(n, dtype=bool) if texts else None
+
+    def fill(
+        self,
+        idx: Sequence[int] | np.ndarray,
+        rows: np.ndarray,
+        n_tokens: Any = None,
+        cut: Any = None,
+    ) -> None:
+        if not len(idx):
+            return
+        self.emb = _fill(self.emb, rows, idx, self.n)  # type: ignore[arg-type]
+        self.held[np.asarray(idx, dtype=np.int64)] = True
+        if self.n_tokens is not None and self.cut is not None:
+            self.n_tokens[idx] = n_tokens
+            self.cut[idx] = cut
+
+    def payload(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any, Any]:
+        """Rows ``idx`` as (idx, embeddings, n_tokens, cut), to send to the other ranks."""
+        if not len(idx) or self.emb is None:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32), None, None
+        return (
+            idx,
+            self.emb[idx],
+            None if self.n_tokens is None else self.n_tokens[idx],
+            None if self.cut is None else self.cut[idx],
+        )
+
+    def embeddings(self) -> np.ndarray:
+        return self.emb if self.emb is not None else np.zeros((0, 0), dtype=np.float32)
+
+
+def _cache_holders(group: Group | None, rows: _Rows, lookup: Callable[[], None]) -> np.ndarray:
+    """(ranks, n) bool: which rank found which item in its cache (``lookup`` fills ``rows``).
+
+    Every rank decides what to encode from all ranks' hits, so they agree on the batches even
+    when their caches differ (node-local caches, files another node has not seen yet).
+    """
+    if group is None:
+        lookup()
+        return rows.held[None, :].copy()
+
+    def local() -> np.ndarray:
+        lookup()
+        return np.packbits(rows.held)
+
+    packed = group.run_and_gather(local)
+    return np.stack([np.unpackbits(p, count=rows.n).astype(bool) for p in packed])
+
+
+def _batches_of(order: list[int], batch_size: int, group: Group | None) -> list[list[int]]:
+    """This rank's batches of ``order``: the batches one process runs, every world_size-th."""
+    batches = [order[a : a + batch_size] for a in range(0, len(order), batch_size)]
+    return batches if group is None else group.mine(batches)
+
+
+def _share(
+    group: Group | None, rows: _Rows, holders: np.ndarray, work: Callable[[], int], phase: str
+) -> None:
+    """Run this rank's ``work`` (it fills ``rows``), then give every rank every row.
+
+    A rank sends what it encoded, plus the cached rows it is the first holder of that some
+    rank lacks (none when the caches agree, e.g. one shared cache).
+    """
+    if group is None:
+        work()
+        return
+    n_holders = holders.sum(axis=0)
+    first = holders.argmax(axis=0)
+
+    def local() -> tuple[np.ndarray, np.ndarray, Any, Any]:
+        before = rows.held.copy()
+        start = time.perf_counter()
+        count = work()
+        seconds = time.perf_counter() - start
+        group.record(phase, count, seconds)
+        log.info("%s: computed %d of %d here in %.2f s", phase, count, rows.n, seconds)
+        others_lack = (n_holders > 0) & (n_holders < group.world_size) & (first == group.rank)
+        return rows.payload(np.flatnonzero((rows.held & ~before) | others_lack))
+
+    for rank, (idx, emb, n_tokens, cut) in enumerate(group.run_and_gather(local)):
+        if rank == group.rank or not len(idx):
+            continue
+        need = ~rows.held[idx]
+        rows.fill(
+            idx[need],
+            emb[need],
+            None if n_tokens is None else n_tokens[need],
+            None if cut is None else cut[need],
+        )
+    if not rows.held.all():  # cannot happen unless a rank skipped its batches
+        raise DensecapError(f"{int((~rows.held).sum())} {phase} were scored by no rank")
+
+
+def _reindex(group: Group | None, open_store: Callable[[], Any] | None) -> None:
+    """Rank 0 rewrites a cache index once every rank's shards are written (one index writer)."""
+    if group is None or not group.is_main or open_store is None:
+        return
+    fresh = open_store()
+    len(fresh)  # reads the index and scans the shards it does not list
+    fresh.flush()
+
+
 def _encode_texts(
     scorer: EmbeddingScorer,
     texts: Sequence[str],
@@ -285,59 +445,70 @@ def _encode_texts(
     batch_size: int,
     cache: EmbeddingCache | None,
     bars: _Progress,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    group: Group | None = None,
+) -> _Rows:
     n = len(texts)
-    emb: np.ndarray | None = None
-    n_tokens = np.zeros(n, dtype=np.int64)
-    cut = np.zeros(n, dtype=bool)
-    todo = list(range(n))
-    store = (
-        cache.text_store(ModelKey.of(scorer), policy, max_tokens=scorer.max_text_tokens)
-        if cache is not None
-        else None
-    )
+    rows = _Rows(n, texts=True)
+
+    def open_store() -> Any:
+        assert cache is not None
+        return cache.text_store(ModelKey.of(scorer), policy, max_tokens=scorer.max_text_tokens)
+
+    store = open_store() if cache is not None else None
     keys: list[str] = []
-    if store is not None and n:
-        keys = [text_key(t) for t in texts]
+
+    def lookup() -> None:
+        if store is None or not n:
+            return
+        keys.extend(text_key(t) for t in texts)
         hit = store.lookup(keys)
         if hit.keys:
             pos = {k: i for i, k in enumerate(hit.keys)}
             idx = [i for i in range(n) if keys[i] in pos]
-            rows = [pos[keys[i]] for i in idx]
-            emb = _fill(emb, hit.embeddings[rows], idx, n)
+            found = [pos[keys[i]] for i in idx]
             assert hit.n_tokens is not None and hit.cut is not None
-            n_tokens[idx] = hit.n_tokens[rows]
-            cut[idx] = hit.cut[rows]
-            done = set(idx)
-            todo = [i for i in todo if i not in done]
-    if todo:
+            rows.fill(idx, hit.embeddings[found], hit.n_tokens[found], hit.cut[found])
+
+    holders = _cache_holders(group, rows, lookup)
+    todo = [i for i in range(n) if not holders[:, i].any()]
+
+    def work() -> int:
+        if not todo:
+            if store is not None:
+                store.flush()  # an index rebuilt from unlisted shards is worth keeping
+            return 0
         counts = scorer.count_tokens([texts[i] for i in todo])
         # Shortest first, stable: similar lengths share a batch.
-        todo = [todo[j] for j in sorted(range(len(todo)), key=lambda j: counts[j])]
-        advance = bars.task("encoding texts", len(todo))
+        order = [todo[j] for j in sorted(range(len(todo)), key=lambda j: counts[j])]
+        # One process: one run the backoff cuts into batches; a rank: its fixed batches.
+        chunks = [order] if group is None else _batches_of(order, batch_size, group)
+        advance = bars.task("encoding texts", len(order), group=group)
         backoff = BatchBackoff(batch_size, what="texts")
-
-        def encode(a: int, b: int) -> Any:
-            return scorer.encode_texts([texts[i] for i in todo[a:b]], policy=policy)
-
+        done = 0
         try:
-            for a, b, enc in backoff.run(len(todo), encode):
-                idx = todo[a:b]
-                rows = enc.embeddings.detach().to("cpu").float().numpy()
-                emb = _fill(emb, rows, idx, n)
-                n_tokens[idx] = enc.n_tokens
-                cut[idx] = enc.cut
-                if store is not None:
-                    store.put([keys[i] for i in idx], rows, n_tokens=enc.n_tokens, cut=enc.cut)
-                advance(b - a)
+            for chunk in chunks:
+
+                def encode(a: int, b: int, c: list[int] = chunk) -> Any:
+                    return scorer.encode_texts([texts[i] for i in c[a:b]], policy=policy)
+
+                for a, b, enc in backoff.run(len(chunk), encode):
+                    idx = chunk[a:b]
+                    emb = enc.embeddings.detach().to("cpu").float().numpy()
+                    rows.fill(idx, emb, enc.n_tokens, enc.cut)
+                    if store is not None:
+                        store.put([keys[i] for i in idx], emb, n_tokens=enc.n_tokens, cut=enc.cut)
+                    done += b - a
+                    advance(b - a)
         finally:
             if store is not None:
                 store.flush()
-    elif store is not None:
-        store.flush()  # an index rebuilt from unlisted shards is worth keeping
-    if emb is None:
-        emb = np.zeros((0, 0), dtype=np.float32)
-    return emb, n_tokens, cut
+        advance.settle()
+        return done
+
+    _share(group, rows, holders, work, "texts")
+    if todo:
+        _reindex(group, open_store if store is not None else None)
+    return rows
 
 
 def _encode_regions(
@@ -349,34 +520,45 @@ def _encode_regions(
     blind: bool,
     num_workers: int | None,
     bars: _Progress,
-) -> np.ndarray:
+    group: Group | None = None,
+) -> _Rows:
     n = len(regions)
-    emb: np.ndarray | None = None
-    todo = list(range(n))
-    store = (
-        cache.image_store(ModelKey.of(scorer), scorer.preprocess_id, blind=blind)
-        if cache is not None
-        else None
-    )
+    rows = _Rows(n, texts=False)
+
+    def open_store() -> Any:
+        assert cache is not None
+        return cache.image_store(ModelKey.of(scorer), scorer.preprocess_id, blind=blind)
+
+    store = open_store() if cache is not None else None
     keys: list[str] = []
-    if store is not None and n:
-        keys = [region_key(r) for r in regions]
+
+    def lookup() -> None:
+        if store is None or not n:
+            return
+        keys.extend(region_key(r) for r in regions)
         hit = store.lookup(keys)
         if hit.keys:
             pos = {k: i for i, k in enumerate(hit.keys)}
             idx = [i for i in range(n) if keys[i] in pos]
-            emb = _fill(emb, hit.embeddings[[pos[keys[i]] for i in idx]], idx, n)
-            done = set(idx)
-            todo = [i for i in todo if i not in done]
-    if todo:
-        todo = [todo[j] for j in _order_by_photo([regions[i] for i in todo])]
-        chunks = [todo[a : a + batch_size] for a in range(0, len(todo), batch_size)]
+            rows.fill(idx, hit.embeddings[[pos[keys[i]] for i in idx]])
+
+    holders = _cache_holders(group, rows, lookup)
+    todo = [i for i in range(n) if not holders[:, i].any()]
+
+    def work() -> int:
+        if not todo:
+            if store is not None:
+                store.flush()
+            return 0
+        order = [todo[j] for j in _order_by_photo([regions[i] for i in todo])]
+        chunks = _batches_of(order, batch_size, group)
         dataset = _RegionBatches(
             [[regions[i] for i in c] for c in chunks], blind=blind, preprocess=scorer.preprocess
         )
-        workers = default_num_workers(len(todo)) if num_workers is None else num_workers
+        mine = sum(len(c) for c in chunks)
+        workers = default_num_workers(mine) if num_workers is None else num_workers
         pin = _on_cuda(getattr(scorer, "device", "cpu"))
-        advance = bars.task("encoding regions", len(todo))
+        advance = bars.task("encoding regions", len(order), group=group)
         backoff = BatchBackoff(batch_size, what="regions")
         try:
             batches = _iter_batches(dataset, workers, pin_memory=pin)
@@ -387,19 +569,21 @@ def _encode_regions(
 
                 for a, b, out in backoff.run(len(chunk), encode):
                     idx = chunk[a:b]
-                    rows = out.detach().to("cpu").float().numpy()
-                    emb = _fill(emb, rows, idx, n)
+                    emb = out.detach().to("cpu").float().numpy()
+                    rows.fill(idx, emb)
                     if store is not None:
-                        store.put([keys[i] for i in idx], rows)
+                        store.put([keys[i] for i in idx], emb)
                     advance(b - a)
         finally:
             if store is not None:
                 store.flush()
-    elif store is not None:
-        store.flush()
-    if emb is None:
-        emb = np.zeros((0, 0), dtype=np.float32)
-    return emb
+        advance.settle()
+        return mine
+
+    _share(group, rows, holders, work, "regions")
+    if todo:
+        _reindex(group, open_store if store is not None else None)
+    return rows
 
 
 def _score_pairs(
@@ -411,33 +595,41 @@ def _score_pairs(
     blind: bool,
     num_workers: int | None,
     bars: _Progress,
+    group: Group | None = None,
 ) -> ScoreTable:
     texts = plan.texts
     n_tokens = np.asarray(scorer.count_tokens(texts), dtype=np.int64).reshape(-1)
     cut = np.asarray(scorer.text_cut(texts, policy=text_policy), dtype=bool).reshape(-1)
     pairs = plan.pairs
     values = np.zeros(len(pairs), dtype=np.float32)
-    if len(pairs):
+
+    def work() -> tuple[np.ndarray, np.ndarray]:
+        if not len(pairs):
+            return np.zeros(0, dtype=np.int64), values[:0]
         photo_rank: dict[str, int] = {}
         for r in plan.regions:
             photo_rank.setdefault(r.photo, len(photo_rank))
-        # By text length first (padding), then by photo so a batch shares decodes.
+        # By photo and region first, then text length: a VLM's image (hundreds of tokens, its
+        # vision tower) then runs once for all of a region's captions in a batch (prefix
+        # sharing), which outweighs the padding a length-first order would save on captions.
         order = sorted(
             range(len(pairs)),
             key=lambda p: (
-                int(n_tokens[pairs[p, 1]]),
                 photo_rank[plan.regions[pairs[p, 0]].photo],
                 int(pairs[p, 0]),
+                int(n_tokens[pairs[p, 1]]),
                 int(pairs[p, 1]),
             ),
         )
-        chunks = [order[a : a + batch_size] for a in range(0, len(order), batch_size)]
+        chunks = _batches_of(order, batch_size, group)
         dataset = _RegionBatches(
             [[plan.regions[pairs[p, 0]] for p in c] for c in chunks], blind=blind, preprocess=None
         )
-        workers = default_num_workers(len(order)) if num_workers is None else num_workers
-        advance = bars.task("scoring pairs", len(order))
+        mine = np.asarray([p for c in chunks for p in c], dtype=np.int64)
+        workers = default_num_workers(len(mine)) if num_workers is None else num_workers
+        advance = bars.task("scoring pairs", len(order), group=group)
         backoff = BatchBackoff(batch_size, what="pairs")
+        start = time.perf_counter()
         for chunk, images in zip(chunks, _iter_batches(dataset, workers), strict=True):
             chunk_texts = [texts[pairs[p, 1]] for p in chunk]
 
@@ -447,4 +639,17 @@ def _score_pairs(
             for a, b, out in backoff.run(len(chunk), run):
                 values[chunk[a:b]] = out.detach().to("cpu").float().numpy().reshape(-1)
                 advance(b - a)
+        advance.settle()
+        if group is not None:
+            seconds = time.perf_counter() - start
+            group.record("pairs", len(mine), seconds)
+            log.info("pairs: scored %d of %d here in %.2f s", len(mine), len(pairs), seconds)
+        return mine, values[mine]
+
+    if group is None:
+        work()
+    else:
+        for rank, (pos, vals) in enumerate(group.run_and_gather(work)):
+            if rank != group.rank:
+                values[pos] = vals
     return ScoreTable(text_tokens=n_tokens, text_cut=cut, pairs=pairs, pair_values=values)

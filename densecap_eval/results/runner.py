@@ -12,12 +12,16 @@ import contextlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from densecap_eval.config import RunConfig
 from densecap_eval.errors import DensecapError, UnknownNameError
 from densecap_eval.results.store import RunWriter, StoredRun, ensure_writable
+
+if TYPE_CHECKING:
+    from densecap_eval.sweep import SweepTag
 
 DEFAULT_MODEL = "builtin:tiny"
 DEFAULT_TASK = "dci"
@@ -35,6 +39,7 @@ class RunRequest:
     results_dir: Path
     config: RunConfig = field(default_factory=RunConfig)
     command: tuple[str, ...] = field(default=())
+    sweep: SweepTag | None = None  # the sweep cells this request computes (their run cards say so)
 
     @property
     def data_root(self) -> Path:
@@ -74,6 +79,8 @@ class RunRequest:
         argv += [str(x) for flag, value in options if value is not None for x in (flag, value)]
         argv += [flag for flag, on in (("--blind", cfg.blind), ("--no-cache", not cfg.use_cache),
                                        ("--strict", cfg.strict)) if on]  # fmt: skip
+        if self.sweep is not None:
+            argv += ["--sweep-tag", self.sweep.to_json()]
         return argv
 
 
@@ -84,6 +91,8 @@ class RunEvents:
     on_skipped: Callable[[str, str], None] = lambda image, reason: None
     on_stored: Callable[[StoredRun], None] = lambda run: None
     on_model: Callable[[str], None] = lambda spec: None
+    # A task that could not run here (a missing optional tool): (task, message).
+    on_unavailable: Callable[[str, str], None] = lambda task, message: None
 
 
 def check_model_spec(spec: str) -> None:
@@ -120,8 +129,12 @@ def check_data_root(dataset: str, root: Path, options: dict[str, Any] | None = N
     load_dataset(dataset, root=str(root), **options_for(dataset, options or {}))
 
 
-def validate(request: RunRequest) -> None:
-    """Every cheap check, in the order a user would fix them; raises a `DensecapError`."""
+def validate(request: RunRequest, *, check_results_dir: bool = True) -> None:
+    """Every cheap check, in the order a user would fix them; raises a `DensecapError`.
+
+    ``check_results_dir=False`` skips the write probe in the results directory (torchrun ranks
+    other than 0, which write nothing there).
+    """
     if not request.models:
         raise DensecapError("no --model given")
     if not request.tasks:
@@ -141,7 +154,8 @@ def validate(request: RunRequest) -> None:
     for dataset in sorted(datasets):
         root = request.config.root_for(dataset)
         check_data_root(dataset, root if root is not None else request.data_root, options)
-    ensure_writable(request.results_dir)
+    if check_results_dir:
+        ensure_writable(request.results_dir)
 
 
 def check_rerank(request: RunRequest) -> None:
@@ -179,15 +193,35 @@ def evaluate_tasks(scorer: Any, tasks: list[str], *, config: RunConfig) -> list[
 
 
 def run_and_store(request: RunRequest, *, events: RunEvents | None = None) -> list[StoredRun]:
-    """Validate, then evaluate every model on every task, storing one run per (model, task)."""
+    """Validate, then evaluate every model on every task, storing one run per (model, task).
+
+    Under torchrun (`densecap_eval.distributed.init_from_env` called first) every rank calls
+    this: they validate, load and score together (a failure on one fails all), and rank 0
+    alone writes the runs; the other ranks store nothing and return an empty list.
+    """
+    from densecap_eval import distributed
+
     events = events or RunEvents()
-    validate(request)
+    group = distributed.current()
+    main = group is None or group.is_main
+
+    def everywhere(fn: Callable[[], Any]) -> Any:
+        return fn() if group is None else group.run(fn)
+
+    everywhere(lambda: validate(request, check_results_dir=main))
     config = request.config
     stored: list[StoredRun] = []
     for spec in request.models:
-        events.on_model(spec)
-        scorer = load_scorer(
-            spec, device=config.device, precision=config.precision, text_policy=config.text_policy
+        if main:
+            events.on_model(spec)
+        scorer = everywhere(
+            partial(
+                load_scorer,
+                spec,
+                device=config.device,
+                precision=config.precision,
+                text_policy=config.text_policy,
+            )
         )
         with contextlib.ExitStack() as stack:
             writers = [
@@ -198,11 +232,14 @@ def run_and_store(request: RunRequest, *, events: RunEvents | None = None) -> li
                         task=task,
                         config=config,
                         command=request.command_line(),
+                        **(request.sweep.card_fields(task) if request.sweep else {}),
                     )
                 )
-                for task in request.tasks
+                for task in (request.tasks if main else ())  # rank 0 alone writes runs
             ]
             results = evaluate_tasks(scorer, list(request.tasks), config=config)
+            if not main:
+                continue
             seen: set[tuple[str, str]] = set()
             for writer, result in zip(writers, results, strict=True):
                 for item in result.skipped:
@@ -210,6 +247,13 @@ def run_and_store(request: RunRequest, *, events: RunEvents | None = None) -> li
                     if key not in seen:
                         seen.add(key)
                         events.on_skipped(*key)
+                for task, message in getattr(result, "unavailable", {}).items():
+                    events.on_unavailable(task, message)
+                if not result.metrics:  # none of its tasks could run: failed, with the reason
+                    writer.fail(
+                        "; ".join(dict.fromkeys(getattr(result, "unavailable", {}).values()))
+                    )
+                    continue
                 run = writer.complete(result)
                 stored.append(run)
                 events.on_stored(run)

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from densecap_eval.datasets.records import SkippedImage
-from densecap_eval.errors import BadRecordError, DensecapError
+from densecap_eval.errors import BadRecordError, DensecapError, TaskUnavailableError
 from densecap_eval.regions import Region
 from densecap_eval.registry import Registry
 from densecap_eval.tasks.choice import ChoiceExample, ChoiceTask
@@ -86,13 +86,13 @@ def spacy_nltk_tools() -> TextTools:
     if spacy_version is None or nltk_version is None:
         missing = [n for n, v in (("spaCy", spacy_version), ("NLTK", nltk_version)) if v is None]
         verb = "are" if len(missing) > 1 else "is"
-        raise DensecapError(
+        raise TaskUnavailableError(
             f"{TASK_NAMES} need spaCy with {SPACY_MODEL} and NLTK to shuffle captions, and "
             f"{' and '.join(missing)} {verb} not installed: {INSTALL_ARO} && {INSTALL_SPACY_MODEL}"
         )
     model_version = _version(SPACY_MODEL)
     if model_version is None:
-        raise DensecapError(
+        raise TaskUnavailableError(
             f"{TASK_NAMES} need spaCy's {SPACY_MODEL} model to tag captions, and it is not "
             f"installed: {INSTALL_SPACY_MODEL} (spaCy itself comes with {INSTALL_ARO})"
         )
@@ -113,17 +113,17 @@ def _load_spacy(model_version: str) -> Tagger:
 
         nlp = spacy.load(SPACY_MODEL)
     except ImportError as exc:
-        raise DensecapError(
+        raise TaskUnavailableError(
             f"{TASK_NAMES}: spaCy does not import ({exc}): {INSTALL_ARO} && {INSTALL_SPACY_MODEL}"
         ) from None
     except OSError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DensecapError(
+        raise TaskUnavailableError(
             f"{TASK_NAMES}: spaCy cannot load {SPACY_MODEL} ({first}): {INSTALL_SPACY_MODEL}"
         ) from None
     loaded = str(nlp.meta.get("version", ""))
     if loaded != model_version:
-        raise DensecapError(
+        raise TaskUnavailableError(
             f"{TASK_NAMES}: spaCy loaded {SPACY_MODEL} {loaded or '(no version)'} but the "
             f"installed package is {model_version}; reinstall it: {INSTALL_SPACY_MODEL}"
         )
@@ -151,12 +151,14 @@ def _load_nltk(nltk_version: str) -> Tokenizer:
     try:
         from nltk.tokenize import word_tokenize
     except ImportError as exc:
-        raise DensecapError(f"{TASK_NAMES}: NLTK does not import ({exc}): {INSTALL_ARO}") from None
+        raise TaskUnavailableError(
+            f"{TASK_NAMES}: NLTK does not import ({exc}): {INSTALL_ARO}"
+        ) from None
     try:
         word_tokenize("A dog runs. A cat sleeps.")
     except LookupError as exc:
         resource = nltk_resource(str(exc), nltk_version)
-        raise DensecapError(
+        raise TaskUnavailableError(
             f"{TASK_NAMES}: NLTK's word_tokenize needs its {resource} data, which is not "
             f"installed: python -m nltk.downloader {resource}"
         ) from None
