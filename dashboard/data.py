@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from densecap_eval.errors import ResultsError
-from densecap_eval.results.report import DCI_REFERENCE_SUBTESTS, reference_note
+from densecap_eval.results.report import (
+    BLIND_SUFFIX,
+    DCI_REFERENCE_SUBTESTS,
+    blind_partners,
+    reference_note,
+)
 from densecap_eval.results.schema import (
     EXAMPLES_FILE,
     HEADLINE_METRICS,
@@ -38,7 +43,9 @@ METRIC_ORDER = HEADLINE_METRICS
 LOWER_IS_BETTER_WORDS: tuple[str, ...] = ("rank", "loss", "error")
 # Metric names that describe a run rather than score it: no "best" is marked for them.
 UNRANKED_WORDS: tuple[str, ...] = ("share",)
-# Identity columns of a leaderboard row; every other column is a metric, `<m>_lo` or `<m>_hi`.
+BLIND_COLUMN = "_blind"  # `<metric>_blind`: that metric of the row's blind control
+# Identity columns of a leaderboard row; every other column is a metric, `<m>_lo`, `<m>_hi` or
+# `<m>_blind` (the value of the same model's blind control, `blind_partners`; NaN without one).
 # ``note`` is "<precision>: not reference-exact" on the DCI reference subtests of a run not
 # scored in fp32 (as in `densecap-eval report`), else "".
 ROW_COLUMNS: tuple[str, ...] = ("model", "task", "date", "run_id", "dataset", "split", "blind",
@@ -196,7 +203,10 @@ def leaderboard_rows(
     runs: Sequence[StoredRun], metrics_of: Mapping[Path, Mapping[str, Any]] | None = None
 ) -> pd.DataFrame:
     """One row per (complete run, concrete task): identity columns, then every scalar metric
-    with ``<metric>_lo`` / ``<metric>_hi`` for its 95% interval (NaN when none was stored).
+    with ``<metric>_lo`` / ``<metric>_hi`` for its 95% interval (NaN when none was stored) and,
+    for a headline metric of a run whose blind control (`blind_partners`: same model spec,
+    task, split, text policy, data) is among ``runs``, ``<metric>_blind``: the control's value.
+    The blind runs keep their own rows.
 
     ``metrics_of`` maps a run path to its metrics.json when the caller has it cached already.
     Nested breakdowns (by length, by position) are left to the charts.
@@ -204,6 +214,7 @@ def leaderboard_rows(
     import pandas as pd
 
     rows: list[dict[str, Any]] = []
+    cards: list[tuple[Any, str]] = []  # (card, task) of each row: to find blind controls
     floats: set[str] = set()  # metrics stored as a float somewhere; the others are counts
     for run in runs:
         if not run.is_complete or run.card is None:
@@ -235,18 +246,24 @@ def leaderboard_rows(
                 if interval is not None:
                     row[f"{metric}_lo"], row[f"{metric}_hi"] = interval
             rows.append(row)
+            cards.append((card, task))
+    for index, blind in blind_partners(cards).items():
+        for metric in METRIC_ORDER:
+            if _is_number(rows[blind].get(metric)):
+                rows[index][f"{metric}{BLIND_COLUMN}"] = float(rows[blind][metric])
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=list(ROW_COLUMNS))
     for column in frame.columns:
-        if column in ROW_COLUMNS or column.endswith(("_lo", "_hi")):
+        if column in ROW_COLUMNS or column.endswith(("_lo", "_hi", BLIND_COLUMN)):
             continue
         # Counts (n, gallery, ...) are integers in metrics.json; keeping them an integer dtype
         # is what tells them from fractions (`count_names`) however the frame is filtered.
         frame[column] = frame[column].astype("float64" if column in floats else "Int64")
     ordered = [*ROW_COLUMNS]
     for metric in metric_names(frame):
-        ordered += [c for c in (metric, f"{metric}_lo", f"{metric}_hi") if c in frame.columns]
+        ordered += [c for c in (metric, f"{metric}_lo", f"{metric}_hi", f"{metric}{BLIND_COLUMN}")
+                    if c in frame.columns]  # fmt: skip
     ordered += count_names(frame)
     return frame[ordered].reset_index(drop=True)
 
@@ -279,7 +296,11 @@ def leaderboard_groups(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 
 def _value_columns(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c not in ROW_COLUMNS and not c.endswith(("_lo", "_hi"))]
+    return [
+        c
+        for c in frame.columns
+        if c not in ROW_COLUMNS and not c.endswith(("_lo", "_hi", BLIND_COLUMN))
+    ]
 
 
 def count_names(frame: pd.DataFrame) -> list[str]:
@@ -358,8 +379,10 @@ def _percent(value: Any) -> float:
 
 
 def display_leaderboard(frame: pd.DataFrame) -> pd.DataFrame:
-    """The leaderboard as shown: metrics in percent, each followed by its "95% CI" text column,
-    ``best`` naming the metrics the row leads its task on. Numbers stay numbers (sortable).
+    """The leaderboard as shown: metrics in percent, each followed by its "95% CI" text column
+    and, where some row has a blind control, its ``<metric> blind`` column (the control's value,
+    in percent), ``best`` naming the metrics the row leads its task on. Numbers stay numbers
+    (sortable); blind columns are never ranked.
 
     A metric or count no row of ``frame`` has a value for gets no column (a DCI subtest's
     ``scm`` beside a retrieval task's recalls, once the frame is one dataset's or filtered)."""
@@ -378,6 +401,9 @@ def display_leaderboard(frame: pd.DataFrame) -> pd.DataFrame:
                 f"[{100 * a:.1f}, {100 * b:.1f}]" if pd.notna(a) and pd.notna(b) else ""
                 for a, b in zip(lo, hi, strict=True)
             ]
+        blind = f"{metric}{BLIND_COLUMN}"
+        if blind in frame.columns and frame[blind].notna().any():
+            out[f"{metric}{BLIND_SUFFIX}"] = frame[blind].map(_percent)
     for column in count_names(frame):
         if frame[column].notna().any():
             out[column] = frame[column]
@@ -385,6 +411,11 @@ def display_leaderboard(frame: pd.DataFrame) -> pd.DataFrame:
     for column in ("note", "date", "dataset", "split", "blind", "run_id"):
         out[column] = frame[column] if column in frame.columns else ""
     return out
+
+
+def blind_columns(view: pd.DataFrame) -> list[str]:
+    """The ``<metric> blind`` columns of a `display_leaderboard` view."""
+    return [c for c in view.columns if str(c).endswith(BLIND_SUFFIX)]
 
 
 def leaderboard_csv(frame: pd.DataFrame) -> bytes:
@@ -462,3 +493,20 @@ def card_table(run_a: StoredRun, run_b: StoredRun | None = None) -> pd.DataFrame
         rows.append(row)
     columns = ["field", "A", "B", "differs"] if b is not None else ["field", "A"]
     return pd.DataFrame(rows, columns=columns)
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def sweep_grid_frames(runs: Sequence[StoredRun]) -> list[tuple[str, str, pd.DataFrame]]:
+    """(title, summary, grid) per sweep and grid options (`densecap_eval.results.sweeps`): the
+    grid has a row per model and a column per task, each cell its state or headline number."""
+    import pandas as pd
+
+    from densecap_eval.results.sweeps import grids_from_runs
+
+    out = []
+    for grid in grids_from_runs(runs):
+        frame = pd.DataFrame(grid.rows(), columns=["model", *grid.tasks])
+        out.append((grid.title, grid.summary(), frame))
+    return out

@@ -102,7 +102,8 @@ def leaderboard_page(store: Store) -> None:
         f"{len(shown)} of {len(frame)} rows (one per run and task), one table per dataset with "
         "the metrics its tasks have. Metrics in percent with their 95% bootstrap interval; the "
         "best value of each task is highlighted and named in 'best'. Click a column header to "
-        "sort."
+        "sort. A '<metric> blind' column holds the same model's blind control (--blind: grey "
+        "images) on that task, where the results have one: how much the captions alone score."
     )
     if "note" in shown.columns and shown["note"].astype(bool).any():
         st.warning(
@@ -130,7 +131,7 @@ def _leaderboard_table(shown: Any, *, key: str) -> None:
 
     metric_cols = [m for m in data.metric_names(shown) if m in view.columns]
     styled = view.style.apply(highlight, subset=metric_cols).format(
-        "{:.1f}", subset=metric_cols, na_rep="–"
+        "{:.1f}", subset=metric_cols + data.blind_columns(view), na_rep="–"
     )
     st.dataframe(
         styled,
@@ -535,6 +536,29 @@ def cards_page(store: Store) -> None:
             st.json(run_a.card.to_dict())
 
 
+# --------------------------------------------------------------------------- sweeps
+
+
+def sweeps_page(store: Store) -> None:
+    """Each sweep (`densecap-eval sweep`) as a grid: models x tasks, each cell's state."""
+    st.header("Sweeps")
+    grids = data.sweep_grid_frames(store.runs)
+    if not grids:
+        st.info("No sweep runs in this results directory. Run a grid of models x tasks with "
+                "`densecap-eval sweep SWEEP.yaml`.")  # fmt: skip
+        return
+    st.caption(
+        "One grid per sweep and grid options: a complete cell shows its headline metric in "
+        "percent; the others their state (running, failed, interrupted, corrupt, missing). "
+        "Failed, interrupted and missing cells run when the sweep is run again."
+    )
+    for index, (title, summary, frame) in enumerate(grids):
+        st.subheader(title)
+        st.caption(summary)
+        st.dataframe(frame, hide_index=True, key=f"sweep_grid_{index}",
+                     height=_height(len(frame)))  # fmt: skip
+
+
 # --------------------------------------------------------------------------- routing
 
 
@@ -544,4 +568,5 @@ PAGES: dict[str, tuple[str, Callable[[Store], None]]] = {
     "explorer": ("Example explorer", explorer_page),
     "compare": ("Compare two runs", compare_page),
     "cards": ("Run cards", cards_page),
+    "sweeps": ("Sweeps", sweeps_page),
 }

@@ -103,13 +103,19 @@ def test_table_groups_by_task_and_shows_ci(
     assert lines[2].strip() == ALL
     base_at = next(i for i, line in enumerate(lines) if line.strip() == BASE)
     all_block, base_block = lines[:base_at], lines[base_at:]
-    header = next(line for line in all_block if line.split()[:1] == ["model"]).split()
-    assert header == ["model", "scm", "neg", "n", "run"]
-    clip_row = next(line for line in all_block if "openai " in line and "(blind)" not in line)
-    assert clip_row.split()[1:7] == ["50.0", "75.0", "[50.0,", "100.0]", "4", results["clip"].name]
-    assert any("open_clip:ViT-B-32/openai (blind)" in line for line in all_block)
+    header = next(line for line in all_block if line.split()[:1] == ["model"])
+    # The blind control of the same model sits beside each metric, its row folded in.
+    assert [c.strip() for c in header.split("  ") if c.strip()] == [
+        "model", "scm", "scm blind", "neg", "neg blind", "n", "run", "blind run"
+    ]  # fmt: skip
+    clip_row = next(line for line in all_block if "openai " in line)
+    assert clip_row.split()[1:9] == [
+        "50.0", "50.0", "75.0", "[50.0,", "100.0]", "75.0", "4", results["clip"].name
+    ]  # fmt: skip
+    assert clip_row.split()[9] == results["blind"].name
+    assert not any("(blind)" in line for line in all_block)
     siglip_row = next(line for line in all_block if "siglip" in line)
-    assert siglip_row.split()[1:4] == ["12.5", "87.5", "4"]
+    assert siglip_row.split()[1:6] == ["12.5", "-", "87.5", "-", "4"]  # no blind control
     assert not any("siglip" in line for line in base_block)
 
 
@@ -121,14 +127,15 @@ def test_markdown_report(results: dict[str, Path]) -> None:
     sections = sections[1:]
     assert sections[0] == f"### {ALL}"
     table = sections[1].splitlines()
-    assert table[0] == "| model | scm | neg | n | run |"
-    assert table[1] == "|---|---:|---:|---:|---|"
+    assert table[0] == "| model | scm | scm blind | neg | neg blind | n | run | blind run |"
+    assert table[1] == "|---|---:|---:|---:|---:|---:|---|---|"
     assert (
-        f"| open_clip:ViT-B-32/openai | 50.0 | 75.0 [50.0, 100.0] | 4 | {results['clip'].name} |"
-        in table
-    )
-    assert len(table) == 2 + 3
-    assert sections[2] == f"### {BASE}" and len(sections[3].splitlines()) == 2 + 2
+        f"| open_clip:ViT-B-32/openai | 50.0 | 50.0 | 75.0 [50.0, 100.0] | 75.0 | 4 | "
+        f"{results['clip'].name} | {results['blind'].name} |"
+    ) in table
+    assert f"| hf:google/siglip | 12.5 | - | 87.5 | - | 4 | {results['siglip'].name} |  |" in table
+    assert len(table) == 2 + 2  # the blind control is folded into its model's row
+    assert sections[2] == f"### {BASE}" and len(sections[3].splitlines()) == 2 + 1
 
 
 def test_csv_report_is_tidy(results: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:

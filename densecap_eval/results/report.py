@@ -5,7 +5,10 @@ corrupt) is passed to ``on_skip`` so the caller can warn about it, and the rest 
 Rows are one per (run, concrete task): a run of ``dci`` gives four rows, one per subtest.
 The table and markdown reports have one section per dataset (`dataset_of`: the part of the task
 name before ``/``, else the run card's dataset), with a table per task whose metric columns
-are the ones that task's results hold (`main_metrics`).
+are the ones that task's results hold (`main_metrics`). When a model's blind control (a
+``--blind`` run of the same spec, task, split, text policy and data: `blind_partners`) is among
+the rows, those tables put its value beside each metric (``<metric> blind``) and fold its row
+into the model's; csv and json keep one item per run (the ``blind`` field / ``(blind)`` label).
 """
 
 from __future__ import annotations
@@ -93,6 +96,49 @@ class ReportRow:
             "status": self.status,
             "note": self.note,
         }
+
+
+# --------------------------------------------------------------------------- blind controls
+
+BLIND_SUFFIX = " blind"  # the column beside a metric holding the blind control's value
+BLIND_RUN_COLUMN = "blind run"
+
+
+def _same_data(a: RunCard, b: RunCard) -> bool:
+    """Whether two runs read the same data: equal dataset fingerprints, or one unknown (a
+    suite's fingerprint is a mapping per dataset: it matches a single one it contains)."""
+    fa, fb = a.dataset.get("fingerprint"), b.dataset.get("fingerprint")
+    if fa is None or fb is None or fa == fb:
+        return True
+    if isinstance(fa, Mapping) and not isinstance(fb, Mapping):
+        return fb in fa.values()
+    if isinstance(fb, Mapping) and not isinstance(fa, Mapping):
+        return fa in fb.values()
+    return False
+
+
+def blind_partners(items: Sequence[tuple[RunCard | None, str]]) -> dict[int, int]:
+    """``{index of a normal run's task: index of its blind control}`` among ``(card, concrete
+    task)`` items: a blind run (``--blind``) of the same model spec, task, split and text
+    policy on the same data (`_same_data`); the latest started such run when there are several.
+    """
+    blind = [i for i, (card, _) in enumerate(items) if card is not None and card.blind]
+    out: dict[int, int] = {}
+    for i, (card, task) in enumerate(items):
+        if card is None or card.blind:
+            continue
+        matches = [
+            j
+            for j in blind
+            if (other := items[j][0]) is not None
+            and items[j][1] == task
+            and (other.model_spec, other.split, other.text_policy)
+            == (card.model_spec, card.split, card.text_policy)
+            and _same_data(card, other)
+        ]
+        if matches:
+            out[i] = max(matches, key=lambda j: (items[j][0].started_at or "", j))  # type: ignore[union-attr]
+    return out
 
 
 def _default_on_skip(run: StoredRun) -> None:
@@ -268,23 +314,43 @@ def _columns(members: Sequence[ReportRow]) -> tuple[list[str], bool]:
 
 
 def _table_cells(members: Sequence[ReportRow]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of one task's table. When a model's blind control (`blind_partners`)
+    is among ``members``, each metric gets a ``<metric> blind`` column beside it holding the
+    control's value, a ``blind run`` column names the control's run, and the control's own
+    row is folded into its model's row (an unmatched blind run keeps its own row)."""
     metrics, show_split = _columns(members)
-    header = ["model", *metrics, COUNT_METRIC]
+    partners = blind_partners([(row.run.card, row.task) for row in members])
+    folded = set(partners.values())
+    header = ["model"]
+    for metric in metrics:
+        header += [metric, f"{metric}{BLIND_SUFFIX}"] if partners else [metric]
+    header.append(COUNT_METRIC)
     if show_split:
         header.append("split")
     show_note = any(row.note for row in members)
     if show_note:
         header.append(NOTE_COLUMN)
     header.append("run")
+    if partners:
+        header.append(BLIND_RUN_COLUMN)
     body = []
-    for row in members:
-        cells = [display_model(row.model), *(format_cell(row, m) for m in metrics)]
+    for index, row in enumerate(members):
+        if index in folded:
+            continue
+        blind = members[partners[index]] if index in partners else None
+        cells = [display_model(row.model)]
+        for metric in metrics:
+            cells.append(format_cell(row, metric))
+            if partners:
+                cells.append(format_value(blind.metrics.get(metric)) if blind else "-")
         cells.append(format_value(row.metrics.get(COUNT_METRIC)))
         if show_split and row.run.card is not None:
             cells.append(f"{row.run.card.dataset.get('name', '?')}/{row.run.card.split}")
         if show_note:
             cells.append(row.note or "")
         cells.append(row.run_id)
+        if partners:
+            cells.append(blind.run_id if blind else "")
         body.append(cells)
     return header, body
 
@@ -304,7 +370,7 @@ def _flatten(metrics: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str
 # --------------------------------------------------------------------------- renderers
 
 
-_TEXT_COLUMNS = frozenset({"model", "split", NOTE_COLUMN, "run"})
+_TEXT_COLUMNS = frozenset({"model", "split", NOTE_COLUMN, "run", BLIND_RUN_COLUMN})
 CSV_COLUMNS: tuple[str, ...] = ("run_id", "model", "blind", "task", "split", "metric", "value",
                                 "ci_lo", "ci_hi", NOTE_COLUMN)  # fmt: skip
 

@@ -274,6 +274,9 @@ class RunWriter:
         task: str,
         config: RunConfig | None = None,
         command: Sequence[str] | None = None,
+        sweep: str | None = None,
+        cell: str | None = None,
+        cell_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.results_dir = Path(results_dir).expanduser()
         config = config if config is not None else RunConfig()
@@ -286,6 +289,9 @@ class RunWriter:
             dataset={"root": str(config.data_root)} if config.data_root is not None else {},
             command=list(command) if command is not None else None,
             config=config.to_dict(),
+            sweep=sweep,
+            cell=cell,
+            cell_options=dict(cell_options or {}),
             **{key: getattr(config, key) for key in CONFIG_CARD_FIELDS},
         )
         self.run_dir: Path | None = None
