@@ -37,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import tempfile
 import zipfile
@@ -325,6 +324,7 @@ def download(
         DownloadMessage,
         extract_safely,
         fetch_archive,
+        replace_path,
     )
     from densecap_eval.datasets.urban1k import extract_zip_safely
 
@@ -359,7 +359,7 @@ def download(
         done = []
         for name in (IMAGES_DIR, *ANNOTATION_FILES.values()):
             if (base / name).exists():
-                _replace(base / name, root / name)
+                replace_path(base / name, root / name)
                 done.append(name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -384,23 +384,3 @@ def _find_images(content: Path, archive: Path) -> Path:
         if (candidate / IMAGES_DIR).is_dir():
             return candidate
     raise DownloadError(f"{archive.name} holds no {IMAGES_DIR}/ folder: is it {IMAGES_ZIP}?")
-
-
-def _replace(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``; an existing ``target`` is replaced only once ``new`` is in."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if old.is_dir():
-        shutil.rmtree(old)
-    os.replace(target, old)
-    try:
-        os.replace(new, target)
-    except OSError:
-        os.replace(old, target)
-        raise
-    if old.is_dir():
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        old.unlink(missing_ok=True)

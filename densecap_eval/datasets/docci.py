@@ -280,6 +280,7 @@ def download(
         DownloadMessage,
         extract_safely,
         fetch_archive,
+        replace_path,
     )
 
     root = Path(root).expanduser()
@@ -316,7 +317,7 @@ def download(
                     "docci_images.tar.gz?"
                 )
             for folder in installed:
-                _replace(content / folder, root / folder)
+                replace_path(content / folder, root / folder)
             what = " and ".join(f"{root / d}/" for d in installed)
             done = [f"extracted {fname} into {what} (the archive stays in {downloads}/)"]
         else:
@@ -331,18 +332,6 @@ def download(
     if not todo:
         return DownloadMessage("\n".join([*done, f"{root} is ready for docci/retrieval"]))
     return DownloadMessage("\n".join(done), "\n".join(["still to do by hand:", *todo]))
-
-
-def _replace(new: Path, target: Path) -> None:
-    """Move the folder ``new`` to ``target``, replacing what was there."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)
 
 
 def _still_to_do(root: Path) -> list[str]:

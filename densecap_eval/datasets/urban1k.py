@@ -204,7 +204,12 @@ def download(
     replaced once the new one is complete. Returns what was done, for people.
     """
     # dci.download's fetcher and its private member-name check are reused, not copied.
-    from densecap_eval.datasets.dci.download import DOWNLOADS_DIR, DownloadMessage, fetch_archive
+    from densecap_eval.datasets.dci.download import (
+        DOWNLOADS_DIR,
+        DownloadMessage,
+        fetch_archive,
+        replace_path,
+    )
 
     digest = sha256 or URBAN1K_SHA256
     if digest is None:
@@ -227,7 +232,7 @@ def download(
         content.mkdir()
         extract_zip_safely(archive, content)
         release = _find_release(content, archive)
-        _replace(release, target)
+        replace_path(release, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     captions = sum(1 for p in (target / CAPTION_DIR).iterdir() if p.name.endswith(".txt"))
@@ -281,20 +286,3 @@ def _find_release(content: Path, archive: Path) -> Path:
     raise DownloadError(
         f"{archive.name} holds no folder with {CAPTION_DIR}/ and {IMAGE_DIR}/: is it Urban1k.zip?"
     )
-
-
-def _replace(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``; an existing ``target`` is replaced only once ``new`` is in."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if old.exists():
-        shutil.rmtree(old)
-    os.replace(target, old)
-    try:
-        os.replace(new, target)
-    except OSError:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

@@ -21,6 +21,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -274,9 +275,12 @@ def _find_release(content: Path, archive: Path) -> Path:
     )
 
 
-def _install(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target`` with one rename; an existing ``target`` is replaced, but the
-    files of its photos/ that ``new`` lacks are moved over first-come (they are the user's)."""
+def replace_path(
+    new: Path, target: Path, *, carry_over: Callable[[Path, Path], None] | None = None
+) -> None:
+    """Move ``new`` to ``target`` with one rename; an existing ``target`` is replaced only once
+    ``new`` is in (put back if the rename fails). ``carry_over(old, target)`` may move what the
+    user added to the old copy into the new one before the old copy is deleted."""
     if not target.exists():
         os.replace(new, target)
         return
@@ -287,14 +291,25 @@ def _install(new: Path, target: Path) -> None:
     try:
         os.replace(new, target)
     except OSError:
-        os.replace(old, target)  # put the previous release back
+        os.replace(old, target)  # put the previous copy back
         raise
-    old_photos, new_photos = old / PHOTOS_DIR, target / PHOTOS_DIR
-    if old_photos.is_dir() and new_photos.is_dir():
-        for item in old_photos.iterdir():
-            if not (new_photos / item.name).exists():
-                os.replace(item, new_photos / item.name)
+    if carry_over is not None:
+        carry_over(old, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _install(new: Path, target: Path) -> None:
+    """`replace_path` for a DCI release: the files of the old photos/ that ``new`` lacks are
+    moved over first (they are the user's)."""
+
+    def keep_photos(old: Path, target: Path) -> None:
+        old_photos, new_photos = old / PHOTOS_DIR, target / PHOTOS_DIR
+        if old_photos.is_dir() and new_photos.is_dir():
+            for item in old_photos.iterdir():
+                if not (new_photos / item.name).exists():
+                    os.replace(item, new_photos / item.name)
+
+    replace_path(new, target, carry_over=keep_photos)
 
 
 # --- photos -----------------------------------------------------------------------------------
