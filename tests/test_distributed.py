@@ -154,6 +154,7 @@ def test_a_killed_rank_fails_the_run(env: dict[str, str], tmp_path: Path) -> Non
     failed = run(env, 2, "--model", "fault:1:kill", "--task", "dci/base_swaps", "--batch-size",
                  "4", "--no-cache", "--out", str(tmp_path / "out"))  # fmt: skip
     assert failed.returncode != 0
+    assert (tmp_path / "out").is_dir(), failed.stderr[-3000:]
     record = card(tmp_path / "out")
     # Rank 0 loses its gloo peer at the next exchange (or torchrun's SIGTERM comes first).
     assert record["status"] == "failed", record

@@ -237,6 +237,9 @@ def run_and_store(request: RunRequest, *, events: RunEvents | None = None) -> li
                 )
                 for task in (request.tasks if main else ())  # rank 0 alone writes runs
             ]
+            # No rank starts scoring before rank 0's run directories exist, so a rank that
+            # dies at its first batch still leaves a run card that says the run failed.
+            everywhere(lambda: None)
             results = evaluate_tasks(scorer, list(request.tasks), config=config)
             if not main:
                 continue
