@@ -376,7 +376,9 @@ def show_example(row: Any, dataset_root: str | None) -> None:
 
 
 def _mark(value: Any) -> str:
-    if value is None or value != value:
+    import pandas as pd
+
+    if pd.api.types.is_scalar(value) and pd.isna(value):  # None, NaN and pandas' NA (nullable)
         return "–"
     return ":green[**correct**]" if bool(value) else ":red[**wrong**]"
 

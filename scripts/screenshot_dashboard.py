@@ -34,6 +34,7 @@ PAGES: dict[str, str] = {
     "explorer": "Example explorer",
     "compare": "Compare two runs",
     "cards": "Run cards",
+    "sweeps": "Sweeps",
 }
 EXCEPTION_MARKERS: tuple[str, ...] = ("stException", "Traceback (most recent call last)")
 # Present while the app is still loading or its script is still running: not a finished page.

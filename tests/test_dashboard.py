@@ -644,10 +644,10 @@ def test_not_reference_exact_marks(hand_store: Path) -> None:
     runs = list_runs(hand_store)
     frame = data.leaderboard_rows(runs)
     notes = dict(zip(zip(frame["model"], frame["task"], strict=True), frame["note"], strict=True))
-    assert notes == {("m:a", ALL): "bf16: not reference-exact",
-                     ("m:a", BASE): "bf16: not reference-exact", ("m:b", ALL): ""}  # fmt: skip
+    assert notes == {("m:a (bf16)", ALL): "bf16: not reference-exact",
+                     ("m:a (bf16)", BASE): "bf16: not reference-exact", ("m:b", ALL): ""}  # fmt: skip
     shown = data.display_leaderboard(frame).set_index(["model", "task"])
-    assert shown.loc[("m:a", ALL), "note"] == "bf16: not reference-exact"
+    assert shown.loc[("m:a (bf16)", ALL), "note"] == "bf16: not reference-exact"
     assert data.metric_names(frame) == ["scm", "neg", "cut_share"]  # the note is no metric
 
     half = next(r for r in runs if r.card is not None and r.card.model_spec == "m:a")
@@ -658,3 +658,15 @@ def test_not_reference_exact_marks(hand_store: Path) -> None:
     table = data.card_table(half, full).set_index("field")
     assert table.loc["(reference-exact)", "A"] == "no: bf16, DCI subtests not reference-exact"
     assert bool(table.loc["(reference-exact)", "differs"]) is True
+
+
+@pytest.mark.parametrize(
+    ("value", "mark"),
+    [(True, "correct"), (False, "wrong"), (None, "–"), (float("nan"), "–"), (pd.NA, "–")],
+)
+def test_example_mark_handles_every_missing_value(value: Any, mark: str) -> None:
+    """A nullable boolean column (e.g. scm_per_image_correct) holds pandas' NA, whose truth
+    value raises: the explorer once crashed on it."""
+    from densecap_eval.dashboard.pages import _mark
+
+    assert mark in _mark(value)

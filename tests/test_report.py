@@ -279,8 +279,9 @@ def test_json_marks_reference_subtests_of_half_precision_runs(
     assert code == 0
     notes = {(item["model"], item["task"]): item["note"] for item in json.loads(out)}
     assert notes == {
-        ("m:fp16", ALL): "fp16: not reference-exact", ("m:fp16", BASE): "fp16: not reference-exact",
-        ("m:fp16", RETRIEVAL): None,  # no reference numbers to be exact to
+        ("m:fp16 (fp16)", ALL): "fp16: not reference-exact",
+        ("m:fp16 (fp16)", BASE): "fp16: not reference-exact",
+        ("m:fp16 (fp16)", RETRIEVAL): None,  # no reference numbers to be exact to
         ("m:fp32", ALL): None, ("m:fp32", BASE): None, ("m:fp32", RETRIEVAL): None,
         ("m:old", ALL): None, ("m:old", BASE): None, ("m:old", RETRIEVAL): None,  # None = fp32
     }  # fmt: skip
@@ -303,8 +304,8 @@ def test_table_and_markdown_mark_not_reference_exact(
     assert "| model | scm | neg | n | note | run |" in markdown
     assert "|---|---:|---:|---:|---|---|" in markdown
     assert (
-        f"| m:fp16 | 50.0 | 75.0 | 4 | fp16: not reference-exact | {mixed_precision['fp16'].name} |"
-        in markdown
+        f"| m:fp16 (fp16) | 50.0 | 75.0 | 4 | fp16: not reference-exact "
+        f"| {mixed_precision['fp16'].name} |" in markdown
     )
     retrieval = markdown.split(f"### {RETRIEVAL}")[1]
     assert "note" not in retrieval and "reference-exact" not in retrieval  # fmt: skip

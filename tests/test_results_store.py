@@ -507,3 +507,20 @@ def test_jsonable() -> None:
     assert schema.jsonable(value) == {"a": [1, 2.5], "3": [1, 2], "inf": None, "p": "/x"}
     with pytest.raises(TypeError):
         schema.jsonable(object())
+
+
+@pytest.mark.parametrize(
+    ("settings", "label"),
+    [
+        ({}, "m:x"),
+        ({"text_policy": "truncate", "precision": "fp32", "ties": "pessimistic"}, "m:x"),
+        ({"text_policy": "chunk-mean"}, "m:x (chunk-mean)"),
+        ({"precision": "bf16", "blind": True}, "m:x (bf16, blind)"),
+        ({"ties": "first", "text_policy": "error"}, "m:x (error, ties first)"),
+    ],
+)
+def test_label_names_the_settings_that_set_a_run_apart(settings: dict, label: str) -> None:
+    from densecap_eval.results.schema import RunCard
+
+    card = RunCard(run_id="r", model={"spec": "m:x"}, task="dci", **settings)
+    assert card.label == label

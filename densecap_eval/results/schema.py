@@ -109,8 +109,21 @@ class RunCard:
 
     @property
     def label(self) -> str:
-        """How reports name the run's model: the spec, marked when it is a blind control."""
-        return f"{self.model_spec} (blind)" if self.blind else self.model_spec
+        """How reports name the run's model: the spec, with the settings that set this run
+        apart from a default one (a non-default text policy, precision or tie rule, blind), so
+        two runs of one model under different settings read differently in every table."""
+        marks = [
+            value
+            for value, default in (
+                (self.text_policy, "truncate"),
+                (self.precision, "fp32"),
+                (f"ties {self.ties}" if self.ties else None, "ties pessimistic"),
+            )
+            if value is not None and value != default
+        ]
+        if self.blind:
+            marks.append("blind")
+        return f"{self.model_spec} ({', '.join(marks)})" if marks else self.model_spec
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
