@@ -541,13 +541,25 @@ def cards_page(store: Store) -> None:
 # --------------------------------------------------------------------------- sweeps
 
 
+SWEEP_EXAMPLE = """\
+name: my-sweep
+models: [builtin:tiny, open_clip:ViT-B-32/openai]
+tasks: [dci, dci/retrieval]
+grid:
+  text_policy: [truncate, chunk-mean]
+data_root: ~/data/dci
+out: results
+"""
+
+
 def sweeps_page(store: Store) -> None:
     """Each sweep (`densecap-eval sweep`) as a grid: models x tasks, each cell's state."""
     st.header("Sweeps")
     grids = data.sweep_grid_frames(store.runs)
     if not grids:
         st.info("No sweep runs in this results directory. Run a grid of models x tasks with "
-                "`densecap-eval sweep SWEEP.yaml`.")  # fmt: skip
+                "`densecap-eval sweep SWEEP.yaml`, for example:")  # fmt: skip
+        st.code(SWEEP_EXAMPLE, language="yaml")
         return
     st.caption(
         "One grid per sweep and grid options: a complete cell shows its headline metric in "

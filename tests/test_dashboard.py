@@ -434,7 +434,9 @@ def texts(at: Any) -> str:
     return "\n".join(str(p) for p in parts)
 
 
-@pytest.mark.parametrize("page", ["leaderboard", "charts", "explorer", "compare", "cards"])
+@pytest.mark.parametrize(
+    "page", ["leaderboard", "charts", "explorer", "compare", "cards", "sweeps"]
+)
 def test_every_page_renders(real_store: Path, page: str, monkeypatch: pytest.MonkeyPatch) -> None:
     at = app_test(real_store, page, monkeypatch)
     assert not at.exception, at.exception[0].value if at.exception else ""
@@ -670,3 +672,11 @@ def test_example_mark_handles_every_missing_value(value: Any, mark: str) -> None
     from densecap_eval.dashboard.pages import _mark
 
     assert mark in _mark(value)
+
+
+def test_sweeps_page_without_sweeps_shows_how_to_run_one(
+    real_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = app_test(real_store, "sweeps", monkeypatch)
+    assert "No sweep runs in this results directory" in texts(at)
+    assert "models:" in at.code[0].value and "grid:" in at.code[0].value
