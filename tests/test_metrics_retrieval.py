@@ -3,15 +3,23 @@ ties counted against the model; first: the first index of the maximum), and re-r
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
 from densecap_eval.metrics import retrieval
 
 
+def retrieval_ranks(scores: Any, image_text: Any, *, ties: str = "pessimistic") -> Any:
+    """(i2t, t2i) ranks under one tie rule."""
+    ranks = retrieval.ranks_by_rule(scores, image_text)[retrieval.check_ties(ties)]
+    return ranks.i2t, ranks.t2i
+
+
 def test_ranks_by_hand_with_ties() -> None:
     s = np.array([[0.9, 0.1, 0.5], [0.9, 0.8, 0.2], [0.3, 0.3, 0.3]])
-    i2t, t2i = retrieval.retrieval_ranks(s, [0, 1, 2])
+    i2t, t2i = retrieval_ranks(s, [0, 1, 2])
     # image 0: only its own column >= 0.9; image 1: column 0 (0.9) beats 0.8;
     # image 2: all three columns tie at 0.3 -> last (pessimistic)
     assert i2t.tolist() == [1, 2, 3]
@@ -27,14 +35,14 @@ def test_ranks_by_hand_with_ties() -> None:
 def test_shared_text_column_counts_every_owner_as_correct(intruder: float, t2i_rank: int) -> None:
     # images 0 and 1 have the same text (one gallery column); image 2 owns column 1
     s = np.array([[1.0, 0.0], [2.0, 0.0], [intruder, 5.0]])
-    i2t, t2i = retrieval.retrieval_ranks(s, [0, 0, 1])
+    i2t, t2i = retrieval_ranks(s, [0, 0, 1])
     assert i2t.tolist() == [1, 1, 1]
     # column 0's best owner scores 2.0; image 2 counts against it only when >= 2.0
     assert t2i.tolist() == [t2i_rank, t2i_rank, 1]
 
 
 def test_constant_scorer_gets_worst_ranks() -> None:
-    i2t, t2i = retrieval.retrieval_ranks(np.zeros((4, 4)), [0, 1, 2, 3])
+    i2t, t2i = retrieval_ranks(np.zeros((4, 4)), [0, 1, 2, 3])
     assert i2t.tolist() == [4] * 4 and t2i.tolist() == [4] * 4
     assert retrieval.recall_at(i2t, 1) == 0.0
 
@@ -44,7 +52,7 @@ def test_chunked_ranks_match_a_direct_loop() -> None:
     n_img, n_txt = 2100, 40  # more rows than one chunk
     s = rng.integers(0, 6, size=(n_img, n_txt)).astype(np.float32)
     gt = rng.integers(0, n_txt, size=n_img)
-    i2t, t2i = retrieval.retrieval_ranks(s, gt)
+    i2t, t2i = retrieval_ranks(s, gt)
     for i in range(0, n_img, 97):
         assert i2t[i] == int((s[i] >= s[i, gt[i]]).sum())
         owners = gt == gt[i]
@@ -55,7 +63,7 @@ def test_chunked_ranks_match_a_direct_loop() -> None:
 def test_recall_of_no_queries_is_none_and_bad_mapping_raises() -> None:
     assert retrieval.recall_at(np.array([], dtype=np.int64), 1) is None
     with pytest.raises(ValueError, match="ground-truth"):
-        retrieval.retrieval_ranks(np.zeros((2, 2)), [0, 2])
+        retrieval_ranks(np.zeros((2, 2)), [0, 2])
 
 
 # -- tie rules: hand-computed ranks under both rules -------------------------------------------
@@ -114,13 +122,13 @@ def test_tie_rules_by_hand(
     s = np.array(scores)
     by_rule = retrieval.ranks_by_rule(s, gt)
     for rule, (i2t, t2i) in want.items():
-        got = retrieval.retrieval_ranks(s, gt, ties=rule)
+        got = retrieval_ranks(s, gt, ties=rule)
         assert (got[0].tolist(), got[1].tolist()) == (i2t, t2i), rule
         ranks = by_rule[rule]
         assert (ranks.i2t.tolist(), ranks.t2i.tolist()) == (i2t, t2i), rule
         assert (ranks.i2t_tied.tolist(), ranks.t2i_tied.tolist()) == tied, rule
     # the default is today's pessimistic rule
-    default = retrieval.retrieval_ranks(s, gt)
+    default = retrieval_ranks(s, gt)
     assert (default[0].tolist(), default[1].tolist()) == want["pessimistic"]
 
 
@@ -154,7 +162,7 @@ def test_unknown_tie_rule_raises() -> None:
     from densecap_eval.errors import UnknownNameError
 
     with pytest.raises(UnknownNameError, match=r"tie rule 'optimistic'.*pessimistic, first"):
-        retrieval.retrieval_ranks(np.zeros((2, 2)), [0, 1], ties="optimistic")
+        retrieval_ranks(np.zeros((2, 2)), [0, 1], ties="optimistic")
 
 
 # -- re-ranking with a pair scorer honours the rule --------------------------------------------

@@ -21,9 +21,14 @@ from densecap_eval.engine.plan import ScoringPlan
 from densecap_eval.errors import DensecapError, UnknownNameError
 from densecap_eval.synth import generate_dci
 from densecap_eval.tasks import concrete_tasks, get_task, list_tasks
-from densecap_eval.tasks.retrieval import lotlip_text
+from densecap_eval.tasks.retrieval import lotlip_rejoin
 
 SUBTESTS = ("dci/all_swaps", "dci/all_swaps_pick5", "dci/base_swaps", "dci/all_hardest")
+
+
+def lotlip_text(short_caption: str, extra_caption: str) -> str:
+    """LoTLIP's DCI retrieval text: short + extra caption, split and rejoined."""
+    return lotlip_rejoin(f"{short_caption}\n{extra_caption}")
 
 
 @pytest.fixture(scope="module")

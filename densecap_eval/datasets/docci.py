@@ -121,15 +121,15 @@ def plain_file_name(name: object) -> TypeGuard[str]:
     )
 
 
-def file_sha256(path: Path) -> bytes:
-    digest = hashlib.sha256()
+def file_sha256(path: Path) -> str:
+    """sha256 of an annotation file (`densecap_eval.hashing`, memoised); a read error is the
+    dataset's problem, named with the file."""
+    from densecap_eval.hashing import file_sha256 as sha256_of
+
     try:
-        with path.open("rb") as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(chunk)
+        return sha256_of(path, persist=False)
     except OSError as exc:
         raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return digest.digest()
 
 
 # --- the dataset ------------------------------------------------------------------------------
@@ -183,7 +183,7 @@ class DOCCIDataset(DatasetBase):
         for split in splits:
             self._check_split(split)
         digest = hashlib.sha256(b"docci\0")
-        digest.update(file_sha256(self.annotations))
+        digest.update(file_sha256(self.annotations).encode())
         digest.update(json.dumps(sorted(set(splits))).encode("utf-8"))
         return digest.hexdigest()
 

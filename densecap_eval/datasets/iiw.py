@@ -129,7 +129,7 @@ class IIWDataset(DatasetBase):
         for subset in SUBSETS:
             if subset in chosen:
                 digest.update(subset.encode("utf-8") + b"\0")
-                digest.update(file_sha256(self._files[subset]))
+                digest.update(file_sha256(self._files[subset]).encode())
         return digest.hexdigest()
 
     def records(self, split: str | None = None) -> Iterator[ImageRecord]:

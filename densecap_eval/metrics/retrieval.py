@@ -118,15 +118,6 @@ def ranks_by_rule(scores: np.ndarray, image_text: Sequence[int]) -> dict[str, Ga
     return {"pessimistic": pessimistic, "first": first}
 
 
-def retrieval_ranks(
-    scores: np.ndarray, image_text: Sequence[int], *, ties: str = "pessimistic"
-) -> tuple[np.ndarray, np.ndarray]:
-    """(i2t_rank, t2i_rank), both (images,) int64, 1-based, under tie rule ``ties``."""
-    rule = check_ties(ties)
-    ranks = ranks_by_rule(scores, image_text)[rule]
-    return ranks.i2t, ranks.t2i
-
-
 def recall_at(ranks: np.ndarray, k: int) -> float | None:
     """Share of ranks <= k; None for no queries."""
     ranks = np.asarray(ranks)

@@ -448,11 +448,6 @@ def _rich_table(task: str, members: Sequence[ReportRow]) -> Any:
     return table
 
 
-def build_tables(rows: Sequence[ReportRow]) -> list[Any]:
-    """Rich tables, one per concrete task, models as rows, ``value [lo, hi]`` cells in percent."""
-    return [_rich_table(task, members) for task, members in group_by_task(rows).items()]
-
-
 def build_sections(rows: Sequence[ReportRow]) -> list[Any]:
     """What the table report prints: per dataset a heading line (`dataset_heading`, underlined
     with ``=``), then its tasks' rich tables."""

@@ -75,11 +75,6 @@ def lotlip_rejoin(text: str) -> str:
     return ". ".join(p.strip() for p in _LOTLIP_SPLIT.split(text) if p.strip())
 
 
-def lotlip_text(short_caption: str, extra_caption: str) -> str:
-    """LoTLIP's DCI retrieval text (see the module doc)."""
-    return lotlip_rejoin(f"{short_caption}\n{extra_caption}")
-
-
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
