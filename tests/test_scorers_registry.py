@@ -32,16 +32,30 @@ def test_unknown_prefix_lists_known_ones(spec: str, pattern: str) -> None:
         assert prefix in str(err.value)
 
 
-def test_list_models_has_one_example_per_prefix() -> None:
-    assert list_models() == [
-        "builtin:tiny",
-        "captionlik:llava-hf/llava-1.5-7b-hf",
-        "hf:openai/clip-vit-base-patch32",
-        "itm:Salesforce/blip-itm-base-coco",
-        "lora:path/to/dci_pick1@hf:openai/clip-vit-base-patch32",
-        "open_clip:ViT-B-32/laion2b_s34b_b79k",
-        "vqascore:llava-hf/llava-1.5-7b-hf",
-    ]
+def test_list_models_has_a_row_for_every_prefix() -> None:
+    rows = list_models()
+    assert {row.prefix for row in rows} == set(SCORERS.names())
+    assert [row.prefix for row in rows] == sorted(row.prefix for row in rows)
+    for row in rows:
+        assert row.example.startswith(f"{row.prefix}:"), row
+        assert row.kind in ("embedding", "late-interaction", "pair"), row
+        assert row.family and row.text_limit and row.conversion, row
+    examples = {row.example for row in rows}
+    assert {"builtin:tiny", "open_clip:ViT-B-32/laion2b_s34b_b79k"} <= examples
+
+
+def test_models_command_prints_the_same_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from densecap_eval.cli.app import main
+
+    assert main(["models", "--format", "json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == [row.as_dict() for row in list_models()]
+    assert main(["models"]) == 0
+    table = capsys.readouterr().out
+    for row in list_models():
+        assert row.example in table
 
 
 def test_registered_prefix_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,7 +75,8 @@ def test_registered_prefix_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
         "precision": "fp32",
         "policy": "chunk-mean",
     }
-    assert "fake:..." in list_models()
+    fake = [row for row in list_models() if row.prefix == "fake"]
+    assert [(row.kind, row.example) for row in fake] == [("unknown", "fake:...")]
 
 
 def test_entry_point_plugins_join_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -36,6 +36,7 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 # Command modules, imported for their registration side effect on `app`.
 COMMAND_MODULES: tuple[str, ...] = (
     "densecap_eval.cli.data_cmds",
+    "densecap_eval.cli.models_cmd",
     "densecap_eval.cli.synth_cmd",
     "densecap_eval.cli.cache_cmd",
     "densecap_eval.cli.run_cmds",

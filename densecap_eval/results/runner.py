@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "builtin:tiny"
 DEFAULT_TASK = "dci"
 DEFAULT_RESULTS_DIR = "densecap-results"
-# Built-in prefixes of pair scorers, so retrieval without --rerank-from fails before loading.
-PAIR_PREFIXES: tuple[str, ...] = ("vqascore", "captionlik", "itm")
 
 
 @dataclass(frozen=True)
@@ -160,19 +158,21 @@ def validate(request: RunRequest, *, check_results_dir: bool = True) -> None:
 
 def check_rerank(request: RunRequest) -> None:
     """--rerank-k >= 1, a known --rerank-from prefix, and no VLM retrieval without it."""
+    from densecap_eval.scorers import scorer_kind
     from densecap_eval.tasks import concrete_tasks, needs_gallery
 
     rerank_from = request.config.rerank_from
     if rerank_from is not None:
         check_model_spec(rerank_from)
-        if rerank_from.partition(":")[0] in PAIR_PREFIXES:
+        if scorer_kind(rerank_from) == "pair":
             raise DensecapError(
                 f"--rerank-from {rerank_from}: the first stage must be an embedding "
                 "scorer (open_clip:, hf:, ...), not a pair scorer"
             )
         return
     retrieval = [name for name in concrete_tasks(request.tasks) if needs_gallery(name)]
-    pair_models = [m for m in request.models if m.partition(":")[0] in PAIR_PREFIXES]
+    # the model table knows each prefix's kind, so this fails before any model is loaded
+    pair_models = [m for m in request.models if scorer_kind(m) == "pair"]
     if retrieval and pair_models:
         raise DensecapError(
             f"{retrieval[0]} with {pair_models[0]}: retrieval with a pair scorer needs "

@@ -21,13 +21,16 @@ from densecap_eval.scorers.base import (
     TextEncoding,
     TextPolicy,
 )
+from densecap_eval.scorers.catalog import ModelCatalog, ModelFamily
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = [
+    "MODELS",
     "SCORERS",
     "EmbeddingScorer",
+    "ModelFamily",
     "PairScorer",
     "Scorer",
     "TextEncoding",
@@ -46,16 +49,67 @@ SCORERS.register("vqascore", "densecap_eval.scorers.vlm:load_vqascore")
 SCORERS.register("captionlik", "densecap_eval.scorers.vlm:load_captionlik")
 SCORERS.register("itm", "densecap_eval.scorers.vlm_itm:load_itm")
 
-# One example spec per prefix, for `list_models()` and error messages.
-EXAMPLES: dict[str, str] = {
-    "builtin": "builtin:tiny",
-    "captionlik": "captionlik:llava-hf/llava-1.5-7b-hf",
-    "itm": "itm:Salesforce/blip-itm-base-coco",
-    "hf": "hf:openai/clip-vit-base-patch32",
-    "lora": "lora:path/to/dci_pick1@hf:openai/clip-vit-base-patch32",
-    "open_clip": "open_clip:ViT-B-32/laion2b_s34b_b79k",
-    "vqascore": "vqascore:llava-hf/llava-1.5-7b-hf",
-}
+# The model table (`densecap-eval models`, `list_models()`): one row per family a prefix reads.
+MODELS = ModelCatalog()
+for _row in (
+    ModelFamily(
+        prefix="builtin",
+        family="bundled tiny CLIP",
+        text_limit="77",
+        kind="embedding",
+        conversion="none (ships with the package)",
+        example="builtin:tiny",
+    ),
+    ModelFamily(
+        prefix="open_clip",
+        family="open_clip architectures (CLIP, SigLIP, EVA, PE-Core, ...)",
+        text_limit="the config's context_length",
+        kind="embedding",
+        conversion="none: open_clip's own model, transform and tokenizer",
+        example="open_clip:ViT-B-32/laion2b_s34b_b79k",
+    ),
+    ModelFamily(
+        prefix="hf",
+        family="transformers CLIP / SigLIP / SigLIP 2",
+        text_limit="the config's max_position_embeddings",
+        kind="embedding",
+        conversion="none: transformers' model and processor",
+        example="hf:openai/clip-vit-base-patch32",
+    ),
+    ModelFamily(
+        prefix="lora",
+        family="peft LoRA adapter on an embedding spec (DCI's dci_pick1, ...)",
+        text_limit="the base model's",
+        kind="embedding",
+        conversion="adapter merged into the base weights",
+        example="lora:path/to/dci_pick1@hf:openai/clip-vit-base-patch32",
+    ),
+    ModelFamily(
+        prefix="vqascore",
+        family="VLM P(Yes) (LLaVA, Qwen-VL, ...)",
+        text_limit="the context left after the image tokens",
+        kind="pair",
+        conversion="none: transformers' model and processor",
+        example="vqascore:llava-hf/llava-1.5-7b-hf",
+    ),
+    ModelFamily(
+        prefix="captionlik",
+        family="VLM caption log-likelihood",
+        text_limit="the context left after the image tokens",
+        kind="pair",
+        conversion="none: transformers' model and processor",
+        example="captionlik:llava-hf/llava-1.5-7b-hf",
+    ),
+    ModelFamily(
+        prefix="itm",
+        family="BLIP / BLIP-2 image-text matching head",
+        text_limit="the config's max_position_embeddings",
+        kind="pair",
+        conversion="none: transformers' model and processor",
+        example="itm:Salesforce/blip-itm-base-coco",
+    ),
+):
+    MODELS.add(_row)
 
 
 def load_scorer(
@@ -77,13 +131,22 @@ def load_scorer(
     if not sep:
         raise UnknownNameError(
             f"model spec {spec!r} has no PREFIX: (known prefixes: {', '.join(SCORERS.names())}; "
-            f"e.g. {EXAMPLES['open_clip']})"
+            f"e.g. {MODELS.example('open_clip')}; see `densecap-eval models`)"
         )
     loader = SCORERS.get(prefix)
     check_policy(text_policy)
     return loader(spec, device, precision, text_policy=text_policy)
 
 
-def list_models() -> list[str]:
-    """One example spec for each known prefix (plugins included), sorted."""
-    return sorted(EXAMPLES.get(prefix, f"{prefix}:...") for prefix in SCORERS.names())
+def list_models() -> list[ModelFamily]:
+    """The model table: one row per (prefix, family), plugins included, sorted by prefix.
+
+    The same rows `densecap-eval models` prints; ``row.example`` is a spec to start from.
+    """
+    return MODELS.rows(SCORERS.names())
+
+
+def scorer_kind(spec: str) -> str:
+    """``embedding``, ``late-interaction`` or ``pair`` for a spec's prefix (``unknown``: a
+    plugin without a row), without loading anything."""
+    return MODELS.kind(spec.partition(":")[0])
