@@ -20,6 +20,9 @@ from densecap_eval.scorers.base import PRECISIONS, TEXT_POLICIES, Precision, Tex
 TieRule = Literal["pessimistic", "first"]
 TIE_RULES: tuple[str, ...] = ("pessimistic", "first")
 REFERENCE_PRECISION = "fp32"  # what the reference DCI implementation computes
+# Seconds a photo-decoding worker may take to deliver one batch before the run stops: generous,
+# as a batch of large photos on a loaded, shared CPU can take a while (--worker-timeout).
+DEFAULT_WORKER_TIMEOUT = 300.0
 
 
 class ConfigError(DensecapError):
@@ -57,6 +60,10 @@ class RunConfig:
     rerank_from: str | None = None
     rerank_k: int = 10
     world_size: int = 1
+    # Photo-decoding processes (None: by plan size and CPUs) and how long one may take to
+    # deliver a batch (seconds) before the run stops; neither changes a number.
+    num_workers: int | None = None
+    worker_timeout: float = DEFAULT_WORKER_TIMEOUT
 
     def __post_init__(self) -> None:
         for name in ("data_root", "cache_dir"):
@@ -90,6 +97,11 @@ class RunConfig:
         _int_at_least("world_size", self.world_size, 1)
         if self.batch_size is not None:
             _int_at_least("batch_size", self.batch_size, 1)
+        if self.num_workers is not None:
+            _int_at_least("num_workers", self.num_workers, 0)
+        timeout = self.worker_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ConfigError(f"worker_timeout must be a number of seconds > 0, got {timeout!r}")
 
     @classmethod
     def from_options(cls, **options: Any) -> RunConfig:

@@ -44,7 +44,8 @@ LAUNCHERS: tuple[str, ...] = ("local", "slurm")
 
 # Config fields that cannot change a number: left out of a cell's id, so a cell run with another
 # cache, progress display or process count is still the same cell.
-VOLATILE_OPTIONS: tuple[str, ...] = ("progress", "use_cache", "cache_dir", "world_size")
+VOLATILE_OPTIONS: tuple[str, ...] = ("progress", "use_cache", "cache_dir", "world_size",
+                                     "num_workers", "worker_timeout")  # fmt: skip
 # Config fields a sweep file may not set under `options` / `grid`: the data roots have their own
 # keys, the rest are not the user's to choose per cell.
 RESERVED_OPTIONS: tuple[str, ...] = ("data_root", "data_roots", "progress", "world_size")

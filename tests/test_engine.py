@@ -258,7 +258,7 @@ def test_region_batches_are_pinned_for_a_cuda_model(
     seen: list[bool] = []
     real = engine_mod._iter_batches
 
-    def recording(dataset: Any, workers: int, *, pin_memory: bool = False) -> Any:
+    def recording(dataset: Any, workers: int, *, pin_memory: bool = False, **_: Any) -> Any:
         seen.append(pin_memory)
         return real(dataset, workers)  # no CUDA here to pin with (tests/test_gpu.py checks that)
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from densecap_eval.cli.app import app
+from densecap_eval.config import DEFAULT_WORKER_TIMEOUT
 from densecap_eval.errors import DensecapError, ResultsError
 
 DEFAULT_RESULTS_DIR = Path("densecap-results")
@@ -310,6 +311,24 @@ def run_command(
             help="Candidates per query the pair scorer re-ranks (>= 10 keeps R@10 its own).",
         ),
     ] = 10,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Processes decoding photos (0: none, decode in the main process). Default: "
+            "by the number of photos and CPUs.",
+        ),
+    ] = None,
+    worker_timeout: Annotated[
+        float,
+        typer.Option(
+            "--worker-timeout",
+            min=1,
+            help="Seconds a decoding process may take to deliver one batch before the run "
+            "stops with an error (rather than wait for ever).",
+        ),
+    ] = DEFAULT_WORKER_TIMEOUT,
     sweep_tag: Annotated[
         str | None,
         typer.Option("--sweep-tag", hidden=True, help="Set by `densecap-eval sweep` (JSON)."),
@@ -340,6 +359,8 @@ def run_command(
         n_boot=bootstrap,
         rerank_from=rerank_from,
         rerank_k=rerank_k,
+        num_workers=workers,
+        worker_timeout=worker_timeout,
     )
     _print_runs(results_dir, run_ids)
     if unavailable:

@@ -19,7 +19,10 @@ fingerprint alone (a bf16 embedding could be served to an fp32 run); it is never
 Every file is written to a temporary file in the same folder, fsynced, then ``os.replace``d,
 so a run killed at any moment leaves only whole shards behind; the next run reuses them.
 Shards are the truth: the index only saves opening every shard, shards it does not list are
-scanned, and unreadable or inconsistent shards are skipped with a warning.
+scanned, and unreadable or inconsistent shards are skipped with a warning. A cache that cannot
+be written (a full disk, a file-size limit, a read-only folder) is one warning per cache root;
+the run goes on, keeping what it encodes in memory only, and the shards already there stay
+readable (a failed write leaves no file behind).
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ LAYOUT = "v2"
 _SHARD_PREFIX = "shard-"
 _INDEX = "index.npz"
 _CHUNK = 1 << 20
+# Cache roots this process could not write to: warned about once, then written no more.
+_unwritable: set[Path] = set()
 
 
 def _sha(text: str) -> str:
@@ -179,6 +184,24 @@ class CacheStore:
         self.model = model
         self._where: dict[str, str] | None = None  # key -> shard file name
         self._dirty = False
+
+    @property
+    def _root(self) -> Path:
+        return self.directory.parent.parent.parent  # <root>/v2/<model>/<kind-variant>
+
+    def _writable(self) -> bool:
+        return self._root not in _unwritable
+
+    def _write_failed(self, exc: OSError) -> None:
+        """Stop writing this cache root, with one warning (the run itself goes on)."""
+        if self._root not in _unwritable:
+            _unwritable.add(self._root)
+            log.warning(
+                "cannot write the embedding cache in %s (%s); going on without caching, "
+                "so this run's encodings will not be reused",
+                self._root,
+                exc.strerror or exc,
+            )
 
     def _ensure_dir(self) -> None:
         if self.directory.is_dir():
@@ -311,9 +334,8 @@ class CacheStore:
         cut: Sequence[bool] | None = None,
     ) -> None:
         """Append one encoded batch as a new shard (atomically)."""
-        if not len(keys):
+        if not len(keys) or not self._writable():
             return
-        self._ensure_dir()
         arrays: dict[str, Any] = {
             "keys": np.asarray(list(keys), dtype="U64"),
             "embeddings": np.ascontiguousarray(embeddings, dtype=np.float32),
@@ -324,7 +346,12 @@ class CacheStore:
             arrays["n_tokens"] = np.asarray(n_tokens, dtype=np.int64)
             arrays["cut"] = np.asarray(cut, dtype=bool)
         name = f"{_SHARD_PREFIX}{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.npz"
-        _atomic_write(self.directory / name, lambda f: np.savez(f, **arrays))
+        try:
+            self._ensure_dir()
+            _atomic_write(self.directory / name, lambda f: np.savez(f, **arrays))
+        except OSError as exc:
+            self._write_failed(exc)
+            return
         where = self._load_index()
         for key in keys:
             where.setdefault(key, name)
@@ -334,6 +361,8 @@ class CacheStore:
         """Rewrite the index so the next run need not open every shard."""
         if not self._dirty or self._where is None or not self.directory.is_dir():
             return
+        if not self._writable():
+            return
         names = sorted(set(self._where.values()))
         pos = {n: i for i, n in enumerate(names)}
         keys = list(self._where)
@@ -342,7 +371,11 @@ class CacheStore:
             "keys": np.asarray(keys, dtype="U64"),
             "shard_of": np.asarray([pos[self._where[k]] for k in keys], dtype=np.int64),
         }
-        _atomic_write(self.directory / _INDEX, lambda f: np.savez(f, **arrays))
+        try:
+            _atomic_write(self.directory / _INDEX, lambda f: np.savez(f, **arrays))
+        except OSError as exc:
+            self._write_failed(exc)
+            return
         self._dirty = False
 
 

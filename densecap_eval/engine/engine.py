@@ -34,7 +34,10 @@ import numpy as np
 
 from densecap_eval import regions as regions_mod
 from densecap_eval.batching import BatchBackoff, default_batch_size, is_oom
+from densecap_eval.config import DEFAULT_WORKER_TIMEOUT
+from densecap_eval.crashpoints import crash_point
 from densecap_eval.engine.cache import EmbeddingCache, ModelKey, region_key, text_key
+from densecap_eval.engine.late import TokenView, late_table
 from densecap_eval.engine.plan import ScoreTable, ScoringPlan
 from densecap_eval.errors import DensecapError
 from densecap_eval.regions import Region
@@ -44,9 +47,21 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from densecap_eval.distributed import Counter, Group
-    from densecap_eval.scorers.base import EmbeddingScorer, PairScorer, TextPolicy
+    from densecap_eval.scorers.base import (
+        EmbeddingScorer,
+        LateInteractionScorer,
+        PairScorer,
+        TextPolicy,
+    )
 
-__all__ = ["BatchBackoff", "default_batch_size", "default_num_workers", "is_oom", "score_plan"]
+__all__ = [
+    "BatchBackoff",
+    "WorkerError",
+    "default_batch_size",
+    "default_num_workers",
+    "is_oom",
+    "score_plan",
+]
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +198,13 @@ class _RegionBatches:
             return images
         import torch
 
-        return torch.stack([self.preprocess(im) for im in images])
+        batch = torch.stack([self.preprocess(im) for im in images])
+        if torch.utils.data.get_worker_info() is not None:
+            # Move the batch to shared memory here, where a failure (a small /dev/shm, a full
+            # disk, a file-size limit) is an exception the loader hands to the main process.
+            # Left to the queue's feeder thread, it is only printed, and the batch never comes.
+            batch.share_memory_()
+        return batch
 
 
 def _keep(batch: Any) -> Any:
@@ -194,14 +215,54 @@ def _on_cuda(device: object) -> bool:
     return str(device or "cpu").split(":")[0] == "cuda"
 
 
+class WorkerError(DensecapError):
+    """A decoding worker process died or could not deliver its batch: the run stops (exit 1)."""
+
+    exit_code = 1
+
+
+_WORKER_FIX = (
+    "run with fewer workers (--workers 1) or none (--workers 0), or give /dev/shm more room "
+    "(docker run --shm-size=2g ...)"
+)
+
+
+def _worker_error(exc: BaseException, timeout: float) -> WorkerError | None:
+    """What a DataLoader failure means for the user, with the fix; None if not the loader's."""
+    text = str(exc)
+    if "timed out after" in text:
+        return WorkerError(
+            f"a decoding worker delivered no batch for {timeout:g} s (a worker that cannot hand "
+            f"its batch over, e.g. /dev/shm full, or a very slow photo); {_WORKER_FIX}, or "
+            "allow more time (--worker-timeout SECONDS)"
+        )
+    if "DataLoader worker" not in text:
+        return None
+    # "Caught X in DataLoader worker process N. Original Traceback ...": the cause is the
+    # traceback's last line; "DataLoader worker (pid N) is killed by signal ...": that line.
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    cause = lines[-1] if lines else type(exc).__name__
+    if "shared memory" in text or "/torch_" in cause:
+        return WorkerError(
+            f"a decoding worker could not put its batch into shared memory ({cause}); {_WORKER_FIX}"
+        )
+    return WorkerError(f"a decoding worker process failed ({cause}); {_WORKER_FIX}")
+
+
 def _iter_batches(
-    dataset: _RegionBatches, num_workers: int, *, pin_memory: bool = False
+    dataset: _RegionBatches,
+    num_workers: int,
+    *,
+    pin_memory: bool = False,
+    timeout: float = DEFAULT_WORKER_TIMEOUT,
 ) -> Iterator[Any]:
     """The dataset's batches in order, decoded in ``num_workers`` processes (0: inline).
 
     ``pin_memory=True`` (for a CUDA model) returns pixel tensors in page-locked memory, so the
     scorer's ``.to(device, non_blocking=True)`` overlaps the copy with decoding the next batch.
-    Lists of images (pair scorers) pass through unchanged.
+    Lists of images (pair scorers) pass through unchanged. A worker that dies, fails or
+    delivers nothing for ``timeout`` seconds ends the iteration with a `WorkerError` that
+    says what to do; never a wait without end.
     """
     if num_workers == 0 or len(dataset) <= 1:
         for i in range(len(dataset)):
@@ -218,8 +279,15 @@ def _iter_batches(
         collate_fn=_keep,
         prefetch_factor=2,
         pin_memory=pin_memory,
+        timeout=timeout,
     )
-    yield from loader
+    try:
+        yield from loader
+    except (RuntimeError, OSError) as exc:
+        error = _worker_error(exc, timeout)
+        if error is None:
+            raise
+        raise error from exc
 
 
 def _pin(batch: Any) -> Any:
@@ -241,7 +309,7 @@ def _order_by_photo(regions: Sequence[Region]) -> list[int]:
 
 
 def score_plan(
-    scorer: EmbeddingScorer | PairScorer,
+    scorer: EmbeddingScorer | PairScorer | LateInteractionScorer,
     plan: ScoringPlan,
     *,
     text_policy: TextPolicy = "truncate",
@@ -249,6 +317,7 @@ def score_plan(
     cache: EmbeddingCache | None = None,
     blind: bool = False,
     num_workers: int | None = None,
+    worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
     progress: bool | None = None,
     group: Group | None = None,
 ) -> ScoreTable:
@@ -259,7 +328,8 @@ def score_plan(
     kind, `densecap_eval.batching.default_batch_size`). ``blind=True`` replaces every region by
     a uniform grey image of the same size (the blind control). ``cache=None`` disables the
     cache. ``num_workers=None`` picks ``min(4, cpus - 1)`` decoding processes, none for small
-    plans. ``progress=None`` shows
+    plans; ``worker_timeout`` is how long one may take to deliver a batch before the run
+    stops with a `WorkerError`. ``progress=None`` shows
     progress bars only when stderr is a terminal. Pair scorers' scores are not cached (the
     cache holds embeddings).
 
@@ -267,7 +337,7 @@ def score_plan(
     every ``world_size``-th batch of the uncached work, the same batches one process runs, and
     every rank returns the whole table (identical to one process's); only rank 0 shows bars.
     """
-    kind: Literal["embedding", "pair"] = getattr(scorer, "kind", "embedding")
+    kind: Literal["embedding", "late-interaction", "pair"] = getattr(scorer, "kind", "embedding")
     if batch_size is None:
         batch_size = default_batch_size(getattr(scorer, "device", "cpu"), kind)
     if batch_size < 1:
@@ -282,9 +352,13 @@ def score_plan(
                 batch_size=batch_size,
                 blind=blind,
                 num_workers=num_workers,
+                worker_timeout=worker_timeout,
                 bars=bars,
                 group=group,
             )
+        late = scorer if kind == "late-interaction" else None
+        if late is not None:  # encoded as by an embedding scorer whose region rows are tokens
+            scorer = TokenView(late)  # type: ignore[arg-type]
         texts = _encode_texts(
             scorer,  # type: ignore[arg-type]
             plan.texts,
@@ -301,9 +375,12 @@ def score_plan(
             cache=cache,
             blind=blind,
             num_workers=num_workers,
+            worker_timeout=worker_timeout,
             bars=bars,
             group=group,
         )
+    if late is not None:  # scored by its head, pair by pair, when the tasks ask
+        return late_table(late, texts=texts, regions=img_emb, batch_size=batch_size)  # type: ignore[arg-type]
     assert texts.n_tokens is not None and texts.cut is not None
     return ScoreTable(
         text_tokens=texts.n_tokens,
@@ -311,6 +388,8 @@ def score_plan(
         image_embeddings=img_emb.embeddings(),
         text_embeddings=texts.embeddings(),
         logit_fn=scorer.logits,  # type: ignore[union-attr]
+        image_slot=img_emb.slot,
+        text_slot=texts.slot,
     )
 
 
@@ -335,6 +414,8 @@ class _Rows:
         self.held = np.zeros(n, dtype=bool)
         self.n_tokens = np.zeros(n, dtype=np.int64) if texts else None
         self.cut = np.zeros(n, dtype=bool) if texts else None
+        # slot[i]: the first item with item i's model input (itself unless a duplicate)
+        self.slot = np.arange(n, dtype=np.int64)
 
     def fill(
         self,
@@ -447,6 +528,67 @@ def _encode_texts(
     bars: _Progress,
     group: Group | None = None,
 ) -> _Rows:
+    """Every text's embedding, each model input encoded once (one text, one encoding).
+
+    Texts that reach the model identically (equal `TwoTowerScorer.text_inputs` keys: the same
+    token ids after the text policy) share one encoding, looked up and cached under that key,
+    so they tie exactly wherever they would have been batched. A scorer without ``text_inputs``
+    (a plugin) is keyed by the text itself. ``rows.slot[i]`` is the first text with text i's
+    input (the score table computes each input's scores once).
+    """
+    n = len(texts)
+    inputs = scorer.text_inputs(texts, policy=policy) if hasattr(scorer, "text_inputs") else None
+    if inputs is not None and len(inputs.keys) != n:
+        raise DensecapError(f"{scorer.spec}: text_inputs gave {len(inputs.keys)} keys for {n}")
+    first: dict[str, int] = {}
+    slot = np.array(
+        [first.setdefault(k, i) for i, k in enumerate(texts if inputs is None else inputs.keys)],
+        dtype=np.int64,
+    ).reshape(-1)
+    reps = list(first.values())
+    cache_keys = [
+        text_key(texts[i] if inputs is None else _INPUT_KEY_PREFIX + inputs.keys[i]) for i in reps
+    ]
+    unique = _encode_unique_texts(
+        scorer,
+        [texts[i] for i in reps],
+        cache_keys,
+        policy=policy,
+        batch_size=batch_size,
+        cache=cache,
+        bars=bars,
+        group=group,
+    )
+    rows = _Rows(n, texts=True)
+    rows.slot = slot
+    if n:
+        assert unique.n_tokens is not None and unique.cut is not None
+        where = np.empty(n, dtype=np.int64)
+        where[reps] = np.arange(len(reps))
+        pos = where[slot]
+        if inputs is None:  # the same text: the same count and cut
+            n_tokens, cut = unique.n_tokens[pos], unique.cut[pos]
+        else:  # the same input, not the same text: each text's own count
+            n_tokens, cut = np.asarray(inputs.n_tokens), np.asarray(inputs.cut, dtype=bool)
+        rows.fill(np.arange(n), unique.embeddings()[pos], n_tokens, cut)
+    return rows
+
+
+# Cache keys of model inputs are hashed with this prefix, so they never meet a text's own key.
+_INPUT_KEY_PREFIX = "model-input\x00"
+
+
+def _encode_unique_texts(
+    scorer: EmbeddingScorer,
+    texts: Sequence[str],
+    cache_keys: Sequence[str],
+    *,
+    policy: TextPolicy,
+    batch_size: int,
+    cache: EmbeddingCache | None,
+    bars: _Progress,
+    group: Group | None = None,
+) -> _Rows:
     n = len(texts)
     rows = _Rows(n, texts=True)
 
@@ -460,7 +602,7 @@ def _encode_texts(
     def lookup() -> None:
         if store is None or not n:
             return
-        keys.extend(text_key(t) for t in texts)
+        keys.extend(cache_keys)
         hit = store.lookup(keys)
         if hit.keys:
             pos = {k: i for i, k in enumerate(hit.keys)}
@@ -497,6 +639,7 @@ def _encode_texts(
                     rows.fill(idx, emb, enc.n_tokens, enc.cut)
                     if store is not None:
                         store.put([keys[i] for i in idx], emb, n_tokens=enc.n_tokens, cut=enc.cut)
+                        crash_point("encoded")
                     done += b - a
                     advance(b - a)
         finally:
@@ -521,6 +664,7 @@ def _encode_regions(
     num_workers: int | None,
     bars: _Progress,
     group: Group | None = None,
+    worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
 ) -> _Rows:
     n = len(regions)
     rows = _Rows(n, texts=False)
@@ -561,7 +705,7 @@ def _encode_regions(
         advance = bars.task("encoding regions", len(order), group=group)
         backoff = BatchBackoff(batch_size, what="regions")
         try:
-            batches = _iter_batches(dataset, workers, pin_memory=pin)
+            batches = _iter_batches(dataset, workers, pin_memory=pin, timeout=worker_timeout)
             for chunk, pixels in zip(chunks, batches, strict=True):
                 # The loader's batch stays fixed; an OOM only shrinks what reaches the model.
                 def encode(a: int, b: int, px: torch.Tensor = pixels) -> torch.Tensor:
@@ -573,6 +717,7 @@ def _encode_regions(
                     rows.fill(idx, emb)
                     if store is not None:
                         store.put([keys[i] for i in idx], emb)
+                        crash_point("encoded")
                     advance(b - a)
         finally:
             if store is not None:
@@ -596,6 +741,7 @@ def _score_pairs(
     num_workers: int | None,
     bars: _Progress,
     group: Group | None = None,
+    worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
 ) -> ScoreTable:
     texts = plan.texts
     n_tokens = np.asarray(scorer.count_tokens(texts), dtype=np.int64).reshape(-1)
@@ -630,7 +776,8 @@ def _score_pairs(
         advance = bars.task("scoring pairs", len(order), group=group)
         backoff = BatchBackoff(batch_size, what="pairs")
         start = time.perf_counter()
-        for chunk, images in zip(chunks, _iter_batches(dataset, workers), strict=True):
+        images_in = _iter_batches(dataset, workers, timeout=worker_timeout)
+        for chunk, images in zip(chunks, images_in, strict=True):
             chunk_texts = [texts[pairs[p, 1]] for p in chunk]
 
             def run(a: int, b: int, imgs: list[Any] = images, tx: list[str] = chunk_texts) -> Any:

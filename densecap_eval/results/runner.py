@@ -16,7 +16,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from densecap_eval.config import RunConfig
+from densecap_eval.config import DEFAULT_WORKER_TIMEOUT, RunConfig
+from densecap_eval.crashpoints import crash_point
 from densecap_eval.errors import DensecapError, UnknownNameError
 from densecap_eval.results.store import RunWriter, StoredRun, ensure_writable
 
@@ -73,6 +74,11 @@ class RunRequest:
             ("--bootstrap", cfg.n_boot),
             ("--rerank-from", cfg.rerank_from),
             ("--rerank-k", cfg.rerank_k if cfg.rerank_from is not None else None),
+            ("--workers", cfg.num_workers),
+            (
+                "--worker-timeout",
+                cfg.worker_timeout if cfg.worker_timeout != DEFAULT_WORKER_TIMEOUT else None,
+            ),
         ]
         argv += [str(x) for flag, value in options if value is not None for x in (flag, value)]
         argv += [flag for flag, on in (("--blind", cfg.blind), ("--no-cache", not cfg.use_cache),
@@ -260,6 +266,7 @@ def run_and_store(request: RunRequest, *, events: RunEvents | None = None) -> li
                 run = writer.complete(result)
                 stored.append(run)
                 events.on_stored(run)
+                crash_point("run-stored")
     return stored
 
 

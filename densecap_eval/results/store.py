@@ -15,6 +15,7 @@ directory back and says, for each run directory, whether it is usable and if not
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -33,6 +34,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from densecap_eval.config import RunConfig
+from densecap_eval.crashpoints import crash_point
 from densecap_eval.errors import ResultsError
 from densecap_eval.results.schema import (
     COMPLETE,
@@ -208,18 +210,37 @@ def ensure_writable(results_dir: str | os.PathLike[str]) -> Path:
     return path
 
 
+class ResultsWriteError(ResultsError):
+    """A results file could not be written (a full disk, a quota, a file-size limit): exit 1."""
+
+    exit_code = 1
+
+
 def _write_atomic(target: Path, write: Any) -> None:
-    """Write through a temporary file in the same directory, then rename over ``target``."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    """Write through a temporary file in the same directory, then rename over ``target``.
+
+    A reader sees the old file or the new one, never half of one; a failed write leaves no
+    temporary file behind and raises `ResultsWriteError` naming the file and the reason.
+    """
+    tmp: Path | None = None
     try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        crash_point("stored")
         os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise ResultsWriteError(
+                f"cannot write {target}: {exc.strerror or exc} (free some space in "
+                f"{target.parent.parent} or store the results elsewhere with --out)"
+            ) from exc
         raise
 
 
@@ -320,7 +341,7 @@ class RunWriter:
             except FileExistsError:
                 card.run_id = new_run_id(card.model_spec, card.task, blind=card.blind)
             except OSError as exc:
-                raise ResultsError(f"cannot create run directory {run_dir}: {exc}") from exc
+                raise ResultsWriteError(f"cannot create run directory {run_dir}: {exc}") from exc
         self.run_dir = run_dir
         self._write_card()
         return run_dir
@@ -375,8 +396,11 @@ class RunWriter:
         self.card.status = INTERRUPTED if interrupted else FAILED
         self.card.error = message
         self.card.finished_at = utc_now().isoformat()
-        self._write_card()
         self._finished = True
+        # On a full disk the card may not be writable either: it then still says "running"
+        # with this process's pid, which reads as interrupted once the process is gone.
+        with contextlib.suppress(ResultsError):
+            self._write_card()
 
     def __enter__(self) -> RunWriter:
         self.start()
