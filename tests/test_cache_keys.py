@@ -277,3 +277,14 @@ def test_open_clip_tag_fingerprint_hashes_the_downloaded_file(
     assert pretrained_file_sha256("ViT-B-32", "openai") not in (None, first)
     monkeypatch.setattr(ocp, "get_pretrained_cfg", lambda arch, tag: {})
     assert pretrained_file_sha256("ViT-B-32", "nope") is None  # unknown: the tag stands for it
+
+
+def test_longclip_protocol_is_in_the_fingerprint(tmp_path: Path) -> None:
+    """``longclip:FILE?protocol=longclip`` (weights rounded through fp16) is another key."""
+    from tiny_longtext import save_longclip
+
+    path = tmp_path / "longclip-T.pt"
+    save_longclip(path)
+    ours, theirs = _load(f"longclip:{path}"), _load(f"longclip:{path}?protocol=longclip")
+    assert ours.fingerprint != theirs.fingerprint
+    assert ModelKey.of(ours).digest != ModelKey.of(theirs).digest

@@ -48,6 +48,7 @@ SCORERS.register("builtin", "densecap_eval.scorers.builtin:load")
 SCORERS.register("vqascore", "densecap_eval.scorers.vlm:load_vqascore")
 SCORERS.register("captionlik", "densecap_eval.scorers.vlm:load_captionlik")
 SCORERS.register("itm", "densecap_eval.scorers.vlm_itm:load_itm")
+SCORERS.register("longclip", "densecap_eval.scorers.longclip:load")
 
 # The model table (`densecap-eval models`, `list_models()`): one row per family a prefix reads.
 MODELS = ModelCatalog()
@@ -107,6 +108,14 @@ for _row in (
         kind="pair",
         conversion="none: transformers' model and processor",
         example="itm:Salesforce/blip-itm-base-coco",
+    ),
+    ModelFamily(
+        prefix="longclip",
+        family="Long-CLIP B/L, LongCLIP-GmP",
+        text_limit="248",
+        kind="embedding",
+        conversion="positional_embedding[:20] + positional_embedding_res[20:] merged into one table",
+        example="longclip:BeichenZhang/LongCLIP-L",
     ),
 ):
     MODELS.add(_row)
