@@ -288,3 +288,15 @@ def test_longclip_protocol_is_in_the_fingerprint(tmp_path: Path) -> None:
     ours, theirs = _load(f"longclip:{path}"), _load(f"longclip:{path}?protocol=longclip")
     assert ours.fingerprint != theirs.fingerprint
     assert ModelKey.of(ours).digest != ModelKey.of(theirs).digest
+
+
+def test_fgclip_mode_and_protocol_are_in_the_key(tmp_path: Path) -> None:
+    """``fgclip:DIR?mode=short`` is another model key; ``protocol=fgclip`` another image key."""
+    from tiny_fgclip import make_tiny_fgclip
+
+    folder = make_tiny_fgclip(tmp_path / "fgclip")
+    long, short = _load(f"fgclip:{folder}"), _load(f"fgclip:{folder}?mode=short")
+    square = _load(f"fgclip:{folder}?protocol=fgclip")
+    assert ModelKey.of(long).digest != ModelKey.of(short).digest
+    assert (long.max_text_tokens, short.max_text_tokens) == (248, 77)
+    assert square.preprocess_id != long.preprocess_id

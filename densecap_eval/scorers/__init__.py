@@ -49,6 +49,7 @@ SCORERS.register("vqascore", "densecap_eval.scorers.vlm:load_vqascore")
 SCORERS.register("captionlik", "densecap_eval.scorers.vlm:load_captionlik")
 SCORERS.register("itm", "densecap_eval.scorers.vlm_itm:load_itm")
 SCORERS.register("longclip", "densecap_eval.scorers.longclip:load")
+SCORERS.register("fgclip", "densecap_eval.scorers.fgclip:load")
 
 # The model table (`densecap-eval models`, `list_models()`): one row per family a prefix reads.
 MODELS = ModelCatalog()
@@ -116,6 +117,15 @@ for _row in (
         kind="embedding",
         conversion="positional_embedding[:20] + positional_embedding_res[20:] merged into one table",
         example="longclip:BeichenZhang/LongCLIP-L",
+    ),
+    ModelFamily(
+        prefix="fgclip",
+        family="FG-CLIP v1 (qihoo360/fg-clip-base, -large)",
+        text_limit="248 (mode=short: 77)",
+        kind="embedding",
+        conversion="stock CLIPModel: _ori[:20] + _res[20:] as the 248-row table, "
+        "text_filip_projection as text_projection; no remote code",
+        example="fgclip:qihoo360/fg-clip-base",
     ),
 ):
     MODELS.add(_row)
