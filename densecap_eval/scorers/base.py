@@ -31,12 +31,25 @@ class TextEncoding:
     cut: list[bool]  # whether the policy dropped any of the text's tokens
 
 
+@dataclass(frozen=True)
+class TextInputs:
+    """What a text tower is fed for each text under a policy (`TwoTowerScorer.text_inputs`).
+
+    Texts with equal ``keys`` reach the model identically (the same token ids after the length
+    policy), so the engine encodes them once and they score exact ties.
+    """
+
+    keys: list[str]
+    n_tokens: list[int]  # untruncated token counts with the model's own tokenizer
+    cut: list[bool]  # whether the policy dropped any of the text's tokens
+
+
 @runtime_checkable
 class Scorer(Protocol):
     """What every scorer offers. ``score`` is float32 on CPU, shape (images, texts), higher = better."""
 
     spec: str
-    kind: Literal["embedding", "pair"]
+    kind: Literal["embedding", "late-interaction", "pair"]
     max_text_tokens: int
     text_policy: TextPolicy
 
