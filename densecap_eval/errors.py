@@ -21,11 +21,16 @@ class UnknownNameError(DensecapError, KeyError):
 
 
 class DatasetError(DensecapError):
-    """The dataset as a whole cannot be used (no root, no splits.json, no photos/ ...)."""
+    """The dataset as a whole cannot be used (no root, no splits.json, no photos/, a file
+    unreadable as its format, no record left after skipping): exit 1, not a usage error."""
+
+    exit_code = 1
 
 
 class BadRecordError(DensecapError):
-    """One record (image) of a dataset cannot be used; skipped unless strict."""
+    """One record (image) of a dataset cannot be used; skipped unless strict (then exit 1)."""
+
+    exit_code = 1
 
     def __init__(self, image: str, reason: str) -> None:
         super().__init__(f"{image}: {reason}")

@@ -28,7 +28,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from densecap_eval.config import ConfigError, RunConfig
-from densecap_eval.errors import DensecapError, TaskUnavailableError
+from densecap_eval.errors import DatasetError, DensecapError, TaskUnavailableError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -258,11 +258,38 @@ def _plan(scorer: Any, tasks: Sequence[str], config: RunConfig) -> _Prepared:
             log.error("%s", exc)
             prepared.unavailable[name] = str(exc)
             continue
+        if _n_examples(instance) == 0:  # nothing left to score must never look like a result
+            raise _nothing_left(name, prepared.datasets[task.dataset], instance)
         instance.add_to_plan(prepared.first_plan if name in reranked else prepared.plan)
         prepared.instances[name] = instance
     if prepared.unavailable and not prepared.instances:
         raise TaskUnavailableError(next(iter(prepared.unavailable.values())))
     return prepared
+
+
+def _n_examples(instance: Any) -> int | None:
+    """How many examples a prepared task holds (None: a task type that does not say)."""
+    for attr in ("examples", "entries", "images"):
+        items = getattr(instance, attr, None)
+        if items is not None:
+            return len(items)
+    return None
+
+
+def _nothing_left(task: str, dataset: Any, instance: Any) -> DatasetError:
+    """The error for a task with no usable record: the release, the count and the first reason."""
+    skipped = _unique_skipped([*instance.skipped, *getattr(dataset, "skipped", [])])
+    title = getattr(dataset, "title", "") or getattr(dataset, "name", "the dataset")
+    where = f"{title} at {getattr(dataset, 'root', '?')}"
+    split = f" split {instance.split!r}" if instance.split else ""
+    if skipped:
+        why = f"all {len(skipped)} skipped, first: {skipped[0].image}: {skipped[0].reason}"
+    else:
+        why = "it holds no record for this task"
+    return DatasetError(
+        f"{task}: no usable record in {where}{split} ({why}); fix or re-download the release "
+        "(`densecap-eval inspect` lists every skipped record)"
+    )
 
 
 # -- phase 2: score -------------------------------------------------------------------------
@@ -454,7 +481,7 @@ def _adopt_scorer_precision(config: RunConfig, scorer: Any, *, explicit: bool) -
 
 def _check_first_stage(first_scorer: Any, config: RunConfig) -> None:
     kind = getattr(first_scorer, "kind", "embedding")
-    if kind != "embedding":
+    if kind not in ("embedding", "late-interaction"):  # both rank a whole gallery
         raise DensecapError(
             f"--rerank-from {getattr(first_scorer, 'spec', config.rerank_from)}: the first "
             f"stage must be an embedding scorer (open_clip:, hf:, ...), not a {kind} scorer"

@@ -103,7 +103,7 @@ def test_failure_during_evaluation_marks_every_task_failed(
     fake_backend["raise"] = DatasetError("photos/ is missing")
     code = main(["run", "--model", "m:a", "--task", "dci", "--task", "dci/all_swaps",
                  "--data-root", str(tmp_path), "--out", str(tmp_path / "res")])  # fmt: skip
-    assert code == 2
+    assert code == 1  # an unusable release is not a usage error (2)
     assert capsys.readouterr().err.splitlines()[-1] == "error: photos/ is missing"
     runs = list_runs(tmp_path / "res")
     assert [(r.status, r.reason) for r in runs] == [
@@ -267,7 +267,7 @@ def test_data_root_that_is_not_a_dci_release(
         "--out",
         str(tmp_path / "r"),
     ]
-    assert main(argv) == 2
+    assert main(argv) == 1  # DatasetError: the data is unusable (2 is for usage errors)
     err = capsys.readouterr().err
     assert err == (
         f"error: {tmp_path / 'not-dci' / 'densely_captioned_images'} not found: "
@@ -298,7 +298,7 @@ def test_missing_data_root_says_how_to_get_one(
     elif env_root == "missing":
         monkeypatch.setenv("DENSECAP_EVAL_DATA", str(tmp_path / "nowhere"))
     argv = ["run", "--model", "builtin:tiny", "--task", "dci", "--out", str(tmp_path / "r")]
-    assert main(argv) == 2
+    assert main(argv) == 1  # DatasetError
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith("error: ")
     # the root is the default one, so the plain command (no --root) downloads into it

@@ -209,7 +209,11 @@ def test_bad_lines_are_skipped_loudly_with_their_line(
         ("test_00011", f"{DESCRIPTIONS} line 4: empty description"),
         ("test_00012", f"{DESCRIPTIONS} line 5: image_file '../escape.jpg' is not a file name"),
         ("line 7", f"{DESCRIPTIONS} line 7: not a JSON object (found list)"),
-        ("test_00000", f"{DESCRIPTIONS} line 8: example_id already listed on line 1"),
+        (
+            "test_00000",
+            f"{DESCRIPTIONS} line 8: example_id 'test_00000' repeats the one at {DESCRIPTIONS} "
+            "line 1",
+        ),
         ("test_00013", f"{DESCRIPTIONS} line 10: missing field(s) split"),
     ]  # fmt: skip
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]

@@ -229,7 +229,7 @@ def test_bad_lines_are_skipped_loudly_with_subset_and_line(tmp_path: Path) -> No
         ("IIW-400/aar_test_04701.jpg", f"{where} line 4: empty IIW description"),
         ("IIW-400 line 5", f"{where} line 5: missing field image (or image/key)"),
         ("IIW-400 line 6", f"{where} line 6: photo name '../aar_test_04702.jpg' is not a file name"),
-        ("IIW-400/aar_test_04600.jpg", f"{where} line 7: listed again (line 1)"),
+        ("IIW-400/aar_test_04600.jpg", f"{where} line 7: photo 'IIW-400/aar_test_04600.jpg' repeats the one at {where} line 1"),
         ("IIW-400/aar_test_04703.jpg", f"{where} line 8: IIW is not a string: 5"),
     ]  # fmt: skip
     with pytest.raises(BadRecordError, match=re.escape(f"{where} line 2: invalid JSON")):

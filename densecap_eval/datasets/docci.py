@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.guards import SeenIds, iter_json_lines
 from densecap_eval.datasets.records import ImageRecord, Text
 from densecap_eval.errors import BadRecordError, DatasetError, DownloadError
 
@@ -58,38 +59,6 @@ _FIELDS = ("example_id", "split", "image_file", "description")
 
 
 # --- JSON Lines (shared with iiw.py) -----------------------------------------------------------
-
-
-def iter_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-    """``(line number, object, None)`` for each line holding a JSON object, ``(number, None,
-    problem)`` for any other non-blank line; blank lines are passed over. Numbers start at 1.
-
-    An unreadable file raises `DatasetError` (a whole-input problem)."""
-    try:
-        stream = path.open("rb")
-    except OSError as exc:
-        raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
-    with stream:
-        try:
-            for number, raw in enumerate(stream, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    text = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
-                except UnicodeDecodeError as exc:
-                    yield number, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})"
-                    continue
-                try:
-                    value = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    yield number, None, f"invalid JSON ({exc.msg} at column {exc.colno})"
-                    continue
-                if not isinstance(value, dict):
-                    yield number, None, f"not a JSON object (found {type(value).__name__})"
-                    continue
-                yield number, value, None
-        except OSError as exc:
-            raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def check_json_lines(path: Path, *, hint: str) -> Iterator[dict[str, Any]]:
@@ -204,7 +173,7 @@ class DOCCIDataset(DatasetBase):
         return self._iter(set(wanted))
 
     def _iter(self, wanted: set[str]) -> Iterator[ImageRecord]:
-        seen: dict[str, int] = {}
+        seen = SeenIds("example_id")
         where = DESCRIPTIONS_FILE
         for number, value, problem in iter_json_lines(self.annotations):
             if value is None:
@@ -215,16 +184,10 @@ class DOCCIDataset(DatasetBase):
                 continue  # another split's record: not checked here
             try:
                 record = self._parse(number, value)
-                if record.id in seen:
-                    raise BadRecordError(
-                        record.id,
-                        f"{where} line {number}: example_id already listed on line "
-                        f"{seen[record.id]}",
-                    )
+                seen.check(record.id, where=f"{where} line {number}")
             except BadRecordError as exc:
                 self.skip(exc)
                 continue
-            seen[record.id] = number
             yield record
 
     def _parse(self, number: int, raw: Mapping[str, Any]) -> ImageRecord:

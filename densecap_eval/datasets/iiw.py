@@ -37,9 +37,9 @@ from densecap_eval.datasets.docci import (
     IMAGES_URL,
     check_json_lines,
     file_sha256,
-    iter_json_lines,
     plain_file_name,
 )
+from densecap_eval.datasets.guards import SeenIds, iter_json_lines
 from densecap_eval.datasets.records import ImageRecord, Text
 from densecap_eval.errors import BadRecordError, DatasetError, DownloadError
 
@@ -146,7 +146,7 @@ class IIWDataset(DatasetBase):
         return self._iter(subsets)
 
     def _iter(self, subsets: list[str]) -> Iterator[ImageRecord]:
-        seen: dict[str, str] = {}
+        seen = SeenIds("photo")
         for subset in subsets:
             where = f"{subset}/{ANNOTATIONS_FILE}"
             for number, value, problem in iter_json_lines(self._files[subset]):
@@ -155,14 +155,10 @@ class IIWDataset(DatasetBase):
                         line = f"{subset} line {number}"
                         raise BadRecordError(line, f"{where} line {number}: {problem}")
                     record = self._parse(subset, number, value)
-                    if record.id in seen:
-                        raise BadRecordError(
-                            record.id, f"{where} line {number}: listed again ({seen[record.id]})"
-                        )
+                    seen.check(record.id, where=f"{where} line {number}")
                 except BadRecordError as exc:
                     self.skip(exc)
                     continue
-                seen[record.id] = f"line {number}"
                 yield record
 
     def _parse(self, subset: str, number: int, raw: Mapping[str, Any]) -> ImageRecord:

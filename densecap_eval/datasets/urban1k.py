@@ -35,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.guards import SeenIds
 from densecap_eval.datasets.records import ImageRecord, Text
 from densecap_eval.errors import BadRecordError, DatasetError, DownloadError
 
@@ -98,7 +99,7 @@ class Urban1kDataset(DatasetBase):
             names = [
                 entry.name
                 for entry in os.scandir(self.caption_dir)
-                if entry.name.endswith(".txt") and not entry.is_dir()
+                if entry.name.endswith(".txt") and not _is_dir(entry)
             ]
         except OSError as exc:
             raise DatasetError(
@@ -152,7 +153,7 @@ class Urban1kDataset(DatasetBase):
                 image, f"cannot read the caption file {name}: {exc.strerror or exc}"
             ) from None
         try:
-            text = data.decode("utf-8")
+            text = data.decode("utf-8-sig")  # a byte-order mark is not part of the caption
         except UnicodeDecodeError as exc:
             raise BadRecordError(image, f"caption file {name} is not UTF-8 ({exc})") from None
         if not text.strip():
@@ -166,8 +167,10 @@ class Urban1kDataset(DatasetBase):
         """One record per caption file (module doc), id = the photo's file name (``17.jpg``)."""
         if split is not None:
             self._check_split(split)
+        seen = SeenIds("caption file")
         for name in self._names:
             try:
+                seen.check(name, where=name, image=_image_name(name))
                 text = self.read_caption(name)
             except BadRecordError as exc:
                 self.skip(exc)
@@ -180,6 +183,15 @@ class Urban1kDataset(DatasetBase):
                 split=SPLIT,
                 meta={"caption_file": name},
             )
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    """Whether a listed entry is a folder; one that cannot be checked (a symlink loop, a
+    dangling link) counts as a file, so reading it makes it one bad record, not the listing's end."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def _image_name(caption_name: str) -> str:
