@@ -39,6 +39,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.guards import SeenIds
 from densecap_eval.datasets.records import ImageRecord, Text
 from densecap_eval.errors import BadRecordError, DatasetError, DownloadError
 
@@ -267,9 +268,11 @@ class ShareGPT4VDataset(DatasetBase):
         """Records of ``split`` (every split present when None), streamed in file order."""
         for name in [split] if split else list(self._splits):
             path = self.annotation_path(name)
+            seen = SeenIds("image")  # a photo listed twice would be two gallery items
             for index, raw in enumerate(iter_json_array(path)):
                 try:
                     record = self._parse(name, path.name, index, raw)
+                    seen.check(record.id, where=f"record {index} of {path.name}")
                 except BadRecordError as exc:
                     self.skip(exc)
                     continue
