@@ -37,6 +37,7 @@ from densecap_eval.batching import BatchBackoff, default_batch_size, is_oom
 from densecap_eval.config import DEFAULT_WORKER_TIMEOUT
 from densecap_eval.crashpoints import crash_point
 from densecap_eval.engine.cache import EmbeddingCache, ModelKey, region_key, text_key
+from densecap_eval.engine.late import TokenView, late_table
 from densecap_eval.engine.plan import ScoreTable, ScoringPlan
 from densecap_eval.errors import DensecapError
 from densecap_eval.regions import Region
@@ -46,7 +47,12 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from densecap_eval.distributed import Counter, Group
-    from densecap_eval.scorers.base import EmbeddingScorer, PairScorer, TextPolicy
+    from densecap_eval.scorers.base import (
+        EmbeddingScorer,
+        LateInteractionScorer,
+        PairScorer,
+        TextPolicy,
+    )
 
 __all__ = [
     "BatchBackoff",
@@ -303,7 +309,7 @@ def _order_by_photo(regions: Sequence[Region]) -> list[int]:
 
 
 def score_plan(
-    scorer: EmbeddingScorer | PairScorer,
+    scorer: EmbeddingScorer | PairScorer | LateInteractionScorer,
     plan: ScoringPlan,
     *,
     text_policy: TextPolicy = "truncate",
@@ -331,7 +337,7 @@ def score_plan(
     every ``world_size``-th batch of the uncached work, the same batches one process runs, and
     every rank returns the whole table (identical to one process's); only rank 0 shows bars.
     """
-    kind: Literal["embedding", "pair"] = getattr(scorer, "kind", "embedding")
+    kind: Literal["embedding", "late-interaction", "pair"] = getattr(scorer, "kind", "embedding")
     if batch_size is None:
         batch_size = default_batch_size(getattr(scorer, "device", "cpu"), kind)
     if batch_size < 1:
@@ -350,6 +356,9 @@ def score_plan(
                 bars=bars,
                 group=group,
             )
+        late = scorer if kind == "late-interaction" else None
+        if late is not None:  # encoded as by an embedding scorer whose region rows are tokens
+            scorer = TokenView(late)  # type: ignore[arg-type,assignment]
         texts = _encode_texts(
             scorer,  # type: ignore[arg-type]
             plan.texts,
@@ -370,6 +379,8 @@ def score_plan(
             bars=bars,
             group=group,
         )
+    if late is not None:  # scored by its head, pair by pair, when the tasks ask
+        return late_table(late, texts=texts, regions=img_emb, batch_size=batch_size)  # type: ignore[arg-type]
     assert texts.n_tokens is not None and texts.cut is not None
     return ScoreTable(
         text_tokens=texts.n_tokens,
@@ -377,6 +388,8 @@ def score_plan(
         image_embeddings=img_emb.embeddings(),
         text_embeddings=texts.embeddings(),
         logit_fn=scorer.logits,  # type: ignore[union-attr]
+        image_slot=img_emb.slot,
+        text_slot=texts.slot,
     )
 
 
@@ -401,6 +414,8 @@ class _Rows:
         self.held = np.zeros(n, dtype=bool)
         self.n_tokens = np.zeros(n, dtype=np.int64) if texts else None
         self.cut = np.zeros(n, dtype=bool) if texts else None
+        # slot[i]: the first item with item i's model input (itself unless a duplicate)
+        self.slot = np.arange(n, dtype=np.int64)
 
     def fill(
         self,
@@ -513,6 +528,67 @@ def _encode_texts(
     bars: _Progress,
     group: Group | None = None,
 ) -> _Rows:
+    """Every text's embedding, each model input encoded once (one text, one encoding).
+
+    Texts that reach the model identically (equal `TwoTowerScorer.text_inputs` keys: the same
+    token ids after the text policy) share one encoding, looked up and cached under that key,
+    so they tie exactly wherever they would have been batched. A scorer without ``text_inputs``
+    (a plugin) is keyed by the text itself. ``rows.slot[i]`` is the first text with text i's
+    input (the score table computes each input's scores once).
+    """
+    n = len(texts)
+    inputs = scorer.text_inputs(texts, policy=policy) if hasattr(scorer, "text_inputs") else None
+    if inputs is not None and len(inputs.keys) != n:
+        raise DensecapError(f"{scorer.spec}: text_inputs gave {len(inputs.keys)} keys for {n}")
+    first: dict[str, int] = {}
+    slot = np.array(
+        [first.setdefault(k, i) for i, k in enumerate(texts if inputs is None else inputs.keys)],
+        dtype=np.int64,
+    ).reshape(-1)
+    reps = list(first.values())
+    cache_keys = [
+        text_key(texts[i] if inputs is None else _INPUT_KEY_PREFIX + inputs.keys[i]) for i in reps
+    ]
+    unique = _encode_unique_texts(
+        scorer,
+        [texts[i] for i in reps],
+        cache_keys,
+        policy=policy,
+        batch_size=batch_size,
+        cache=cache,
+        bars=bars,
+        group=group,
+    )
+    rows = _Rows(n, texts=True)
+    rows.slot = slot
+    if n:
+        assert unique.n_tokens is not None and unique.cut is not None
+        where = np.empty(n, dtype=np.int64)
+        where[reps] = np.arange(len(reps))
+        pos = where[slot]
+        if inputs is None:  # the same text: the same count and cut
+            n_tokens, cut = unique.n_tokens[pos], unique.cut[pos]
+        else:  # the same input, not the same text: each text's own count
+            n_tokens, cut = np.asarray(inputs.n_tokens), np.asarray(inputs.cut, dtype=bool)
+        rows.fill(np.arange(n), unique.embeddings()[pos], n_tokens, cut)
+    return rows
+
+
+# Cache keys of model inputs are hashed with this prefix, so they never meet a text's own key.
+_INPUT_KEY_PREFIX = "model-input\x00"
+
+
+def _encode_unique_texts(
+    scorer: EmbeddingScorer,
+    texts: Sequence[str],
+    cache_keys: Sequence[str],
+    *,
+    policy: TextPolicy,
+    batch_size: int,
+    cache: EmbeddingCache | None,
+    bars: _Progress,
+    group: Group | None = None,
+) -> _Rows:
     n = len(texts)
     rows = _Rows(n, texts=True)
 
@@ -526,7 +602,7 @@ def _encode_texts(
     def lookup() -> None:
         if store is None or not n:
             return
-        keys.extend(text_key(t) for t in texts)
+        keys.extend(cache_keys)
         hit = store.lookup(keys)
         if hit.keys:
             pos = {k: i for i, k in enumerate(hit.keys)}

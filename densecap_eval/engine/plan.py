@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     import torch
 
 LogitFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+# Element-wise scores of (image row r[i], text row t[i]): a late-interaction head
+# (`densecap_eval.engine.late`), which scores only the pairs asked for.
+PairFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 # Largest block (rows x columns) of logits computed at once when serving element-wise scores.
 _MAX_BLOCK = 1 << 22
@@ -78,6 +81,13 @@ class ScoreTable:
     ``logits(img[unique r], txt[unique t])`` (split into row chunks when large) and gathers the
     requested cells, so a pair's value equals the matching cell of a block product, never a
     separately rounded dot product.
+
+    Exact ties: ``image_slot[r]`` / ``text_slot[t]`` name the first region / text with the same
+    model input (identical pixels, identical token ids; the engine encodes those once). Every
+    block is computed over distinct slots and gathered, and ``scores`` never splits one
+    region's cells across two blocks, so within one call two inputs the model cannot tell
+    apart read the very same float: an exact tie, whatever the BLAS kernel does with the block
+    shape. Comparisons that decide ties belong in one call (`scores` with both columns).
     """
 
     def __init__(
@@ -88,15 +98,21 @@ class ScoreTable:
         image_embeddings: np.ndarray | None = None,
         text_embeddings: np.ndarray | None = None,
         logit_fn: LogitFn | None = None,
+        pair_fn: PairFn | None = None,
         pair_scores: Mapping[tuple[int, int], float] | None = None,
         pairs: np.ndarray | None = None,
         pair_values: np.ndarray | None = None,
+        image_slot: np.ndarray | None = None,
+        text_slot: np.ndarray | None = None,
     ) -> None:
         self.text_tokens = np.asarray(text_tokens, dtype=np.int64)
         self.text_cut = np.asarray(text_cut, dtype=bool)
         self.image_embeddings = image_embeddings
         self.text_embeddings = text_embeddings
+        self.image_slot = _slots(image_slot, image_embeddings)
+        self.text_slot = _slots(text_slot, text_embeddings)
         self._logit_fn = logit_fn
+        self._pair_fn = pair_fn
         if pair_scores is not None:
             items = sorted(pair_scores.items())
             pairs = np.array([k for k, _ in items], dtype=np.int64).reshape(-1, 2)
@@ -137,7 +153,22 @@ class ScoreTable:
             return np.zeros(r.shape, dtype=np.float64)
         if self._pair_codes is not None:
             return self._lookup_pairs(r, t)
+        if self._pair_fn is not None:  # a late-interaction head: only the pairs asked for
+            return self._pairwise(r.ravel(), t.ravel()).reshape(r.shape)
         return self._block_gather(r.ravel(), t.ravel()).reshape(r.shape)
+
+    def _pairwise(self, r: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """``pair_fn`` on each distinct (region, text) once; inputs the model cannot tell
+        apart (one slot) read the same value, an exact tie."""
+        assert self._pair_fn is not None
+        slot_r = getattr(self, "image_slot", None)
+        slot_t = getattr(self, "text_slot", None)
+        r = r if slot_r is None else slot_r[r]
+        t = t if slot_t is None else slot_t[t]
+        n_texts = np.int64(max(len(self.text_tokens), 1))
+        codes, inverse = np.unique(r * n_texts + t, return_inverse=True)
+        values = np.asarray(self._pair_fn(codes // n_texts, codes % n_texts), dtype=np.float64)
+        return values[inverse.reshape(-1)]
 
     def matrix(self, region_idxs: list[int], text_idxs: list[int]) -> np.ndarray:
         """(len(region_idxs), len(text_idxs)) block of scores."""
@@ -149,7 +180,60 @@ class ScoreTable:
             return np.zeros((rs.size, ts.size), dtype=np.float64)
         return self._logits(rs, ts).astype(np.float64)
 
+    def block(self, region_idxs: np.ndarray, text_idxs: np.ndarray) -> np.ndarray:
+        """float32 ``matrix``: (regions, texts) logits as computed (no float64 copy)."""
+        rs = np.asarray(region_idxs, dtype=np.int64).ravel()
+        ts = np.asarray(text_idxs, dtype=np.int64).ravel()
+        if self._pair_codes is not None:
+            return self.matrix(rs.tolist(), ts.tolist()).astype(np.float32)
+        if rs.size == 0 or ts.size == 0:
+            return np.zeros((rs.size, ts.size), dtype=np.float32)
+        return self._logits(rs, ts)
+
+    def strips(
+        self, region_idxs: np.ndarray, text_idxs: np.ndarray
+    ) -> Callable[[int, int], np.ndarray]:
+        """``strip(a, b)`` = ``block(region_idxs[a:b], text_idxs)`` bit for bit, the text side
+        gathered once (a 100k-text gallery is not copied for every strip)."""
+        import torch
+
+        rs = np.asarray(region_idxs, dtype=np.int64).ravel()
+        ts = np.asarray(text_idxs, dtype=np.int64).ravel()
+        if self._pair_codes is not None or ts.size == 0:
+            return lambda a, b: self.block(rs[a:b], ts)
+        assert self.image_embeddings is not None and self.text_embeddings is not None
+        assert self._logit_fn is not None
+        logit_fn = self._logit_fn
+        ut, t_inv = _distinct(self.text_slot[ts])
+        txt = torch.from_numpy(np.ascontiguousarray(self.text_embeddings[ut]))
+        image_embeddings, image_slot = self.image_embeddings, self.image_slot
+
+        def strip(a: int, b: int) -> np.ndarray:
+            if b <= a:
+                return np.zeros((0, ts.size), dtype=np.float32)
+            ur, r_inv = _distinct(image_slot[rs[a:b]])
+            img = torch.from_numpy(np.ascontiguousarray(image_embeddings[ur]))
+            out = logit_fn(img, txt).detach().to("cpu", torch.float32).numpy()
+            if r_inv is not None:
+                out = out[r_inv]
+            if t_inv is not None:
+                out = out[:, t_inv]
+            return out
+
+        return strip
+
     def _logits(self, rs: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """``logits(img[rs], txt[ts])``; rows / columns of one slot are computed once."""
+        ur, r_inv = _distinct(self.image_slot[rs])
+        ut, t_inv = _distinct(self.text_slot[ts])
+        out = self._slot_logits(ur, ut)
+        if r_inv is not None:
+            out = out[r_inv]
+        if t_inv is not None:
+            out = out[:, t_inv]
+        return out
+
+    def _slot_logits(self, rs: np.ndarray, ts: np.ndarray) -> np.ndarray:
         import torch
 
         assert self.image_embeddings is not None and self.text_embeddings is not None
@@ -161,23 +245,29 @@ class ScoreTable:
 
     def _block_gather(self, r: np.ndarray, t: np.ndarray) -> np.ndarray:
         out = np.empty(r.shape, dtype=np.float64)
+        r = self.image_slot[r]
+        t = self.text_slot[t]
         order = np.argsort(r, kind="stable")
-        start = 0
-        while start < len(order):
-            # Grow the row chunk while its block (unique rows x unique texts) stays bounded.
-            stop = start + 1
-            while stop < len(order):
-                nxt = min(len(order), start + 2 * (stop - start))
-                sel = order[start:nxt]
-                if len(np.unique(r[sel])) * len(np.unique(t[sel])) > _MAX_BLOCK:
+        # Runs of one row slot: a chunk takes whole runs, so a row's cells share one block.
+        r_sorted = r[order]
+        starts = np.flatnonzero(np.r_[True, r_sorted[1:] != r_sorted[:-1]])
+        ends = np.r_[starts[1:], len(order)]
+        first = 0
+        while first < len(starts):
+            # Grow the chunk (in runs) while its block (rows x unique texts) stays bounded.
+            last = first + 1
+            while last < len(starts):
+                nxt = min(len(starts), first + 2 * (last - first))
+                sel = order[starts[first] : ends[nxt - 1]]
+                if (nxt - first) * len(np.unique(t[sel])) > _MAX_BLOCK:
                     break
-                stop = nxt
-            sel = order[start:stop]
+                last = nxt
+            sel = order[starts[first] : ends[last - 1]]
             ur, r_inv = np.unique(r[sel], return_inverse=True)
             ut, t_inv = np.unique(t[sel], return_inverse=True)
-            block = self._logits(ur, ut)
+            block = self._slot_logits(ur, ut)
             out[sel] = block[r_inv, t_inv]
-            start = stop
+            first = last
         return out
 
     def _lookup_pairs(self, r: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -197,3 +287,22 @@ class ScoreTable:
                 f"pair (region {int(flat_r[i])}, text {int(flat_t[i])}) was not in the scoring plan"
             )
         return self._pair_values[pos_c].astype(np.float64).reshape(r.shape)
+
+
+def _slots(slot: np.ndarray | None, embeddings: np.ndarray | None) -> np.ndarray:
+    """Each row's slot (itself when no slots are given)."""
+    if slot is not None:
+        return np.asarray(slot, dtype=np.int64).reshape(-1)
+    return np.arange(0 if embeddings is None else len(embeddings), dtype=np.int64)
+
+
+def _distinct(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """``idx`` without repeats, in first-seen order, and how to expand it back (None: no
+    repeats, so a block without duplicate inputs is computed exactly as requested)."""
+    uniq, first, inverse = np.unique(idx, return_index=True, return_inverse=True)
+    if len(uniq) == len(idx):
+        return idx, None
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return uniq[order], rank[inverse.reshape(-1)]

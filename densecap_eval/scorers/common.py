@@ -3,7 +3,9 @@
 A backend subclasses `TwoTowerScorer` and supplies four things: ``preprocess`` (PIL -> pixel
 tensor, picklable), ``_image_features`` and ``_text_features`` (the library's own forward on
 the device, unnormalised) and ``_count`` (untruncated token counts). The base class adds the
-text policies, autocast, inference mode, normalisation and the logits.
+text policies, autocast, inference mode, normalisation and the logits, and ``text_inputs``
+(what the text tower sees of each text: the engine encodes texts that reach the model
+identically once, so they tie exactly; see `TwoTowerScorer.model_input_ids`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from densecap_eval.errors import ModelLoadError
 from densecap_eval.hashing import file_sha256, files_sha256
-from densecap_eval.scorers.base import PRECISIONS, Precision, TextEncoding, TextPolicy
+from densecap_eval.scorers.base import (
+    PRECISIONS,
+    Precision,
+    TextEncoding,
+    TextInputs,
+    TextPolicy,
+)
 from densecap_eval.scorers.text_policy import check_policy, plan_texts, pool_pieces
 
 if TYPE_CHECKING:
@@ -181,7 +189,19 @@ def features(output: Any) -> torch.Tensor:
 
 
 class TwoTowerScorer:
-    """Skeleton of an `EmbeddingScorer`; backends fill in the library calls."""
+    """Skeleton of an `EmbeddingScorer`; backends fill in the library calls.
+
+    One text, one encoding: `text_inputs` keys each text by what the text tower is fed under
+    the text policy (the token ids of each piece after truncation or chunking), and the engine
+    encodes each key once, so two texts that reach the model identically (a negative whose edit
+    lies past the window, ``"A cat"`` and ``"a cat"`` for a lower-casing tokenizer) get one
+    embedding and score an exact tie, whatever batches they would have fallen in. The ids come
+    from `model_input_ids`: the default cuts the backend's ``tokenize_ids`` (untruncated ids,
+    special tokens included) to ``max_text_tokens``, which is safe for any library that keeps a
+    prefix of the ids (equal keys always mean equal inputs); a backend whose library truncates
+    differently (appends an end token after the cut) overrides it with the exact ids it feeds,
+    and one with no ``tokenize_ids`` keys texts by themselves (never wrong, only fewer ties).
+    """
 
     kind: Literal["embedding"] = "embedding"
 
@@ -242,6 +262,40 @@ class TwoTowerScorer:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self._count(list(texts)) if len(texts) else []
+
+    def model_input_ids(self, pieces: Sequence[str]) -> list[list[int]] | None:
+        """Token ids the text tower is fed for each piece (within the limit), or None.
+
+        Default: ``tokenize_ids`` cut to ``max_text_tokens`` (see the class doc); None when the
+        backend has no ``tokenize_ids``. Override with the library's own truncating tokenizer
+        where it differs from a plain prefix.
+        """
+        tokenize = getattr(self, "tokenize_ids", None)
+        if tokenize is None:
+            return None
+        return [list(ids[: self.max_text_tokens]) for ids in tokenize(list(pieces))]
+
+    def text_inputs(self, texts: Sequence[str], *, policy: TextPolicy | None = None) -> TextInputs:
+        """Each text's model-input key under ``policy`` (the engine's dedup key), its
+        untruncated token count and whether the policy cut it (see the class doc)."""
+        plan = plan_texts(
+            texts,
+            policy=self.text_policy if policy is None else policy,
+            limit=self.max_text_tokens,
+            count=self._count,
+            model=self.spec,
+        )
+        ids = self.model_input_ids(plan.pieces) if plan.pieces else []
+        if ids is None:
+            piece_keys = ["text:" + piece for piece in plan.pieces]
+        else:
+            piece_keys = ["ids:" + ",".join(map(str, row)) for row in ids]
+        per_text: list[list[str]] = [[] for _ in plan.n_tokens]
+        for owner, key in zip(plan.owners, piece_keys, strict=True):
+            per_text[owner].append(key)
+        # A chunk-mean text is its pieces, in order (a JSON list: unambiguous).
+        keys = [json.dumps(parts, ensure_ascii=False) for parts in per_text]
+        return TextInputs(keys=keys, n_tokens=list(plan.n_tokens), cut=list(plan.cut))
 
     def text_cut(self, texts: Sequence[str], *, policy: TextPolicy | None = None) -> list[bool]:
         """Whether ``policy`` (default: the scorer's) drops tokens of each text."""

@@ -165,6 +165,12 @@ class DCISubtestInstance:
             dci_metrics.reference_group_indices(n, group_size=group_size), n, reference_block
         )
         group_of = np.arange(n, dtype=np.int64) // group_size
+        if table.kind == "embedding" and n:
+            # The reference scores negatives in a block of their own; a negative the model sees
+            # exactly as a positive of its bag (an edit past the window) is that positive's
+            # float, not one a different block shape rounded differently.
+            rows, cols = np.nonzero(table.text_slot[neg][:, None] == table.text_slot[pos])
+            neg_scores[rows] = pos_scores[rows, cols]
         neg_out = dci_metrics.neg_outcome(pos_scores, neg_scores)
         per_out = dci_metrics.scm_groups(
             dci_metrics.photo_group_indices(images),

@@ -291,8 +291,10 @@ class NegativesInstance:
         if self._r is None or self._pos is None or self._neg is None:
             raise DensecapError(f"{self.task}: compute() before add_to_plan()")
         n = len(self.examples)
-        pos_scores = table.scores(self._r, self._pos)
-        neg_scores = table.scores(self._r, self._neg)
+        # One call: a photo's positive and negative come from one block, so a negative the
+        # model sees as its positive (an edit past the window) is the very same float.
+        both = table.scores(np.stack([self._r, self._r], 1), np.stack([self._pos, self._neg], 1))
+        pos_scores, neg_scores = both[:, 0], both[:, 1]
         correct = pos_scores > neg_scores
         tie = pos_scores == neg_scores
 

@@ -50,13 +50,8 @@ from densecap_eval.metrics.length import (
     length_reference,
     reference_token_counts,
 )
-from densecap_eval.metrics.retrieval import (
-    RECALL_KS,
-    GalleryRanks,
-    check_ties,
-    ranks_by_rule,
-    recalls,
-)
+from densecap_eval.metrics.retrieval import RECALL_KS, GalleryRanks, check_ties, recalls
+from densecap_eval.metrics.retrieval_stream import StreamedGallery, stream_gallery
 from densecap_eval.regions import Region
 from densecap_eval.tasks.base import DiffPositionFn, breakdown, ci_lists
 
@@ -65,7 +60,6 @@ if TYPE_CHECKING:
 
     from densecap_eval.engine.plan import ScoreTable, ScoringPlan
 
-_ROW_CHUNK = 1024  # gallery rows scored per matrix() call
 _LOTLIP_SPLIT = re.compile(r"\n|</s>|[.]")
 
 
@@ -195,10 +189,10 @@ class RetrievalInstance:
         elif table.kind != "embedding":
             raise DensecapError(f"{self.task} needs an embedding scorer (a full gallery of pairs)")
         else:
-            scores, image_text = self._gallery_scores(table)
-            ranks = ranks_by_rule(scores, image_text.tolist())[rule]
+            streamed, _ = self._gallery(table)
+            ranks = streamed.ranks[rule]
             text_pos = self._t
-            gallery = scores.shape[1]
+            gallery = len(streamed.cand_t2i)  # one row per gallery column
         n = len(self._r)
         tokens = table.text_tokens[text_pos]
         cut = table.text_cut[text_pos]
@@ -231,17 +225,16 @@ class RetrievalInstance:
             frame["rank_t2i_first"] = first.t2i.astype(np.int64)
         return metrics, frame
 
-    def _gallery_scores(self, table: ScoreTable) -> tuple[np.ndarray, np.ndarray]:
-        """The (images, gallery texts) score matrix and each image's own column."""
+    def _gallery(self, table: ScoreTable, *, k: int = 0) -> tuple[StreamedGallery, np.ndarray]:
+        """Ranks under every rule and top-``k`` candidates over the gallery, from a streaming
+        pass over row strips of its scores (never images x texts at once; see
+        metrics/retrieval_stream.py), and each image's own column."""
         assert self._r is not None and self._t is not None  # checked by the callers
         # Identical texts are one gallery column; every photo owning it is a right answer.
         columns, image_text = np.unique(self._t, return_inverse=True)
-        n = len(self._r)
-        scores = np.empty((n, len(columns)), dtype=np.float32)  # float32: lossless for logits
-        for start in range(0, n, _ROW_CHUNK):
-            rows = self._r[start : start + _ROW_CHUNK]
-            scores[start : start + len(rows)] = table.matrix(rows.tolist(), columns.tolist())
-        return scores, image_text.astype(np.int64)
+        image_text = image_text.reshape(-1).astype(np.int64)
+        strip = table.strips(self._r, columns)
+        return stream_gallery(strip, len(self._r), len(columns), image_text, k=k), image_text
 
     def plan_rerank(self, first_table: ScoreTable, plan: ScoringPlan, *, k: int) -> None:
         """Rank the gallery with the first-stage table and ask ``plan`` for each top-k pair.
@@ -249,19 +242,16 @@ class RetrievalInstance:
         Call after `add_to_plan` on the first stage's plan; ``plan`` is the pair scorer's. Both
         directions' pairs go into the one plan, so a pair needed twice is scored once.
         """
-        from densecap_eval.tasks.rerank import topk_candidates
-
         if self._r is None or self._t is None:
             raise DensecapError(f"{self.task}: plan_rerank() before add_to_plan()")
         if first_table.kind != "embedding":
             raise DensecapError(f"{self.task}: the first stage must be an embedding scorer")
         if k < 1:
             raise DensecapError(f"--rerank-k must be at least 1, got {k}")
-        scores, image_text = self._gallery_scores(first_table)
-        first = ranks_by_rule(scores, image_text.tolist())  # every rule: compute() picks one
-        cand_i2t = topk_candidates(scores, k)  # (images, k) gallery columns
-        cand_t2i = topk_candidates(scores.T, k)  # (columns, k) images
-        del scores
+        streamed, image_text = self._gallery(first_table, k=k)
+        first = streamed.ranks  # every rule: compute() picks one
+        cand_i2t = streamed.cand_i2t  # (images, k) gallery columns
+        cand_t2i = streamed.cand_t2i  # (columns, k) images
         column_text = {int(c): self.texts[i] for i, c in enumerate(image_text)}
         region_pos = np.array([plan.add_region(r) for r in self.regions], dtype=np.int64)
         text_pos = np.array(
