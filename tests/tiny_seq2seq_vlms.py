@@ -1,0 +1,180 @@
+"""Tiny encoder-decoder VLMs saved offline: CLIP-FlanT5 in its release layout.
+
+`build_clip_t5` writes what ``zhiqiulin/clip-flant5-*`` holds, at toy size: a ``config.json``
+with ``model_type="clip_t5"``, the T5 fields and t2v_metrics' ``mm_*`` settings; one safetensors
+file with the keys its model class saves (``shared.weight``, ``encoder.*``, ``decoder.*``,
+``lm_head.weight``, ``mm_projector.{0,2}.*``, ``vision_tower.vision_tower.vision_model.*``);
+FlanT5's ``spiece.model`` (a sentencepiece unigram model trained here, T5's ids: pad 0, eos 1,
+unk 2) and a ``tokenizer_config.json``. The CLIP tower named by ``mm_vision_tower`` is a second
+folder with its own (different) weights and a PIL CLIP image processor. The builder returns the
+in-memory modules too, so tests compute references with plain transformers calls.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+WORDS = (
+    "Does this figure show a red cat Please answer yes or no Yes A chat between curious user and "
+    "an artificial intelligence assistant The gives helpful detailed polite answers to the "
+    "user's questions USER ASSISTANT two big dogs on left of tree sky man woman with blue car "
+    "street There are people near house Describe image"
+).split()
+N_EXTRA = 4  # sentinel tokens (<extra_id_N>); FlanT5 has 100
+EXTRA_ROWS = 8  # embedding rows beyond the tokenizer, as FlanT5's 32128 vs 32100
+
+
+@dataclass
+class ClipT5Release:
+    folder: Path
+    tower_folder: Path
+    t5: Any  # T5ForConditionalGeneration with EXTRA_ROWS unused rows
+    vision: Any  # the CLIPVisionModel whose weights the checkpoint holds
+    tower_vision: Any  # the different one saved under mm_vision_tower
+    projector: Any
+    processor: Any
+    spiece: Path
+
+
+def train_spiece(path: Path) -> None:
+    import sentencepiece as spm
+
+    rng = random.Random(0)
+    corpus = [" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(400)]
+    corpus += ["Yes"] * 100
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus),
+        model_writer=model,
+        vocab_size=120,
+        hard_vocab_limit=False,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        model_type="unigram",
+        minloglevel=2,
+    )
+    path.write_bytes(model.getvalue())
+
+
+def _clip_vision(seed: int) -> Any:
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(seed)
+    config = CLIPVisionConfig(
+        hidden_size=24,
+        intermediate_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        projection_dim=24,
+        initializer_range=0.2,
+    )
+    return CLIPVisionModel(config).eval()
+
+
+def build_clip_t5(
+    out: Path,
+    *,
+    seed: int = 0,
+    vision_level: bool = True,
+    save_tower: bool = True,
+) -> ClipT5Release:
+    """A CLIP-FlanT5 release folder (``out/clip_t5``) and its CLIP tower (``out/clip_tower``).
+
+    ``vision_level=False`` saves the tower keys without ``vision_model.``; ``save_tower=False``
+    leaves them out (the tower then loads from ``mm_vision_tower``).
+    """
+    import sentencepiece as spm
+    import torch
+    from safetensors.torch import save_file
+    from transformers import CLIPImageProcessorPil, T5Config, T5ForConditionalGeneration
+
+    folder, tower_folder = out / "clip_t5", out / "clip_tower"
+    folder.mkdir(parents=True, exist_ok=True)
+    tower_folder.mkdir(parents=True, exist_ok=True)
+    spiece = folder / "spiece.model"
+    train_spiece(spiece)
+    n_tokens = spm.SentencePieceProcessor(model_file=str(spiece)).get_piece_size() + N_EXTRA
+
+    processor = CLIPImageProcessorPil(
+        size={"shortest_edge": 32},
+        crop_size={"height": 32, "width": 32},
+        image_mean=[0.48145466, 0.4578275, 0.40821073],
+        image_std=[0.26862954, 0.26130258, 0.27577711],
+    )
+    vision = _clip_vision(seed + 1)
+    tower_vision = _clip_vision(seed + 2)
+    tower_vision.save_pretrained(tower_folder)
+    processor.save_pretrained(tower_folder)
+
+    torch.manual_seed(seed)
+    t5_fields = {
+        "vocab_size": n_tokens + EXTRA_ROWS,
+        "d_model": 32,
+        "d_kv": 8,
+        "d_ff": 64,
+        "num_layers": 2,
+        "num_decoder_layers": 2,
+        "num_heads": 4,
+        "feed_forward_proj": "gated-gelu",
+        "tie_word_embeddings": False,
+        "decoder_start_token_id": 0,
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+        "dropout_rate": 0.0,
+        "initializer_factor": 1.0,
+    }
+    t5 = T5ForConditionalGeneration(T5Config(**t5_fields)).eval()
+    with torch.no_grad():  # untied output rows, as FlanT5's
+        t5.lm_head.weight = torch.nn.Parameter(torch.randn_like(t5.lm_head.weight) * 0.5)
+    projector = torch.nn.Sequential(
+        torch.nn.Linear(24, 32), torch.nn.GELU(), torch.nn.Linear(32, 32)
+    ).eval()
+
+    state: dict[str, Any] = {}
+    for key, value in t5.state_dict().items():
+        if not key.endswith("embed_tokens.weight"):  # tied to shared.weight
+            state[key] = value
+    for key, value in projector.state_dict().items():
+        state[f"mm_projector.{key}"] = value
+    if save_tower:
+        level = "vision_model." if vision_level else ""
+        for key, value in vision.state_dict().items():
+            state[f"vision_tower.vision_tower.{level}{key}"] = value
+    save_file(
+        {k: v.contiguous().clone() for k, v in state.items()}, str(folder / "model.safetensors")
+    )
+
+    config = {
+        **t5_fields,
+        "model_type": "clip_t5",
+        "architectures": ["CLIPT5ForConditionalGeneration"],
+        "mm_vision_tower": str(tower_folder),
+        "mm_hidden_size": 24,
+        "mm_projector_type": "mlp2x_gelu",
+        "mm_vision_select_layer": -2,
+        "mm_vision_select_feature": "patch",
+        "use_mm_proj": True,
+        "image_aspect_ratio": "pad",
+    }
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"extra_ids": N_EXTRA}))
+    return ClipT5Release(
+        folder=folder,
+        tower_folder=tower_folder,
+        t5=t5,
+        vision=vision,
+        tower_vision=tower_vision,
+        projector=projector,
+        processor=processor,
+        spiece=spiece,
+    )
