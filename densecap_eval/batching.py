@@ -22,11 +22,16 @@ T = TypeVar("T")
 # far heavier than an embedding scorer's region or text.
 DEFAULT_BATCH_SIZES: dict[str, dict[str, int]] = {
     "embedding": {"cpu": 32, "cuda": 256, "mps": 64},
+    # Regions and texts through the towers, as "embedding"; the head's pairs are batched by
+    # `densecap_eval.engine.late` from the same number.
+    "late-interaction": {"cpu": 32, "cuda": 256, "mps": 64},
     "pair": {"cpu": 32, "cuda": 64, "mps": 16},
 }
 
 
-def default_batch_size(device: object, kind: Literal["embedding", "pair"] = "embedding") -> int:
+def default_batch_size(
+    device: object, kind: Literal["embedding", "late-interaction", "pair"] = "embedding"
+) -> int:
     """A sensible batch size for a device ("cuda:1" counts as cuda) and a scorer kind."""
     sizes = DEFAULT_BATCH_SIZES[kind]
     return sizes.get(str(device or "cpu").split(":")[0], sizes["cpu"])

@@ -300,3 +300,17 @@ def test_fgclip_mode_and_protocol_are_in_the_key(tmp_path: Path) -> None:
     assert ModelKey.of(long).digest != ModelKey.of(short).digest
     assert (long.max_text_tokens, short.max_text_tokens) == (248, 77)
     assert square.preprocess_id != long.preprocess_id
+
+
+def test_flair_mode_is_in_the_key(plan: ScoringPlan, tmp_path: Path) -> None:
+    """``flair:FILE?mode=global`` is another model key: never served the late mode's tokens."""
+    from tiny_flair import make_tiny_flair
+
+    path = make_tiny_flair(tmp_path / "flair")
+    late, glob = _load(f"flair:{path}"), _load(f"flair:{path}?mode=global")
+    assert ModelKey.of(late).digest != ModelKey.of(glob).digest
+    cache = EmbeddingCache(tmp_path / "cache")
+    late_table = score_plan(late, plan, cache=cache, num_workers=0)
+    glob_table = score_plan(glob, plan, cache=cache, num_workers=0)
+    assert len(cache.info()["models"]) == 2  # two keys, each with its own entries
+    assert late_table.image_embeddings.shape[1] > glob_table.image_embeddings.shape[1]

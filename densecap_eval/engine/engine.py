@@ -37,6 +37,7 @@ from densecap_eval.batching import BatchBackoff, default_batch_size, is_oom
 from densecap_eval.config import DEFAULT_WORKER_TIMEOUT
 from densecap_eval.crashpoints import crash_point
 from densecap_eval.engine.cache import EmbeddingCache, ModelKey, region_key, text_key
+from densecap_eval.engine.late import TokenView, late_table
 from densecap_eval.engine.plan import ScoreTable, ScoringPlan
 from densecap_eval.errors import DensecapError
 from densecap_eval.regions import Region
@@ -46,7 +47,12 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from densecap_eval.distributed import Counter, Group
-    from densecap_eval.scorers.base import EmbeddingScorer, PairScorer, TextPolicy
+    from densecap_eval.scorers.base import (
+        EmbeddingScorer,
+        LateInteractionScorer,
+        PairScorer,
+        TextPolicy,
+    )
 
 __all__ = [
     "BatchBackoff",
@@ -303,7 +309,7 @@ def _order_by_photo(regions: Sequence[Region]) -> list[int]:
 
 
 def score_plan(
-    scorer: EmbeddingScorer | PairScorer,
+    scorer: EmbeddingScorer | PairScorer | LateInteractionScorer,
     plan: ScoringPlan,
     *,
     text_policy: TextPolicy = "truncate",
@@ -331,7 +337,7 @@ def score_plan(
     every ``world_size``-th batch of the uncached work, the same batches one process runs, and
     every rank returns the whole table (identical to one process's); only rank 0 shows bars.
     """
-    kind: Literal["embedding", "pair"] = getattr(scorer, "kind", "embedding")
+    kind: Literal["embedding", "late-interaction", "pair"] = getattr(scorer, "kind", "embedding")
     if batch_size is None:
         batch_size = default_batch_size(getattr(scorer, "device", "cpu"), kind)
     if batch_size < 1:
@@ -350,6 +356,9 @@ def score_plan(
                 bars=bars,
                 group=group,
             )
+        late = scorer if kind == "late-interaction" else None
+        if late is not None:  # encoded as by an embedding scorer whose region rows are tokens
+            scorer = TokenView(late)  # type: ignore[arg-type,assignment]
         texts = _encode_texts(
             scorer,  # type: ignore[arg-type]
             plan.texts,
@@ -370,6 +379,8 @@ def score_plan(
             bars=bars,
             group=group,
         )
+    if late is not None:  # scored by its head, pair by pair, when the tasks ask
+        return late_table(late, texts=texts, regions=img_emb, batch_size=batch_size)  # type: ignore[arg-type]
     assert texts.n_tokens is not None and texts.cut is not None
     return ScoreTable(
         text_tokens=texts.n_tokens,

@@ -1,9 +1,11 @@
 """The model contract: typed protocols every scorer backend implements.
 
-Two kinds of scorer exist. An *embedding* scorer has an image tower and a text tower, so each
+Three kinds of scorer exist. An *embedding* scorer has an image tower and a text tower, so each
 unique region and text is encoded once and any (region, text) score is a cheap dot product.
 A *pair* scorer (a VLM, an ITM head) must see each (region, text) pair together.
-Tasks and the engine work with both through `Scorer.kind`.
+A *late-interaction* scorer (FLAIR) encodes each region into a matrix of tokens and each text
+into a vector once, and runs only a small head per pair. Tasks and the engine work with all
+three through `Scorer.kind`.
 """
 
 from __future__ import annotations
@@ -118,4 +120,51 @@ class PairScorer(Scorer, Protocol):
 
     def text_cut(self, texts: Sequence[str], *, policy: TextPolicy | None = None) -> list[bool]:
         """Whether the policy cuts each text."""
+        ...
+
+
+@runtime_checkable
+class LateInteractionScorer(Scorer, Protocol):
+    """Towers that encode once, and a head that scores each pair (FLAIR's attention pooling).
+
+    The engine caches ``encode_pixel_tokens`` rows per region and ``encode_texts`` rows per
+    text, as for an embedding scorer, then runs ``score_tokens`` / ``score_token_pairs``
+    (the engine's late-interaction module). ``preprocess`` is picklable, as for
+    `EmbeddingScorer`.
+    """
+
+    device: torch.device
+    precision: Precision
+
+    @property
+    def preprocess_id(self) -> str: ...
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor: ...
+
+    def encode_pixel_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(n, C, H, W) pixels -> (n, tokens, dim) float32 CPU image tokens."""
+        ...
+
+    def encode_image_tokens(self, images: Sequence[Image.Image]) -> torch.Tensor: ...
+
+    def encode_texts(
+        self, texts: Sequence[str], *, policy: TextPolicy | None = None
+    ) -> TextEncoding:
+        """One row per text: what the head compares the image tokens with (its query)."""
+        ...
+
+    def score_tokens(
+        self, image_tokens: torch.Tensor, text_embeddings: torch.Tensor
+    ) -> torch.Tensor:
+        """(R, tokens, dim) x (C, dim) -> (R, C) float32 CPU: every image with every text."""
+        ...
+
+    def score_token_pairs(
+        self, image_tokens: torch.Tensor, text_embeddings: torch.Tensor
+    ) -> torch.Tensor:
+        """(P, tokens, dim) x (P, dim) -> (P,) float32 CPU: pair i = (image i, text i)."""
+        ...
+
+    def text_cut(self, texts: Sequence[str], *, policy: TextPolicy | None = None) -> list[bool]:
+        """Whether the policy drops any token of each text."""
         ...
