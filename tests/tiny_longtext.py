@@ -192,3 +192,65 @@ def random_images(n: int, seed: int = 0) -> list[Image.Image]:
     return [
         Image.fromarray(rng.integers(0, 255, (*sizes[i % 4], 3), dtype=np.uint8)) for i in range(n)
     ]
+
+
+# -- TULIP ---------------------------------------------------------------------------------------
+
+
+def tulip_state(seed: int = 0, *, width: int = 128, embed: int = 32) -> dict[str, torch.Tensor]:
+    """TULIP's CLIP state dict: rotary text tower keys (OpenAI names), an unused 77-row
+    ``positional_embedding``, ``logit_scale`` and an OpenAI ViT under ``visual.``."""
+    g = torch.Generator().manual_seed(seed)
+    s: dict[str, torch.Tensor] = {}
+    s["positional_embedding"] = _rand(g, 77, width, std=0.5)  # left over, unused
+    s["token_embedding.weight"] = _rand(g, VOCAB, width, std=0.5)
+    openai_block(s, "transformer.resblocks.0.", width, g)
+    _norm(s, "ln_final", width, g)
+    s["text_projection"] = _rand(g, width, embed, std=width**-0.5)
+    s["logit_scale"] = torch.tensor(math.log(1 / 0.07))
+    openai_visual(s, g, width=64, embed=embed)
+    return s
+
+
+def save_tulip(path: Path, seed: int = 0, **kw: int) -> dict[str, torch.Tensor]:
+    """As TULIP's training saves it: an open_clip checkpoint dict, DDP ``module.`` keys."""
+    state = tulip_state(seed, **kw)
+    torch.save(
+        {"epoch": 1, "name": "tulip", "state_dict": {f"module.{k}": v for k, v in state.items()}},
+        path,
+    )
+    return state
+
+
+def rope_complex(x: torch.Tensor, theta: float = 10000.0) -> torch.Tensor:
+    """Rotary embedding as TULIP writes it: consecutive pairs as complex numbers times
+    cis(position x frequency); x is (n, heads, L, head_dim)."""
+    dim, length = x.shape[-1], x.shape[-2]
+    freqs = 1.0 / (theta ** (torch.arange(0, dim, 2)[: dim // 2].float() / dim))
+    cis = torch.polar(torch.ones(length, dim // 2), torch.outer(torch.arange(length), freqs))
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(pairs * cis).flatten(-2)
+
+
+def tulip_text_features(
+    s: dict[str, torch.Tensor], texts: list[str], *, rope: bool = True, gelu: str = "erf"
+) -> torch.Tensor:
+    """TULIP's TextTransformerRoPE.encode_text (``rope=False`` / ``gelu="quick"``: what a stock
+    CLIP text tower without the rotary positions or with QuickGELU would compute)."""
+    ids = clip_bpe_ids(texts, 248)
+    x = s["token_embedding.weight"][ids]
+    n, length, width = x.shape
+    heads, head = width // 64, "transformer.resblocks.0."
+    h = layer_norm(x, s, f"{head}ln_1")
+    qkv = h @ s[f"{head}attn.in_proj_weight"].T + s[f"{head}attn.in_proj_bias"]
+    q, k, v = (t.reshape(n, length, heads, -1).transpose(1, 2) for t in qkv.chunk(3, dim=-1))
+    if rope:
+        q, k = rope_complex(q), rope_complex(k)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(width // heads) + causal_mask(length)
+    att = (scores.softmax(-1) @ v).transpose(1, 2).reshape(n, length, width)
+    x = x + att @ s[f"{head}attn.out_proj.weight"].T + s[f"{head}attn.out_proj.bias"]
+    h = layer_norm(x, s, f"{head}ln_2") @ s[f"{head}mlp.c_fc.weight"].T + s[f"{head}mlp.c_fc.bias"]
+    h = F.gelu(h) if gelu == "erf" else quick_gelu(h)
+    x = x + h @ s[f"{head}mlp.c_proj.weight"].T + s[f"{head}mlp.c_proj.bias"]
+    x = layer_norm(x, s, "ln_final")
+    return x[torch.arange(n), ids.argmax(-1)] @ s["text_projection"]

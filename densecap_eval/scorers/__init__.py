@@ -51,7 +51,6 @@ SCORERS.register("captionlik", "densecap_eval.scorers.vlm_route:load_captionlik"
 SCORERS.register("itm", "densecap_eval.scorers.vlm_itm:load_itm")
 SCORERS.register("longclip", "densecap_eval.scorers.longclip:load")
 SCORERS.register("fgclip", "densecap_eval.scorers.fgclip:load")
-SCORERS.register("flair", "densecap_eval.scorers.flair:load")
 
 # The model table (`densecap-eval models`, `list_models()`): one row per family a prefix reads.
 MODELS = ModelCatalog()
@@ -128,15 +127,6 @@ for _row in (
         conversion="stock CLIPModel: _ori[:20] + _res[20:] as the 248-row table, "
         "text_filip_projection as text_projection; no remote code",
         example="fgclip:qihoo360/fg-clip-base",
-    ),
-    ModelFamily(
-        prefix="flair",
-        family="FLAIR (text-conditioned attention pooling; mode=global: CLIP-style)",
-        text_limit="77",
-        kind="late-interaction",
-        conversion="open_clip-style checkpoint ('module.' stripped) into our FLAIR module: "
-        "open_clip Transformer towers, image_post / text_post projections, visual_proj pooling",
-        example="flair:xiaorui638/flair/flair-merged30m.pt",
     ),
 ):
     MODELS.add(_row)

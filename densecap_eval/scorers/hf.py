@@ -12,12 +12,31 @@ position whatever the mask, so its embeddings depend on padding and it always pa
 SigLIP 2 NaFlex (model type ``siglip2``) takes patches, a patch mask and the patch grid size per
 image; ``preprocess`` packs them into one tensor (row 0 holds the grid size) so images still
 batch with ``torch.stack``.
+
+MetaCLIP 2 (model type ``metaclip_2``) loads natively, with its own (XLM-V) tokenizer; its text
+tower is causal and pools the first end token (id 2), so it pads like CLIP. A stock CLIPModel is
+not a substitute: with end token id 2 it falls back to argmax pooling.
+
+``hf:DIR?trust_remote_code=1`` runs the modeling code a folder ships (jina-clip, LLM2CLIP, ...):
+opt-in only, resolved from local files (``local_files_only``: the folder, or a hub snapshot and
+the code repos its ``auto_map`` names, already in the hub cache), and recorded: the fingerprint
+and the run card's provenance hold ``trust_remote_code`` and the sha256 of the folder's ``*.py``
+files. A folder whose ``config.json`` has an ``auto_map`` for ``AutoModel`` is refused without the
+opt-in (transformers would otherwise load a stock class for a known model type and silently skip
+the folder's code). Remote models are encoded with ``get_text_features(input_ids=...,
+attention_mask=...)`` and ``get_image_features(pixel_values=...)`` (the transformers convention:
+token ids and pixel batches in, tensors out); ``encode_text`` / ``encode_image`` (strings and
+PIL images in, the model's own tokenization and preprocessing) are not used, and a model
+without ``get_*_features`` is refused. Their text is padded to the limit (their pooling is
+unknown, so embeddings must not depend on the batch), the limit being the text config's
+``max_position_embeddings`` or else the tokenizer's ``model_max_length``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from densecap_eval.errors import ModelLoadError
@@ -35,7 +54,9 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-MODEL_TYPES = ("clip", "siglip", "siglip2")
+MODEL_TYPES = ("clip", "siglip", "siglip2", "metaclip_2")
+# Text towers that are causal and pool the end token: padding to the longest text is exact.
+CAUSAL_TEXT = ("clip", "metaclip_2")
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
 # Config entries that say where or when a model was saved, not what it is.
 _VOLATILE_CONFIG_KEYS = ("_name_or_path", "transformers_version", "_commit_hash")
@@ -76,6 +97,37 @@ def unpack_naflex(packed: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"pixel_values": patches, "pixel_attention_mask": mask, "spatial_shapes": shapes}
 
 
+REMOTE_ENCODERS = ("get_text_features", "get_image_features")
+
+
+def load_processor(where: str, kwargs: dict[str, Any]) -> Any:
+    """The folder's processor; else its tokenizer + image processor (some remote folders)."""
+    from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
+
+    try:
+        processor = AutoProcessor.from_pretrained(where, **kwargs)
+    except Exception:
+        processor = None
+    if processor is not None and hasattr(processor, "tokenizer"):
+        return processor
+    tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+    image_processor = AutoImageProcessor.from_pretrained(where, **kwargs)
+    return SimpleNamespace(tokenizer=tokenizer, image_processor=image_processor)
+
+
+def remote_code_identity(folder: Path, repo: str, commit: str | None) -> dict[str, str]:
+    """sha256 of the modeling code that runs: the local folder's ``*.py`` or the snapshot's."""
+    if folder.is_dir():
+        return hash_files(folder, ("*.py",))
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo, "config.json", revision=commit)
+    except Exception:
+        found = None
+    return hash_files(Path(found).parent, ("*.py",)) if isinstance(found, str) else {}
+
+
 def config_identity(config: Any) -> dict[str, Any]:
     data = config.to_dict()
     for key in _VOLATILE_CONFIG_KEYS:
@@ -83,33 +135,78 @@ def config_identity(config: Any) -> dict[str, Any]:
     return data
 
 
+def split_hf_source(source: str, *, spec: str) -> tuple[str, bool]:
+    """``NAME_OR_DIR[?trust_remote_code=1]`` -> (name or dir, remote code opted in)."""
+    from densecap_eval.scorers.vlm_common import split_spec
+
+    if not source.partition("?")[0]:
+        raise ModelLoadError(f"malformed model spec {spec!r}: expected hf:NAME_OR_LOCAL_DIR")
+    name, options = split_spec(source, "hf", ("trust_remote_code",))
+    flag = options.get("trust_remote_code", "0")
+    if flag not in ("0", "1", "true", "false"):
+        raise ModelLoadError(f"{spec}: trust_remote_code must be 1 or 0, not {flag!r}")
+    return name, flag in ("1", "true")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def load_hf_parts(source: str, *, spec: str) -> tuple[Any, Any, dict[str, Any]]:
     """(model, processor, identity) from a local directory or a hub name."""
-    from transformers import AutoConfig, AutoModel, AutoProcessor
+    from transformers import AutoConfig, AutoModel
 
-    if not source:
-        raise ModelLoadError(f"malformed model spec {spec!r}: expected hf:NAME_OR_LOCAL_DIR")
+    source, remote = split_hf_source(source, spec=spec)
     local = Path(source).expanduser()
     is_local = local.exists()
     if is_local and not local.is_dir():
         raise ModelLoadError(f"{spec}: {local} is a file; hf: needs a model directory")
     where = str(local) if is_local else source
+    opt_in = f"hf:{where}?trust_remote_code=1"
+    # Remote code resolves from local files only: the folder, or the hub cache.
+    kwargs: dict[str, Any] = {"trust_remote_code": True, "local_files_only": True} if remote else {}
     try:
-        config = AutoConfig.from_pretrained(where)
-    except Exception as exc:  # no config.json, no network, unknown repo ...
+        config = AutoConfig.from_pretrained(where, **kwargs)
+    except Exception as exc:  # no config.json, no network, unknown repo, needs remote code ...
+        if not remote and "trust_remote_code" in str(exc):
+            raise ModelLoadError(
+                f"{spec}: {where} needs the modeling code it ships; run it only if you trust it, "
+                f"with the opt-in {opt_in}"
+            ) from exc
         kind = "local directory" if is_local else "hub model (and not a local directory)"
         raise ModelLoadError(f"{spec}: cannot load the config of {kind} {where}: {exc}") from exc
-    if config.model_type not in MODEL_TYPES:
+    auto_map = getattr(config, "auto_map", None) or {}
+    if not remote and "AutoModel" in auto_map:
+        raise ModelLoadError(
+            f"{spec}: {where} ships its own modeling code (config.json auto_map: "
+            f"{auto_map['AutoModel']}); run it only if you trust it, with the opt-in {opt_in}"
+        )
+    if not remote and config.model_type not in MODEL_TYPES:
         raise ModelLoadError(
             f"{spec}: model type {config.model_type!r} is not supported by hf: "
-            f"(supported: {', '.join(MODEL_TYPES)})"
+            f"(supported: {', '.join(MODEL_TYPES)}; a folder with its own modeling code: "
+            f"{opt_in})"
         )
     try:
-        model = AutoModel.from_pretrained(where)
-        processor = AutoProcessor.from_pretrained(where)
+        model = AutoModel.from_pretrained(where, **kwargs)
+        processor = load_processor(where, kwargs)
     except Exception as exc:
-        raise ModelLoadError(f"{spec}: cannot load model or processor from {where}: {exc}") from exc
+        raise ModelLoadError(
+            f"{spec}: cannot load model or processor from {where}"
+            f"{' (remote code, local files only)' if remote else ''}: {_one_line(exc)}"
+        ) from exc
     identity: dict[str, Any] = {"backend": "hf", "config": config_identity(config)}
+    if remote:
+        if not all(callable(getattr(model, n, None)) for n in REMOTE_ENCODERS):
+            raise ModelLoadError(
+                f"{spec}: the remote model {type(model).__name__} has no "
+                f"{' / '.join(REMOTE_ENCODERS)} (encode_text / encode_image are not used)"
+            )
+        identity["trust_remote_code"] = True
+        identity["remote_code_sha256"] = remote_code_identity(
+            local, source, getattr(config, "_commit_hash", None)
+        )
     if is_local:
         weights = hash_files(local, WEIGHT_PATTERNS)
         if not weights:
@@ -119,6 +216,17 @@ def load_hf_parts(source: str, *, spec: str) -> tuple[Any, Any, dict[str, Any]]:
         commit = getattr(config, "_commit_hash", None)
         identity.update(hub_weights_identity(source, commit, WEIGHT_PATTERNS))
     return model, processor, identity
+
+
+def text_limit(config: Any, tokenizer: Any, *, spec: str) -> int:
+    """The text config's ``max_position_embeddings``, else the tokenizer's ``model_max_length``."""
+    text_config = getattr(config, "text_config", None)
+    limit = getattr(text_config, "max_position_embeddings", None)
+    if limit is None:
+        limit = getattr(tokenizer, "model_max_length", None)
+    if not isinstance(limit, int) or not 0 < limit < 1_000_000:  # "no limit" is a huge int
+        raise ModelLoadError(f"{spec}: cannot tell the text length limit of this model")
+    return limit
 
 
 class HFScorer(TwoTowerScorer):
@@ -143,9 +251,11 @@ class HFScorer(TwoTowerScorer):
         if isinstance(flags, dict):
             flags["sequence-length-is-longer-than-the-specified-maximum"] = True
         self.model_type: str = model.config.model_type
-        self._pad_to_max = self.model_type != "clip"  # SigLIP pools the last position
+        remote = bool(identity.get("trust_remote_code"))
+        # SigLIP pools the last position; remote code pools in ways we cannot see.
+        self._pad_to_max = remote or self.model_type not in CAUSAL_TEXT
         bias = getattr(model, "logit_bias", None)
-        limit = int(model.config.text_config.max_position_embeddings)
+        limit = text_limit(model.config, self.tokenizer, spec=spec)
         image_processor = processor.image_processor
         self.preprocess = HFImagePreprocess(image_processor, naflex=self.model_type == "siglip2")
         super().__init__(

@@ -34,10 +34,9 @@ KEEP = 20  # positions taken from ``positional_embedding``; the rest from ``_res
 PROTOCOLS = ("ours", "longclip")
 HUB_FILES = {"BeichenZhang/LongCLIP-L": "longclip-L.pt", "BeichenZhang/LongCLIP-B": "longclip-B.pt"}
 # Keys whose shapes give the architecture (as OpenAI's ``build_model`` reads them).
+VISION_KEYS = ("visual.conv1.weight", "visual.positional_embedding", "visual.proj")
 _SHAPE_KEYS = (
-    "visual.conv1.weight",
-    "visual.positional_embedding",
-    "visual.proj",
+    *VISION_KEYS,
     "text_projection",
     "token_embedding.weight",
     "ln_final.weight",
@@ -87,25 +86,17 @@ def build_model(state: dict[str, torch.Tensor], path: Path) -> Any:
     for key in ("input_resolution", "context_length", "vocab_size"):  # OpenAI JIT leftovers
         state.pop(key, None)
     merge_position_tables(state, path)
-    conv = state["visual.conv1.weight"]
-    grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
     text_width = int(state["ln_final.weight"].shape[0])
-    vision_cfg = open_clip.CLIPVisionCfg(
-        layers=_count_blocks(state, "visual.transformer.resblocks."),
-        width=int(conv.shape[0]),
-        patch_size=int(conv.shape[-1]),
-        image_size=int(conv.shape[-1]) * grid,
-    )
     text_cfg = open_clip.CLIPTextCfg(
         context_length=CONTEXT,
         vocab_size=int(state["token_embedding.weight"].shape[0]),
         width=text_width,
         heads=max(1, text_width // 64),  # OpenAI's head width 64
-        layers=_count_blocks(state, "transformer.resblocks."),
+        layers=count_blocks(state, "transformer.resblocks."),
     )
     model = open_clip.CLIP(
         int(state["text_projection"].shape[1]),
-        vision_cfg=vision_cfg,
+        vision_cfg=openai_vision_cfg(state),
         text_cfg=text_cfg,
         quick_gelu=True,
     )
@@ -113,7 +104,22 @@ def build_model(state: dict[str, torch.Tensor], path: Path) -> Any:
     return model
 
 
-def _count_blocks(state: dict[str, Any], head: str) -> int:
+def openai_vision_cfg(state: dict[str, torch.Tensor]) -> Any:
+    """open_clip ``CLIPVisionCfg`` of an OpenAI-layout ViT under ``visual.`` (head width 64)."""
+    import open_clip
+
+    conv = state["visual.conv1.weight"]
+    grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+    return open_clip.CLIPVisionCfg(
+        layers=count_blocks(state, "visual.transformer.resblocks."),
+        width=int(conv.shape[0]),
+        patch_size=int(conv.shape[-1]),
+        image_size=int(conv.shape[-1]) * grid,
+    )
+
+
+def count_blocks(state: dict[str, Any], head: str) -> int:
+    """Number of residual blocks ``head<i>.*`` in a state dict."""
     return len({k[len(head) :].split(".")[0] for k in state if k.startswith(head)})
 
 

@@ -177,6 +177,19 @@ def _quiet_random_init(active: bool) -> Iterator[None]:
         root.removeFilter(flt)
 
 
+def tokenizer_error(spec: str, model_cfg: dict[str, Any], exc: Exception) -> ModelLoadError:
+    """One line; a hub tokenizer (``*-worldwide``: facebook/xlm-v-base) missing offline says so."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    hf_name = (model_cfg.get("text_cfg") or {}).get("hf_tokenizer_name")
+    if not hf_name:
+        return ModelLoadError(f"{spec}: open_clip could not build the tokenizer: {first}")
+    return ModelLoadError(
+        f"{spec}: this architecture's text tokenizer is the hub tokenizer {hf_name!r}, which is "
+        f"not in the local hub cache and could not be fetched ({first}); fetch it once with "
+        f"`hf download {hf_name}` or point HF_HUB_CACHE at a cache that holds it"
+    )
+
+
 def _first(items: Sequence[str], n: int = 3) -> str:
     more = f" (+{len(items) - n} more)" if len(items) > n else ""
     return ", ".join(items[:n]) + more
@@ -373,7 +386,7 @@ def load_open_clip(
     try:
         tokenizer = open_clip.get_tokenizer(name)
     except Exception as exc:
-        raise ModelLoadError(f"{spec}: open_clip could not build the tokenizer: {exc}") from exc
+        raise tokenizer_error(spec, model_cfg, exc) from exc
     return OpenClipScorer(
         model=model,
         transform=transform,

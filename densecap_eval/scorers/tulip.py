@@ -1,0 +1,264 @@
+"""``tulip:FILE.pt``: TULIP (a CLIP ViT-L/14 whose text tower uses rotary positions, 248 tokens).
+
+The released checkpoint is an open_clip training checkpoint: ``{'state_dict': {'module.' + key}}``
+holding a whole CLIP whose text keys (``token_embedding``, ``transformer.resblocks.*``,
+``ln_final``, ``text_projection``) belong to TULIP's rotary text tower and whose ``visual.*``
+keys are an OpenAI-layout ViT. The text tower has no absolute position table: the
+checkpoint's 77-row ``positional_embedding`` (left over from the CLIP it started from) and its
+``logit_scale`` are not used by TULIP's own eval, and are ignored here too.
+
+Text tower, as TULIP's ``TextTransformerRoPE``: pre-norm blocks with plain (erf) GELU, causal
+attention where the query and key of each head are rotated by RoPE over consecutive
+(interleaved) pairs, theta 10000, frequencies precomputed for 2 x 248 positions (the default
+ones TULIP evaluates with, not the NTK-scaled ones of its fine-tuning); ``ln_final``, pooling at
+the argmax (EOT) token, ``text_projection``. CLIP BPE, context 248 (247 tokens + EOT when cut).
+Vision: the OpenAI ViT (QuickGELU) with OpenAI's preprocessing. Scores: 100 x cosine, the
+fixed scale of TULIP's own eval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from densecap_eval.errors import ModelLoadError
+from densecap_eval.scorers.base import Precision, TextPolicy
+from densecap_eval.scorers.common import (
+    TwoTowerScorer,
+    provenance,
+    repr_id,
+    short_hash,
+    spec_loader,
+)
+from densecap_eval.scorers.hubfile import resolve_checkpoint
+from densecap_eval.scorers.longclip import VISION_KEYS, count_blocks, openai_vision_cfg
+from densecap_eval.scorers.openclip import load_state_dict_checked, read_state_dict
+from densecap_eval.scorers.vlm_common import split_spec
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import torch
+
+CONTEXT = 248
+ROPE_THETA = 10000.0
+LOGIT_SCALE = 100.0  # TULIP's eval: fixed, not the checkpoint's logit_scale
+_TEXT_KEYS = ("token_embedding.weight", "ln_final.weight", "text_projection")
+_IGNORED = ("positional_embedding", "logit_scale")  # in the file, unused by TULIP's text tower
+
+
+def _text_modules() -> Any:
+    """The text tower classes (torch imported lazily, like every backend)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """RoPE on consecutive pairs (x0, x1), (x2, x3), ... of the last dimension."""
+        even, odd = x[..., 0::2], x[..., 1::2]
+        return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
+
+    class RotaryAttention(nn.Module):
+        def __init__(self, width: int, heads: int) -> None:
+            super().__init__()
+            self.heads = heads
+            self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+            self.in_proj_bias = nn.Parameter(torch.empty(3 * width))
+            self.out_proj = nn.Linear(width, width)
+
+        def forward(
+            self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor
+        ) -> torch.Tensor:
+            n, length, width = x.shape
+            qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+            q, k, v = (
+                t.reshape(n, length, self.heads, -1).transpose(1, 2) for t in qkv.chunk(3, dim=-1)
+            )
+            # rotary positions on queries and keys only, per head, in fp32 as TULIP does
+            q = rotate(q.float(), cos, sin).to(v.dtype)
+            k = rotate(k.float(), cos, sin).to(v.dtype)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))
+            return self.out_proj(out.transpose(1, 2).reshape(n, length, width))
+
+    class Block(nn.Module):
+        def __init__(self, width: int, heads: int) -> None:
+            super().__init__()
+            self.ln_1 = nn.LayerNorm(width)
+            self.attn = RotaryAttention(width, heads)
+            self.ln_2 = nn.LayerNorm(width)
+            self.mlp = nn.Sequential()
+            self.mlp.add_module("c_fc", nn.Linear(width, 4 * width))
+            self.mlp.add_module("gelu", nn.GELU())  # plain GELU, not CLIP's QuickGELU
+            self.mlp.add_module("c_proj", nn.Linear(4 * width, width))
+
+        def forward(
+            self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor
+        ) -> torch.Tensor:
+            x = x + self.attn(self.ln_1(x), cos, sin, mask)
+            return x + self.mlp(self.ln_2(x))
+
+    class Blocks(nn.Module):
+        def __init__(self, width: int, heads: int, layers: int) -> None:
+            super().__init__()
+            self.resblocks = nn.ModuleList([Block(width, heads) for _ in range(layers)])
+
+    class RotaryTextTower(nn.Module):
+        """TULIP's text tower; parameter names are the checkpoint's top-level text keys."""
+
+        def __init__(
+            self, *, vocab: int, width: int, heads: int, layers: int, output_dim: int
+        ) -> None:
+            super().__init__()
+            self.token_embedding = nn.Embedding(vocab, width)
+            self.transformer = Blocks(width, heads, layers)
+            self.ln_final = nn.LayerNorm(width)
+            self.text_projection = nn.Parameter(torch.empty(width, output_dim))
+            head_dim = width // heads
+            inv_freq = 1.0 / (
+                ROPE_THETA ** (torch.arange(0, head_dim, 2)[: head_dim // 2].float() / head_dim)
+            )
+            angles = torch.outer(torch.arange(2 * CONTEXT).float(), inv_freq)
+            self.register_buffer("rope_cos", angles.cos(), persistent=False)
+            self.register_buffer("rope_sin", angles.sin(), persistent=False)
+            causal = torch.full((CONTEXT, CONTEXT), float("-inf")).triu(1)
+            self.register_buffer("causal_mask", causal, persistent=False)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            length = ids.shape[1]
+            x = self.token_embedding(ids)
+            cos: torch.Tensor = self.get_buffer("rope_cos")[:length]
+            sin: torch.Tensor = self.get_buffer("rope_sin")[:length]
+            mask = self.get_buffer("causal_mask")[:length, :length]
+            for block in self.transformer.resblocks:
+                x = block(x, cos, sin, mask)
+            x = self.ln_final(x)
+            return x[torch.arange(x.shape[0], device=x.device), ids.argmax(dim=-1)] @ (
+                self.text_projection
+            )
+
+    return RotaryTextTower
+
+
+class TulipModel:
+    """The two towers (a plain holder: each is an ``nn.Module`` loaded strictly)."""
+
+    def __init__(self, visual: Any, text: Any) -> None:
+        self.visual = visual
+        self.text = text
+
+    def to(self, device: torch.device) -> TulipModel:
+        self.visual.to(device).eval()
+        self.text.to(device).eval()
+        return self
+
+
+def build_model(state: dict[str, torch.Tensor], path: Path) -> TulipModel:
+    """TULIP's towers shaped like the checkpoint; every tensor but the ignored two is used."""
+    from open_clip.transformer import QuickGELU, VisionTransformer
+
+    missing = [k for k in (*_TEXT_KEYS, *VISION_KEYS) if k not in state]
+    if missing:
+        raise ModelLoadError(
+            f"checkpoint {path} lacks {', '.join(missing)} (a truncated file, or not a TULIP "
+            "checkpoint: its state_dict holds the rotary text tower and an OpenAI-layout ViT)"
+        )
+    for key in _IGNORED:
+        state.pop(key, None)
+    text_state = {k: v for k, v in state.items() if not k.startswith("visual.")}
+    visual_state = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
+    width = int(state["ln_final.weight"].shape[0])
+    text = _text_modules()(
+        vocab=int(state["token_embedding.weight"].shape[0]),
+        width=width,
+        heads=max(1, width // 64),  # OpenAI's head width 64 (ViT-L/14's text: 12 heads)
+        layers=count_blocks(state, "transformer.resblocks."),
+        output_dim=int(state["text_projection"].shape[1]),
+    )
+    cfg = openai_vision_cfg(state)
+    visual = VisionTransformer(
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        width=cfg.width,
+        layers=cfg.layers,
+        heads=cfg.width // 64,
+        mlp_ratio=4.0,
+        output_dim=int(state["visual.proj"].shape[1]),
+        act_layer=QuickGELU,
+    )
+    load_state_dict_checked(text, text_state, path)
+    load_state_dict_checked(visual, visual_state, path)
+    return TulipModel(visual, text)
+
+
+class TulipScorer(TwoTowerScorer):
+    """TULIP: 100 x cosine of the OpenAI ViT's and the rotary text tower's features."""
+
+    def __init__(
+        self,
+        *,
+        model: TulipModel,
+        spec: str,
+        device: torch.device,
+        precision: Precision,
+        text_policy: TextPolicy,
+        identity: dict[str, Any],
+    ) -> None:
+        import open_clip
+
+        self.model = model
+        # OpenAI's: bicubic resize of the short side, center crop, RGB, OpenAI mean / std
+        self.preprocess = open_clip.image_transform(model.visual.image_size[0], is_train=False)
+        self.tokenizer = open_clip.SimpleTokenizer(context_length=CONTEXT)
+        super().__init__(
+            spec=spec,
+            device=device,
+            precision=precision,
+            text_policy=text_policy,
+            max_text_tokens=CONTEXT,
+            logit_scale=LOGIT_SCALE,
+            logit_bias=None,
+            fingerprint=short_hash(identity),
+            preprocess_id=repr_id(self.preprocess),
+        )
+        self.provenance = provenance(identity)
+
+    def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.visual(pixels)
+
+    def _text_features(self, texts: list[str]) -> torch.Tensor:
+        # padded to the full context, as TULIP's encode_text does (causal, so only exactness)
+        return self.model.text(self.tokenizer(texts).to(self.device))
+
+    def tokenize_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Untruncated CLIP BPE ids with start and end tokens."""
+        tok = self.tokenizer
+        return [[tok.sot_token_id, *tok.encode(t), tok.eot_token_id] for t in texts]
+
+    def _count(self, texts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenize_ids(texts)]
+
+
+@spec_loader("tulip")
+def load(
+    rest: str,
+    *,
+    spec: str,
+    device: torch.device,
+    precision: Precision,
+    text_policy: TextPolicy,
+) -> TulipScorer:
+    """Registry loader (via `spec_loader`) for the ``tulip:`` prefix."""
+    name, _ = split_spec(rest, "tulip", ())
+    path, identity = resolve_checkpoint(name, spec=spec, default_file=None)
+    try:
+        model = build_model(read_state_dict(path), path)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{spec}: {exc}") from exc
+    return TulipScorer(
+        model=model.to(device),
+        spec=spec,
+        device=device,
+        precision=precision,
+        text_policy=text_policy,
+        identity={"backend": "tulip", **identity},
+    )
