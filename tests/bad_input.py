@@ -61,18 +61,26 @@ class Case:
     names: tuple[str, ...] = ()  # words the error line (fail) or each skip (skip) must hold
     n_skipped: int = 1
     args: tuple[str, ...] = ()  # extra CLI arguments (e.g. --split)
+    data: str = ""  # the data root, relative to the release ("": the release folder)
 
 
-def ok(change: Change, scored: int, *, args: Sequence[str] = ()) -> Case:
-    return Case(change, "ok", scored, (), 0, tuple(args))
+def ok(change: Change, scored: int, *, args: Sequence[str] = (), data: str = "") -> Case:
+    return Case(change, "ok", scored, (), 0, tuple(args), data)
 
 
-def skip(change: Change, scored: int, *names: str, n: int = 1, args: Sequence[str] = ()) -> Case:
-    return Case(change, "skip", scored, names, n, tuple(args))
+def skip(
+    change: Change,
+    scored: int,
+    *names: str,
+    n: int = 1,
+    args: Sequence[str] = (),
+    data: str = "",
+) -> Case:
+    return Case(change, "skip", scored, names, n, tuple(args), data)
 
 
-def fail(change: Change, *names: str, args: Sequence[str] = ()) -> Case:
-    return Case(change, "fail", None, names, 0, tuple(args))
+def fail(change: Change, *names: str, args: Sequence[str] = (), data: str = "") -> Case:
+    return Case(change, "fail", None, names, 0, tuple(args), data)
 
 
 def _tree(root: Path) -> dict[str, int]:
@@ -105,7 +113,7 @@ def run_case(
     before = _tree(root)
     out = tmp_path / "out"
     argv = ["run", "--model", "builtin:tiny", "--task", task, "--out", str(out),
-            "--data-root", str(data_root(root)), "--bootstrap", "0", "--no-cache",
+            "--data-root", str(data_root(root) / case.data), "--bootstrap", "0", "--no-cache",
             *case.args]  # fmt: skip
     capsys.readouterr()
     with mock.patch.object(runner, "load_scorer", _load_once):

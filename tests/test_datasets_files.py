@@ -349,9 +349,15 @@ def test_whole_input_errors(tmp_path: Path) -> None:
         load_dataset("files", root=str(tmp_path / "data.xlsx"))
     with pytest.raises(DatasetError, match=r"neither an imagefolder .* nor a save_to_disk"):
         load_dataset("files", root=str(tmp_path))
-    (tmp_path / "broken.jsonl").write_text('{"image": "red.png"}\n{not json\n')
-    with pytest.raises(DatasetError, match=r"cannot read .*broken\.jsonl as json: .*JSON parse"):
-        load_dataset("files", root=str(tmp_path / "broken.jsonl"))
+    # One broken JSONL line is one bad row (the shared JSON Lines policy), not the whole file.
+    (tmp_path / "broken.jsonl").write_text('{"image": "red.png", "caption": "r"}\n{not json\n')
+    broken = load_dataset("files", root=str(tmp_path / "broken.jsonl"))
+    assert [r.id for r in broken.records()] == ["red.png"]
+    assert [s.image for s in broken.skipped] == ["row 2"]
+    assert "line 2: invalid JSON" in broken.skipped[0].reason
+    (tmp_path / "page.jsonl").write_text("<html><body>Not found</body></html>\n")
+    with pytest.raises(DatasetError, match=r"page\.jsonl is not JSON Lines"):
+        load_dataset("files", root=str(tmp_path / "page.jsonl"))
     (tmp_path / "empty.csv").write_text("image,caption\n")
     (tmp_path / "empty.jsonl").write_text("\n")
     for name in ("empty.csv", "empty.jsonl"):

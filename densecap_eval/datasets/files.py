@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from densecap_eval.datasets.base import SkipLog
+from densecap_eval.datasets.guards import iter_json_lines
 from densecap_eval.datasets.records import ImageRecord, RegionText, SkippedImage, Text
 from densecap_eval.errors import BadRecordError, DatasetError
 from densecap_eval.regions import Box
@@ -187,6 +188,11 @@ class FilesDataset:
         from densecap_eval.paths import default_cache_dir
 
         cache = str(default_cache_dir() / HF_CACHE_DIR)
+        if self.format == "json" and self.root.suffix.lower() == ".jsonl":
+            lines = _JsonLinesTable(self.root)  # one bad line = one bad row
+            if not len(lines):
+                raise DatasetError(f"{self.root} has no rows")
+            return {ALL_SPLIT: lines}
         try:
             with _quiet_hf():
                 if self.format == "save_to_disk":
@@ -297,8 +303,10 @@ class FilesDataset:
         row_name = f"{split} row" if len(self._tables) > 1 else "row"
         groups: dict[str, list[_Row]] = {}
         sizes: dict[Path, tuple[int, int] | str] = {}
-        for number, raw in enumerate(self._tables[split], start=1):
+        for number, raw in _numbered(self._tables[split]):
             try:
+                if isinstance(raw, str):  # a JSONL line that holds no JSON object
+                    raise BadRecordError(f"row {number}", f"line {number}: {raw}")
                 row = self._parse_row(number, raw, sizes)
             except BadRecordError as exc:
                 self.skip(BadRecordError(f"{row_name} {number}", exc.reason))
@@ -385,6 +393,40 @@ class FilesDataset:
         except ValueError:
             label = written.as_posix()
         return path, str(path.resolve()), label
+
+
+class _JsonLinesTable:
+    """A JSONL file read line by line with the shared reader (`guards.iter_json_lines`), so a
+    line that is not UTF-8 or not a JSON object is one bad row, as in every other family's
+    JSON Lines, instead of the whole file (Hugging Face's JSON reader refuses the file)."""
+
+    def __init__(self, path: Path) -> None:
+        self.features: dict[str, Any] = {}  # no Hugging Face features: plain JSON values
+        self.rows: list[tuple[int, dict[str, Any] | str]] = [
+            (number, value if value is not None else str(problem))
+            for number, value, problem in iter_json_lines(path)
+        ]
+        names: dict[str, None] = {}
+        for _, value in self.rows:
+            if isinstance(value, dict):
+                names.update(dict.fromkeys(value))
+        if self.rows and not names:
+            first = self.rows[0]
+            raise DatasetError(
+                f"{path} is not JSON Lines (no line holds a JSON object; line {first[0]}: "
+                f"{first[1]}); files reads one JSON object a line"
+            )
+        self.column_names = list(names)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _numbered(table: Any) -> Iterator[tuple[int, Any]]:
+    """(row number, row) of a table: a JSONL file's line numbers, else counted from 1."""
+    if isinstance(table, _JsonLinesTable):
+        return iter(table.rows)
+    return enumerate(table, start=1)
 
 
 def _row_texts(row: _Row, first_positive: int) -> tuple[Text, ...]:
