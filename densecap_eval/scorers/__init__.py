@@ -50,6 +50,7 @@ SCORERS.register("vqascore", "densecap_eval.scorers.vlm_route:load_vqascore")
 SCORERS.register("captionlik", "densecap_eval.scorers.vlm_route:load_captionlik")
 SCORERS.register("itm", "densecap_eval.scorers.vlm_itm:load_itm")
 SCORERS.register("longclip", "densecap_eval.scorers.longclip:load")
+SCORERS.register("tulip", "densecap_eval.scorers.tulip:load")
 SCORERS.register("fgclip", "densecap_eval.scorers.fgclip:load")
 
 # The model table (`densecap-eval models`, `list_models()`): one row per family a prefix reads.
@@ -118,6 +119,15 @@ for _row in (
         kind="embedding",
         conversion="positional_embedding[:20] + positional_embedding_res[20:] merged into one table",
         example="longclip:BeichenZhang/LongCLIP-L",
+    ),
+    ModelFamily(
+        prefix="tulip",
+        family="TULIP (rotary 248-token text tower on CLIP ViT-L/14)",
+        text_limit="248",
+        kind="embedding",
+        conversion="text keys into our RoPE text tower, visual.* into open_clip's ViT; "
+        "the unused 77-row positional_embedding ignored",
+        example="tulip:path/to/tulip.pt",
     ),
     ModelFamily(
         prefix="fgclip",
