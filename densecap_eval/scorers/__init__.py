@@ -52,6 +52,7 @@ SCORERS.register("itm", "densecap_eval.scorers.vlm_itm:load_itm")
 SCORERS.register("longclip", "densecap_eval.scorers.longclip:load")
 SCORERS.register("tulip", "densecap_eval.scorers.tulip:load")
 SCORERS.register("fgclip", "densecap_eval.scorers.fgclip:load")
+SCORERS.register("flair", "densecap_eval.scorers.flair:load")
 
 # The model table (`densecap-eval models`, `list_models()`): one row per family a prefix reads.
 MODELS = ModelCatalog()
@@ -79,6 +80,23 @@ for _row in (
         kind="embedding",
         conversion="none: transformers' model and processor",
         example="hf:openai/clip-vit-base-patch32",
+    ),
+    ModelFamily(
+        prefix="hf",
+        family="MetaCLIP 2 (model type metaclip_2; first-end-token pooling, XLM-V tokenizer)",
+        text_limit="the config's max_position_embeddings (77)",
+        kind="embedding",
+        conversion="none: transformers' MetaClip2Model and processor",
+        example="hf:facebook/metaclip-2-worldwide-huge-quickgelu",
+    ),
+    ModelFamily(
+        prefix="hf",
+        family="folders with their own modeling code (jina-clip, LLM2CLIP, ...): opt-in",
+        text_limit="max_position_embeddings, else the tokenizer's model_max_length",
+        kind="embedding",
+        conversion="none: the folder's code via get_text_features / get_image_features, "
+        "local files only; code hashed into the fingerprint",
+        example="hf:path/to/folder?trust_remote_code=1",
     ),
     ModelFamily(
         prefix="lora",
@@ -137,6 +155,15 @@ for _row in (
         conversion="stock CLIPModel: _ori[:20] + _res[20:] as the 248-row table, "
         "text_filip_projection as text_projection; no remote code",
         example="fgclip:qihoo360/fg-clip-base",
+    ),
+    ModelFamily(
+        prefix="flair",
+        family="FLAIR (text-conditioned attention pooling; mode=global: CLIP-style)",
+        text_limit="77",
+        kind="late-interaction",
+        conversion="open_clip-style checkpoint ('module.' stripped) into our FLAIR module: "
+        "open_clip Transformer towers, image_post / text_post projections, visual_proj pooling",
+        example="flair:xiaorui638/flair/flair-merged30m.pt",
     ),
 ):
     MODELS.add(_row)
