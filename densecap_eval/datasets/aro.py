@@ -46,6 +46,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.photos import pixel_limit
 from densecap_eval.datasets.records import ImageRecord, RegionText, Text
 from densecap_eval.errors import BadRecordError, DatasetError, DownloadError
 from densecap_eval.regions import Box
@@ -169,9 +170,9 @@ class AROVGDataset(DatasetBase):
         if split not in self._raw:
             path = self._check_split(split)
             try:
-                with open(path, encoding="utf-8") as f:
+                with open(path, encoding="utf-8-sig") as f:  # a byte-order mark is harmless
                     data = json.load(f)
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
                 raise DatasetError(f"cannot read {path} as JSON: {exc}") from None
             if not isinstance(data, list):
                 raise DatasetError(
@@ -231,6 +232,11 @@ class AROVGDataset(DatasetBase):
         left, top, right, bottom = pil_box(x, y, w, h)
         if right <= left or bottom <= top:
             raise bad(f"bbox (x={x}, y={y}, w={w}, h={h}) crops no pixel")
+        if (right - left) * (bottom - top) > pixel_limit():  # the crop would be a bomb
+            raise bad(
+                f"bbox (x={x}, y={y}, w={w}, h={h}) crops {right - left}x{bottom - top} pixels, "
+                f"over the {pixel_limit()}-pixel decompression-bomb limit"
+            )
         captions = []
         for name in ("true_caption", "false_caption"):
             text = raw.get(name)

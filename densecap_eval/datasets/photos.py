@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 from densecap_eval.errors import BadRecordError
+
+
+def pixel_limit() -> int:
+    """The most pixels a photo (or a crop) may have: Pillow's decompression-bomb limit."""
+    return int(Image.MAX_IMAGE_PIXELS or 0) or 2**62
 
 
 def photo_size(path: Path, *, image: str) -> tuple[int, int]:
@@ -37,7 +43,10 @@ def _probe(path: str, mtime_ns: int, size: int) -> tuple[int, int] | str:
     if size == 0:
         return f"photo {path} is an empty file"
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
             width, height = img.size
             if img.format == "JPEG":
                 img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
@@ -46,10 +55,15 @@ def _probe(path: str, mtime_ns: int, size: int) -> tuple[int, int] | str:
                 img.verify()
             else:
                 img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return (
+            f"photo {path} is too large to decode safely ({exc}); over the "
+            f"{pixel_limit()}-pixel decompression-bomb limit"
+        )
     except UnidentifiedImageError:
         return f"photo {path} is not an image Pillow can read"
     except IsADirectoryError:
         return f"photo {path} is a folder, not a file"
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, SyntaxError, ValueError) as exc:
         return f"photo {path} is truncated or corrupt ({exc})"
     return width, height
