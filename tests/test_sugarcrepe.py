@@ -101,7 +101,8 @@ def test_missing_photo_and_bad_record_skipped_loudly(
         inst = get_task("sugarcrepe/swap_att").prepare(load_dataset("sugarcrepe", root=str(root)))
     assert len(inst.examples) == 5
     ds_skipped = [s.image for s in inst.skipped]
-    assert ds_skipped == ["000000000099.jpg"]
+    assert ds_skipped == ["swap_att/11"]  # named by the item; the reason names the photo
+    assert "000000000099.jpg" in inst.skipped[0].reason
     text = caplog.text
     assert "000000000099.jpg" in text and "not found" in text
     assert "swap_att/12" in text and "negative_caption" in text

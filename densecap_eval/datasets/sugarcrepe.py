@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.guards import SeenIds, release_path
 from densecap_eval.datasets.records import ImageRecord, Text
 from densecap_eval.errors import BadRecordError, DatasetError, DownloadError
 
@@ -133,14 +134,14 @@ class SugarCrepeDataset(DatasetBase):
         if category not in self._items:
             path = self.path(category)
             try:
-                data = json.loads(path.read_bytes())
-            except (OSError, ValueError) as exc:
+                data = json.loads(path.read_bytes(), object_pairs_hook=_Object)
+            except (OSError, ValueError, RecursionError) as exc:
                 raise DatasetError(f"cannot read {path}: {exc}; {_how_to_get(self.root)}") from None
             if not isinstance(data, dict):
                 raise DatasetError(
                     f"{path}: expected an object of items, got {type(data).__name__}"
                 )
-            self._items[category] = list(data.items())
+            self._items[category] = [*data.items(), *data.repeated]
         return self._items[category]
 
     def fingerprint(self, splits: Sequence[str]) -> str:
@@ -161,15 +162,18 @@ class SugarCrepeDataset(DatasetBase):
     def record(self, category: str, key: str, value: Any) -> ImageRecord:
         """One item as a record; BadRecordError when a field is missing, not text or empty."""
         rid = f"{category}/{key}"
+        if isinstance(value, _Repeated):
+            raise BadRecordError(rid, f"key {key!r} is listed twice in {category}.json")
         if not isinstance(value, dict):
             raise BadRecordError(rid, f"item is a {type(value).__name__}, not an object")
         for name in FIELDS:
             text = value.get(name)
             if not isinstance(text, str) or not text.strip():
                 raise BadRecordError(rid, f"field {name!r} is missing, not text or empty")
+        photo = release_path(self.images_root, value["filename"], image=rid, what="filename")
         return ImageRecord(
             rid,
-            self.images_root / value["filename"],
+            photo,
             (
                 Text(value["caption"], role="positive", kind="caption"),
                 Text(value["negative_caption"], role="negative", kind=category),
@@ -181,11 +185,37 @@ class SugarCrepeDataset(DatasetBase):
     def records(self, split: str | None = None) -> Iterator[ImageRecord]:
         """The items of ``split`` (a category; every present category when None), file order."""
         for category in [split] if split is not None else self.splits():
+            seen = SeenIds("key")
             for key, value in self.items(category):
                 try:
-                    yield self.record(category, key, value)
+                    if not isinstance(value, _Repeated):
+                        seen.check(key, where=f"{category}.json", image=f"{category}/{key}")
+                    record = self.record(category, key, value)
                 except BadRecordError as exc:
                     self.skip(exc)
+                    continue
+                yield record
+
+
+class _Repeated:
+    """A value whose key was already used in the same JSON object (json.loads keeps the last
+    one silently; here the first is kept and the repeat is a bad record)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class _Object(dict[str, Any]):
+    """A decoded JSON object that keeps its first value per key and lists the repeats."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__()
+        self.repeated: list[tuple[str, _Repeated]] = []
+        for key, value in pairs:
+            if key in self:
+                self.repeated.append((key, _Repeated(value)))
+            else:
+                self[key] = value
 
 
 # --- download ---------------------------------------------------------------------------------

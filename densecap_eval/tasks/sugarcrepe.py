@@ -42,7 +42,9 @@ def build(
     for record in dataset.records(category):
         filename = record.meta["filename"]
         try:
-            photo_size(Path(record.image), image=filename)  # missing or undecodable: dropped
+            # missing or undecodable: the item is dropped, named by its id (several items may
+            # share a photo: each one left out is counted); the reason names the photo
+            photo_size(Path(record.image), image=record.id)
         except BadRecordError as exc:
             skipped.append(dataset.skip(exc))
             continue
