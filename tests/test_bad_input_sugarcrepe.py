@@ -55,6 +55,10 @@ def _set(key: str, field: str, value: Any) -> Change:
 _DELETE = object()
 
 
+def _rename_7(data: dict[str, Any]) -> dict[str, Any]:
+    return {("\u00e9t\u00e9" if key == "7" else key): value for key, value in data.items()}
+
+
 def _repeat_key(data: bytes) -> bytes:
     """The item of key "7" written again under key "2" (json.dumps cannot repeat a key)."""
     return data.rstrip()[:-1] + b', "2": ' + json.dumps(SWAP_ATT["7"]).encode() + b"}"
@@ -91,9 +95,7 @@ CASES: dict[str, Case] = {
         "cafe\u0301",
         "repeats",
     ),
-    "Unicode key": ok(
-        _items(lambda d: {("\u00e9t\u00e9" if k == "7" else k): v for k, v in d.items()}), N
-    ),  # fmt: skip
+    "Unicode key": ok(_items(_rename_7), N),
     # image level
     **photo_cases(f"{PHOTOS}/000000000003.png", "swap_att/7", N),
     "filename climbing out": skip(

@@ -137,7 +137,7 @@ class SugarCrepeDataset(DatasetBase):
                 data = json.loads(path.read_bytes(), object_pairs_hook=_Object)
             except (OSError, ValueError, RecursionError) as exc:
                 raise DatasetError(f"cannot read {path}: {exc}; {_how_to_get(self.root)}") from None
-            if not isinstance(data, dict):
+            if not isinstance(data, _Object):
                 raise DatasetError(
                     f"{path}: expected an object of items, got {type(data).__name__}"
                 )
