@@ -314,3 +314,13 @@ def test_flair_mode_is_in_the_key(plan: ScoringPlan, tmp_path: Path) -> None:
     glob_table = score_plan(glob, plan, cache=cache, num_workers=0)
     assert len(cache.info()["models"]) == 2  # two keys, each with its own entries
     assert late_table.image_embeddings.shape[1] > glob_table.image_embeddings.shape[1]
+
+
+def test_fgclip2_mode_is_in_the_key(tmp_path: Path) -> None:
+    """``fgclip2:DIR?mode=short`` (64 positions, the tower's own head) is another model key."""
+    from tiny_fgclip2 import make_tiny_fgclip2
+
+    folder = make_tiny_fgclip2(tmp_path / "fgclip2")
+    long, short = _load(f"fgclip2:{folder}"), _load(f"fgclip2:{folder}?mode=short")
+    assert ModelKey.of(long).digest != ModelKey.of(short).digest
+    assert (long.max_text_tokens, short.max_text_tokens) == (196, 64)

@@ -52,6 +52,7 @@ SCORERS.register("itm", "densecap_eval.scorers.vlm_itm:load_itm")
 SCORERS.register("longclip", "densecap_eval.scorers.longclip:load")
 SCORERS.register("tulip", "densecap_eval.scorers.tulip:load")
 SCORERS.register("fgclip", "densecap_eval.scorers.fgclip:load")
+SCORERS.register("fgclip2", "densecap_eval.scorers.fgclip2:load")
 SCORERS.register("flair", "densecap_eval.scorers.flair:load")
 
 # The model table (`densecap-eval models`, `list_models()`): one row per family a prefix reads.
@@ -155,6 +156,15 @@ for _row in (
         conversion="stock CLIPModel: _ori[:20] + _res[20:] as the 248-row table, "
         "text_filip_projection as text_projection; no remote code",
         example="fgclip:qihoo360/fg-clip-base",
+    ),
+    ModelFamily(
+        prefix="fgclip2",
+        family="FG-CLIP 2 (qihoo360/fg-clip2-base, -large, -so400m)",
+        text_limit="196 (mode=short: 64)",
+        kind="embedding",
+        conversion="stock Siglip2Model: _ori[:20] + _res[20:] as the 196-row table, "
+        "longtext_head as the text head; per-image 128-1024 patches; no remote code",
+        example="fgclip2:qihoo360/fg-clip2-base",
     ),
     ModelFamily(
         prefix="flair",

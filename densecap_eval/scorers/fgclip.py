@@ -200,6 +200,13 @@ class FGClipScorer(TwoTowerScorer):
     def _count(self, texts: Sequence[str]) -> list[int]:
         return [len(x) for x in self.tokenize_ids(texts)]
 
+    def model_input_ids(self, pieces: Sequence[str]) -> list[list[int]] | None:
+        """The exact ids `_text_features` feeds (truncation keeps the end token), unpadded."""
+        if not len(pieces):
+            return []
+        out = self.tokenizer(list(pieces), truncation=True, max_length=self.max_text_tokens)
+        return [list(x) for x in out["input_ids"]]
+
     def tokenize_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Untruncated token ids with start and end tokens (the folder's CLIP tokenizer)."""
         if not len(texts):
