@@ -15,11 +15,14 @@ every cell is read back from the results directory alone, and `report` can draw 
 Launchers: `run_local` runs the cells in this process, one model load per group of cells that
 share a model and a config (one `run_and_store` call each), or each group under
 ``torchrun --standalone --nproc-per-node N``; `submit_slurm` submits one SLURM array job
-through submitit (the ``slurm`` extra), one array task per cell.
+through submitit (the ``slurm`` extra), one array task per cell; `submit_slurm_once` records
+each cell's job (``submitted.json`` beside the SLURM logs) so that a second ``sweep`` submits no
+cell whose job is still queued or running, and submits again, once, a cell whose job died.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import itertools
@@ -27,7 +30,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +38,7 @@ from typing import Any, Literal
 from densecap_eval.config import ConfigError, RunConfig
 from densecap_eval.errors import DensecapError
 from densecap_eval.results.runner import RunEvents, RunRequest
-from densecap_eval.results.schema import RUNNING
+from densecap_eval.results.schema import COMPLETE, RUNNING
 from densecap_eval.results.store import StoredRun
 from densecap_eval.results.sweeps import MISSING, RERUN_STATES, Options, cell_runs
 
@@ -587,6 +590,144 @@ def slurm_parameters(spec: SweepSpec, *, nproc_per_node: int | None = None) -> d
     if slurm.additional:
         params["slurm_additional_parameters"] = dict(slurm.additional)
     return params
+
+
+# --------------------------------------------------------------------------- SLURM bookkeeping
+
+# SLURM job states (sacct's State, first word) of a job that is queued or running: its cell is
+# not submitted again. Every other known state (COMPLETED, FAILED, CANCELLED, TIMEOUT,
+# NODE_FAIL, OUT_OF_MEMORY, PREEMPTED ...) is a job that will not write its cell any more.
+SLURM_ALIVE: tuple[str, ...] = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED",
+                                "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED",
+                                "STAGE_OUT", "SIGNALING")  # fmt: skip
+LEDGER_FILE = "submitted.json"
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What the ledger says of a cell: its SLURM job, and that job's state now."""
+
+    cell: str
+    job_id: str
+    state: str  # sacct's State, or UNKNOWN when sacct has no record of the job
+
+    @property
+    def alive(self) -> bool:
+        return self.state.split()[0].upper() in SLURM_ALIVE if self.state else False
+
+    @property
+    def known(self) -> bool:
+        return self.state not in ("", "UNKNOWN")
+
+
+def _ledger_path(spec: SweepSpec) -> Path:
+    return slurm_folder(spec) / LEDGER_FILE
+
+
+def read_ledger(spec: SweepSpec) -> dict[str, str]:
+    """cell id -> the SLURM job id it was last submitted as (``<array>_<index>``)."""
+    path = _ledger_path(spec)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise SweepError(f"{path}: cannot read the sweep's SLURM submissions ({exc})") from exc
+    if not isinstance(data, dict):
+        raise SweepError(f"{path}: not a mapping of cell ids to SLURM job ids")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def _write_ledger(spec: SweepSpec, ledger: Mapping[str, str]) -> None:
+    from densecap_eval.results.store import write_json_atomic
+
+    write_json_atomic(_ledger_path(spec), dict(sorted(ledger.items())))
+
+
+def slurm_states(job_ids: Sequence[str]) -> dict[str, str]:
+    """job id -> sacct's State for each job (UNKNOWN when sacct has no record), in one call.
+
+    submitit's own sacct reader parses the answer (array ranges included).
+    """
+    if not job_ids:
+        return {}
+    try:
+        from submitit.slurm.slurm import SlurmInfoWatcher
+    except ImportError as exc:
+        raise SweepError(
+            "the slurm launcher needs submitit: pip install 'densecap-eval[slurm]'"
+        ) from exc
+
+    watcher = SlurmInfoWatcher(delay_s=0)
+    for job_id in job_ids:
+        watcher.register_job(job_id)
+    watcher.update()
+    return {job_id: watcher.get_state(job_id, mode="cache") for job_id in job_ids}
+
+
+@contextlib.contextmanager
+def _submit_lock(spec: SweepSpec) -> Iterator[None]:
+    """One `sweep` at a time decides what to submit (two at once would both submit a cell)."""
+    import fcntl
+
+    folder = slurm_folder(spec)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "submit.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def slurm_to_submit(
+    spec: SweepSpec, states: Sequence[CellState], *, rerun_running: bool = False
+) -> tuple[list[Cell], list[Submitted]]:
+    """The cells to submit, and the submitted cells left alone (queued, running or unknown).
+
+    A cell is submitted when it is not complete and no job of it is queued or running: never
+    submitted, or its last job ended without completing it (failed, cancelled, timed out,
+    its node died, its run card still says running). A cell whose job sacct does not know is
+    left alone unless ``rerun_running`` (as is a running card without a known job).
+    """
+    ledger = read_ledger(spec)
+    open_cells = [s for s in states if s.status != COMPLETE]
+    jobs = slurm_states([ledger[s.cell.id] for s in open_cells if s.cell.id in ledger])
+    submit: list[Cell] = []
+    left: list[Submitted] = []
+    for state in open_cells:
+        job_id = ledger.get(state.cell.id)
+        if job_id is None:
+            if state.status != RUNNING or rerun_running:
+                submit.append(state.cell)
+            continue
+        job = Submitted(state.cell.id, job_id, jobs.get(job_id, "UNKNOWN"))
+        if job.alive or (not job.known and not rerun_running):
+            left.append(job)
+        else:
+            submit.append(state.cell)
+    return submit, left
+
+
+def submit_slurm_once(
+    spec: SweepSpec,
+    states: Sequence[CellState],
+    *,
+    nproc_per_node: int | None = None,
+    rerun_running: bool = False,
+    cluster: str = "slurm",
+) -> tuple[list[Any], list[Submitted]]:
+    """Submit the cells that need it (`slurm_to_submit`) and record their jobs in the ledger
+    (``<slurm folder>/submitted.json``), under a lock; returns the new jobs and the cells left
+    to the jobs already queued or running."""
+    with _submit_lock(spec):
+        cells, left = slurm_to_submit(spec, states, rerun_running=rerun_running)
+        jobs = submit_slurm(spec, cells, nproc_per_node=nproc_per_node, cluster=cluster)
+        if jobs:
+            ledger = read_ledger(spec)
+            ledger.update({cell.id: str(job.job_id) for cell, job in zip(cells, jobs, strict=True)})
+            _write_ledger(spec, ledger)
+    return jobs, left
 
 
 def submit_slurm(

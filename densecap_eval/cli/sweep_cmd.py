@@ -133,7 +133,7 @@ def sweep_command(
         plan,
         run_local,
         slurm_folder,
-        submit_slurm,
+        submit_slurm_once,
         to_run,
     )
 
@@ -142,18 +142,24 @@ def sweep_command(
     if dry_run:
         print_plan(spec, states)
         return
-    cells = to_run(states, rerun_running=rerun_running)
-    running = sum(s.status == "running" for s in states) if not rerun_running else 0
-    note = f"; {running} running, left to their writers (--rerun-running)" if running else ""
-    _say(f"sweep {spec.name}: {state_counts(states)}; {len(cells)} to run{note}")
     nproc = nproc_per_node if nproc_per_node is not None else spec.nproc_per_node
     if (launcher or spec.launcher) == "slurm":
-        jobs = submit_slurm(spec, cells, nproc_per_node=nproc)
+        jobs, left = submit_slurm_once(
+            spec, states, nproc_per_node=nproc, rerun_running=rerun_running
+        )
+        _say(f"sweep {spec.name}: {state_counts(states)}; {len(jobs)} to submit")
+        for job in left:
+            why = "queued or running" if job.alive else "unknown to sacct (--rerun-running)"
+            _say(f"  cell {job.cell}: job {job.job_id} {why} ({job.state}); not submitted again")
         if jobs:
             array = str(jobs[0].job_id).split("_")[0]
             _say(f"submitted SLURM job {array}: {len(jobs)} task(s), logs in {slurm_folder(spec)}")
             _say(f"follow it with: densecap-eval sweep {sweep_file} --dry-run")
         return
+    cells = to_run(states, rerun_running=rerun_running)
+    running = sum(s.status == "running" for s in states) if not rerun_running else 0
+    note = f"; {running} running, left to their writers (--rerun-running)" if running else ""
+    _say(f"sweep {spec.name}: {state_counts(states)}; {len(cells)} to run{note}")
     if cells:
         from densecap_eval.results.runner import RunEvents
 

@@ -249,6 +249,11 @@ def _write_json(target: Path, data: Any) -> None:
     _write_atomic(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def write_json_atomic(target: str | os.PathLike[str], data: Any) -> None:
+    """Write JSON to ``target`` through a temporary file and a rename (readers never see half)."""
+    _write_json(Path(target), data)
+
+
 def _write_parquet(target: Path, frame: pd.DataFrame) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
