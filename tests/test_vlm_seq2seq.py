@@ -271,3 +271,70 @@ def test_clip_t5_without_tokenizer_is_one_clear_error(
     images, texts = pairs(2)
     want = scorer(f"vqascore:{release.folder}").score_pairs(images, texts)
     assert float((s.score_pairs(images, texts) - want).abs().max()) <= 1e-6
+
+
+# -- BLIP-2 / InstructBLIP with T5 ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def blip_t5(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("blip_t5")
+    return {
+        "blip-2": tiny_seq2seq_vlms.build_blip_t5(root / "blip2", instruct=False),
+        "instructblip": tiny_seq2seq_vlms.build_blip_t5(root / "instructblip", instruct=True),
+    }
+
+
+_DIRECT: dict[Path, tuple[Any, Any]] = {}
+
+
+def _blip_direct(folder: Path) -> tuple[Any, Any]:
+    """The checkpoint through transformers' own auto classes (loaded once per folder)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    if folder not in _DIRECT:
+        processor = AutoProcessor.from_pretrained(folder)
+        model = AutoModelForImageTextToText.from_pretrained(folder).eval()
+        _DIRECT[folder] = (processor, model)
+    return _DIRECT[folder]
+
+
+@pytest.mark.parametrize("family", ["blip-2", "instructblip"])
+@pytest.mark.parametrize("n", [1, 7])
+def test_blip_t5_vqascore_is_p_yes_at_the_first_decoder_step(
+    blip_t5: dict[str, Path], family: str, n: int
+) -> None:
+    s = scorer(f"vqascore:{blip_t5[family]}")
+    assert s.config["family"] == family and s.config["share_prefix"] is False
+    processor, model = _blip_direct(blip_t5[family])
+    yes = processor.tokenizer("yes", add_special_tokens=False)["input_ids"][0]
+    images, texts = pairs(n)
+    want = []
+    with torch.no_grad():
+        for image, text in zip(images, texts, strict=True):
+            prompt = f'Question: Does this figure show "{text}"? Please answer yes or no.'
+            enc = processor(images=[image], text=[prompt], return_tensors="pt")
+            logits = model(**enc, decoder_input_ids=torch.zeros((1, 1), dtype=torch.long)).logits
+            want.append(float(torch.softmax(logits[0, 0], dim=-1)[yes]))
+    assert close(s.score_pairs(images, texts), torch.tensor(want))
+
+
+@pytest.mark.parametrize("family", ["blip-2", "instructblip"])
+@pytest.mark.parametrize("n", [1, 7])
+def test_blip_t5_captionlik_is_mean_caption_logprob(
+    blip_t5: dict[str, Path], family: str, n: int
+) -> None:
+    s = scorer(f"captionlik:{blip_t5[family]}")
+    processor, model = _blip_direct(blip_t5[family])
+    images, texts = pairs(n)
+    want = []
+    with torch.no_grad():
+        for image, text in zip(images, texts, strict=True):
+            enc = processor(images=[image], text=["Describe this image."], return_tensors="pt")
+            labels = processor.tokenizer(text, add_special_tokens=False, return_tensors="pt")
+            # T5 shifts the labels right after decoder_start_token_id; loss = mean CE.
+            want.append(-float(model(**enc, labels=labels["input_ids"]).loss))
+    got = s.score_pairs(images, texts)
+    assert close(got, torch.tensor(want))
+    if n > 1:
+        assert float(got.max() - got.min()) > 1e-2

@@ -178,3 +178,133 @@ def build_clip_t5(
         processor=processor,
         spiece=spiece,
     )
+
+
+# -- transformers' own encoder-decoder VLMs ---------------------------------------------------
+
+
+def _word_tokenizer(specials: list[str], *, append: str | None, **kwargs: str) -> Any:
+    """A WordLevel tokenizer over WORDS (+ lower case); ``append`` is added after each text."""
+    from tokenizers import Tokenizer, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    vocab: dict[str, int] = {}
+    for t in [*specials, *WORDS, *(w.lower() for w in WORDS), *"?\"'.,:"]:
+        vocab.setdefault(t, len(vocab))
+    tok = Tokenizer(WordLevel(vocab, unk_token=specials[2]))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    if append:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"$A {append}", special_tokens=[(append, vocab[append])]
+        )
+    tok.add_special_tokens(specials)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
+
+
+def _t5_text_config(vocab_size: int) -> dict[str, Any]:
+    return {
+        "model_type": "t5",
+        "vocab_size": vocab_size,
+        "d_model": 32,
+        "d_kv": 8,
+        "d_ff": 64,
+        "num_layers": 2,
+        "num_decoder_layers": 2,
+        "num_heads": 4,
+        "feed_forward_proj": "gated-gelu",
+        "tie_word_embeddings": False,
+        "decoder_start_token_id": 0,
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+        "dropout_rate": 0.0,
+    }
+
+
+def _vision_qformer(vocab_size: int) -> dict[str, Any]:
+    return {
+        "vision_config": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "image_size": 32,
+            "patch_size": 8,
+            "initializer_range": 0.2,
+        },
+        "qformer_config": {
+            "vocab_size": vocab_size,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "encoder_hidden_size": 32,
+            "cross_attention_frequency": 1,
+            "max_position_embeddings": 64,
+            "pad_token_id": 0,
+            "initializer_range": 0.2,
+        },
+    }
+
+
+def build_blip_t5(out: Path, *, instruct: bool, seed: int = 0) -> Path:
+    """BLIP-2 (``instruct=False``) or InstructBLIP with a tiny T5, 4 query tokens spliced in at
+    ``<image>`` tokens the processor prepends, a T5-style tokenizer appending ``</s>``."""
+    import torch
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+        BlipImageProcessor,
+        InstructBlipConfig,
+        InstructBlipForConditionalGeneration,
+        InstructBlipProcessor,
+    )
+
+    specials = ["<pad>", "</s>", "<unk>", "<image>"]
+    tokenizer = _word_tokenizer(
+        specials, append="</s>", pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
+    tokenizer.model_input_names = ["input_ids", "attention_mask"]
+    image_token = tokenizer.convert_tokens_to_ids("<image>")
+    n_query = 4
+    image_processor = BlipImageProcessor(size={"height": 32, "width": 32})
+    torch.manual_seed(seed)
+    common = {
+        **_vision_qformer(len(tokenizer)),
+        "text_config": _t5_text_config(len(tokenizer)),
+        "num_query_tokens": n_query,
+        "image_token_index": image_token,
+        "initializer_range": 0.2,
+    }
+    if instruct:
+        qformer_tok = _word_tokenizer(
+            ["[PAD]", "[SEP]", "[UNK]", "[CLS]"],
+            append="[SEP]",
+            pad_token="[PAD]",
+            unk_token="[UNK]",
+            sep_token="[SEP]",
+            cls_token="[CLS]",
+        )
+        qformer_tok.model_input_names = ["input_ids", "attention_mask"]
+        common["qformer_config"]["vocab_size"] = len(qformer_tok)
+        model: Any = InstructBlipForConditionalGeneration(InstructBlipConfig(**common))
+        processor: Any = InstructBlipProcessor(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            qformer_tokenizer=qformer_tok,
+            num_query_tokens=n_query,
+        )
+    else:
+        model = Blip2ForConditionalGeneration(Blip2Config(**common))
+        processor = Blip2Processor(
+            image_processor=image_processor, tokenizer=tokenizer, num_query_tokens=n_query
+        )
+    with torch.no_grad():  # random query tokens (they start at zero) and output rows
+        model.query_tokens.normal_(0.0, 1.0)
+        lm_head = model.language_model.lm_head
+        lm_head.weight.copy_(torch.randn_like(lm_head.weight) * 0.5)
+    out.mkdir(parents=True, exist_ok=True)
+    model.eval().save_pretrained(out)
+    processor.save_pretrained(out)
+    return out

@@ -1,4 +1,4 @@
-"""Encoder-decoder VLM pair scorers: CLIP-FlanT5 (VQAScore's own model), for now.
+"""Encoder-decoder VLM pair scorers: CLIP-FlanT5 here; transformers' own in `vlm_encdec`.
 
 ``vqascore:`` and ``captionlik:`` route here (`densecap_eval.scorers.vlm_route`) when the model's
 config is encoder-decoder; decoder-only VLMs stay in `densecap_eval.scorers.vlm`.
@@ -350,4 +350,13 @@ def loader(prefix: str, family: str) -> Any:
     if family == "clip_t5":
         cls = ClipT5VQAScorer if prefix == "vqascore" else ClipT5CaptionScorer
         return functools.partial(load_clip_t5_scorer, cls)
+    if family == "hf":
+        from densecap_eval.scorers import vlm_encdec
+
+        encdec = (
+            vlm_encdec.EncoderDecoderVQAScorer
+            if prefix == "vqascore"
+            else vlm_encdec.EncoderDecoderCaptionScorer
+        )
+        return functools.partial(vlm_encdec.load, encdec)
     raise ModelLoadError(f"{prefix}: no encoder-decoder scorer for family {family!r}")
