@@ -324,3 +324,20 @@ def test_fgclip2_mode_is_in_the_key(tmp_path: Path) -> None:
     long, short = _load(f"fgclip2:{folder}"), _load(f"fgclip2:{folder}?mode=short")
     assert ModelKey.of(long).digest != ModelKey.of(short).digest
     assert (long.max_text_tokens, short.max_text_tokens) == (196, 64)
+
+
+def test_lotlip_bert_folder_content_is_in_the_fingerprint(tmp_path: Path) -> None:
+    """``lotlip:FILE?bert=DIR``: the BERT folder's files are hashed into the key."""
+    import shutil
+
+    from tiny_longtext import save_lotlip, write_bert_folder
+
+    save_lotlip(tmp_path / "model.pt")
+    bert = write_bert_folder(tmp_path / "bert")
+    first = _load(f"lotlip:{tmp_path / 'model.pt'}?bert={bert}")
+    other = tmp_path / "bert2"
+    shutil.copytree(bert, other)
+    assert _load(f"lotlip:{tmp_path / 'model.pt'}?bert={other}").fingerprint == first.fingerprint
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "layer_norm_eps": 1e-6}))
+    assert _load(f"lotlip:{tmp_path / 'model.pt'}?bert={other}").fingerprint != first.fingerprint

@@ -133,7 +133,12 @@ def openai_image_features(s: dict[str, torch.Tensor], pixels: torch.Tensor) -> t
     return layer_norm(x[:, 0], s, "visual.ln_post") @ s["visual.proj"]
 
 
-def openai_pixels(image: Image.Image, size: int = 32) -> torch.Tensor:
+def openai_pixels(
+    image: Image.Image,
+    size: int = 32,
+    mean: tuple[float, ...] = OPENAI_MEAN,
+    std: tuple[float, ...] = OPENAI_STD,
+) -> torch.Tensor:
     """OpenAI's preprocessing: short side to ``size`` (bicubic), center crop, RGB, normalise."""
     w, h = image.size
     if w <= h:
@@ -144,7 +149,7 @@ def openai_pixels(image: Image.Image, size: int = 32) -> torch.Tensor:
     left, top = round((new[0] - size) / 2), round((new[1] - size) / 2)
     im = im.crop((left, top, left + size, top + size))
     x = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    return (x - torch.tensor(OPENAI_MEAN)[:, None, None]) / torch.tensor(OPENAI_STD)[:, None, None]
+    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
 
 
 def clip_bpe_ids(texts: list[str], context: int) -> torch.Tensor:
@@ -254,3 +259,155 @@ def tulip_text_features(
     x = x + h @ s[f"{head}mlp.c_proj.weight"].T + s[f"{head}mlp.c_proj.bias"]
     x = layer_norm(x, s, "ln_final")
     return x[torch.arange(n), ids.argmax(-1)] @ s["text_projection"]
+
+
+# -- LoTLIP --------------------------------------------------------------------------------------
+
+BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+BERT_WORDS = "the red cat sat on a blue mat near an old green door . , ##s".split()
+BERT_WIDTH, BERT_FFN, TIMM_WIDTH = 64, 128, 64
+
+
+def write_bert_folder(folder: Path) -> Path:
+    """A tiny bert-base-uncased-style folder: config.json, vocab.txt, tokenizer_config.json."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = [*BERT_SPECIALS, *BERT_WORDS]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True}), encoding="utf-8"
+    )
+    config = {
+        "model_type": "bert", "architectures": ["BertForMaskedLM"], "vocab_size": len(vocab),
+        "hidden_size": BERT_WIDTH, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "intermediate_size": BERT_FFN, "hidden_act": "gelu", "max_position_embeddings": 128,
+        "type_vocab_size": 2, "layer_norm_eps": 1e-12, "pad_token_id": 0,
+        "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+    }  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return folder
+
+
+def _linear(s: dict[str, torch.Tensor], key: str, out: int, inp: int, g: torch.Generator) -> None:
+    s[f"{key}.weight"] = _rand(g, out, inp, std=inp**-0.5)
+    s[f"{key}.bias"] = _rand(g, out, std=0.1)
+
+
+def lotlip_state(seed: int = 0, *, embed: int = TIMM_WIDTH) -> dict[str, torch.Tensor]:
+    """LoTLIP's CustomTextCLIP keys: BERT (4.x names) with 2 corner rows, text.proj, a timm
+    ViT (patch 16, 32 px, one block) under visual.trunk, logit_scale, the old position_ids."""
+    g = torch.Generator().manual_seed(seed)
+    s: dict[str, torch.Tensor] = {}
+    w, vocab = BERT_WIDTH, len(BERT_SPECIALS) + len(BERT_WORDS) + 2
+    b = "text.transformer."
+    s[f"{b}embeddings.word_embeddings.weight"] = _rand(g, vocab, w, std=0.5)
+    s[f"{b}embeddings.position_embeddings.weight"] = _rand(g, 128, w, std=0.5)
+    s[f"{b}embeddings.token_type_embeddings.weight"] = _rand(g, 2, w, std=0.5)
+    s[f"{b}embeddings.position_ids"] = torch.arange(128)[None]
+    _norm(s, f"{b}embeddings.LayerNorm", w, g)
+    layer = f"{b}encoder.layer.0."
+    for name in ("query", "key", "value"):
+        _linear(s, f"{layer}attention.self.{name}", w, w, g)
+    _linear(s, f"{layer}attention.output.dense", w, w, g)
+    _norm(s, f"{layer}attention.output.LayerNorm", w, g)
+    _linear(s, f"{layer}intermediate.dense", BERT_FFN, w, g)
+    _linear(s, f"{layer}output.dense", w, BERT_FFN, g)
+    _norm(s, f"{layer}output.LayerNorm", w, g)
+    _linear(s, f"{b}pooler.dense", w, w, g)
+    s["text.proj.weight"] = _rand(g, embed, w, std=w**-0.5)
+    v, t = TIMM_WIDTH, "visual.trunk."
+    s[f"{t}cls_token"] = _rand(g, 1, 1, v, std=0.5)
+    s[f"{t}pos_embed"] = _rand(g, 1, 5, v, std=0.5)
+    _linear(s, f"{t}patch_embed.proj", v, 3 * 16 * 16, g)
+    s[f"{t}patch_embed.proj.weight"] = s[f"{t}patch_embed.proj.weight"].reshape(v, 3, 16, 16)
+    blk = f"{t}blocks.0."
+    _norm(s, f"{blk}norm1", v, g)
+    _linear(s, f"{blk}attn.qkv", 3 * v, v, g)
+    _linear(s, f"{blk}attn.proj", v, v, g)
+    _norm(s, f"{blk}norm2", v, g)
+    _linear(s, f"{blk}mlp.fc1", 4 * v, v, g)
+    _linear(s, f"{blk}mlp.fc2", v, 4 * v, g)
+    _norm(s, f"{t}norm", v, g)
+    s["logit_scale"] = torch.tensor(math.log(1 / 0.07))
+    return s
+
+
+def save_lotlip(path: Path, seed: int = 0) -> dict[str, torch.Tensor]:
+    state = lotlip_state(seed)
+    torch.save({"epoch": 10, "state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+    return state
+
+
+def _ln(x: torch.Tensor, s: dict[str, torch.Tensor], key: str, eps: float) -> torch.Tensor:
+    return F.layer_norm(x, x.shape[-1:], s[f"{key}.weight"], s[f"{key}.bias"], eps=eps)
+
+
+def _lin(x: torch.Tensor, s: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+    return x @ s[f"{key}.weight"].T + s[f"{key}.bias"]
+
+
+def lotlip_mask(ids: torch.Tensor, corners: int = 2) -> torch.Tensor:
+    """LoTLIP's build_attn_mask, written per text and per row as its code reads."""
+    n, length = ids.shape
+    mask = torch.zeros(n, length, length)
+    for i in range(n):
+        for q in range(length):
+            for k in range(length):
+                if k <= corners:  # [CLS] and the corners
+                    keep = (q == k) or (k == 0 and q > corners)
+                else:
+                    keep = bool(ids[i, k] != 0)
+                mask[i, q, k] = 1.0 if keep else 0.0
+    return mask
+
+
+def lotlip_text_features(
+    s: dict[str, torch.Tensor], ids: torch.Tensor, *, corner_mask: bool = True
+) -> torch.Tensor:
+    """BERT + pooler + proj with LoTLIP's mask (``corner_mask=False``: a plain padding mask,
+    what a stock BERT text tower would use)."""
+    b, heads = "text.transformer.", 2
+    n, length = ids.shape
+    x = s[f"{b}embeddings.word_embeddings.weight"][ids]
+    x = x + s[f"{b}embeddings.position_embeddings.weight"][:length]
+    x = x + s[f"{b}embeddings.token_type_embeddings.weight"][0]
+    x = _ln(x, s, f"{b}embeddings.LayerNorm", 1e-12)
+    if corner_mask:
+        allowed = lotlip_mask(ids)
+    else:
+        allowed = (ids != 0).float()[:, None, :].expand(n, length, length)
+    bias = (1.0 - allowed)[:, None] * torch.finfo(torch.float32).min
+    layer = f"{b}encoder.layer.0."
+    q, k, v = (
+        _lin(x, s, f"{layer}attention.self.{name}").reshape(n, length, heads, -1).transpose(1, 2)
+        for name in ("query", "key", "value")
+    )
+    att = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias).softmax(-1) @ v
+    att = att.transpose(1, 2).reshape(n, length, -1)
+    x = _ln(_lin(att, s, f"{layer}attention.output.dense") + x, s,
+            f"{layer}attention.output.LayerNorm", 1e-12)  # fmt: skip
+    h = F.gelu(_lin(x, s, f"{layer}intermediate.dense"))
+    x = _ln(_lin(h, s, f"{layer}output.dense") + x, s, f"{layer}output.LayerNorm", 1e-12)
+    pooled = torch.tanh(_lin(x[:, 0], s, f"{b}pooler.dense"))
+    return pooled @ s["text.proj.weight"].T
+
+
+def timm_vit_features(s: dict[str, torch.Tensor], pixels: torch.Tensor) -> torch.Tensor:
+    """timm ViT (one block, one head of 64), class-token output after the final norm."""
+    t, blk = "visual.trunk.", "visual.trunk.blocks.0."
+    x = F.conv2d(pixels, s[f"{t}patch_embed.proj.weight"], s[f"{t}patch_embed.proj.bias"], 16)
+    x = x.flatten(2).transpose(1, 2)
+    x = torch.cat([s[f"{t}cls_token"].expand(len(x), 1, -1), x], dim=1) + s[f"{t}pos_embed"]
+    h = _ln(x, s, f"{blk}norm1", 1e-6)
+    q, k, v = _lin(h, s, f"{blk}attn.qkv").chunk(3, dim=-1)
+    att = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).softmax(-1) @ v
+    x = x + _lin(att, s, f"{blk}attn.proj")
+    x = x + _lin(F.gelu(_lin(_ln(x, s, f"{blk}norm2", 1e-6), s, f"{blk}mlp.fc1")), s,
+                 f"{blk}mlp.fc2")  # fmt: skip
+    return _ln(x, s, f"{t}norm", 1e-6)[:, 0]
+
+
+def half_pixels(image: Image.Image, size: int = 32) -> torch.Tensor:
+    """timm's eval transform at crop_pct 1 with mean / std 0.5 (short side, center crop)."""
+    return openai_pixels(image, size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))

@@ -51,6 +51,7 @@ SCORERS.register("captionlik", "densecap_eval.scorers.vlm_route:load_captionlik"
 SCORERS.register("itm", "densecap_eval.scorers.vlm_itm:load_itm")
 SCORERS.register("longclip", "densecap_eval.scorers.longclip:load")
 SCORERS.register("tulip", "densecap_eval.scorers.tulip:load")
+SCORERS.register("lotlip", "densecap_eval.scorers.lotlip:load")
 SCORERS.register("fgclip", "densecap_eval.scorers.fgclip:load")
 SCORERS.register("fgclip2", "densecap_eval.scorers.fgclip2:load")
 SCORERS.register("flair", "densecap_eval.scorers.flair:load")
@@ -147,6 +148,15 @@ for _row in (
         conversion="text keys into our RoPE text tower, visual.* into open_clip's ViT; "
         "the unused 77-row positional_embedding ignored",
         example="tulip:path/to/tulip.pt",
+    ),
+    ModelFamily(
+        prefix="lotlip",
+        family="LoTLIP (timm ViT + BERT with corner tokens)",
+        text_limit="128",
+        kind="embedding",
+        conversion="open_clip CustomTextCLIP keys into timm's ViT and transformers' BERT; "
+        "corner-token mask as a 4-D additive mask",
+        example="lotlip:weiwu-ww/LoTLIP-ViT-B-16-100M?bert=path/to/bert-base-uncased",
     ),
     ModelFamily(
         prefix="fgclip",
