@@ -204,7 +204,7 @@ def test_bad_rows_are_skipped_loudly(
     assert set(reasons) == {"ex_1", "ex_2", "ex_0"}
     assert reasons["ex_1"] == "empty caption_1"
     assert reasons["ex_2"].startswith("image_1") or reasons["ex_2"] == "no image_1"
-    assert reasons["ex_0"] == "its id appears on an earlier row too"
+    assert reasons["ex_0"] == "row 4: id '0' repeats the one at row 1"
     assert sum("skipping" in r.getMessage() for r in caplog.records) == 3
     with pytest.raises(BadRecordError, match="ex_1: empty caption_1"):
         WinogroundDataset(root, strict=True).examples()

@@ -67,3 +67,29 @@ def _probe(path: str, mtime_ns: int, size: int) -> tuple[int, int] | str:
     except (OSError, SyntaxError, ValueError) as exc:
         return f"photo {path} is truncated or corrupt ({exc})"
     return width, height
+
+
+def check_image_bytes(data: bytes, *, image: str, where: str) -> tuple[int, int]:
+    """(width, height) of an image held in memory (embedded in a table, a zip member) after
+    decoding it in full, with the same limits as `photo_size`; `BadRecordError` for ``image``
+    naming ``where`` (its place in the release, never a cache copy) when it cannot be used."""
+    import io
+
+    if not data:
+        raise BadRecordError(image, f"{where} is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        with img:
+            img.load()
+            return img.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadRecordError(
+            image, f"{where} is too large to decode safely ({exc}); over the "
+            f"{pixel_limit()}-pixel decompression-bomb limit",
+        ) from None  # fmt: skip
+    except UnidentifiedImageError:
+        raise BadRecordError(image, f"{where} is not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise BadRecordError(image, f"{where} is truncated or corrupt ({exc})") from None

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.guards import SeenIds, iter_json_lines
 from densecap_eval.datasets.records import ImageRecord, Text
 from densecap_eval.errors import BadRecordError, DatasetError
 
@@ -54,6 +55,7 @@ IMAGES_ZIP = "images.zip"
 IMAGES_DIR = "images"
 PARQUET = "parquet"
 JSONL = "jsonl"
+REQUIRED_COLUMNS = ("id", "image_0", "image_1", "caption_0", "caption_1")
 TAG_FIELDS: tuple[str, ...] = ("tag", "secondary_tag", "collapsed_tag")
 
 
@@ -186,10 +188,19 @@ class WinogroundDataset(DatasetBase):
             raise DatasetError(
                 f"cannot read {self.base / DATA_DIR} as parquet: {exc}; {_how_to_get(self.root)}"
             ) from exc
+        missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+        if missing:
+            raise DatasetError(
+                f"{self.base / DATA_DIR}: the parquet table has no {', '.join(missing)} column "
+                f"(columns: {', '.join(table.column_names) or 'none'}): it is not Winoground's; "
+                f"{_how_to_get(self.root)}"
+            )
         for column, feature in table.features.items():
             if isinstance(feature, datasets.Image) and feature.decode:
                 table = table.cast_column(column, datasets.Image(decode=False))
-        yield from table
+        names = ", ".join(p.name for p in self.files)
+        for row in table:
+            yield {**row, "__source__": f"{DATA_DIR}/{names}"}
 
     def _jsonl_rows(self) -> Iterator[Mapping[str, Any]]:
         path = self.files[0]
@@ -201,27 +212,24 @@ class WinogroundDataset(DatasetBase):
                 f"{archive} not found (nor an unzipped {folder}/): the 2022 layout keeps its "
                 f"images there; {_how_to_get(self.root)}"
             )
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DatasetError(f"cannot read {path}: {exc}") from None
+        lines = list(iter_json_lines(path))  # the shared policy: one bad line, one bad row
+        if lines and all(raw is None for _, raw, _ in lines):
+            raise DatasetError(
+                f"{path} is not JSON Lines (no line holds a JSON object; line {lines[0][0]}: "
+                f"{lines[0][2]}); {_how_to_get(self.root)}"
+            )
         zf = _open_zip(archive) if archive.is_file() else None
         try:
             members = _zip_index(zf) if zf is not None else {}
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
+            for number, raw, problem in lines:
+                if raw is None:
+                    yield {"__error__": f"line {number}: {problem}", "__row__": number}
                     continue
-                try:
-                    raw = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield {"__error__": f"line {number} is not JSON ({exc.msg})", "__row__": number}
-                    continue
-                if not isinstance(raw, Mapping):
-                    yield {"__error__": f"line {number} is not a JSON object", "__row__": number}
-                    continue
-                row = dict(raw)
+                row: dict[str, Any] = {**raw, "__row__": number}
                 for k in (0, 1):
-                    row[f"image_{k}"] = _named_image(row.get(f"image_{k}"), zf, members, folder)
+                    row[f"image_{k}"], row[f"__source_{k}__"] = _named_image(
+                        row.get(f"image_{k}"), zf, members, folder, archive
+                    )
                 yield row
         finally:
             if zf is not None:
@@ -229,16 +237,15 @@ class WinogroundDataset(DatasetBase):
 
     def _parse_rows(self, rows: Iterator[Mapping[str, Any]]) -> list[WinogroundExample]:
         out: list[WinogroundExample] = []
-        seen: set[str] = set()
+        seen = SeenIds("id")
         for number, raw in enumerate(rows, start=1):
+            row = int(raw.get("__row__", number))
             try:
-                ex = _parse_row(raw, int(raw.get("__row__", number)))
-                if ex.id in seen:
-                    raise BadRecordError(ex.key, "its id appears on an earlier row too")
+                ex = _parse_row(raw, row)
+                seen.check(ex.id, where=f"row {row}", image=ex.key)
             except BadRecordError as exc:
                 self.skip(exc)
                 continue
-            seen.add(ex.id)
             out.append(ex)
         return out
 
@@ -264,7 +271,10 @@ def _parse_row(raw: Mapping[str, Any], number: int) -> WinogroundExample:
         if not caption.strip():
             raise BadRecordError(name, f"empty caption_{k}")
         captions.append(caption)
-    images = tuple(_image_file(name, k, raw.get(f"image_{k}")) for k in (0, 1))
+    images = tuple(
+        _image_file(name, k, raw.get(f"image_{k}"), raw.get(f"__source_{k}__") or _where(raw, k))
+        for k in (0, 1)
+    )
     preds = raw.get("num_main_preds")
     return WinogroundExample(
         id=ident,
@@ -290,10 +300,17 @@ def _tag(value: Any) -> str | None:
     return text or None
 
 
-def _image_file(name: str, k: int, value: Any) -> Path:
+def _where(raw: Mapping[str, Any], k: int) -> str:
+    """Where a parquet row's ``image_k`` lives in the release (for messages)."""
+    return f"image_{k} of row {raw.get('__row__', '?')} in {raw.get('__source__', DATA_DIR)}"
+
+
+def _image_file(name: str, k: int, value: Any, where: str) -> Path:
     """The content-addressed file of ``image_k`` (embedded bytes, or the bytes the 2022 layout's
-    zip gave); BadRecordError when missing or unreadable."""
+    zip gave), after checking the bytes decode; BadRecordError naming ``where`` (the image's
+    place in the release, not its cache copy) when missing or unusable."""
     from densecap_eval.datasets.files import _materialise
+    from densecap_eval.datasets.photos import check_image_bytes
 
     if isinstance(value, BadRecordError):
         raise BadRecordError(name, f"image_{k}: {value.reason}")
@@ -305,6 +322,7 @@ def _image_file(name: str, k: int, value: Any) -> Path:
         data = bytes(value)
     if not data:
         raise BadRecordError(name, f"no image_{k}")
+    check_image_bytes(data, image=name, where=where)
     return _materialise(name, data, stored or f"{name}_img_{k}.png")
 
 
@@ -329,25 +347,28 @@ def _zip_index(zf: zipfile.ZipFile) -> dict[str, str]:
 
 
 def _named_image(
-    value: Any, zf: zipfile.ZipFile | None, members: Mapping[str, str], folder: Path
-) -> bytes | BadRecordError:
-    """The bytes of the image a 2022 row names (``ex_0_img_0``), or why there are none."""
+    value: Any, zf: zipfile.ZipFile | None, members: Mapping[str, str], folder: Path,
+    archive: Path,
+) -> tuple[bytes | BadRecordError, str]:  # fmt: skip
+    """(the bytes of the image a 2022 row names (``ex_0_img_0``) or why there are none, where
+    that image lives in the release)."""
     if not isinstance(value, str) or not value.strip():
-        return BadRecordError("", "no image name")
+        return BadRecordError("", "no image name"), ""
     stem = Path(value.strip()).stem
     if zf is not None:
         member = members.get(stem)
         if member is None:
-            return BadRecordError("", f"{stem} is not in {IMAGES_ZIP}")
+            return BadRecordError("", f"{stem} is not in {IMAGES_ZIP}"), ""
+        where = f"{archive}:{member}"
         try:
-            return zf.read(member)
-        except (OSError, zipfile.BadZipFile, KeyError) as exc:
-            return BadRecordError("", f"cannot read {member} from {IMAGES_ZIP} ({exc})")
+            return zf.read(member), where
+        except (OSError, zipfile.BadZipFile, KeyError, EOFError) as exc:
+            return BadRecordError("", f"cannot read {where} ({exc})"), where
     path = folder / f"{stem}.png"
     try:
-        return path.read_bytes()
+        return path.read_bytes(), str(path)
     except OSError as exc:
-        return BadRecordError("", f"cannot read {path} ({exc.strerror or exc})")
+        return BadRecordError("", f"cannot read {path} ({exc.strerror or exc})"), str(path)
 
 
 # --- download ---------------------------------------------------------------------------------
