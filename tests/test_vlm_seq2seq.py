@@ -288,7 +288,7 @@ def blip_t5(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 _DIRECT: dict[Path, tuple[Any, Any]] = {}
 
 
-def _blip_direct(folder: Path) -> tuple[Any, Any]:
+def _direct(folder: Path) -> tuple[Any, Any]:
     """The checkpoint through transformers' own auto classes (loaded once per folder)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -306,7 +306,7 @@ def test_blip_t5_vqascore_is_p_yes_at_the_first_decoder_step(
 ) -> None:
     s = scorer(f"vqascore:{blip_t5[family]}")
     assert s.config["family"] == family and s.config["share_prefix"] is False
-    processor, model = _blip_direct(blip_t5[family])
+    processor, model = _direct(blip_t5[family])
     yes = processor.tokenizer("yes", add_special_tokens=False)["input_ids"][0]
     images, texts = pairs(n)
     want = []
@@ -325,7 +325,7 @@ def test_blip_t5_captionlik_is_mean_caption_logprob(
     blip_t5: dict[str, Path], family: str, n: int
 ) -> None:
     s = scorer(f"captionlik:{blip_t5[family]}")
-    processor, model = _blip_direct(blip_t5[family])
+    processor, model = _direct(blip_t5[family])
     images, texts = pairs(n)
     want = []
     with torch.no_grad():
@@ -338,3 +338,40 @@ def test_blip_t5_captionlik_is_mean_caption_logprob(
     assert close(got, torch.tensor(want))
     if n > 1:
         assert float(got.max() - got.min()) > 1e-2
+
+
+# -- Florence-2 -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def florence2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_seq2seq_vlms.build_florence2(tmp_path_factory.mktemp("florence2"))
+
+
+@pytest.mark.parametrize("n", [1, 7])
+def test_florence2_captionlik_is_mean_caption_logprob(florence2: Path, n: int) -> None:
+    s = scorer(f"captionlik:{florence2}")
+    assert s.config["prompt"] == "<MORE_DETAILED_CAPTION>" and s.config["share_prefix"] is False
+    processor, model = _direct(florence2)
+    tok = processor.tokenizer
+    images, texts = pairs(n)
+    want = []
+    with torch.no_grad():
+        for image, text in zip(images, texts, strict=True):
+            enc = processor(images=[image], text=["<MORE_DETAILED_CAPTION>"], return_tensors="pt")
+            caption = tok(text, add_special_tokens=False)["input_ids"]
+            # The decoder starts at </s> (decoder_start_token_id), then <s>: context, not scored.
+            ids = torch.tensor([[2, tok.bos_token_id, *caption]])
+            logits = model(**enc, decoder_input_ids=ids[:, :-1]).logits[0]
+            logp = torch.log_softmax(logits[1:], dim=-1)
+            want.append(float(logp.gather(-1, torch.tensor(caption)[:, None]).mean()))
+    got = s.score_pairs(images, texts)
+    assert close(got, torch.tensor(want))
+    if n > 1:
+        assert float(got.max() - got.min()) > 1e-2
+
+
+def test_florence2_is_not_a_vqascore_model(florence2: Path) -> None:
+    with pytest.raises(ModelLoadError, match="not a yes/no model") as err:
+        load_scorer(f"vqascore:{florence2}", "cpu")
+    assert "\n" not in str(err.value)

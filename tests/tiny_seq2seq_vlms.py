@@ -23,7 +23,7 @@ WORDS = (
     "Does this figure show a red cat Please answer yes or no Yes A chat between curious user and "
     "an artificial intelligence assistant The gives helpful detailed polite answers to the "
     "user's questions USER ASSISTANT two big dogs on left of tree sky man woman with blue car "
-    "street There are people near house Describe image"
+    "street There are people near house Describe image paragraph what shown in"
 ).split()
 N_EXTRA = 4  # sentinel tokens (<extra_id_N>); FlanT5 has 100
 EXTRA_ROWS = 8  # embedding rows beyond the tokenizer, as FlanT5's 32128 vs 32100
@@ -183,8 +183,11 @@ def build_clip_t5(
 # -- transformers' own encoder-decoder VLMs ---------------------------------------------------
 
 
-def _word_tokenizer(specials: list[str], *, append: str | None, **kwargs: str) -> Any:
-    """A WordLevel tokenizer over WORDS (+ lower case); ``append`` is added after each text."""
+def _word_tokenizer(
+    specials: list[str], *, unk: str, append: str | None, prepend: str | None = None, **kwargs: Any
+) -> Any:
+    """A WordLevel tokenizer over WORDS (+ lower case); ``prepend`` / ``append`` go around each
+    text."""
     from tokenizers import Tokenizer, pre_tokenizers, processors
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast
@@ -192,11 +195,13 @@ def _word_tokenizer(specials: list[str], *, append: str | None, **kwargs: str) -
     vocab: dict[str, int] = {}
     for t in [*specials, *WORDS, *(w.lower() for w in WORDS), *"?\"'.,:"]:
         vocab.setdefault(t, len(vocab))
-    tok = Tokenizer(WordLevel(vocab, unk_token=specials[2]))
+    tok = Tokenizer(WordLevel(vocab, unk_token=unk))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    if append:
+    around = [t for t in (prepend, append) if t]
+    if around:
+        single = " ".join([*([prepend] if prepend else []), "$A", *([append] if append else [])])
         tok.post_processor = processors.TemplateProcessing(
-            single=f"$A {append}", special_tokens=[(append, vocab[append])]
+            single=single, special_tokens=[(t, vocab[t]) for t in around]
         )
     tok.add_special_tokens(specials)
     return PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
@@ -263,7 +268,7 @@ def build_blip_t5(out: Path, *, instruct: bool, seed: int = 0) -> Path:
 
     specials = ["<pad>", "</s>", "<unk>", "<image>"]
     tokenizer = _word_tokenizer(
-        specials, append="</s>", pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+        specials, unk="<unk>", append="</s>", pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
     )
     tokenizer.model_input_names = ["input_ids", "attention_mask"]
     image_token = tokenizer.convert_tokens_to_ids("<image>")
@@ -280,6 +285,8 @@ def build_blip_t5(out: Path, *, instruct: bool, seed: int = 0) -> Path:
     if instruct:
         qformer_tok = _word_tokenizer(
             ["[PAD]", "[SEP]", "[UNK]", "[CLS]"],
+            unk="[UNK]",
+            prepend="[CLS]",
             append="[SEP]",
             pad_token="[PAD]",
             unk_token="[UNK]",
@@ -306,5 +313,78 @@ def build_blip_t5(out: Path, *, instruct: bool, seed: int = 0) -> Path:
         lm_head.weight.copy_(torch.randn_like(lm_head.weight) * 0.5)
     out.mkdir(parents=True, exist_ok=True)
     model.eval().save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def build_florence2(out: Path, *, seed: int = 0) -> Path:
+    """Florence-2 with a tiny DaViT tower (64 x 64 images: 5 image tokens) and a tiny BART; a
+    BART-style tokenizer (``<s> text </s>``) with an ``<image>`` token."""
+    import torch
+    from transformers import (
+        CLIPImageProcessor,
+        Florence2Config,
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+    )
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<image>"]
+    tokenizer = _word_tokenizer(
+        specials,
+        unk="<unk>",
+        prepend="<s>",
+        append="</s>",
+        bos_token="<s>",
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    tokenizer.model_input_names = ["input_ids", "attention_mask"]
+    vision = {
+        "depths": [1, 1, 1, 1],
+        "patch_size": [7, 3, 3, 3],
+        "patch_stride": [4, 2, 2, 2],
+        "patch_padding": [3, 1, 1, 1],
+        "patch_prenorm": [False, True, True, True],
+        "embed_dim": [8, 16, 16, 32],
+        "num_heads": [2, 2, 2, 4],
+        "num_groups": [2, 2, 2, 4],
+        "window_size": 2,
+        "drop_path_rate": 0.0,
+        "projection_dim": 32,
+        "max_temporal_embeddings": 4,
+        "max_position_embeddings": 8,
+    }
+    text = {
+        "vocab_size": len(tokenizer),
+        "d_model": 32,
+        "encoder_layers": 2,
+        "decoder_layers": 2,
+        "encoder_attention_heads": 4,
+        "decoder_attention_heads": 4,
+        "encoder_ffn_dim": 64,
+        "decoder_ffn_dim": 64,
+        "max_position_embeddings": 256,
+        "pad_token_id": 1,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "decoder_start_token_id": 2,
+        "dropout": 0.0,
+    }
+    config = Florence2Config(
+        vision_config=vision, text_config=text, image_token_id=tokenizer.image_token_id
+    )
+    torch.manual_seed(seed)
+    model = Florence2ForConditionalGeneration(config).eval()
+    image_processor = CLIPImageProcessor(
+        size={"height": 64, "width": 64},
+        crop_size={"height": 64, "width": 64},
+        do_center_crop=False,
+        image_seq_length=5,
+    )
+    processor = Florence2Processor(image_processor=image_processor, tokenizer=tokenizer)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
     processor.save_pretrained(out)
     return out

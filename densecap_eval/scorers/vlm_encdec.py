@@ -292,7 +292,7 @@ class EncoderDecoderCaptionScorer(EncoderDecoderScorer):
         return str(self.options["prompt"])
 
     def _overhead(self) -> int:
-        return 0  # the caption is the decoder's, not the encoder's
+        return 2  # the caption is the decoder's, after the start token and a possible BOS
 
     def targets(self, text: str) -> tuple[list[int], int]:
         """(decoder target ids, how many leading ones are context): the caption's tokens with the
