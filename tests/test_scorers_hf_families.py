@@ -247,3 +247,16 @@ def test_open_clip_worldwide_tokenizer_missing_offline_is_one_line(tmp_path: Pat
     message = str(err.value)
     assert "'org/not-cached-xlm-v'" in message and "hf download org/not-cached-xlm-v" in message
     assert "\n" not in message
+
+
+def test_fgclip_folders_are_sent_to_their_own_prefix(tmp_path: Path) -> None:
+    """hf: would load FG-CLIP v1 as a stock 77-token CLIP, dropping its long tables: refused."""
+    from tiny_fgclip import make_tiny_fgclip
+    from tiny_fgclip2 import make_tiny_fgclip2
+
+    v1 = make_tiny_fgclip(tmp_path / "v1")
+    with pytest.raises(ModelLoadError, match=f"load it with fgclip:{v1}"):
+        _load(f"hf:{v1}")
+    v2 = make_tiny_fgclip2(tmp_path / "v2")
+    with pytest.raises(ModelLoadError, match=f"load it with fgclip2:{v2}"):
+        _load(f"hf:{v2}")

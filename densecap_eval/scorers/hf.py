@@ -98,6 +98,8 @@ def unpack_naflex(packed: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 REMOTE_ENCODERS = ("get_text_features", "get_image_features")
+# Model types that have their own prefix (read without their remote code).
+OWN_PREFIX = {"fgclip2": "fgclip2"}
 
 
 def load_processor(where: str, kwargs: dict[str, Any]) -> Any:
@@ -148,6 +150,16 @@ def split_hf_source(source: str, *, spec: str) -> tuple[str, bool]:
     return name, flag in ("1", "true")
 
 
+def _local_model_type(folder: Path) -> str:
+    """``model_type`` of a folder's config.json ("" when unreadable: AutoConfig will say why)."""
+    import json
+
+    try:
+        return str(json.loads((folder / "config.json").read_text(encoding="utf-8"))["model_type"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -166,6 +178,9 @@ def load_hf_parts(source: str, *, spec: str) -> tuple[Any, Any, dict[str, Any]]:
     opt_in = f"hf:{where}?trust_remote_code=1"
     # Remote code resolves from local files only: the folder, or the hub cache.
     kwargs: dict[str, Any] = {"trust_remote_code": True, "local_files_only": True} if remote else {}
+    own = OWN_PREFIX.get(_local_model_type(local) if is_local else "")
+    if own:
+        raise ModelLoadError(f"{spec}: {where} is an FG-CLIP 2 folder: load it with {own}:{where}")
     try:
         config = AutoConfig.from_pretrained(where, **kwargs)
     except Exception as exc:  # no config.json, no network, unknown repo, needs remote code ...
@@ -189,13 +204,19 @@ def load_hf_parts(source: str, *, spec: str) -> tuple[Any, Any, dict[str, Any]]:
             f"{opt_in})"
         )
     try:
-        model = AutoModel.from_pretrained(where, **kwargs)
+        model, info = AutoModel.from_pretrained(where, output_loading_info=True, **kwargs)
         processor = load_processor(where, kwargs)
     except Exception as exc:
         raise ModelLoadError(
             f"{spec}: cannot load model or processor from {where}"
             f"{' (remote code, local files only)' if remote else ''}: {_one_line(exc)}"
         ) from exc
+    if any("position_embedding_res" in k for k in info.get("unexpected_keys", ())):
+        # FG-CLIP v1 saves a "clip" config: a stock CLIPModel would silently drop its long tables.
+        raise ModelLoadError(
+            f"{spec}: {where} holds FG-CLIP long-text tables (position_embedding_res) that "
+            f"hf: would drop: load it with fgclip:{where}"
+        )
     identity: dict[str, Any] = {"backend": "hf", "config": config_identity(config)}
     if remote:
         if not all(callable(getattr(model, n, None)) for n in REMOTE_ENCODERS):
