@@ -125,6 +125,31 @@ for _row in (
         example="captionlik:llava-hf/llava-1.5-7b-hf",
     ),
     ModelFamily(
+        prefix="vqascore",
+        family="CLIP-FlanT5 (VQAScore's own model; exp(-mean CE) of Yes + </s>; ?parity=t2v_metrics)",
+        text_limit="2048 input ids minus the prompt's (t2v_metrics' cut)",
+        kind="pair",
+        conversion="released weights into transformers' T5 + CLIPVisionModel + mlp2x_gelu "
+        "projector (no remote code); vocabulary cut to the tokenizer's length",
+        example="vqascore:zhiqiulin/clip-flant5-xxl",
+    ),
+    ModelFamily(
+        prefix="vqascore",
+        family="BLIP-2 / InstructBLIP with a T5 language model (P(first answer token))",
+        text_limit="the tokenizer's model_max_length minus the prompt and query tokens",
+        kind="pair",
+        conversion="none: transformers' model and processor",
+        example="vqascore:Salesforce/instructblip-flan-t5-xl",
+    ),
+    ModelFamily(
+        prefix="captionlik",
+        family="encoder-decoder VLMs: CLIP-FlanT5, BLIP-2 / InstructBLIP (T5), Florence-2",
+        text_limit="the decoder's positions (T5: the tokenizer's model_max_length)",
+        kind="pair",
+        conversion="CLIP-FlanT5 as for vqascore; the others none",
+        example="captionlik:microsoft/Florence-2-large",
+    ),
+    ModelFamily(
         prefix="itm",
         family="BLIP / BLIP-2 image-text matching head",
         text_limit="the config's max_position_embeddings",
