@@ -145,7 +145,8 @@ def test_drop_missing_then_cap_at_1000(tmp_path: Path, caplog: pytest.LogCapture
     indices = [ex.meta["index"] for ex in spatial]
     assert indices == [i for i in range(1001) if i != 3]  # item 1001 is past the cap
     assert spatial[0].options == ("pos 0", "neg 0") and spatial[0].answer == 0
-    assert [s.image for s in inst.skipped] == ["vg/VG_100K/missing.jpg"]
+    assert [s.image for s in inst.skipped] == ["Relation_spatial_vg#3"]  # the item
+    assert "vg/VG_100K/missing.jpg" in inst.skipped[0].reason  # and its photo
     assert "missing.jpg" in caplog.text and "never_read" not in caplog.text
     assert "Relation_spatial_vg: 1 item(s) dropped" in caplog.text
     with pytest.raises(BadRecordError, match=r"missing\.jpg"):
@@ -255,7 +256,8 @@ def test_evaluate_equals_a_direct_computation(tmp_path: Path) -> None:
     assert metrics["by_file"]["Relation_action_vg"]["n"] == 3
     assert metrics["by_file"]["Relation_action_vg"]["dropped"] == 1
     assert metrics["n"] == 3 + 1 + 3 + 1 and metrics["ties"] >= 1 and metrics["rule"] == "strict"
-    assert [s.image for s in result.skipped] == ["vg/VG_100K/gone.jpg"]
+    assert [s.image for s in result.skipped] == ["Relation_action_vg#1"]
+    assert "vg/VG_100K/gone.jpg" in result.skipped[0].reason
 
 
 def test_object_group_end_to_end(tmp_path: Path) -> None:

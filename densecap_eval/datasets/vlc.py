@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.guards import unsafe_reason
 from densecap_eval.datasets.records import ImageRecord, Text
 from densecap_eval.errors import BadRecordError, DatasetError, DownloadError
 
@@ -177,8 +178,8 @@ class VLCheckListDataset(DatasetBase):
         """(annotation path, IMG_ROOT) from the file's yaml (DatasetError when unusable)."""
         path = self.root / file.config
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
             raise DatasetError(
                 f"cannot read {path} ({exc.strerror or exc}); {_how_to_get(self.root)}"
             ) from None
@@ -191,6 +192,9 @@ class VLCheckListDataset(DatasetBase):
             raise DatasetError(
                 f"{path}: IMG_ROOT {config['IMG_ROOT']!r} is none of {', '.join(IMG_ROOTS)}"
             )
+        unsafe = unsafe_reason(config["ANNO_PATH"])
+        if unsafe is not None:  # a release names only files inside itself
+            raise DatasetError(f"{path}: ANNO_PATH {config['ANNO_PATH']!r} {unsafe}")
         return self.root / config["ANNO_PATH"], img_root
 
     def entries(self, file: VLCFile) -> Iterator[VLCEntry | BadRecordError]:
@@ -199,7 +203,7 @@ class VLCheckListDataset(DatasetBase):
         anno, img_root = self.file_config(file)
         try:
             items = json.loads(anno.read_bytes())
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise DatasetError(f"cannot read {anno}: {exc}; {_how_to_get(self.root)}") from None
         if not isinstance(items, list):
             raise DatasetError(f"{anno}: expected a list of [image, texts] items")
@@ -221,6 +225,9 @@ class VLCheckListDataset(DatasetBase):
             if not values[0].strip():
                 return BadRecordError(where, f"the first {side} text is empty")
             texts.append(values[0])
+        unsafe = unsafe_reason(item[0])
+        if unsafe is not None:  # refused unopened: a release names photos below its IMG_ROOT
+            return BadRecordError(where, f"image path {item[0]!r} {unsafe}")
         image = posixpath.join(img_root, item[0])
         return VLCEntry(file.key, index, image, self.images_root / image, texts[0], texts[1])
 

@@ -193,7 +193,9 @@ def build(
                 try:
                     if isinstance(entry, BadRecordError):
                         raise entry
-                    photo_size(Path(entry.path), image=entry.image)
+                    # named by the item (items share photos: each one dropped is counted);
+                    # the reason names the photo
+                    photo_size(Path(entry.path), image=entry.id)
                 except BadRecordError as exc:
                     skipped.append(dataset.skip(exc))
                     dropped[key] += 1
