@@ -181,7 +181,8 @@ class VLCheckListDataset(DatasetBase):
             text = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise DatasetError(
-                f"cannot read {path} ({exc.strerror or exc}); {_how_to_get(self.root)}"
+                f"cannot read {path} ({getattr(exc, 'strerror', None) or exc}); "
+                f"{_how_to_get(self.root)}"
             ) from None
         config = parse_flat_yaml(text, where=str(path))
         for key in ("ANNO_PATH", "IMG_ROOT"):
