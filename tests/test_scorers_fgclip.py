@@ -154,12 +154,27 @@ def test_wrong_table_length_and_bad_files_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="cannot read weights"):
         _load(f"fgclip:{bad}")
     (bad / "model.safetensors").unlink()
-    with pytest.raises(ModelLoadError, match=r"no \*.safetensors"):
+    with pytest.raises(ModelLoadError, match=r"no weights \(\*.safetensors or \*.bin\)"):
         _load(f"fgclip:{bad}")
     with pytest.raises(ModelLoadError, match="unknown mode 'medium'"):
         _load(f"fgclip:{bad}?mode=medium")
     with pytest.raises(ModelLoadError, match="neither a local folder nor a hub model"):
         _load("fgclip:org/not-cached-anywhere")
+
+
+def test_plain_torch_weights_load_the_same(folder: Path, tmp_path: Path) -> None:
+    """A folder with pytorch_model.bin instead of safetensors (read with weights_only)."""
+    import shutil
+
+    import torch
+
+    copy = tmp_path / "bin"
+    shutil.copytree(folder, copy)
+    torch.save(_state(folder), copy / "pytorch_model.bin")
+    (copy / "model.safetensors").unlink()
+    texts = _texts()[:2]
+    want = _load(f"fgclip:{folder}").encode_texts(texts).embeddings
+    assert torch.equal(_load(f"fgclip:{copy}").encode_texts(texts).embeddings, want)
 
 
 def test_hub_id_resolves_from_the_hub_cache(

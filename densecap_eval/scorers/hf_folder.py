@@ -18,9 +18,15 @@ from densecap_eval.scorers.common import hash_files, hub_weights_identity
 if TYPE_CHECKING:
     import torch
 
-WEIGHTS = ("*.safetensors",)
-# What a snapshot download fetches: configs, weights, tokenizer and processor files.
+# What a snapshot download fetches: configs, weights, tokenizer and processor files; plain
+# torch weights only when a repo has no safetensors (repos often hold both).
 FOLDER_FILES = ("*.json", "*.safetensors", "*.txt", "*.model")
+TORCH_WEIGHTS = ("*.bin",)
+
+
+def weight_patterns(folder: Path) -> tuple[str, ...]:
+    """The weight files read (and hashed): ``*.safetensors``, else plain torch ``*.bin``."""
+    return ("*.safetensors",) if any(folder.glob("*.safetensors")) else TORCH_WEIGHTS
 
 
 def resolve_folder(source: str, *, spec: str) -> tuple[Path, dict[str, Any]]:
@@ -32,17 +38,19 @@ def resolve_folder(source: str, *, spec: str) -> tuple[Path, dict[str, Any]]:
     if local.exists():
         if not local.is_dir():
             raise ModelLoadError(f"{spec}: {local} is a file; expected a model folder")
-        return local, {"weights_sha256": hash_files(local, WEIGHTS)}
+        return local, {"weights_sha256": hash_files(local, weight_patterns(local))}
     try:
         from huggingface_hub import snapshot_download
 
         folder = Path(snapshot_download(source, allow_patterns=list(FOLDER_FILES)))
+        if not any(folder.glob("*.safetensors")):
+            folder = Path(snapshot_download(source, allow_patterns=list(TORCH_WEIGHTS)))
     except Exception as exc:  # no network, unknown repo, not in the cache ...
         raise ModelLoadError(
             f"{spec}: {source} is neither a local folder nor a hub model that can be fetched "
             f"(offline: not in the hub cache): {str(exc).splitlines()[0] if str(exc) else exc!r}"
         ) from exc
-    return folder, hub_weights_identity(source, folder.name, WEIGHTS)
+    return folder, hub_weights_identity(source, folder.name, weight_patterns(folder))
 
 
 def read_json(path: Path, *, spec: str) -> dict[str, Any]:
@@ -59,14 +67,23 @@ def read_json(path: Path, *, spec: str) -> dict[str, Any]:
 
 
 def read_safetensors(folder: Path, *, spec: str) -> dict[str, torch.Tensor]:
-    """All tensors of the folder's ``*.safetensors`` files (shards merged)."""
+    """All tensors of the folder's ``*.safetensors`` files (shards merged), else of its plain
+    torch ``*.bin`` files (read with ``weights_only``: anything needing full pickle is refused)."""
     from safetensors.torch import load_file
 
-    files = sorted(folder.glob("*.safetensors"))
+    from densecap_eval.scorers.openclip import read_state_dict
+
+    files = sorted(p for pattern in weight_patterns(folder) for p in folder.glob(pattern))
     if not files:
-        raise ModelLoadError(f"{spec}: no *.safetensors weights in {folder}")
+        raise ModelLoadError(f"{spec}: no weights (*.safetensors or *.bin) in {folder}")
     state: dict[str, torch.Tensor] = {}
     for path in files:
+        if path.suffix == ".bin":
+            try:
+                state.update(read_state_dict(path))
+            except ModelLoadError as exc:
+                raise ModelLoadError(f"{spec}: {exc}") from exc
+            continue
         try:
             state.update(load_file(str(path), device="cpu"))
         except Exception as exc:  # truncated or foreign file
