@@ -198,6 +198,32 @@ def _flair_module(arch: dict[str, Any]) -> Any:
             out, _ = self.attn(self.ln_q(q), self.ln_k(kv), self.ln_v(kv), need_weights=False)
             return out
 
+        def forward_shared(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+            """``forward(q for every image, kv)``: (C, dim) x (R, tokens, dim) -> (R, C, dim).
+
+            ``MultiheadAttention`` would project the C queries again for each of the R images
+            (2-3x the time): this is its ``add_zero_attn`` computation on its own weights (one
+            zero key and value per head, appended after the projections), queries projected
+            once.
+            """
+            import torch.nn.functional as F
+
+            a = self.attn
+            d, h = a.embed_dim, a.num_heads
+            w, b = a.in_proj_weight, a.in_proj_bias
+            r, t = kv.shape[0], kv.shape[1]
+            qh = F.linear(self.ln_q(q), w[:d], b[:d]).view(-1, h, d // h).transpose(0, 1)
+            k = F.linear(self.ln_k(kv), w[d : 2 * d], b[d : 2 * d])
+            v = F.linear(self.ln_v(kv), w[2 * d :], b[2 * d :])
+            k, v = (x.view(r, t, h, d // h).transpose(1, 2) for x in (k, v))
+            zero = k.new_zeros(r, h, 1, d // h)
+            out = F.scaled_dot_product_attention(
+                qh.unsqueeze(0).expand(r, -1, -1, -1),
+                torch.cat([k, zero], dim=2),
+                torch.cat([v, zero], dim=2),
+            )
+            return a.out_proj(out.transpose(1, 2).reshape(r, -1, d))
+
     class Flair(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -312,7 +338,7 @@ class FlairScorer(FlairGlobalScorer):
         with self._running():
             tokens = image_tokens.to(self.device, non_blocking=True)
             query = text_embeddings.to(self.device, non_blocking=True)
-            pooled = self.model.visual_proj(query.unsqueeze(0).expand(r, -1, -1), tokens)
+            pooled = self.model.visual_proj.forward_shared(query, tokens)
             out = self._cosine(pooled, query.unsqueeze(0))
         return out.float().cpu()
 
