@@ -190,11 +190,16 @@ def test_share_prefix_0_takes_the_per_pair_path(
     assert plain.score_pairs(images, texts).shape == (len(PAIRS),)
 
 
-def test_token_boundary_mismatch_falls_back_per_pair(scorer_for: Any) -> None:
+def test_token_boundary_mismatch_falls_back_per_pair(
+    scorer_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The tiny tokenizer splits on word boundaries, so the prefix ends with '"'; an empty caption
     # makes the prompt read '""?', one token across the boundary: that pair takes the old path.
     shared = scorer_for("vqascore", "qwen2vl")
     plain = scorer_for("vqascore", "qwen2vl", "?share_prefix=0")
+    # The scorer ends its prefix before the token next to the caption; the whole text before
+    # the caption as the prefix shows the fallback.
+    monkeypatch.setattr(shared, "_prefix_text", shared._prompt_before_text())
     before = dict(shared.config.get("share_prefix_fallbacks", {}))
     images = [IMAGES[0], IMAGES[0], IMAGES[1]]
     texts = ["", "a red cat", ""]

@@ -249,27 +249,34 @@ def test_itm_equals_blip2_match_probability(
 def test_each_distinct_image_is_processed_once_per_batch(
     scorer_for: Any, monkeypatch: pytest.MonkeyPatch, prefix: str, family: str
 ) -> None:
-    scorer = scorer_for(prefix, family)
-    image_processor = scorer.processor.image_processor
-    preprocess = image_processor.preprocess
-    seen: list[int] = []
-
-    def counting(images: Any, *args: Any, **kwargs: Any) -> Any:
-        seen.append(len(images) if isinstance(images, list) else 1)
-        return preprocess(images, *args, **kwargs)
-
     # 7 pairs showing 3 distinct images (noise_image(0) is IMAGES[0] by content, a new object).
     images = [IMAGES[0], IMAGES[1], noise_image(0), IMAGES[2], IMAGES[1], IMAGES[0], IMAGES[1]]
     texts = [TEXTS[i % 4] for i in range(7)]
-    monkeypatch.setattr(image_processor, "preprocess", counting)
-    fast = scorer.score_pairs(images, texts)
-    assert seen == [3]  # one forward, one call, three images
-    # The generic path (one image per pair through the processor) gives the same scores.
-    seen.clear()
-    monkeypatch.setattr(vlm, "SHARED_IMAGE_LAYOUTS", {})
-    slow = scorer.score_pairs(images, texts)
-    assert seen == [7]
-    assert float((fast - slow).abs().max()) <= 1e-6
+    scores = []
+    for query in ("", "?share_prefix=0"):  # with and without a shared KV prefix
+        scorer = scorer_for(prefix, family, query)
+        image_processor = scorer.processor.image_processor
+        preprocess = image_processor.preprocess
+        seen: list[int] = []
+
+        def counting(
+            images: Any, *args: Any, seen: list[int] = seen, preprocess: Any = preprocess, **kw: Any
+        ) -> Any:
+            flat = [i for x in images for i in (x if isinstance(x, list) else [x])]
+            seen.append(len(flat))
+            return preprocess(images, *args, **kw)
+
+        monkeypatch.setattr(image_processor, "preprocess", counting)
+        scores.append(scorer.score_pairs(images, texts))
+        assert sorted(seen) == [1, 1, 1]  # each distinct image alone, once
+        if query:
+            # Without the stand-in the processor sees one image per pair: the same scores.
+            seen.clear()
+            monkeypatch.setattr(scorer.images, "enabled", False)
+            slow = scorer.score_pairs(images, texts)
+            assert seen == [7]
+            assert float((scores[-1] - slow).abs().max()) <= 1e-6
+    assert float((scores[0] - scores[1]).abs().max()) <= 1e-5
 
 
 def test_vqascore_records_template_and_answer(models: dict[str, Path], scorer_for: Any) -> None:

@@ -110,19 +110,21 @@ for _row in (
     ),
     ModelFamily(
         prefix="vqascore",
-        family="VLM P(Yes) (LLaVA, Qwen-VL, ...)",
+        family="decoder VLM P(first answer token): LLaVA-1.5/OneVision, Qwen2/2.5/3-VL, "
+        "InternVL3 -hf, Gemma 3, SmolVLM2/Idefics3, PaliGemma 2, Llama 3.2 Vision, Mistral 3; "
+        "?parity=t2v_metrics (LLaVA-1.5)",
         text_limit="the context left after the image tokens",
         kind="pair",
-        conversion="none: transformers' model and processor",
+        conversion="none: transformers' model and processor (docs/models.md, VLM families)",
         example="vqascore:llava-hf/llava-1.5-7b-hf",
     ),
     ModelFamily(
         prefix="captionlik",
-        family="VLM caption log-likelihood",
+        family="decoder VLM caption log-likelihood (the vqascore: decoder families)",
         text_limit="the context left after the image tokens",
         kind="pair",
         conversion="none: transformers' model and processor",
-        example="captionlik:llava-hf/llava-1.5-7b-hf",
+        example="captionlik:Qwen/Qwen2.5-VL-7B-Instruct",
     ),
     ModelFamily(
         prefix="vqascore",

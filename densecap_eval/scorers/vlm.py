@@ -1,55 +1,60 @@
-"""Pair scorers built on generative vision-language models: VQAScore and caption likelihood.
+"""Pair scorers built on decoder-only vision-language models: VQAScore and caption likelihood.
 
-Both load any model transformers maps to ``AutoModelForImageTextToText`` (LLaVA, Qwen2-VL,
-Qwen2.5-VL, PaliGemma, Idefics, ...) with its ``AutoProcessor``, and build each prompt with the
-model's own chat template: one user turn holding the image and a text, then the generation prompt.
+One generic scorer for every family transformers maps to ``AutoModelForImageTextToText``
+(LLaVA-1.5, LLaVA-OneVision, Qwen2/2.5/3-VL, InternVL3 ``-hf``, Gemma 3, SmolVLM2 / Idefics3,
+PaliGemma 2, Llama 3.2 Vision, Mistral 3 / Pixtral), loaded with its ``AutoProcessor``; what
+differs between families is data in `densecap_eval.scorers.vlm_families` (encoder-decoder models
+go to `densecap_eval.scorers.vlm_seq2seq`). Each prompt is the model's own chat template over one
+user turn (the image, then a text) and the generation prompt, tokenized by the processor with one
+image list per prompt; when the rendered prompt already starts with the tokenizer's BOS, no
+special tokens are added (else Gemma 3, Idefics3, Llama 3.2 Vision and Mistral 3 would read two
+BOS tokens). A processor without a chat template (PaliGemma) gets the text alone and builds the
+prompt itself. Training ``labels`` a processor returns are dropped.
 
-- ``vqascore:NAME_OR_DIR``: the question is the template with ``{text}`` replaced by the caption
-  (default ``Does this figure show "{text}"? Please answer yes or no.``). The score is P(answer)
-  at the first answer position: the full-vocabulary softmax of the next-token logits after the
-  generation prompt, read at the first token of ``answer`` ("Yes" by default, tokenized alone
-  without special tokens). For a one-token "Yes" this equals t2v_metrics' VQAScore, which takes
-  exp(-loss) of the answer tokens under the same prompt.
+- ``vqascore:NAME_OR_DIR``: the question is ``template`` with ``{text}`` replaced by the caption
+  (default ``Does this figure show "{text}"? Please answer yes or no.``). The score is
+  P(first answer token): the full-vocabulary softmax of the next-token logits after the
+  generation prompt, read at the token the model would emit first for ``answer`` ("Yes"): the
+  token covering the answer's first character when the assistant turn is rendered with the
+  answer (byte-level BPE after ``Assistant:``: " Yes"; SentencePiece: "▁Yes").
+  ``?parity=t2v_metrics`` (LLaVA-1.5 only) computes what t2v_metrics' VQAScore computes instead:
+  its system message and ``USER: <image>\\n... ASSISTANT: `` prompt (not the model's chat
+  template), its question template, images padded to square with the image processor's mean
+  colour, text chunks around the image tokenized separately, and the score
+  exp(-mean cross-entropy) over the answer "Yes" followed by the end token, i.e.
+  sqrt(P(Yes) * P(</s> | Yes)). The default is not equal to t2v_metrics' score.
 - ``captionlik:NAME_OR_DIR``: the caption is the assistant's reply to ``prompt`` (default
   ``Describe this image.``); the score is the mean (``reduce=mean``, default) or the sum
   (``reduce=sum``) of the log-probabilities of the caption's tokens (tokenized alone, appended
   after the generation prompt; no end-of-turn token). An empty caption scores 0.
 
-Batching: ``score_pairs`` scores the pairs it is given in one forward (the engine sizes that batch
-with ``--batch-size`` and halves it on out-of-memory; ``batch_size`` here only chunks ``score``).
-Prompts are left-padded (captions are appended before padding), so every sequence's
-real tokens end at the last position. Positions are left to the model: rotary embeddings depend
-on relative positions only, and multimodal RoPE (Qwen2-VL) derives positions from the attention
-mask, so a pair's score does not depend on its batch-mates (tests check <= 1e-4 in fp32).
-Distinct images of a batch are found by content (SCM plans every region x caption pair, so many
-pairs share one crop). For processor families whose image-output layout is known (``LlavaProcessor``,
-``Qwen2VLProcessor``, ``Qwen2_5_VLProcessor``; see `SHARED_IMAGE_LAYOUTS`) the image processor runs
-once per distinct image, its outputs are repeated into the pairs' order, and the processor's own
-``replace_image_token`` and text path expand each prompt's image token, so the encoding is the one
-a per-pair call gives. Other families (PaliGemma, Idefics, ...) take the generic path: the processor
-gets one image per pair.
+Batching: ``score_pairs`` scores the pairs it is given (the engine sizes that batch with
+``--batch-size`` and halves it on out-of-memory; ``batch_size`` here only chunks ``score``).
+Sequences are left-padded whatever the tokenizer's padding side (captions are appended before
+padding), so every sequence ends at the last position; positions are left to the model (rotary
+embeddings depend on relative positions; multimodal RoPE derives them from the attention mask).
+Each distinct image of a batch (found by content) goes through the image processor once, for
+every family (`vlm_common.ImageDedup` stands in for the processor's image processor).
 
-Prefix sharing (default; ``?share_prefix=0`` turns it off): for those same processor families, a
-batch whose pairs repeat an image runs each distinct image's prompt prefix (everything before the
-caption: chat-template text and image tokens; for ``captionlik:`` the whole prompt) once, with the
-KV cache kept, so the vision tower and the image tokens run once per distinct image; then all of
-its pairs' continuations (the caption and the question's tail for VQAScore, the caption tokens for
-caption likelihood) run in one forward over that cache, expanded to the pairs
-(`Cache.batch_select_indices`), left-padded, with the attention mask ones over the prefix and
-position ids continuing from the prefix's end (Qwen2-VL's multimodal RoPE: from the model's own
-`get_rope_index` offset for that image's grid). Distinct images whose prefixes have one token count
-share one prefix forward. Whole prompts are tokenized as without sharing; a pair whose first L
-tokens are not its prefix's L tokens (a tokenizer merging across the boundary) takes the path
-without sharing, counted in ``config["share_prefix_fallbacks"]``. A prompt whose caption comes
-before the image turns sharing off (``config["share_prefix_off"]`` says why). Scores equal the
-path without sharing within 1e-4 (fp32), so the fingerprint does not depend on the option.
+Prefix sharing (default where exact; ``?share_prefix=0`` turns it off): a batch whose pairs
+repeat an image runs each distinct image's prompt prefix (everything before the caption; for
+``captionlik:`` the whole prompt) once with the KV cache kept, then all its pairs' continuations
+(the caption and the question's tail, or the caption tokens) in one forward over that cache
+expanded to the pairs, positions continuing from the prefix's end (multimodal RoPE: from the
+model's own ``get_rope_index`` offset). A continuation is the pair's prompt tokens after the
+prefix's tokens (tokenized without image expansion); a pair whose first tokens are not the
+prefix's (a tokenizer merging across the boundary) takes the path without sharing, counted in
+``config["share_prefix_fallbacks"]``. Sharing is off, with the reason in
+``config["share_prefix_off"]``, for families whose attention makes it inexact (PaliGemma's
+prefix-LM) or unknown, and for prompts whose caption comes before the image. Scores equal the
+path without sharing (tests: 1e-5 in fp32), so the fingerprint does not depend on the option.
 
 Token budget: ``max_text_tokens`` is the model's context (``max_position_embeddings`` of the
 language model) minus the prompt with an empty text, image tokens included, measured at load
 time with a 336 x 336 grey probe image (models with dynamic resolution use more tokens for larger
-images), minus one position for the answer. Policies: ``truncate`` keeps the longest prefix
-within the budget, ``error`` raises, ``chunk-mean`` scores sentence-aligned chunks within the
-budget and averages their scores (a pair scorer has no embeddings to average).
+images), minus the answer's positions. Policies: ``truncate`` keeps the longest prefix within the
+budget, ``error`` raises, ``chunk-mean`` scores sentence-aligned chunks within the budget and
+averages their scores.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ from typing import TYPE_CHECKING, Any
 from densecap_eval.batching import default_batch_size
 from densecap_eval.errors import ModelLoadError
 from densecap_eval.scorers import vlm_common as common
+from densecap_eval.scorers import vlm_families as families
 
 if TYPE_CHECKING:
     import torch
@@ -79,20 +85,10 @@ PROBE_SIZE = 336
 # Stands in for the text when locating where it enters the prompt (`_prompt_before_text`).
 TEXT_MARKER = "\u2063densecap-text\u2063"
 
-# Processor class -> how its image processor's outputs are laid out, for processing each distinct
-# image once: "rows" (one leading row per image in every output, e.g. LLaVA's pixel_values) or
-# "grid" (Qwen2-VL: pixel_values are the images' patches concatenated, image_grid_thw one row per
-# image). Only processors that use transformers' generic ProcessorMixin.__call__ and
-# _process_images are listed; anything else takes the per-pair path.
-SHARED_IMAGE_LAYOUTS = {
-    "LlavaProcessor": "rows",
-    "Qwen2VLProcessor": "grid",
-    "Qwen2_5_VLProcessor": "grid",
-}
-
 
 def _load_generative(spec: str, path: str, device: str, dtype: Any) -> tuple[Any, Any, Any]:
     """(config, processor, model) of an image-text-to-text model, or a clear `ModelLoadError`."""
+    common.check_transformers(spec)
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
@@ -113,6 +109,8 @@ def _load_generative(spec: str, path: str, device: str, dtype: Any) -> tuple[Any
     try:
         processor = AutoProcessor.from_pretrained(source)
         model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype)
+    except ImportError as exc:
+        raise common.missing_package_error(spec, exc) from None
     except (OSError, ValueError, TypeError) as exc:
         raise ModelLoadError(f"{spec}: cannot load the model or its processor: {exc}") from exc
     if (
@@ -120,80 +118,10 @@ def _load_generative(spec: str, path: str, device: str, dtype: Any) -> tuple[Any
         or getattr(processor, "image_processor", None) is None
     ):
         raise ModelLoadError(f"{spec}: the processor has no tokenizer or no image processor")
-    processor.tokenizer.padding_side = "left"
     if processor.tokenizer.pad_token_id is None:
         processor.tokenizer.pad_token = processor.tokenizer.eos_token
     model.to(device).eval()  # type: ignore[arg-type]
     return config, processor, model
-
-
-class _LayoutMismatch(ValueError):
-    """Image-processor outputs that do not follow the layout `SHARED_IMAGE_LAYOUTS` names."""
-
-
-def shared_image_layout(processor: Any) -> str | None:
-    """The `SHARED_IMAGE_LAYOUTS` entry of a processor that uses the generic call path, else None."""
-    from transformers.processing_utils import ProcessorMixin
-
-    cls = type(processor)
-    layout = SHARED_IMAGE_LAYOUTS.get(cls.__name__)
-    generic = (
-        cls.__call__ is ProcessorMixin.__call__
-        and cls._process_images is ProcessorMixin._process_images
-    )
-    return layout if generic else None
-
-
-def expand_image_inputs(processed: Any, inverse: Sequence[int], layout: str) -> Any:
-    """Image-processor outputs for distinct images, repeated into the order ``inverse`` gives."""
-    import torch
-
-    n = int(max(inverse)) + 1
-    idx = torch.as_tensor(list(inverse), dtype=torch.long)
-    out = processed.__class__(dict(processed))  # a copy of the BatchFeature
-    if layout == "grid":
-        grid = processed["image_grid_thw"]
-        sizes = [int(x) for x in grid.prod(dim=-1)]
-        patches = torch.split(processed["pixel_values"], sizes, dim=0)
-        out["pixel_values"] = torch.cat([patches[i] for i in inverse], dim=0)
-        out["image_grid_thw"] = grid[idx]
-        return out
-    for key, value in processed.items():
-        if isinstance(value, torch.Tensor) and value.shape[:1] == (n,):
-            out[key] = value[idx]
-        elif isinstance(value, list) and len(value) == n:
-            out[key] = [value[i] for i in inverse]
-        else:
-            raise _LayoutMismatch(f"image-processor output {key!r} has no row per image")
-    return out
-
-
-def select_prefix_rows(enc: Any, rows: Sequence[int], layout: str) -> dict[str, Any]:
-    """Processor outputs of the prompts ``rows`` (equal real lengths), padding columns dropped."""
-    import torch
-
-    mask = enc["attention_mask"]
-    n = int(mask.shape[0])
-    idx = torch.as_tensor(list(rows), dtype=torch.long)
-    real = mask[rows[0]].bool()
-    if int(real.sum()) != int(mask[idx].sum(dim=1).min()):
-        raise ValueError("prefix rows of different lengths in one group")
-    out: dict[str, Any] = {}
-    if layout == "grid":
-        grid = enc["image_grid_thw"]
-        patches = torch.split(enc["pixel_values"], [int(x) for x in grid.prod(dim=-1)], dim=0)
-        out["pixel_values"] = torch.cat([patches[i] for i in rows], dim=0)
-        out["image_grid_thw"] = grid[idx]
-    for key, value in enc.items():
-        if key in out:
-            continue
-        if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape == mask.shape:
-            out[key] = value[idx][:, real]
-        elif isinstance(value, torch.Tensor) and value.shape[:1] == (n,):
-            out[key] = value[idx]
-        else:
-            raise _LayoutMismatch(f"processor output {key!r} has no row per prompt")
-    return out
 
 
 def _context_length(config: Any, tokenizer: Any) -> int:
@@ -231,15 +159,26 @@ class _GenerativePairScorer(common.PairScorerBase):
         share = common.flag_option(
             spec, "share_prefix", options.pop("share_prefix", None), default=True
         )
+        self.parity: str | None = options.get("parity")
         self.options = options
         self.model_config, self.processor, self.model = _load_generative(
             spec, path, self.device, self.dtype
         )
+        self.model_type = str(self.model_config.model_type)
+        self.rule = families.rule_for(self.model_type)
         self.tokenizer = self.processor.tokenizer
-        self._share_images = True  # off after a layout mismatch (see `_process`)
+        self.images = common.ImageDedup()
         self.has_chat_template = bool(getattr(self.processor, "chat_template", None))
         self._forward_params = set(inspect.signature(self.model.forward).parameters)
+        self._image_tokens: int | None = None  # parity: image tokens per image
+        self._check_parity()
         self._check_options()
+        # Special tokens: off when the rendered prompt carries BOS already (decided by the text).
+        self.add_special = not (
+            self.has_chat_template
+            and not self.parity
+            and families.starts_with_bos(self.tokenizer, self.prompt(""))
+        )
         overhead = self._prompt_overhead(spec)
         self.context_length = _context_length(self.model_config, self.tokenizer)
         self.max_text_tokens = self.context_length - overhead - self._reserved_tokens()
@@ -249,7 +188,7 @@ class _GenerativePairScorer(common.PairScorerBase):
                 f"{self.context_length} positions, leaving no room for text"
             )
         self.budget = common.TextBudget(self.tokenizer, self.max_text_tokens, spec=spec)
-        # Prefix sharing changes how scores are computed, not what they are (equal within 1e-4),
+        # Prefix sharing changes how scores are computed, not what they are (equal within 1e-5),
         # so it is not part of the fingerprint: both paths share cached scores.
         self._fingerprint = common.weights_fingerprint(
             path, self.model_config, {"scorer": self.prefix, **self._score_options()}
@@ -271,10 +210,26 @@ class _GenerativePairScorer(common.PairScorerBase):
         return {**self._score_options(), **self.sharing.as_config()}
 
     def _score_options(self) -> dict[str, Any]:
-        """The options that define the scores (precision, template, answer, prompt, reduce)."""
+        """The options that define the scores (precision, template, answer, prompt, reduce,
+        parity and what it computes)."""
         return {"precision": self.precision, **self.options}
 
     # -- prompting ---------------------------------------------------------------------------
+
+    def _check_parity(self) -> None:
+        if self.parity is None:
+            return
+        allowed = families.PARITY_TYPES.get(self.parity) if self.prefix == "vqascore" else None
+        if allowed is None:
+            raise ModelLoadError(
+                f"{self.spec}: unknown parity {self.parity!r} for {self.prefix}: "
+                f"(known: {', '.join(families.PARITY_TYPES) if self.prefix == 'vqascore' else 'none'})"
+            )
+        if self.model_type not in allowed:
+            raise ModelLoadError(
+                f"{self.spec}: parity={self.parity} is defined for model types "
+                f"{', '.join(allowed)}, not {self.model_type!r}"
+            )
 
     def _check_options(self) -> None:
         """Subclasses validate their options (template, answer, reduce)."""
@@ -288,21 +243,39 @@ class _GenerativePairScorer(common.PairScorerBase):
     def _suffix_ids(self, text: str) -> list[int]:
         return []
 
+    def _messages(self, question: str, reply: str | None = None) -> list[dict[str, Any]]:
+        user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
+        if reply is None:
+            return [user]
+        return [user, {"role": "assistant", "content": [{"type": "text", "text": reply}]}]
+
     def prompt(self, text: str) -> str:
         """The full prompt string (before image-token expansion) for one text."""
         question = self._user_text(text)
+        if self.parity:
+            return families.t2v_question(question, self._image_token())
         if not self.has_chat_template:
-            # PaliGemma-style processors place the image tokens themselves.
-            return question
-        messages = [
-            {
-                "role": "user",
-                "content": [{"type": "image"}, {"type": "text", "text": question}],
-            }
-        ]
+            # PaliGemma-style processors build the prompt around the text themselves.
+            return self._image_token() + question
         return str(
-            self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            self.processor.apply_chat_template(
+                self._messages(question), add_generation_prompt=True, tokenize=False
+            )
         )
+
+    def _image_token(self) -> str:
+        return str(getattr(self.processor, "image_token", "") or "<image>")
+
+    def _text_ids(self, prompt: str) -> list[int]:
+        """A prompt's token ids with each image as its one placeholder token (not expanded)."""
+        if self.parity:
+            ids = families.t2v_chunk_ids(
+                self.tokenizer, prompt, self._image_token(), self._image_token_id()
+            )
+            # t2v_metrics' labels start one token before the question's end when it ends with a
+            # space (that space merges into the answer's first token).
+            return ids[:-1] if prompt.endswith(" ") else ids
+        return list(self.tokenizer(prompt, add_special_tokens=self.add_special)["input_ids"])
 
     def _prompt_before_text(self) -> str:
         """The prompt string up to where the text enters it (all of it when the text does not)."""
@@ -311,26 +284,29 @@ class _GenerativePairScorer(common.PairScorerBase):
         return rendered if at < 0 else rendered[:at]
 
     def _shared_prefix_text(self) -> str | None:
-        """The prompt prefix that pairs of one image share (image tokens included), or None.
-
-        None (prefix sharing off, recorded in `sharing`) for processors outside
-        `SHARED_IMAGE_LAYOUTS`, a model whose forward takes no KV cache, or a prompt where the
-        text comes before the image (the prefix would then hold no image).
-        """
-        if shared_image_layout(self.processor) is None or not self.has_chat_template:
-            self.sharing.turn_off(
-                f"processor {type(self.processor).__name__} is not one of "
-                f"{', '.join(sorted(SHARED_IMAGE_LAYOUTS))}"
-            )
+        """The prompt prefix that pairs of one image share (image tokens included), or None
+        (sharing off, the reason recorded in `sharing`)."""
+        if self.rule.share is not None:
+            self.sharing.turn_off(self.rule.share)
+            return None
+        if not self.has_chat_template and not self.parity:
+            self.sharing.turn_off("no chat template: the processor builds the prompt")
             return None
         if self._cache_arg is None:
             self.sharing.turn_off("the model's forward takes no KV cache")
             return None
         prefix = self._prompt_before_text()
-        image_token = getattr(self.processor, "image_token", None)
-        if not image_token or image_token not in prefix:
+        image_end = prefix.rfind(self._image_token())
+        if image_end < 0:
             self.sharing.turn_off("the caption comes before the image in the prompt")
             return None
+        image_end += len(self._image_token())
+        # End the prefix before its last token (the one next to the caption, e.g. ' "'), so a
+        # subword tokenizer merging it with the caption's first characters still shares it.
+        enc = self.tokenizer(prefix, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"]
+        if offsets and offsets[-1][0] >= image_end:
+            prefix = prefix[: offsets[-1][0]]
         return prefix
 
     @property
@@ -345,7 +321,7 @@ class _GenerativePairScorer(common.PairScorerBase):
 
         probe = Image.new("RGB", (PROBE_SIZE, PROBE_SIZE), (128, 128, 128))
         try:
-            enc = self.processor(text=[self.prompt("")], images=[probe], return_tensors="pt")
+            enc = self._process([self.prompt("")], [probe])
         except Exception as exc:  # any processor failure here means the prompt cannot be built
             raise ModelLoadError(
                 f"{spec}: cannot build a prompt with an image for this model "
@@ -353,79 +329,111 @@ class _GenerativePairScorer(common.PairScorerBase):
             ) from exc
         return int(enc["attention_mask"].sum())
 
-    # -- batched forward ---------------------------------------------------------------------
+    # -- encoding ----------------------------------------------------------------------------
+
+    def _process(self, prompts: list[str], images: Sequence[Image.Image]) -> Any:
+        """The processor's encoding of prompt i with image i (one image list per prompt), each
+        distinct image through the image processor once; training ``labels`` dropped."""
+        if self.parity:
+            return self._process_parity(prompts, images)
+        kwargs = {} if self.add_special else {"add_special_tokens": False}
+        with self.images.active(self.processor):
+            enc = self.processor(
+                text=prompts,
+                images=[[im] for im in images],
+                return_tensors="pt",
+                padding=True,
+                **kwargs,
+            )
+        enc.pop("labels", None)
+        return enc
+
+    def _process_parity(self, prompts: list[str], images: Sequence[Image.Image]) -> Any:
+        """t2v_metrics' LLaVA encoding: square-padded images, chunk-tokenized prompts with the
+        image placeholder expanded to the image's tokens, left-padded."""
+        import torch
+        from transformers import BatchFeature
+
+        ip = self.processor.image_processor
+        fill = tuple(int(x * 255) for x in ip.image_mean)
+        padded = [common.expand_to_square(im, fill) for im in images]
+        with self.images.active(self.processor):
+            pixels = self.processor.image_processor(padded, return_tensors="pt")["pixel_values"]
+        if self._image_tokens is None:
+            probe = self.processor(text=[self._image_token()], images=[[padded[0]]])
+            self._image_tokens = sum(
+                1 for t in probe["input_ids"][0] if t == self._image_token_id()
+            )
+        rows = [self._expand(self._text_ids(p)) for p in prompts]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), int(self.tokenizer.pad_token_id), dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r) :] = torch.as_tensor(r, dtype=torch.long)
+            mask[i, width - len(r) :] = 1
+        return BatchFeature({"input_ids": ids, "attention_mask": mask, "pixel_values": pixels})
+
+    def _expand(self, ids: list[int]) -> list[int]:
+        image_id = self._image_token_id()
+        out: list[int] = []
+        for t in ids:
+            out.extend([t] * (self._image_tokens or 1) if t == image_id else [t])
+        return out
+
+    def _image_token_id(self) -> int:
+        value = getattr(self.processor, "image_token_id", None)
+        if isinstance(value, int):
+            return value
+        return int(self.tokenizer.convert_tokens_to_ids(self._image_token()))
 
     def _encode(self, images: Sequence[Image.Image], texts: Sequence[str]) -> tuple[Any, list[int]]:
         """Processor outputs for a batch, left-padded, with each text's suffix appended."""
         import torch
 
-        prompts = [self.prompt(t) for t in texts]
-        enc = self._process(prompts, images)
+        enc = self._process([self.prompt(t) for t in texts], images)
         suffixes = [self._suffix_ids(t) for t in texts]
         mask = enc["attention_mask"].bool()
-        if not any(suffixes) and bool(mask[:, -1].all()):  # left-padded already, nothing to add
-            return enc, [0] * len(texts)
         seq_keys = [
             k
-            for k, v in enc.items()
-            if isinstance(v, torch.Tensor) and v.shape[:2] == mask.shape and k != "pixel_values"
+            for k in families.TOKEN_KEYS
+            if isinstance(enc.get(k), torch.Tensor) and enc[k].shape[:2] == mask.shape
         ]
+        if not any(suffixes) and bool(mask[:, -1].all()):  # left-padded already, nothing to add
+            return enc, [0] * len(texts)
         rows: dict[str, list[torch.Tensor]] = {k: [] for k in seq_keys}
         for i, suffix in enumerate(suffixes):
-            extra = torch.as_tensor(suffix, dtype=torch.long)
             for k in seq_keys:
                 real = enc[k][i][mask[i]]
-                rows[k].append(torch.cat([real, self._suffix_fill(k, extra).to(real.dtype)]))
+                extra = self._suffix_fill(k, real, len(suffix), suffix)
+                rows[k].append(torch.cat([real, extra.to(real.dtype)]))
         width = max(len(r) for r in rows["input_ids"])
         pad_id = int(self.tokenizer.pad_token_id)
         for k in seq_keys:
-            pad = pad_id if k == "input_ids" else 0
-            out = torch.full((len(texts), width), pad, dtype=enc[k].dtype)
+            first = rows[k][0]
+            out = torch.full(
+                (len(texts), width, *first.shape[1:]),
+                pad_id if k == "input_ids" else 0,
+                dtype=enc[k].dtype,
+            )
             for i, r in enumerate(rows[k]):
                 out[i, width - len(r) :] = r
             enc[k] = out
         return enc, [len(s) for s in suffixes]
 
-    def _process(self, prompts: list[str], images: Sequence[Image.Image]) -> Any:
-        """The processor's encoding of the batch; each distinct image processed once if we can."""
-        uniq, inverse = common.unique_images(images)
-        pair_images = [uniq[i] for i in inverse]
-        layout = shared_image_layout(self.processor) if self._share_images else None
-        if layout is None or len(uniq) == len(images):
-            return self.processor(
-                text=prompts, images=pair_images, return_tensors="pt", padding=True
-            )
-        processor = self.processor
-
-        def process_once(_: Any, **kwargs: Any) -> tuple[Any, list[str]]:
-            # Stands in for ProcessorMixin._process_images: same outputs, one image per pair.
-            processed = processor.image_processor(uniq, **kwargs)
-            tokens = [
-                processor.replace_image_token(processed, image_idx=j, **kwargs)
-                for j in range(len(uniq))
-            ]
-            return expand_image_inputs(processed, inverse, layout), [tokens[i] for i in inverse]
-
-        processor._process_images = process_once
-        try:
-            return processor(text=prompts, images=pair_images, return_tensors="pt", padding=True)
-        except _LayoutMismatch as exc:
-            log.warning("%s: %s; processing one image per pair", self.spec, exc)
-            self._share_images = False
-        finally:
-            del processor._process_images
-        return processor(text=prompts, images=pair_images, return_tensors="pt", padding=True)
-
-    def _suffix_fill(self, key: str, suffix: torch.Tensor) -> torch.Tensor:
+    def _suffix_fill(self, key: str, real: torch.Tensor, n: int, ids: list[int]) -> torch.Tensor:
+        """Values of per-token output ``key`` for ``n`` tokens appended after ``real``'s."""
         import torch
 
         if key == "input_ids":
-            return suffix
+            return torch.as_tensor(ids, dtype=torch.long)
         if key == "attention_mask":
-            return torch.ones_like(suffix)
-        if key == "token_type_ids" and self.model_config.model_type == "paligemma":
-            return torch.ones_like(suffix)  # PaliGemma: 1 marks the causal suffix
-        return torch.zeros_like(suffix)
+            return torch.ones(n, dtype=torch.long)
+        fill = self.rule.suffix_fill.get(key, 0)
+        if fill == "last":
+            return real[-1:].expand(n, *real.shape[1:]).clone()
+        return torch.full((n, *real.shape[1:]), int(fill), dtype=real.dtype)
+
+    # -- batched forward ---------------------------------------------------------------------
 
     def _forward(self, enc: Any, keep: int, **kwargs: Any) -> Any:
         """The model's output on ``enc`` (its forward's keys), logits of the last ``keep`` positions."""
@@ -469,22 +477,13 @@ class _GenerativePairScorer(common.PairScorerBase):
         lengths = [len(x) for x in suffixes]
         keep = max(lengths) + 1
         if self._prefix_text is not None and self.sharing.on:
-            # Looked up per call, as `_process` does: the table is what says a layout is known.
-            layout = shared_image_layout(self.processor)
-            if layout is None:
-                self.sharing.fall_back("processor image layout not known", len(texts))
-                return (*self._tail_unshared(images, texts, keep), lengths)
-            try:
-                return (*self._tail_shared(images, texts, suffixes, keep, layout), lengths)
-            except _LayoutMismatch as exc:  # then no later batch can share either
-                log.warning("%s: %s; prefix sharing off", self.spec, exc)
-                self.sharing.turn_off(str(exc))
+            return (*self._tail_shared(images, texts, suffixes, keep), lengths)
         return (*self._tail_unshared(images, texts, keep), lengths)
 
     def _tail_unshared(
         self, images: Sequence[Image.Image], texts: Sequence[str], keep: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Today's path: whole prompts, left-padded, one forward."""
+        """Whole prompts, left-padded, one forward."""
         enc, _ = self._encode(images, texts)
         return self._log_probs(enc, keep), enc["input_ids"][:, -keep:]
 
@@ -494,36 +493,37 @@ class _GenerativePairScorer(common.PairScorerBase):
         texts: Sequence[str],
         suffixes: Sequence[list[int]],
         keep: int,
-        layout: str,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prefix sharing: each distinct image's prefix once, then all its pairs' continuations.
 
-        The whole prompts are tokenized exactly as `_tail_unshared` does (same processor call,
-        same image-token expansion); a pair shares its image's prefix only when its first L
-        tokens are the prefix's L tokens, else it takes `_tail_unshared` (counted by reason).
+        A pair's continuation is its prompt's tokens after the prefix's tokens (both without
+        image expansion, which sits inside the prefix), then its suffix; a pair whose prompt
+        does not start with the prefix's tokens takes `_tail_unshared` (counted by reason).
         """
         import torch
 
         uniq, inverse = common.unique_images(images)
         if len(uniq) == len(images):  # nothing to share: the one-forward path costs less
             return self._tail_unshared(images, texts, keep)
-        prefix_enc, full_enc = self._encode_split(uniq, inverse, texts)
-        pmask = prefix_enc["attention_mask"].bool()
-        prefix_ids = [prefix_enc["input_ids"][u][pmask[u]].tolist() for u in range(len(uniq))]
-        fmask = full_enc["attention_mask"].bool()
-        image_id = self._image_token_id()
+        assert self._prefix_text is not None
+        prefix = self._text_ids(self._prefix_text)
         conts: list[list[int] | None] = []
-        for i, suffix in enumerate(suffixes):
-            ids = full_enc["input_ids"][i][fmask[i]].tolist()
-            prefix = prefix_ids[inverse[i]]
-            if ids[: len(prefix)] != prefix:
+        for text, suffix in zip(texts, suffixes, strict=True):
+            prompt_ids = self._text_ids(self.prompt(text))
+            if prompt_ids[: len(prefix)] != prefix:
                 self.sharing.fall_back("prompt tokens differ from the prefix's at the boundary")
                 conts.append(None)
-            elif image_id is not None and image_id in ids[len(prefix) :]:
+            elif self._image_token_id() in prompt_ids[len(prefix) :]:
                 self.sharing.fall_back("an image token after the prefix")
                 conts.append(None)
             else:
-                conts.append(ids[len(prefix) :] + list(suffix))
+                conts.append(prompt_ids[len(prefix) :] + list(suffix))
+
+        used = sorted({inverse[i] for i, c in enumerate(conts) if c is not None})
+        encs = {u: self._process([self._prefix_text], [uniq[u]]) for u in used}
+        by_length: dict[int, list[int]] = {}
+        for u in used:
+            by_length.setdefault(int(encs[u]["input_ids"].shape[1]), []).append(u)
 
         pad_id = int(self.tokenizer.pad_token_id)
         out: torch.Tensor | None = None
@@ -537,22 +537,18 @@ class _GenerativePairScorer(common.PairScorerBase):
             out[index.to(out.device)] = logp
             tail_ids[index] = ids.cpu()
 
-        by_length: dict[int, list[int]] = {}
-        for u in sorted({inverse[i] for i, c in enumerate(conts) if c is not None}):
-            by_length.setdefault(len(prefix_ids[u]), []).append(u)
-        for group in by_length.values():
-            members = set(group)
-            rows = [i for i, c in enumerate(conts) if c is not None and inverse[i] in members]
-            logp, ids = self._tail_group(
-                prefix_enc,
-                group,
-                [group.index(inverse[i]) for i in rows],
-                [c for i in rows if (c := conts[i]) is not None],
-                prefix_ids[group[0]][-1],
-                keep,
-                layout,
-            )
-            place(rows, logp, ids)
+        for length_group in by_length.values():
+            for group, enc in _joined(length_group, encs):
+                members = set(group)
+                rows = [i for i, c in enumerate(conts) if c is not None and inverse[i] in members]
+                logp, ids = self._tail_group(
+                    enc,
+                    group,
+                    [group.index(inverse[i]) for i in rows],
+                    [c for i in rows if (c := conts[i]) is not None],
+                    keep,
+                )
+                place(rows, logp, ids)
         rest = [i for i, c in enumerate(conts) if c is None]
         if rest:
             logp, ids = self._tail_unshared(
@@ -564,13 +560,11 @@ class _GenerativePairScorer(common.PairScorerBase):
 
     def _tail_group(
         self,
-        prefix_enc: Any,
+        enc: Any,
         group: list[int],
         rows: list[int],
         conts: list[list[int]],
-        last_prefix_id: int,
         keep: int,
-        layout: str,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One prefix forward for the distinct images ``group`` (prefixes of one length L), then
         one forward of the pairs' continuations (pair j continues prefix row ``rows[j]``) over the
@@ -578,7 +572,6 @@ class _GenerativePairScorer(common.PairScorerBase):
         the prefix and the continuation's mask, positions continuing from each prefix's end."""
         import torch
 
-        enc = select_prefix_rows(prefix_enc, group, layout)
         length = int(enc["input_ids"].shape[1])
         assert self._cache_arg is not None  # `_shared_prefix_text` checked it
         first = self._forward(enc, 1, use_cache=True)
@@ -600,11 +593,12 @@ class _GenerativePairScorer(common.PairScorerBase):
                     ids[j, width - len(c) :] = torch.as_tensor(c, dtype=torch.long)
                     mask[j, width - len(c) :] = 1
                     positions[j, width - len(c) :] = torch.arange(start, start + len(c))
-            cont = {
+            cont: dict[str, Any] = {
                 "input_ids": ids,
                 "attention_mask": torch.cat([torch.ones((n, length), dtype=torch.long), mask], 1),
                 "position_ids": positions.unsqueeze(0).expand(3, -1, -1) if mrope else positions,
             }
+            cont.update(self._continuation_extras(enc, row_index, mask))
             k = min(keep, width)
             logits = self._forward(cont, k, use_cache=True, **{self._cache_arg: cache}).logits
             logp[:, keep - k :] = torch.log_softmax(logits[:, -k:].float(), dim=-1)
@@ -615,14 +609,39 @@ class _GenerativePairScorer(common.PairScorerBase):
                 tail_ids[j, keep - m :] = torch.as_tensor(c[-m:], dtype=torch.long)
             if len(c) < keep:  # the prefix's last position predicts the continuation's first
                 logp[j, keep - 1 - len(c)] = last[rows[j]]
-                tail_ids[j, keep - 1 - len(c)] = last_prefix_id
+                tail_ids[j, keep - 1 - len(c)] = int(enc["input_ids"][rows[j], -1])
         return logp, tail_ids
+
+    def _continuation_extras(
+        self, enc: Any, row_index: torch.Tensor, mask: torch.Tensor
+    ) -> dict[str, Any]:
+        """Per-token inputs other than ids and mask for continuation tokens: token types 0 (or
+        the rule's value); Llama 3.2 Vision's cross-attention mask over the whole sequence, the
+        prefix's rows then its last row repeated for the continuation's real tokens."""
+        import torch
+
+        out: dict[str, Any] = {}
+        for key in families.TOKEN_KEYS[2:]:
+            value = enc.get(key)
+            if not isinstance(value, torch.Tensor) or key not in self._forward_params:
+                continue
+            fill = self.rule.suffix_fill.get(key, 0)
+            prefix_rows = value[row_index]
+            if fill == "last":
+                tail = prefix_rows[:, -1:].expand(-1, mask.shape[1], *value.shape[2:]).clone()
+                tail[~mask.bool()] = 0
+                out[key] = torch.cat([prefix_rows, tail], dim=1)
+            else:
+                out[key] = torch.full(
+                    (mask.shape[0], mask.shape[1], *value.shape[2:]), int(fill), dtype=value.dtype
+                )
+        return out
 
     def _position_deltas(self, enc: Any) -> tuple[torch.Tensor, bool]:
         """Per prefix row, (next text position - prefix length), and whether RoPE is multimodal.
 
-        1-D RoPE: 0. Multimodal RoPE (Qwen2-VL, Qwen2.5-VL): the image's grid, not its token
-        count, advances positions; the model's own `get_rope_index` gives the offset.
+        1-D RoPE: 0. Multimodal RoPE (Qwen2-VL, Qwen2.5-VL, Qwen3-VL): the image's grid, not its
+        token count, advances positions; the model's own `get_rope_index` gives the offset.
         """
         import torch
 
@@ -636,78 +655,108 @@ class _GenerativePairScorer(common.PairScorerBase):
         _, deltas = get_rope_index(**kwargs)
         return deltas.reshape(-1).long().cpu(), True
 
-    def _image_token_id(self) -> int | None:
-        value = getattr(self.processor, "image_token_id", None)
-        return int(value) if isinstance(value, int) else None
 
-    def _encode_split(
-        self, uniq: Sequence[Image.Image], inverse: Sequence[int], texts: Sequence[str]
-    ) -> tuple[Any, Any]:
-        """(processor outputs of the shared prefix with each distinct image, the whole prompts'
-        tokens): images processed once; the prompts tokenized by the processor's own text path
-        with the same image-token expansion as today's (`_process`), without image outputs."""
-        processor = self.processor
-        original = type(processor)._process_images
-        replacements: list[Any] = []
+def _joined(group: list[int], encs: dict[int, Any]) -> list[tuple[list[int], Any]]:
+    """The prefix encodings of ``group`` (one length) joined into one batch, or one per image
+    when their image outputs do not stack (different tile counts, say)."""
+    import torch
 
-        def capture(images: Any, **kwargs: Any) -> tuple[Any, list[Any]]:
-            processed, tokens = original(processor, images, **kwargs)
-            replacements.extend(tokens)
-            return processed, tokens
-
-        def replace_only(_: Any, **kwargs: Any) -> tuple[Any, list[Any]]:
-            return {}, [replacements[i] for i in inverse]
-
-        prefix_prompts = [self._prefix_text] * len(uniq)
-        processor._process_images = capture
-        try:
-            prefix_enc = processor(
-                text=prefix_prompts, images=list(uniq), return_tensors="pt", padding=True
-            )
-        finally:
-            del processor._process_images
-        if len(replacements) != len(uniq):
-            raise _LayoutMismatch("the processor gives no image-token text per image")
-        processor._process_images = replace_only
-        try:
-            full_enc = processor(
-                text=[self.prompt(t) for t in texts],
-                images=[uniq[i] for i in inverse],
-                return_tensors="pt",
-                padding=True,
-            )
-        finally:
-            del processor._process_images
-        return prefix_enc, full_enc
+    parts = [encs[u] for u in group]
+    if len(parts) == 1:
+        return [(group, parts[0])]
+    try:
+        data: dict[str, Any] = {}
+        for key in parts[0]:
+            values = [p[key] for p in parts]
+            if isinstance(values[0], torch.Tensor):
+                data[key] = torch.cat(values, dim=0)
+            elif isinstance(values[0], list):
+                data[key] = [x for v in values for x in v]
+            else:
+                raise TypeError(key)
+    except (RuntimeError, TypeError):
+        return [([u], encs[u]) for u in group]
+    return [(group, parts[0].__class__(data))]
 
 
 class VQAScorer(_GenerativePairScorer):
-    """P("Yes") to "Does this figure show "{text}"?" under a generative VLM."""
+    """P(first answer token) to "Does this figure show "{text}"?" under a generative VLM."""
 
     prefix = "vqascore"
 
     def _check_options(self) -> None:
+        if self.parity:
+            # t2v_metrics' template and answer (with the end token), stated on the run card.
+            self.options.setdefault("template", families.T2V_TEMPLATE)
+            self.options.setdefault("answer", DEFAULT_ANSWER)
+            self.options["score"] = "exp(-mean CE) of answer + end token"
+        else:
+            self.options["score"] = "P(first answer token)"
         template = self.options.setdefault("template", DEFAULT_TEMPLATE)
         answer = self.options.setdefault("answer", DEFAULT_ANSWER)
         if "{text}" not in template:
             raise ModelLoadError(
                 f"{self.spec}: question template {template!r} has no '{{text}}' placeholder"
             )
-        ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        if not answer:
+            raise ModelLoadError(f"{self.spec}: the answer is empty")
+        if self.parity:
+            self.answer_id = -1  # the answer tokens are the suffix (`_suffix_ids`)
+            return
+        try:
+            self.answer_id = self._find_answer_token(str(answer))
+        except ValueError as exc:
+            raise ModelLoadError(f"{self.spec}: {exc}") from exc
         unk = self.tokenizer.unk_token_id
-        if not ids or (unk is not None and ids[0] == unk):
+        if unk is not None and self.answer_id == unk:
             raise ModelLoadError(
-                f"{self.spec}: the tokenizer has no token for the answer {answer!r} "
-                f"(it encodes to {ids})"
+                f"{self.spec}: the tokenizer has no token for the answer {answer!r}"
             )
-        self.answer_id = int(ids[0])
+
+    def _find_answer_token(self, answer: str) -> int:
+        question = self._user_text("a photo")
+        if not self.has_chat_template:
+            # PaliGemma: the processor ends the prompt with "\n"; the answer follows it.
+            rendered = question + "\n"
+            return families.answer_token(self.tokenizer, rendered, rendered + answer, answer)
+        render = self.processor.apply_chat_template
+        prompt = str(render(self._messages(question), add_generation_prompt=True, tokenize=False))
+        replied = str(render(self._messages(question, answer), tokenize=False))
+        return families.answer_token(self.tokenizer, prompt, replied, answer)
+
+    def _reserved_tokens(self) -> int:
+        return 2 if self.parity else 1
 
     def _user_text(self, text: str) -> str:
         return str(self.options["template"]).replace("{text}", text)
 
+    def _suffix_ids(self, text: str) -> list[int]:
+        if not self.parity:
+            return []
+        question = self.prompt(text)
+        full = families.t2v_chunk_ids(
+            self.tokenizer,
+            question + str(self.options["answer"]) + str(self.tokenizer.eos_token),
+            self._image_token(),
+            self._image_token_id(),
+        )
+        return full[len(self._text_ids(question)) :]
+
     def _score_batch(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
-        logp, _, _ = self._tail(images, texts)
-        return logp[:, -1, self.answer_id].exp().cpu()
+        logp, ids, lengths = self._tail(images, texts)
+        if not self.parity:
+            return logp[:, -1, self.answer_id].exp().cpu()
+        width = max(lengths)
+        targets = ids[:, -width:].to(logp.device)
+        token_logp = logp[:, :-1].gather(-1, targets.unsqueeze(-1)).squeeze(-1).double()
+        out = [token_logp[i, width - n :].mean().exp() for i, n in enumerate(lengths)]
+        return _stack(out).float().cpu()
+
+
+def _stack(values: list[Any]) -> Any:
+    import torch
+
+    return torch.stack(values)
 
 
 class CaptionLikelihoodScorer(_GenerativePairScorer):
@@ -773,5 +822,5 @@ def _factory(cls: type[_GenerativePairScorer], allowed: tuple[str, ...]) -> Any:
     return load
 
 
-load_vqascore = _factory(VQAScorer, ("template", "answer", "share_prefix"))
+load_vqascore = _factory(VQAScorer, ("template", "answer", "share_prefix", "parity"))
 load_captionlik = _factory(CaptionLikelihoodScorer, ("prompt", "reduce", "share_prefix"))

@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -344,3 +345,154 @@ class PairScorerBase:
         for a, b, values in BatchBackoff(self.batch_size, what="pairs").run(n, run):
             out[torch.as_tensor(order[a:b], dtype=torch.long)] = values
         return out.reshape(len(images), n_texts)
+
+
+# -- loading requirements and image preprocessing once per image ------------------------------
+
+# The VLM scorers rely on transformers 5 processors (`ProcessorMixin` calls with one image list
+# per prompt, `Cache.batch_select_indices`, `AutoModelForImageTextToText` for every family here).
+MIN_TRANSFORMERS = "5.0"
+
+
+def check_transformers(spec: str) -> None:
+    """A one-line `ModelLoadError` when the installed transformers is older than the VLM code needs."""
+    import transformers
+
+    major = int(str(transformers.__version__).split(".", 1)[0])
+    if major < int(MIN_TRANSFORMERS.split(".", 1)[0]):
+        raise ModelLoadError(
+            f"{spec}: the VLM scorers need transformers>={MIN_TRANSFORMERS}, "
+            f"found {transformers.__version__} (pip install -U 'transformers>={MIN_TRANSFORMERS}')"
+        )
+
+
+def missing_package_error(spec: str, exc: ImportError) -> ModelLoadError:
+    """One line naming the package a processor or model needs (e.g. SmolVLM's ``num2words``)."""
+    name = exc.name or next(iter(re.findall(r"`([A-Za-z0-9_.-]+)`", str(exc))), None)
+    what = f"the package {name!r}" if name else "a package that is not installed"
+    hint = f" (pip install {name})" if name else ""
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ModelLoadError(f"{spec}: the model's processor needs {what}{hint}: {detail}")
+
+
+def expand_to_square(image: Image.Image, fill: tuple[int, ...]) -> Image.Image:
+    """``image`` centred on a square canvas of ``fill`` colour (LLaVA's ``image_aspect_ratio=pad``)."""
+    from PIL import Image
+
+    w, h = image.size
+    if w == h:
+        return image
+    side = max(w, h)
+    out = Image.new(image.mode, (side, side), fill)
+    out.paste(image, ((side - w) // 2, (side - h) // 2))
+    return out
+
+
+class ImageDedup:
+    """Runs a processor's image processor once per distinct image of a call, whatever the family.
+
+    While active (``with dedup.active(processor):``) the processor's ``image_processor`` is a
+    stand-in that processes each distinct image (by content) alone and assembles the outputs in
+    the order asked: tensors and arrays concatenated along the batch dimension (zero-padded to the
+    largest trailing shape, as the image processors pad a batch), lists concatenated. Processors
+    that override ``__call__`` (InternVL, Gemma 3, Idefics3, Llama 3.2 Vision, PaliGemma) call
+    their image processor the same way, so every family gets it. Outputs that cannot be assembled
+    make it call the real image processor on the whole list (counted all the same).
+    ``processed`` counts the images that went through the real image processor.
+    """
+
+    def __init__(self) -> None:
+        self.processed = 0
+        self.enabled = True
+
+    @contextmanager
+    def active(self, processor: Any) -> Iterator[None]:
+        """The processor's image processor deduplicates (or, when not ``enabled``, only counts)."""
+        real = processor.image_processor
+        processor.image_processor = _DedupCall(real, self)
+        try:
+            yield
+        finally:
+            processor.image_processor = real
+
+
+class _Delegate:
+    def __init__(self, real: Any) -> None:
+        object.__setattr__(self, "_real", real)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def _flatten(images: Any) -> tuple[list[Any], bool]:
+    """(flat list of images, whether they came one list per prompt)."""
+    if isinstance(images, (list, tuple)):
+        if images and all(isinstance(x, (list, tuple)) for x in images):
+            return [im for sub in images for im in sub], True
+        return list(images), False
+    return [images], False
+
+
+class _DedupCall(_Delegate):
+    def __init__(self, real: Any, owner: ImageDedup) -> None:
+        super().__init__(real)
+        object.__setattr__(self, "_owner", owner)
+
+    def __call__(self, images: Any, *args: Any, **kwargs: Any) -> Any:
+        from PIL import Image
+
+        flat, nested = _flatten(images)
+        if not self._owner.enabled:
+            self._owner.processed += len(flat)
+            return self._real(images, *args, **kwargs)
+        shaped = isinstance(images, (list, tuple)) and (
+            not nested or all(len(sub) == 1 for sub in images)
+        )
+        if not shaped or not all(isinstance(im, Image.Image) for im in flat):
+            self._owner.processed += len(flat)
+            return self._real(images, *args, **kwargs)
+        uniq, inverse = unique_images(flat)
+        outs = [self._real([[u]] if nested else [u], *args, **kwargs) for u in uniq]
+        self._owner.processed += len(uniq)
+        try:
+            return _assemble(outs, inverse)
+        except (TypeError, ValueError, RuntimeError):
+            self._owner.processed += len(flat)
+            return self._real(images, *args, **kwargs)
+
+
+def _assemble(outs: list[Any], inverse: Sequence[int]) -> Any:
+    """Per-image outputs (one image each) joined into the batch output for ``inverse``'s order."""
+    import numpy as np
+    import torch
+
+    first = outs[0]
+    data: dict[str, Any] = {}
+    for key in first:
+        values = [outs[i][key] for i in inverse]
+        v0 = values[0]
+        if isinstance(v0, torch.Tensor):
+            data[key] = _cat_padded(values)
+        elif isinstance(v0, np.ndarray):
+            data[key] = _cat_padded([torch.from_numpy(v) for v in values]).numpy()
+        elif isinstance(v0, list):
+            data[key] = [x for v in values for x in v]
+        else:
+            raise TypeError(f"cannot join image-processor output {key!r}")
+    return first.__class__(data, tensor_type=None)
+
+
+def _cat_padded(values: list[Any]) -> Any:
+    import torch
+
+    if any(v.dim() != values[0].dim() for v in values) or values[0].dim() == 0:
+        raise ValueError("image-processor outputs of different ranks")
+    shape = [max(int(v.shape[d]) for v in values) for d in range(1, values[0].dim())]
+    padded = []
+    for v in values:
+        if list(v.shape[1:]) != shape:
+            out = v.new_zeros((v.shape[0], *shape))
+            out[tuple(slice(0, s) for s in v.shape)] = v
+            v = out
+        padded.append(v)
+    return torch.cat(padded, dim=0)
