@@ -82,6 +82,8 @@ def test_tokenizer_rule_and_counts(released, scorer) -> None:
     assert counts[0] == 6 + 0 + 1 + 4 and counts[1] == 84 + 13 + 1 + 4
     assert scorer.max_text_tokens == 128
     assert scorer.text_cut(TEXTS) == [False, False, True, True]
+    # chunk-mean's pieces fit 128 with LoTLIP's own overhead (4 special tokens each)
+    assert scorer.encode_texts(TEXTS[2:], policy="chunk-mean").cut == [False, False]
 
 
 def test_embeddings_equal_the_reference_forward(released, scorer) -> None:
