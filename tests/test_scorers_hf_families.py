@@ -260,3 +260,24 @@ def test_fgclip_folders_are_sent_to_their_own_prefix(tmp_path: Path) -> None:
     v2 = make_tiny_fgclip2(tmp_path / "v2")
     with pytest.raises(ModelLoadError, match=f"load it with fgclip2:{v2}"):
         _load(f"hf:{v2}")
+
+
+def test_remote_code_from_the_hub_cache_offline(
+    remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hub id with remote code resolves from its cached snapshot only (HF_HUB_OFFLINE=1)."""
+    from huggingface_hub import constants
+    from test_cache_keys import _hub_snapshot
+
+    hub = tmp_path / "hub"
+    _hub_snapshot(hub, "org/tiny-remote", "d" * 40, remote)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    scorer = _load("hf:org/tiny-remote?trust_remote_code=1")
+    assert type(scorer.model).__name__ == "TinyRemoteModel"
+    assert scorer.provenance["revision"] == "d" * 40
+    assert sorted(scorer.provenance["remote_code_sha256"]) == [
+        "configuration_tiny_remote.py",
+        "modeling_tiny_remote.py",
+    ]
+    with pytest.raises(ModelLoadError, match=r"hf:org/tiny-remote\?trust_remote_code=1"):
+        _load("hf:org/tiny-remote")
