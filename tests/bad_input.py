@@ -106,14 +106,17 @@ def run_case(
     capsys: pytest.CaptureFixture[str],
     data_root: Callable[[Path], Path] = lambda root: root,
 ) -> Outcome:
-    """Copy ``release``, apply the case's defect and run ``task`` on it through the CLI."""
+    """Copy ``release``, apply the case's defect and run ``task`` on it through the CLI.
+
+    The embedding cache (the session's, see conftest) stays on: it is keyed by content, so the
+    cases, which share most of their photos and texts, encode only what is new to them."""
     root = tmp_path / release.name
     shutil.copytree(release, root, symlinks=True)
     case.change(root)
     before = _tree(root)
     out = tmp_path / "out"
     argv = ["run", "--model", "builtin:tiny", "--task", task, "--out", str(out),
-            "--data-root", str(data_root(root) / case.data), "--bootstrap", "0", "--no-cache",
+            "--data-root", str(data_root(root) / case.data), "--bootstrap", "0",
             *case.args]  # fmt: skip
     capsys.readouterr()
     with mock.patch.object(runner, "load_scorer", _load_once):
@@ -277,3 +280,18 @@ def jsonl_append(relative: str, *rows: object) -> Change:
     """Append rows (a str is written as a raw line) to a JSONL file."""
     text = "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows)
     return edit(relative, lambda data: data + text.encode())
+
+
+def check_strict(
+    release: Path,
+    tmp_path: Path,
+    case: Case,
+    *,
+    task: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Under ``--strict`` a bad record (a ``skip`` case) stops the run: exit 1 and one
+    ``error:`` line naming it, no traceback, no complete run."""
+    assert case.expect == "skip"
+    strict = Case(case.change, "fail", None, case.names, 0, (*case.args, "--strict"), case.data)
+    check(run_case(release, tmp_path, strict, task=task, capsys=capsys), strict)

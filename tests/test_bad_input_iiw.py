@@ -14,6 +14,7 @@ from bad_input import (
     NOT_UTF8,
     Case,
     check,
+    check_strict,
     edit,
     fail,
     jsonl_append,
@@ -104,3 +105,9 @@ def test_iiw_bad_input(
 
 def test_enough_cases() -> None:
     assert len(CASES) >= 20
+
+
+def test_iiw_strict_stops_at_the_bad_record(
+    release: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    check_strict(release, tmp_path, CASES["photo truncated"], task=TASK, capsys=capsys)

@@ -17,6 +17,7 @@ from bad_input import (
     Case,
     Change,
     check,
+    check_strict,
     edit,
     fail,
     ok,
@@ -130,3 +131,9 @@ def test_sugarcrepe_bad_input(
 
 def test_enough_cases() -> None:
     assert len(CASES) >= 20
+
+
+def test_sugarcrepe_strict_stops_at_the_bad_record(
+    release: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    check_strict(release, tmp_path, CASES["photo truncated"], task=TASK, capsys=capsys)
