@@ -30,6 +30,10 @@ to check photos (the tasks do).
 
 The files live on Google Drive (gdown ids below): `download` prints the exact steps and fetches
 only from a mirror named with ``--url`` and ``--sha256``.
+
+Bad input (docs/data.md): besides the cases above, a box whose crop is over Pillow's pixel
+limit (`photos.pixel_limit`) is a bad case (cropping it would allocate the whole box); a BOM is
+read; the JSON file unreadable as a list of cases is `DatasetError` (exit 1).
 """
 
 from __future__ import annotations

@@ -16,6 +16,12 @@ number, or raises under ``strict``. No photo is opened here.
 
 `download` fetches what the release serves without an account, checked against a sha256 (see
 its doc); the JSON Lines reading helpers here are shared with the IIW loader.
+
+Bad input (docs/data.md, one policy for every family): the descriptions file missing, empty or
+with no JSON object on any line is `DatasetError` (exit 1); a line that is not UTF-8, not JSON or
+not an object, a field missing or not text, an empty description, an ``example_id`` listed twice
+(compared after Unicode NFC) or an ``image_file`` that is not a plain file name is one bad record,
+skipped and named (``line N`` or the id); photos are checked by the task; BOM and CRLF are read.
 """
 
 from __future__ import annotations

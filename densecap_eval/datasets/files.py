@@ -47,6 +47,13 @@ malformed negative, malformed box, box outside the image) are skipped loudly and
 problems (no such path, unknown format, unreadable table, missing column, no rows) raise
 `DatasetError`. An input holding one table has one split, ``all``; a saved ``DatasetDict`` or
 an imagefolder with split folders keeps its split names.
+
+Bad input (docs/data.md). A ``.jsonl`` input is read with the shared JSON Lines reader
+(`densecap_eval.datasets.guards`): a line that is not UTF-8 or not a JSON object is one bad row
+(``row N``, N its line number), as in every family. Paths: a user's own manifest may name
+absolute image paths; relative ones resolve against the manifest's folder (``..`` allowed: it is
+the user's data), unlike a published release's, which may only name files inside it. A table
+with no usable row left is refused by the evaluation (exit 1).
 """
 
 from __future__ import annotations

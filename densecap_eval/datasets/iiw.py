@@ -19,6 +19,11 @@ surrounding spaces included); the task applies LoTLIP's split/rejoin.
 
 A bad line (invalid JSON, no text, no photo name) is skipped loudly naming the subset file and
 line, or raises under ``strict``; missing files or folders raise `DatasetError` with the fix.
+
+Bad input (docs/data.md): a subset file missing or with no JSON object on any line is
+`DatasetError` (exit 1); a bad line, a missing or non-string text, a photo name that is not a
+plain file name or a photo listed twice (after NFC) is one bad record, skipped and named; BOM and
+CRLF are read.
 """
 
 from __future__ import annotations

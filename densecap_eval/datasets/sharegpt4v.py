@@ -26,6 +26,10 @@ time from fixed-size chunks, and `records` is a generator, so a task that keeps 
 records reads only the first few MB. A record without an image path, without a gpt turn at
 ``conversations[1]`` or with an empty caption is a bad record: skipped loudly or raised under
 ``strict``. A file that is not a JSON array (truncated, corrupt) raises `DatasetError`.
+
+Bad input (docs/data.md): a photo listed twice in one file (compared after Unicode NFC) is a
+bad record too (the later one); a path that is absolute or climbs out with ``..`` is refused
+unopened.
 """
 
 from __future__ import annotations

@@ -17,6 +17,11 @@ A split is a category. Each item is one record: id ``<category>/<key>``, the pho
 (``negative_caption``). An item that is not such an object (a missing or empty field) is a bad
 record: skipped loudly (named and counted in ``skipped``), or raised under ``strict``. Photos
 are checked by the task, not here.
+
+Bad input (docs/data.md): a ``filename`` that is absolute or climbs out with ``..`` is refused
+unopened (`guards.release_path`); a key listed twice in one file (JSON would keep the last
+silently; here the first is kept) or equal to an earlier one after Unicode NFC is a bad record;
+a file unreadable as a JSON object is `DatasetError` (exit 1).
 """
 
 from __future__ import annotations

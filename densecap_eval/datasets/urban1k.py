@@ -20,6 +20,10 @@ candidate ties exactly with a wrong one under ``--ties first`` (the default rule
 A caption file that is empty, blank or not UTF-8 is a bad record: skipped loudly (named and
 counted in ``skipped``), or raised under ``strict``. A missing or undecodable photo is skipped
 by the task, which checks every photo before scoring.
+
+Bad input (docs/data.md): a caption file that cannot be read (a symlink loop included) is one
+bad record, never the end of the listing; two caption names equal after Unicode NFC keep the
+first; a UTF-8 byte-order mark is dropped from the caption.
 """
 
 from __future__ import annotations

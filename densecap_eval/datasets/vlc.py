@@ -23,6 +23,10 @@ of the pinned commit has that form; anything else raises), so PyYAML is not requ
 "NEG": [str, ...]}]`` with a non-empty first POS and NEG comes as its `BadRecordError` (the
 peer would crash on it), so the task decides where it is counted. Photos are checked by the
 task, which also applies the peer's drop-then-cap rule.
+
+Bad input (docs/data.md): an item path that is absolute or climbs out with ``..`` is a bad item,
+refused unopened; an ``ANNO_PATH`` that leaves the tree, or a file unreadable as a JSON list, is
+`DatasetError` (exit 1).
 """
 
 from __future__ import annotations

@@ -27,6 +27,13 @@ its caption as the description and positive, the other caption as the negative) 
 caption, an id seen before) is skipped loudly as ``ex_<id>`` (``row N`` without an id) with the
 reason, or raised under ``strict``. A missing layout or an unreadable table raises
 `DatasetError`.
+
+Bad input (docs/data.md): every image is decoded from its bytes before it is written to the
+cache (`photos.check_image_bytes`), so one that is truncated, not an image or over the pixel
+limit is one bad example, named by its place in the release (``images.zip:images/...``, ``image_0
+of row N in data/...parquet``), never by its cache copy. ``examples.jsonl`` is read with the
+shared JSON Lines reader (a BOM, CRLF; one bad line is one bad row). A parquet table without
+Winoground's columns is `DatasetError` (exit 1).
 """
 
 from __future__ import annotations
