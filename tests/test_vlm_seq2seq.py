@@ -375,3 +375,20 @@ def test_florence2_is_not_a_vqascore_model(florence2: Path) -> None:
     with pytest.raises(ModelLoadError, match="not a yes/no model") as err:
         load_scorer(f"vqascore:{florence2}", "cpu")
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("family", ["blip-2", "florence2"])
+def test_captionlik_runs_the_encoder_once_per_distinct_image(
+    blip_t5: dict[str, Path], florence2: Path, family: str
+) -> None:
+    s = scorer(f"captionlik:{florence2 if family == 'florence2' else blip_t5[family]}")
+    rows: list[int] = []
+    hook = s.model.get_encoder().register_forward_hook(
+        lambda _m, _a, out: rows.append(int(out.last_hidden_state.shape[0]))
+    )
+    try:
+        images, texts = pairs(7)  # 3 distinct images
+        s.score_pairs(images, texts)
+    finally:
+        hook.remove()
+    assert rows == [3]

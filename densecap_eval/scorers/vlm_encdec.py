@@ -17,8 +17,10 @@ with the image; the answer or caption is the decoder's target after ``decoder_st
   (the tokenizer's leading BOS, Florence-2's ``<s>``, is context, not scored; no end token).
   Default prompt: ``Describe this image.``; Florence-2: its task token ``<MORE_DETAILED_CAPTION>``.
 - Batching: the image processor runs once per distinct image of a batch (its outputs repeated
-  into the pairs' order); the vision tower and the encoder run per pair (the question, and for
-  InstructBLIP the Q-Former's instruction, differ per pair). Prompts are right-padded: T5's and
+  into the pairs' order). ``vqascore:``: the vision tower and the encoder run per pair (the
+  question, and for InstructBLIP the Q-Former's instruction, differ per pair). ``captionlik:``:
+  the encoder (image + the fixed prompt) runs once per distinct image and its output is repeated
+  to the pairs' captions. Prompts are right-padded: T5's and
   BART's positions count from the left, so a pair's score does not depend on its batch-mates.
 - Prefix sharing is off (encoder-decoder: the text sits in the bidirectional encoder).
 - Token budget: the language model's positions (T5 has relative positions: the tokenizer's
@@ -219,11 +221,13 @@ class EncoderDecoderScorer(common.PairScorerBase):
         return out
 
     def decoder_log_probs(
-        self, enc: dict[str, Any], targets: Sequence[Sequence[int]]
+        self, enc: dict[str, Any], targets: Sequence[Sequence[int]], *, module: Any = None
     ) -> torch.Tensor:
-        """(n, width + 1, V) log-probs at the decoder's positions for start + right-padded targets."""
+        """(n, width + 1, V) log-probs at the decoder's positions for start + right-padded
+        targets, from ``module`` (default: the whole model) called with ``enc``."""
         import torch
 
+        module = self.model if module is None else module
         n = len(targets)
         width = max((len(t) for t in targets), default=0)
         ids = torch.full((n, width + 1), self._start, dtype=torch.long)
@@ -232,7 +236,7 @@ class EncoderDecoderScorer(common.PairScorerBase):
                 ids[i, 1 : 1 + len(t)] = torch.as_tensor(list(t), dtype=torch.long)
         with torch.inference_mode():
             # Causal decoder: a row's right padding does not change its earlier positions.
-            logits = self.model(**enc, decoder_input_ids=ids.to(self.device)).logits
+            logits = module(**enc, decoder_input_ids=ids.to(self.device)).logits
         return torch.log_softmax(logits.float(), dim=-1)
 
 
@@ -311,8 +315,8 @@ class EncoderDecoderCaptionScorer(EncoderDecoderScorer):
         planned = [self.targets(t) for t in texts]
         if not any(len(ids) > lead for ids, lead in planned):
             return torch.zeros(len(texts), dtype=torch.float32)
-        enc = self.encoder_inputs(images, texts)
-        logp = self.decoder_log_probs(enc, [ids for ids, _ in planned])
+        shared, module = self._shared_encoder(images)
+        logp = self.decoder_log_probs(shared, [ids for ids, _ in planned], module=module)
         out = torch.zeros(len(texts), dtype=torch.float64)
         for i, (ids, lead) in enumerate(planned):
             n = len(ids) - lead
@@ -325,6 +329,29 @@ class EncoderDecoderCaptionScorer(EncoderDecoderScorer):
             total = picked.double().sum().cpu()
             out[i] = total / n if self.options["reduce"] == "mean" else total
         return out.float()
+
+    def _shared_encoder(self, images: Sequence[Image.Image]) -> tuple[dict[str, Any], Any]:
+        """(decoder inputs, decoder module): the encoder's output for each distinct image (its
+        input, image + prompt, does not depend on the caption), repeated into the pairs' order."""
+        import torch
+        from transformers.modeling_outputs import BaseModelOutput
+
+        uniq, inverse = common.unique_images([im.convert("RGB") for im in images])
+        enc = self.encoder_inputs(uniq, [self._prompt("")] * len(uniq))
+        start = torch.full((len(uniq), 1), self._start, dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            first = self.model(**enc, decoder_input_ids=start)
+        inner = getattr(first, "language_model_outputs", None) or first
+        hidden = inner.encoder_last_hidden_state
+        rows = torch.as_tensor(inverse, dtype=torch.long, device=hidden.device)
+        shared = {
+            "encoder_outputs": BaseModelOutput(last_hidden_state=hidden[rows]),
+            "attention_mask": enc["attention_mask"][rows],
+        }
+        # BLIP-2 / InstructBLIP rebuild the encoder input from pixels: their T5 takes the
+        # encoder output directly. Florence-2's own forward accepts it.
+        module = self.model.language_model if self.model_type in YES_NO else self.model
+        return shared, module
 
 
 def load(
