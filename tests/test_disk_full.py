@@ -127,6 +127,19 @@ def test_results_that_cannot_be_written_fail_without_a_complete_looking_file(
     monkeypatch.setattr(store_mod, "_write_parquet", real)
 
 
+@pytest.mark.parametrize(("err", "code"), [(errno.ENOSPC, 1), (errno.EDQUOT, 1), (errno.EACCES, 2)])
+def test_a_full_disk_at_the_start_is_exit_1_a_forbidden_folder_exit_2(
+    err: int, code: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(store_mod.tempfile, "mkstemp", refuse)
+    with pytest.raises(store_mod.ResultsError) as info:
+        store_mod.ensure_writable(tmp_path / "out")
+    assert info.value.exit_code == code and os.strerror(err) in str(info.value)
+
+
 # --------------------------------------------------------------------------- decoding workers
 
 

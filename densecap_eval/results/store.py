@@ -16,6 +16,7 @@ directory back and says, for each run directory, whether it is usable and if not
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -206,7 +207,10 @@ def ensure_writable(results_dir: str | os.PathLike[str]) -> Path:
         os.unlink(probe)
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise ResultsError(f"results directory {path} is not writable: {reason}") from exc
+        # A full disk is not a usage error (exit 1); a folder the user cannot write to is (2).
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        error = ResultsWriteError if full else ResultsError
+        raise error(f"results directory {path} is not writable: {reason}") from exc
     return path
 
 
