@@ -1,0 +1,13 @@
+"""ELEVATER zero-shot image classification, as the DCI suite runs it: one benchmark, one folder.
+
+- ``data/elevater.json``: per dataset (DCI's keys) the class names in ELEVATER's label order, the
+  templates, the metric, the crop rule and the on-disk layout, taken from ELEVATER's own prompt
+  tables and dataset files (Elevater_Toolkit_IC at commit aae48b1, the one DCI pins).
+- `catalog`: that table, typed.
+- `layout`: reading the vision-datasets release layout (iris and coco manifests, ``zip@member``).
+- `loader`: the registered dataset ``elevater``.
+- `tasks`: the task family ``elevater/<key>`` and the suite ``elevater``.
+- `synth`: a tiny synthetic release in the real layout (tests, demos).
+
+docs/elevater.md describes the protocols.
+"""
