@@ -100,6 +100,7 @@ class EncoderDecoderScorer(common.PairScorerBase):
         import transformers
         from transformers import AutoConfig, AutoProcessor
 
+        common.check_transformers(spec)
         self.spec = spec
         self.path = path
         self.device = common.resolve_device(device)
@@ -132,8 +133,9 @@ class EncoderDecoderScorer(common.PairScorerBase):
             self.processor = AutoProcessor.from_pretrained(source)
             model_cls = getattr(transformers, cls_name)
             self.model = model_cls.from_pretrained(source, dtype=self.dtype).to(self.device).eval()
-        except ImportError as exc:
-            raise ModelLoadError(f"{spec}: the processor needs a package: {exc}") from exc
+        except ImportError as exc:  # a processor's optional dependency: name it, one line
+            first = str(exc).splitlines()[0] if str(exc) else repr(exc)
+            raise ModelLoadError(f"{spec}: the processor needs a package: {first}") from exc
         except (OSError, ValueError, TypeError, AttributeError) as exc:
             raise ModelLoadError(f"{spec}: cannot load {cls_name} or its processor: {exc}") from exc
         self.model_config = config

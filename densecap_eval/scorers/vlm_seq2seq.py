@@ -90,6 +90,7 @@ class ClipT5Scorer(common.PairScorerBase):
 
         from densecap_eval.scorers import clip_t5
 
+        common.check_transformers(spec)
         self.spec = spec
         self.path = path
         self.options: dict[str, Any] = dict(options)
@@ -169,7 +170,11 @@ class ClipT5Scorer(common.PairScorerBase):
 
     def _overhead(self) -> int:
         """Input ids of the prompt besides the text (the image counted once, as t2v_metrics)."""
-        return len(self._before) + 1 + len(self.tokenizer.encode("\n" + self._question("")))
+        return len(self._before) + 1 + len(self._after_ids(self._question("")))
+
+    def _after_ids(self, question: str) -> list[int]:
+        """The second text chunk, after the image: newline, question, assistant cue, ``</s>``."""
+        return self.tokenizer.encode("\n" + question + " ASSISTANT: ")
 
     # -- encoder inputs ----------------------------------------------------------------------
 
@@ -199,7 +204,7 @@ class ClipT5Scorer(common.PairScorerBase):
         before = embed(ids).to(features.dtype)
         seqs = []
         for row, question in zip(rows, questions, strict=True):
-            after_ids = self.tokenizer.encode("\n" + question + " ASSISTANT: ")
+            after_ids = self._after_ids(question)
             after = embed(torch.as_tensor(after_ids, dtype=torch.long, device=self.device))
             seqs.append(torch.cat([before, features[row], after.to(features.dtype)], dim=0))
         width = max(len(s) for s in seqs)
