@@ -392,3 +392,23 @@ def test_captionlik_runs_the_encoder_once_per_distinct_image(
     finally:
         hook.remove()
     assert rows == [3]
+
+
+# -- routing ----------------------------------------------------------------------------------
+
+
+def test_route_sends_each_config_to_its_scorer(
+    release: tiny_seq2seq_vlms.ClipT5Release, blip_t5: dict[str, Path], florence2: Path
+) -> None:
+    from densecap_eval.scorers import vlm_route
+
+    assert vlm_route.seq2seq_family(str(release.folder)) == "clip_t5"
+    assert vlm_route.seq2seq_family(str(blip_t5["instructblip"])) == "hf"
+    assert vlm_route.seq2seq_family(str(florence2)) == "hf"
+    assert vlm_route.seq2seq_family(str(release.tower_folder)) is None  # not encoder-decoder
+    # A released name is recognised without its config (offline, not cached): CLIP-FlanT5's
+    # loader answers, in one line.
+    assert vlm_route.seq2seq_family("zhiqiulin/clip-flant5-xl") == "clip_t5"
+    with pytest.raises(ModelLoadError, match="clip-flant5-xl") as err:
+        load_scorer("vqascore:zhiqiulin/clip-flant5-xl", "cpu")
+    assert "\n" not in str(err.value)
