@@ -412,3 +412,16 @@ def test_route_sends_each_config_to_its_scorer(
     with pytest.raises(ModelLoadError, match="clip-flant5-xl") as err:
         load_scorer("vqascore:zhiqiulin/clip-flant5-xl", "cpu")
     assert "\n" not in str(err.value)
+
+
+def test_route_keeps_decoder_vlms_on_the_decoder_scorer(tmp_path: Path) -> None:
+    import tiny_vlms
+
+    from densecap_eval.scorers import vlm
+
+    folder = tiny_vlms.build_llava(tmp_path / "llava")
+    routed = load_scorer(f"vqascore:{folder}", "cpu", "fp32")
+    direct = vlm.load_vqascore(f"vqascore:{folder}", "cpu", "fp32")
+    assert type(routed) is type(direct) and isinstance(routed, vlm.VQAScorer)
+    images, texts = pairs(3)
+    assert torch.equal(routed.score_pairs(images, texts), direct.score_pairs(images, texts))
