@@ -241,6 +241,11 @@ def _plan(scorer: Any, tasks: Sequence[str], config: RunConfig) -> _Prepared:
                 "--rerank-k; scoring every pair needs an embedding scorer)"
             )
     check_options({get_task(n).dataset for n in concrete}, dict(config.dataset_options))
+    if config.protocol != "default":
+        others = [n for n in concrete if not getattr(get_task(n), "takes_protocol", False)]
+        if others:
+            raise ConfigError(f"--protocol {config.protocol} applies to zero-shot tasks only, "
+                              f"not {others[0]}; run it separately")  # fmt: skip
     prepared = _Prepared(requested, members, {}, {}, ScoringPlan(), ScoringPlan(), reranked)
     for name in concrete:
         task = get_task(name)
@@ -251,8 +256,10 @@ def _plan(scorer: Any, tasks: Sequence[str], config: RunConfig) -> _Prepared:
                 task.dataset, root=str(root), strict=config.strict, **options
             )
         try:
+            # A task that takes a protocol (zero-shot classification) gets the run's.
+            extra = {"protocol": config.protocol} if getattr(task, "takes_protocol", False) else {}
             instance = task.prepare(
-                prepared.datasets[task.dataset], split=config.split, seed=config.seed
+                prepared.datasets[task.dataset], split=config.split, seed=config.seed, **extra
             )
         except TaskUnavailableError as exc:  # the other tasks still run
             log.error("%s", exc)
@@ -283,9 +290,9 @@ def _nothing_left(task: str, dataset: Any, instance: Any) -> DatasetError:
     where = f"{title} at {getattr(dataset, 'root', '?')}"
     split = f" split {instance.split!r}" if instance.split else ""
     if skipped:
-        why = f"all {len(skipped)} skipped, first: {skipped[0].image}: {skipped[0].reason}"
+        why = f"{len(skipped)} skipped, first: {skipped[0].image}: {skipped[0].reason}"
     else:
-        why = "it holds no record for this task"
+        why = "it holds nothing this task uses"
     return DatasetError(
         f"{task}: no usable record in {where}{split} ({why}); fix or re-download the release "
         "(`densecap-eval inspect` lists every skipped record)"
@@ -329,6 +336,10 @@ def _score(
         }
     plan = prepared.plan
     log.info("scoring %d regions and %d texts", len(plan.regions), len(plan.texts))
+    if config.protocol != "default":  # the protocol's preprocessing (datasets/elevater/protocol.py)
+        from densecap_eval.datasets.elevater.protocol import protocol_scorer
+
+        scorer = protocol_scorer(scorer, config.protocol)
     return score_plan(scorer, plan, **options), rerank_record
 
 
