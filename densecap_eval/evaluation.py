@@ -241,11 +241,6 @@ def _plan(scorer: Any, tasks: Sequence[str], config: RunConfig) -> _Prepared:
                 "--rerank-k; scoring every pair needs an embedding scorer)"
             )
     check_options({get_task(n).dataset for n in concrete}, dict(config.dataset_options))
-    if config.protocol != "default":
-        others = [n for n in concrete if not getattr(get_task(n), "takes_protocol", False)]
-        if others:
-            raise ConfigError(f"--protocol {config.protocol} applies to zero-shot tasks only, "
-                              f"not {others[0]}; run it separately")  # fmt: skip
     prepared = _Prepared(requested, members, {}, {}, ScoringPlan(), ScoringPlan(), reranked)
     for name in concrete:
         task = get_task(name)
@@ -256,10 +251,8 @@ def _plan(scorer: Any, tasks: Sequence[str], config: RunConfig) -> _Prepared:
                 task.dataset, root=str(root), strict=config.strict, **options
             )
         try:
-            # A task that takes a protocol (zero-shot classification) gets the run's.
-            extra = {"protocol": config.protocol} if getattr(task, "takes_protocol", False) else {}
             instance = task.prepare(
-                prepared.datasets[task.dataset], split=config.split, seed=config.seed, **extra
+                prepared.datasets[task.dataset], split=config.split, seed=config.seed
             )
         except TaskUnavailableError as exc:  # the other tasks still run
             log.error("%s", exc)
@@ -336,10 +329,6 @@ def _score(
         }
     plan = prepared.plan
     log.info("scoring %d regions and %d texts", len(plan.regions), len(plan.texts))
-    if config.protocol != "default":  # the protocol's preprocessing (datasets/elevater/protocol.py)
-        from densecap_eval.datasets.elevater.protocol import protocol_scorer
-
-        scorer = protocol_scorer(scorer, config.protocol)
     return score_plan(scorer, plan, **options), rerank_record
 
 
