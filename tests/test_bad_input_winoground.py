@@ -171,6 +171,12 @@ CASES: dict[str, Case] = {
         _hub("caption_0", 2, ""), N - 1, "ex_2", "caption_0", data=HUB
     ),
     # split level
+    "Hub snapshot missing a shard": fail(
+        lambda root: (root / PARQUET).rename(root / "hub/data/test-00000-of-00002.parquet"),
+        "test-00001-of-00002.parquet",
+        "incomplete",
+        data=HUB,
+    ),
     "every example bad": fail(
         edit(LINES, lambda d: d.replace(b'"caption_0"', b'"text"')), "no usable record", data=FLAT
     ),

@@ -7,6 +7,8 @@
   when it stays inside: absolute paths and ``..`` are refused (a bad record, never opened).
   A user's own manifest (`user_path`) may name absolute paths; relative ones resolve against
   the manifest's folder.
+- `missing_shards`: a sharded table (``name-00000-of-00003.parquet``, Hugging Face's naming)
+  with a shard absent is incomplete: the release is refused, not half scored.
 - `SeenIds`: an id met a second time (after Unicode NFC normalisation, so ``café`` written
   composed or decomposed is one id) is a bad record naming where it was first seen.
 
@@ -18,6 +20,7 @@ decompression-bomb limit); a release with no usable record left is refused by th
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -115,3 +118,23 @@ class SeenIds:
                 image or value, f"{where}: {self.what} {value!r} repeats the one at {first}"
             )
         self._first[key] = where
+
+
+_SHARD = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})(?P<suffix>\..+)$")
+
+
+def missing_shards(paths: list[Path]) -> list[str]:
+    """The file names a sharded table's names promise but ``paths`` lack (``train-00001-of-00002
+    .parquet`` when only ``train-00000-of-00002.parquet`` is there); [] for unsharded names."""
+    present = {p.name for p in paths}
+    missing: list[str] = []
+    for name in sorted(present):
+        match = _SHARD.match(name)
+        if match is None:
+            continue
+        stem, total, suffix = match["stem"], int(match["total"]), match["suffix"]
+        for index in range(total):
+            expected = f"{stem}-{index:05d}-of-{total:05d}{suffix}"
+            if expected not in present and expected not in missing:
+                missing.append(expected)
+    return missing

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from densecap_eval.datasets.base import DatasetBase
-from densecap_eval.datasets.guards import SeenIds, iter_json_lines
+from densecap_eval.datasets.guards import SeenIds, iter_json_lines, missing_shards
 from densecap_eval.datasets.records import ImageRecord, Text
 from densecap_eval.errors import BadRecordError, DatasetError
 
@@ -110,6 +110,12 @@ class WinogroundDataset(DatasetBase):
             data = base / DATA_DIR
             parquet = sorted(data.glob("test-*.parquet")) or sorted(data.glob("*.parquet"))
             if parquet:
+                missing = missing_shards(parquet)
+                if missing:  # an interrupted snapshot: scoring the rest would drop examples
+                    raise DatasetError(
+                        f"{data} is missing {', '.join(missing)} (the other shards are there): "
+                        f"the download is incomplete; run it again. {_how_to_get(root)}"
+                    )
                 return base, PARQUET, parquet
             if (data / EXAMPLES_FILE).is_file():
                 return base, JSONL, [data / EXAMPLES_FILE]
