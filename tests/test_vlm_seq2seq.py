@@ -10,6 +10,7 @@ answer "Yes" + ``</s>``, exp(-mean cross-entropy), vocabulary cut to the tokeniz
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import tiny_seq2seq_vlms
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tiny_models import one_thread
 
 from densecap_eval.errors import ModelLoadError
 from densecap_eval.scorers import load_scorer
@@ -42,6 +44,11 @@ TEXTS = [
     "sky",
     "a man and a woman with a blue car on the street",
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    yield from one_thread()
 
 
 @pytest.fixture(scope="module")
