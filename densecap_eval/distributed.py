@@ -230,6 +230,26 @@ def current() -> Group | None:
     return _group
 
 
+def _die_with_launcher() -> None:
+    """Under torchrun on Linux: this rank dies (SIGKILL) when its launcher dies.
+
+    torchrun starts each rank in a session of its own, so a ``kill -9`` of torchrun alone
+    (or of its process group) would leave the ranks waiting on the launcher's store for the
+    whole timeout (30 minutes), holding their devices. ``PR_SET_PDEATHSIG`` ties them to it.
+    """
+    if not sys.platform.startswith("linux") or "TORCHELASTIC_RUN_ID" not in os.environ:
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no prctl here: the ranks time out instead
+        return
+    if os.getppid() == 1:  # the launcher died before the call
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def init_from_env(
     device: str | None = None,
     *,
@@ -271,6 +291,7 @@ def init_from_env(
         )
     import torch
 
+    _die_with_launcher()
     rank = env_rank()
     local_rank = int(os.environ["LOCAL_RANK"])
     dev = rank_device(device, local_rank)

@@ -22,6 +22,7 @@ the issue's 10 of 10 is ``DENSECAP_EVAL_KILL_TRIALS=10`` (about 20 minutes there
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import random
 import signal
@@ -258,3 +259,44 @@ def test_two_runs_writing_one_cache_at_once_both_finish_correctly(
         )
     assert set(_cache_keys(cache)) == set(reference["keys"])
     assert EmbeddingCache(cache).info()["entries"] == len(reference["keys"])
+
+
+def test_killing_the_torchrun_launcher_alone_ends_its_ranks(tmp_path: Path) -> None:
+    """torchrun starts its ranks in sessions of their own: a kill -9 of torchrun alone must not
+    leave them waiting on its store (for 30 minutes); they die with it (PR_SET_PDEATHSIG)."""
+    cache = tmp_path / "cache"
+    command = _command("torchrun", tmp_path / "out", cache, tmp_path / "unused.yaml")
+    proc = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    ranks: list[int] = []
+    try:
+        deadline = time.monotonic() + 240
+        while next(cache.rglob("shard-*.npz"), None) is None and time.monotonic() < deadline:
+            assert proc.poll() is None, "torchrun ended before it was killed"
+            time.sleep(0.05)
+        ranks[:] = _descendants(proc.pid)
+        assert len(ranks) >= 2, ranks
+        os.kill(proc.pid, signal.SIGKILL)  # the launcher only
+        proc.wait()
+        deadline = time.monotonic() + 20
+        alive = ranks
+        while alive and time.monotonic() < deadline:
+            alive = [pid for pid in ranks if _running(pid)]
+            time.sleep(0.1)
+        assert alive == [], f"ranks {alive} outlived their launcher"
+    finally:
+        for pid in [*ranks, *_descendants(proc.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            _kill_all(proc)
+            proc.wait()
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie (dead, not yet reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
