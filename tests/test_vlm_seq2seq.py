@@ -232,12 +232,17 @@ def test_clip_t5_captionlik_is_mean_caption_logprob(
     assert float((got - want).abs().max()) <= 1e-5
 
 
-@pytest.mark.parametrize(("vision_level", "save_tower"), [(False, True), (True, False)])
-def test_clip_t5_key_layouts(tmp_path: Path, vision_level: bool, save_tower: bool) -> None:
-    """Tower keys without ``vision_model.``, or no tower in the checkpoint (then the one at
-    ``mm_vision_tower``, whose weights differ, is the one that scores)."""
+@pytest.mark.parametrize(
+    ("vision_level", "save_tower", "bin_weights"), [(False, True, True), (True, False, False)]
+)
+def test_clip_t5_key_layouts(
+    tmp_path: Path, vision_level: bool, save_tower: bool, bin_weights: bool
+) -> None:
+    """Tower keys without ``vision_model.`` in a ``pytorch_model.bin``, or no tower in the
+    checkpoint (then the one at ``mm_vision_tower``, whose weights differ, is the one that
+    scores)."""
     rel = tiny_seq2seq_vlms.build_clip_t5(
-        tmp_path, vision_level=vision_level, save_tower=save_tower
+        tmp_path, vision_level=vision_level, save_tower=save_tower, bin_weights=bin_weights
     )
     s = load_scorer(f"vqascore:{rel.folder}", "cpu", "fp32")
     images, texts = pairs(3)

@@ -87,11 +87,13 @@ def build_clip_t5(
     seed: int = 0,
     vision_level: bool = True,
     save_tower: bool = True,
+    bin_weights: bool = False,
 ) -> ClipT5Release:
     """A CLIP-FlanT5 release folder (``out/clip_t5``) and its CLIP tower (``out/clip_tower``).
 
     ``vision_level=False`` saves the tower keys without ``vision_model.``; ``save_tower=False``
-    leaves them out (the tower then loads from ``mm_vision_tower``).
+    leaves them out (the tower then loads from ``mm_vision_tower``); ``bin_weights=True`` writes
+    ``pytorch_model.bin`` (torch.save) instead of safetensors, as 2023 LLaVA-style trainers did.
     """
     import sentencepiece as spm
     import torch
@@ -150,9 +152,11 @@ def build_clip_t5(
         level = "vision_model." if vision_level else ""
         for key, value in vision.state_dict().items():
             state[f"vision_tower.vision_tower.{level}{key}"] = value
-    save_file(
-        {k: v.contiguous().clone() for k, v in state.items()}, str(folder / "model.safetensors")
-    )
+    tensors = {k: v.contiguous().clone() for k, v in state.items()}
+    if bin_weights:
+        torch.save(tensors, folder / "pytorch_model.bin")
+    else:
+        save_file(tensors, str(folder / "model.safetensors"))
 
     config = {
         **t5_fields,

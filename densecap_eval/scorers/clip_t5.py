@@ -175,7 +175,10 @@ def read_weights(spec: str, folder: Path) -> dict[str, torch.Tensor]:
         files = sorted(p for p in folder.glob("*.bin") if p.name != "training_args.bin")
 
         def loader(p: str) -> Any:
-            return torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+            try:  # memory-mapped: an 11B checkpoint's shards are not read twice
+                return torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:  # a legacy (non-zip) .bin cannot be mapped
+                return torch.load(p, map_location="cpu", weights_only=True)
 
     if not files:
         raise ModelLoadError(f"{spec}: no *.safetensors or *.bin weights in {folder}")

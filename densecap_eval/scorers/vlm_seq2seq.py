@@ -86,7 +86,6 @@ class ClipT5Scorer(common.PairScorerBase):
         batch_size: int | None,
         options: dict[str, str],
     ) -> None:
-        import torch
 
         from densecap_eval.scorers import clip_t5
 
@@ -138,7 +137,6 @@ class ClipT5Scorer(common.PairScorerBase):
         self._fingerprint = common.weights_fingerprint(
             str(self.parts.sources["folder"]), self.model_config, extra
         )
-        self._torch = torch
 
     # -- the protocol ------------------------------------------------------------------------
 
@@ -182,7 +180,8 @@ class ClipT5Scorer(common.PairScorerBase):
         """t2v_metrics' bf16 autocast (CUDA only, as its decorator) under parity."""
         import contextlib
 
-        torch = self._torch
+        import torch
+
         if self.parity == "t2v_metrics" and self.device.startswith("cuda"):
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
@@ -198,7 +197,8 @@ class ClipT5Scorer(common.PairScorerBase):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs_embeds, attention_mask): chunk 1, image features ``rows[i]``, chunk 2,
         right-padded with zeros."""
-        torch = self._torch
+        import torch
+
         embed = self.parts.t5.get_input_embeddings()
         ids = torch.as_tensor(self._before, dtype=torch.long, device=self.device)
         before = embed(ids).to(features.dtype)
@@ -221,7 +221,8 @@ class ClipT5Scorer(common.PairScorerBase):
         targets: Sequence[Sequence[int]],
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token log-probs (n, width) of each row's ``targets`` (right-padded) and their mask."""
-        torch = self._torch
+        import torch
+
         n = len(targets)
         width = max(1, max(len(t) for t in targets))
         labels = torch.zeros((n, width), dtype=torch.long)
@@ -264,7 +265,8 @@ class ClipT5VQAScorer(ClipT5Scorer):
         return str(self.options["template"]).replace("{text}", text)
 
     def _score_batch(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
-        torch = self._torch
+        import torch
+
         answer = self.tokenizer.encode(str(self.options["answer"]))
         if len(answer) < 2 or self.tokenizer.unk_token_id in answer:
             raise ModelLoadError(
@@ -300,7 +302,8 @@ class ClipT5CaptionScorer(ClipT5Scorer):
         return 1 + len(self._before)  # the caption is the decoder's: only the image counts
 
     def _score_batch(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
-        torch = self._torch
+        import torch
+
         targets = [self.tokenizer.encode(t, eos=False) for t in texts]
         if not any(targets):
             return torch.zeros(len(texts), dtype=torch.float32)
