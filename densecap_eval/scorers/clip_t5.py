@@ -13,7 +13,9 @@ transformers' `CLIPVisionModel`, whose 4.x weights sit under ``vision_model.``) 
 ``self.embed_tokens = self.encoder.embed_tokens``. ``save_pretrained`` therefore writes
 ``shared.weight``, ``encoder.*``, ``decoder.*``, ``lm_head.weight``, ``mm_projector.{0,2}.*``,
 possibly ``embed_tokens.weight``, and ``vision_tower.vision_tower.vision_model.*`` when the tower
-was saved. The files themselves could not be read here, so the loader also accepts a leading
+was saved. The hub's file listing of ``clip-flant5-xl`` shows one ``pytorch_model.bin`` (6.32 GB,
+bf16 storage: about T5-XL plus a CLIP-L tower), ``spiece.model``, tokenizer files and a
+``training_args.bin``; the key names inside could not be read here, so the loader also accepts a leading
 ``model.``, the tower without the ``vision_model.`` level (transformers 5 naming), and a release
 without tower weights: the tower then comes from the config's ``mm_vision_tower`` (t2v_metrics
 builds it from there too, then lets saved weights override it). The tower's architecture and image
