@@ -120,6 +120,24 @@ CASES: dict[str, Case] = {
     "CSV header only": fail(put(CSV, b"image,caption\n"), CSV, "no rows", data=CSV),
     "CSV BOM": ok(edit(CSV, lambda d: b"\xef\xbb\xbf" + d), N, data=CSV),
     "CSV CRLF": ok(edit(CSV, lambda d: d.replace(b"\n", b"\r\n")), N, data=CSV),
+    "CSV row with an extra field": skip(
+        edit(CSV, lambda d: d.replace(b"green picture", b"green picture,extra")),
+        N - 1,
+        "row 2",
+        "fields",
+        data=CSV,
+    ),
+    "CSV row not UTF-8": skip(
+        edit(CSV, lambda d: d.replace(b"plain green", NOT_UTF8)), N - 1, "row 2", "UTF-8", data=CSV
+    ),
+    "CSV truncated inside a quoted caption": skip(
+        edit(CSV, lambda d: d + b'images/red.png,"a red picture that sto'), N, "row 5", data=CSV
+    ),
+    "CSV 200 KB caption": ok(
+        edit(CSV, lambda d: d.replace(b"a plain green picture", f'"{HUGE_TEXT}"'.encode())),
+        N,
+        data=CSV,
+    ),
     "CSV without the caption column": fail(
         edit(CSV, lambda d: d.replace(b"caption", b"text", 1)), CSV, "caption column", data=CSV
     ),

@@ -50,7 +50,9 @@ an imagefolder with split folders keeps its split names.
 
 Bad input (docs/data.md). A ``.jsonl`` input is read with the shared JSON Lines reader
 (`densecap_eval.datasets.guards`): a line that is not UTF-8 or not a JSON object is one bad row
-(``row N``, N its line number), as in every family. Paths: a user's own manifest may name
+(``row N``, N its line number), as in every family. A ``.csv`` / ``.tsv`` input is read with
+Python's csv module under the same rule (a row not UTF-8, with the wrong number of fields or
+refused by the parser is one bad row; values are strings, an empty cell is no value). Paths: a user's own manifest may name
 absolute image paths; relative ones resolve against the manifest's folder (``..`` allowed: it is
 the user's data), unlike a published release's, which may only name files inside it. A table
 with no usable row left is refused by the evaluation (exit 1).
@@ -59,6 +61,7 @@ with no usable row left is refused by the evaluation (exit 1).
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import io
 import json
@@ -195,8 +198,15 @@ class FilesDataset:
         from densecap_eval.paths import default_cache_dir
 
         cache = str(default_cache_dir() / HF_CACHE_DIR)
-        if self.format == "json" and self.root.suffix.lower() == ".jsonl":
-            lines = _JsonLinesTable(self.root)  # one bad line = one bad row
+        suffix = self.root.suffix.lower()
+        if self.root.is_file() and suffix in (".jsonl", ".csv", ".tsv"):
+            # Line-oriented tables are read here, so one bad line is one bad row (as in every
+            # family's JSON Lines), never the whole file: Hugging Face's readers refuse it.
+            lines: _JsonLinesTable | _CsvTable = (
+                _JsonLinesTable(self.root)
+                if suffix == ".jsonl"
+                else _CsvTable(self.root, delimiter="\t" if suffix == ".tsv" else ",")
+            )
             if not len(lines):
                 raise DatasetError(f"{self.root} has no rows")
             return {ALL_SPLIT: lines}
@@ -312,8 +322,9 @@ class FilesDataset:
         sizes: dict[Path, tuple[int, int] | str] = {}
         for number, raw in _numbered(self._tables[split]):
             try:
-                if isinstance(raw, str):  # a JSONL line that holds no JSON object
-                    raise BadRecordError(f"row {number}", f"line {number}: {raw}")
+                if isinstance(raw, str):  # a line that holds no row (see _JsonLinesTable)
+                    where = f"line {number}" if self.root.suffix.lower() == ".jsonl" else "row"
+                    raise BadRecordError(f"row {number}", f"{where}: {raw}")
                 row = self._parse_row(number, raw, sizes)
             except BadRecordError as exc:
                 self.skip(BadRecordError(f"{row_name} {number}", exc.reason))
@@ -429,9 +440,79 @@ class _JsonLinesTable:
         return len(self.rows)
 
 
+class _CsvTable:
+    """A CSV / TSV file read with Python's csv module: row N is the N-th data row after the
+    header (Hugging Face's numbering); a row that is not UTF-8 or has another number of fields
+    than the header is one bad row, and so is one the parser refuses (a stray quote, an
+    unterminated quote at the end of a truncated file); the rows after it are read on. Values
+    are strings; an empty cell is
+    None (no value), as the Hugging Face reader gives it."""
+
+    def __init__(self, path: Path, *, delimiter: str) -> None:
+        self.features: dict[str, Any] = {}
+        self.rows: list[tuple[int, dict[str, Any] | str]] = []
+        csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # long captions are fine
+        try:
+            # utf-8-sig: a byte-order mark is not part of the first column's name;
+            # surrogateescape: a bad byte marks its row, found below, not the file
+            with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
+                reader = csv.reader(fh, delimiter=delimiter, strict=True)
+                header = self._header(path, reader)
+                number = 0
+                while True:
+                    try:
+                        fields = next(reader)
+                    except StopIteration:
+                        break
+                    except csv.Error as exc:  # the reader goes on at the next line
+                        number += 1
+                        self.rows.append((number, f"not {path.suffix[1:].upper()} ({exc})"))
+                        continue
+                    if not fields:
+                        continue  # a blank line
+                    number += 1
+                    self.rows.append((number, self._row(header, fields)))
+        except OSError as exc:
+            raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
+        self.column_names = header
+
+    @staticmethod
+    def _header(path: Path, reader: Any) -> list[str]:
+        try:
+            header: list[str] = next(reader, [])
+        except csv.Error as exc:
+            raise DatasetError(f"cannot read {path} as CSV: {exc}") from None
+        if not _is_utf8(header):
+            raise DatasetError(f"{path}: the header line is not UTF-8 text")
+        return [name.strip() for name in header]
+
+    @staticmethod
+    def _row(header: list[str], fields: list[str]) -> dict[str, Any] | str:
+        if not _is_utf8(fields):
+            return "not UTF-8 text"
+        if len(fields) != len(header):
+            return f"{len(fields)} fields, the header has {len(header)}"
+        return {
+            name: (value if value != "" else None)
+            for name, value in zip(header, fields, strict=True)
+        }
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _is_utf8(fields: list[str]) -> bool:
+    try:
+        for field in fields:
+            field.encode("utf-8")
+    except UnicodeEncodeError:  # a byte surrogateescape kept: the file's bytes were not UTF-8
+        return False
+    return True
+
+
 def _numbered(table: Any) -> Iterator[tuple[int, Any]]:
     """(row number, row) of a table: a JSONL file's line numbers, else counted from 1."""
-    if isinstance(table, _JsonLinesTable):
+    if isinstance(table, _JsonLinesTable | _CsvTable):
         return iter(table.rows)
     return enumerate(table, start=1)
 
