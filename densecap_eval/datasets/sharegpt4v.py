@@ -156,6 +156,8 @@ class _ArrayStream:
                 if self._more():
                     continue
                 raise self._fail(f"invalid JSON ({exc.msg})") from None
+            except RecursionError:  # arrays nested thousands deep: not a record of the release
+                raise self._fail("an element nested too deeply to decode") from None
             # A number cut by the buffer's end ("-1" of "-1.5e-7") decodes too: unless a
             # delimiter follows it within the buffer, read on and decode again.
             if _NUMBER_TAIL.fullmatch(self.buf, end) and self._more():
