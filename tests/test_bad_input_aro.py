@@ -64,6 +64,9 @@ CASES: dict[str, Case] = {
     "not UTF-8": fail(edit(FILE, lambda d: d.replace(b"the cup", NOT_UTF8)), FILE),
     "HTML error page": fail(put(FILE, HTML), FILE),
     "an object, not a list": fail(put(FILE, json.dumps({"0": GOOD[0]}).encode()), FILE, "list"),
+    "a case nested too deeply": fail(
+        edit(FILE, lambda d: d.rstrip()[:-1] + b", " + b"[" * 100_000 + b"]" * 100_001), FILE
+    ),
     "BOM": ok(edit(FILE, lambda d: b"\xef\xbb\xbf" + d), N),
     "CRLF and indentation": ok(
         edit(FILE, lambda d: json.dumps(json.loads(d), indent=2).replace("\n", "\r\n").encode()),

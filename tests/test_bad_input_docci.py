@@ -83,6 +83,12 @@ CASES: dict[str, Case] = {
         "line 7",
         "UTF-8",
     ),
+    "a line nested too deeply": skip(
+        edit(DESCRIPTIONS, lambda d: d + b"[" * 100_000 + b"]" * 100_000 + b"\n"),
+        N,
+        "line 8",
+        "nested",
+    ),
     "BOM": ok(edit(DESCRIPTIONS, lambda d: b"\xef\xbb\xbf" + d), N),
     "CRLF": ok(edit(DESCRIPTIONS, lambda d: d.replace(b"\n", b"\r\n")), N),
     # record level

@@ -87,6 +87,11 @@ CASES: dict[str, Case] = {
     "an object, not an array": fail(
         put(CAPTIONER, json.dumps({"data": GOOD_CAPTIONER}).encode()), CAPTIONER
     ),
+    "an element nested too deeply": fail(
+        edit(CAPTIONER, lambda d: d.rstrip()[:-1] + b", " + b"[" * 100_000 + b"]" * 100_001),
+        CAPTIONER,
+        "nested",
+    ),
     "BOM": ok(edit(CAPTIONER, lambda d: b"\xef\xbb\xbf" + d), N),
     "CRLF": ok(edit(CAPTIONER, lambda d: d.replace(b"\n", b"\r\n")), N),
     # record level
