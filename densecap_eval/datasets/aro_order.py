@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.guards import id_key
 from densecap_eval.datasets.records import ImageRecord, Text
 from densecap_eval.errors import BadRecordError, DatasetError, DownloadError
 
@@ -82,7 +83,7 @@ class _OrderDataset(DatasetBase):
     def _read(self) -> list[OrderRecord]:
         try:
             data = json.loads(self.annotation_file.read_bytes())
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise DatasetError(f"{self.annotation_file} is not readable JSON: {exc}") from None
         if not isinstance(data, list):
             raise DatasetError(
@@ -96,7 +97,7 @@ class _OrderDataset(DatasetBase):
             except BadRecordError as exc:
                 self.skip(exc)
                 continue
-            seen.add(record.image)
+            seen.add(id_key(record.image))
             out.append(record)
         return out
 
@@ -111,7 +112,7 @@ class _OrderDataset(DatasetBase):
         normal = posixpath.normpath(image.replace("\\", "/"))
         if posixpath.isabs(normal) or normal == ".." or normal.startswith("../"):
             raise BadRecordError(name, "its image path leaves the data root")
-        if image in seen:
+        if id_key(image) in seen:  # compared after Unicode NFC (guards.id_key)
             raise BadRecordError(name, "its image is listed twice")
         if not isinstance(captions, list) or not captions:
             raise BadRecordError(name, "'caption' is not a non-empty list")
