@@ -321,3 +321,23 @@ def test_parity_is_checked(folders: dict[str, Path]) -> None:
         vlm.load_vqascore(f"vqascore:{folders['llava15']}?parity=lmms", "cpu", "fp32")
     with pytest.raises(ModelLoadError, match="defined for model types llava, not 'gemma3'"):
         vlm.load_vqascore(f"vqascore:{folders['gemma3']}?parity=t2v_metrics", "cpu", "fp32")
+
+
+def test_sequences_past_the_sliding_window_do_not_share_a_prefix(
+    folders: dict[str, Path],
+) -> None:
+    # The tiny Gemma 3 has a 64-token sliding window: long captions reach past it, where padding
+    # between a shared prefix and its continuation would change what the window holds.
+    s = scorer(folders, "gemma3")
+    long = " ".join(["two big dogs on the left of a red house"] * 4)
+    images = [IMAGES[0], IMAGES[0], IMAGES[1], IMAGES[1]]
+    texts = [long, TEXTS[0], long, TEXTS[2]]
+    before = dict(s.config.get("share_prefix_fallbacks", {}))
+    got = s.score_pairs(images, texts)
+    after = s.config["share_prefix_fallbacks"]
+    reason = "longer than the sliding attention window"
+    assert after[reason] - before.get(reason, 0) == 4
+    reference = torch.tensor(
+        [direct_p(folders["gemma3"], im, t) for im, t in zip(images, texts, strict=True)]
+    )
+    assert float((got - reference).abs().max()) <= 1e-5

@@ -44,7 +44,9 @@ expanded to the pairs, positions continuing from the prefix's end (multimodal Ro
 model's own ``get_rope_index`` offset). A continuation is the pair's prompt tokens after the
 prefix's tokens (tokenized without image expansion); a pair whose first tokens are not the
 prefix's (a tokenizer merging across the boundary) takes the path without sharing, counted in
-``config["share_prefix_fallbacks"]``. Sharing is off, with the reason in
+``config["share_prefix_fallbacks"]``, as are pairs whose prefix and continuation reach past a
+sliding attention window (Gemma 3: padding between prefix and continuation would shift what the
+window holds). Sharing is off, with the reason in
 ``config["share_prefix_off"]``, for families whose attention makes it inexact (PaliGemma's
 prefix-LM) or unknown, and for prompts whose caption comes before the image. Scores equal the
 path without sharing (tests: 1e-5 in fp32), so the fingerprint does not depend on the option.
@@ -171,6 +173,8 @@ class _GenerativePairScorer(common.PairScorerBase):
         self.has_chat_template = bool(getattr(self.processor, "chat_template", None))
         self._forward_params = set(inspect.signature(self.model.forward).parameters)
         self._image_tokens: int | None = None  # parity: image tokens per image
+        self._placeholder: str | None = None  # see `_image_token`
+        self._window = _sliding_window(self.model_config)
         self._check_parity()
         self._check_options()
         # Special tokens: off when the rendered prompt carries BOS already (decided by the text).
@@ -264,7 +268,18 @@ class _GenerativePairScorer(common.PairScorerBase):
         )
 
     def _image_token(self) -> str:
-        return str(getattr(self.processor, "image_token", "") or "<image>")
+        """The placeholder the prompt holds for an image (Gemma 3: ``boi_token``; transformers
+        5.0's Gemma 3 processor names the expanded soft token ``image_token``)."""
+        if self._placeholder is None:
+            names = [getattr(self.processor, n, None) for n in ("image_token", "boi_token")]
+            names = [str(n) for n in names if n] or ["<image>"]
+            self._placeholder = names[0]
+            if self.has_chat_template and not self.parity:
+                rendered = self.processor.apply_chat_template(
+                    self._messages("x"), add_generation_prompt=True, tokenize=False
+                )
+                self._placeholder = next((n for n in names if n in rendered), names[0])
+        return str(self._placeholder)
 
     def _text_ids(self, prompt: str) -> list[int]:
         """A prompt's token ids with each image as its one placeholder token (not expanded)."""
@@ -381,9 +396,6 @@ class _GenerativePairScorer(common.PairScorerBase):
         return out
 
     def _image_token_id(self) -> int:
-        value = getattr(self.processor, "image_token_id", None)
-        if isinstance(value, int):
-            return value
         return int(self.tokenizer.convert_tokens_to_ids(self._image_token()))
 
     def _encode(self, images: Sequence[Image.Image], texts: Sequence[str]) -> tuple[Any, list[int]]:
@@ -537,10 +549,18 @@ class _GenerativePairScorer(common.PairScorerBase):
             out[index.to(out.device)] = logp
             tail_ids[index] = ids.cpu()
 
-        for length_group in by_length.values():
+        for length, length_group in by_length.items():
             for group, enc in _joined(length_group, encs):
                 members = set(group)
                 rows = [i for i, c in enumerate(conts) if c is not None and inverse[i] in members]
+                width = max(len(c) for i in rows if (c := conts[i]) is not None)
+                if self._window is not None and length + width > self._window:
+                    # Padding between prefix and continuation would shift which tokens a
+                    # sliding window holds: these pairs take the path without sharing.
+                    self.sharing.fall_back("longer than the sliding attention window", len(rows))
+                    for i in rows:
+                        conts[i] = None
+                    continue
                 logp, ids = self._tail_group(
                     enc,
                     group,
@@ -598,6 +618,8 @@ class _GenerativePairScorer(common.PairScorerBase):
                 "attention_mask": torch.cat([torch.ones((n, length), dtype=torch.long), mask], 1),
                 "position_ids": positions.unsqueeze(0).expand(3, -1, -1) if mrope else positions,
             }
+            if "cache_position" in self._forward_params:  # transformers 5.0 slices masks by it
+                cont["cache_position"] = torch.arange(length, length + width)
             cont.update(self._continuation_extras(enc, row_index, mask))
             k = min(keep, width)
             logits = self._forward(cont, k, use_cache=True, **{self._cache_arg: cache}).logits
@@ -654,6 +676,20 @@ class _GenerativePairScorer(common.PairScorerBase):
         kwargs = {k: enc[k] for k in names if k in enc and k in params}
         _, deltas = get_rope_index(**kwargs)
         return deltas.reshape(-1).long().cpu(), True
+
+
+def _sliding_window(config: Any) -> int | None:
+    """The language model's sliding attention window when any layer uses one, else None."""
+    text = getattr(config, "text_config", None) or config
+    window = getattr(text, "sliding_window", None)
+    if not isinstance(window, int) or window <= 0:
+        return None
+    layer_types = getattr(text, "layer_types", None)
+    if layer_types:
+        return window if "sliding_attention" in layer_types else None
+    if getattr(text, "use_sliding_window", True) is False:
+        return None
+    return window
 
 
 def _joined(group: list[int], encs: dict[int, Any]) -> list[tuple[list[int], Any]]:
