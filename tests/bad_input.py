@@ -179,8 +179,9 @@ def photo_bytes(mode: str = "RGB", size: tuple[int, int] = (32, 24), fmt: str = 
     return buf.getvalue()
 
 
-def png_header(width: int, height: int) -> bytes:
-    """A PNG whose header claims ``width`` x ``height`` (no pixel data is allocated)."""
+def png_header(width: int, height: int, *, idat: bytes | None = None) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` (no pixel data is allocated); ``idat``:
+    the image data chunk's bytes (default: a little valid zlib), each chunk's CRC correct."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return (
@@ -188,7 +189,7 @@ def png_header(width: int, height: int) -> bytes:
         )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\0" * 64)
+    idat = zlib.compress(b"\0" * 64) if idat is None else idat
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
@@ -245,6 +246,9 @@ def photo_cases(photo: str, ident: str, scored: int, *, encoded: str = "PNG") ->
             put(photo, b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\0" * 64),
             scored - 1,
             ident,
+        ),
+        "photo PNG with good CRCs around a stream that does not inflate": skip(
+            put(photo, png_header(32, 24, idat=b"not a zlib stream" * 4)), scored - 1, ident
         ),
         "photo 30000x30000 (decompression bomb)": skip(
             put(photo, png_header(30_000, 30_000)), scored - 1, ident, "pixels"

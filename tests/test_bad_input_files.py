@@ -106,7 +106,7 @@ CASES: dict[str, Case] = {
     # image level
     **{
         name: Case(c.change, c.expect, c.scored, c.names, c.n_skipped, data=JSONL)
-        for name, c in photo_cases("images/blue.png", "row 3", N).items()
+        for name, c in photo_cases("images/blue.png", "blue.png", N).items()
     },
     "absolute image path (allowed in a user's manifest)": ok(_absolute, N, data=JSONL),
     "image path outside the manifest's folder (allowed)": ok(_outside, N, data=JSONL),

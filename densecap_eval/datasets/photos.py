@@ -21,7 +21,8 @@ def photo_size(path: Path, *, image: str) -> tuple[int, int]:
 
     The reference decodes every photo in full and drops the image when Pillow fails. To find
     those photos without holding pixels: a JPEG is decoded at 1/8 scale (Pillow's draft mode
-    still reads every byte, so truncation is caught) and a PNG is CRC-checked with verify().
+    still reads every byte, so truncation is caught); a PNG is CRC-checked with verify() and
+    then decoded (its CRCs can be right around a stream that does not inflate).
     The outcome is remembered per (path, mtime, size), so the four subtests check a photo once.
     """
     try:
@@ -52,9 +53,12 @@ def _probe(path: str, mtime_ns: int, size: int) -> tuple[int, int] | str:
                 img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
                 img.load()
             elif img.format == "PNG":
-                img.verify()
+                img.verify()  # the CRCs; a stream with good CRCs can still fail to inflate
             else:
                 img.load()
+        if img.format == "PNG":  # verify() leaves the image unusable: open it again to decode
+            with Image.open(path) as again:
+                again.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         return (
             f"photo {path} is too large to decode safely ({exc}); over the "
