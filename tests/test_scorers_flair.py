@@ -446,3 +446,43 @@ def test_every_task_family_scores_the_same_through_the_late_path(tmp_path: Path)
         assert late.config["scorer_kind"] == "late-interaction" and twin.head_pairs > 0, task
         assert _rounded(late.metrics) == _rounded(emb.metrics), task
         assert late.examples.shape == emb.examples.shape, task
+
+
+class OomTwin(LateTwin):
+    """Runs out of memory (as CUDA would) on head calls above a number of pairs."""
+
+    def score_tokens(self, image_tokens: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
+        if image_tokens.shape[0] * texts.shape[0] > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (fake)")
+        return super().score_tokens(image_tokens, texts)
+
+    def score_token_pairs(self, image_tokens: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
+        if image_tokens.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (fake)")
+        return super().score_token_pairs(image_tokens, texts)
+
+
+def test_the_head_backs_off_on_out_of_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from densecap_eval.engine.engine import score_plan
+    from densecap_eval.engine.plan import ScoringPlan
+    from densecap_eval.regions import Region
+
+    plan = ScoringPlan()
+    for k, colour in enumerate(["red", "green", "blue"]):
+        Image.new("RGB", (12, 12), colour).save(tmp_path / f"{k}.png")
+        plan.add_region(Region(photo=str(tmp_path / f"{k}.png"), box=None))
+    for text in ["a red square", "green", "a blue one", "nothing at all"]:
+        plan.add_text(text)
+    r, t = np.repeat(np.arange(3), 4), np.tile(np.arange(4), 3)
+    want = score_plan(LateTwin(), plan, num_workers=0, batch_size=1)
+    got = score_plan(OomTwin(), plan, num_workers=0, batch_size=1)  # blocks of 64 pairs asked
+    np.testing.assert_allclose(
+        got.matrix([0, 1, 2], [0, 1, 2, 3]), want.matrix([0, 1, 2], [0, 1, 2, 3]), atol=1e-6
+    )
+    got = score_plan(OomTwin(), plan, num_workers=0, batch_size=8)  # 8 pairs asked per forward
+    np.testing.assert_allclose(got.scores(r, t), want.scores(r, t), atol=1e-6)
+    backoffs = [m for m in caplog.messages if m.startswith("out of memory")]
+    assert any("regions x texts" in m for m in backoffs), backoffs  # the block path
+    assert backoffs[-1].endswith("(region, text) pairs; retrying with batches of 2"), backoffs
