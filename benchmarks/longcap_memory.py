@@ -4,6 +4,7 @@
     python benchmarks/longcap_memory.py --images 2000 --keep
     python benchmarks/longcap_memory.py --root DIR         # an existing Urban1k-layout folder
     python benchmarks/longcap_memory.py --skip-run         # inspect only
+    python benchmarks/longcap_memory.py --flat 2000 8000   # run's peak RSS at each size
 
 Without --root it writes a synthetic long-caption set in the Urban1k layout: ``image/<n>.jpg``
 (small distinct JPEGs: a few coloured blocks on a background, seeded) and ``caption/<n>.txt``
@@ -19,7 +20,10 @@ Then, each in its own subprocess, with the peak RSS of that process (``os.wait4`
     --out OUT --bootstrap 0`` (the bundled tiny CPU model; its embedding cache goes under the
     benchmark's temporary folder)
 
-The script exits 1 when a peak reaches the limit (default 2 GB).
+The script exits 1 when a peak reaches the limit (default 2 GB). With ``--flat N1 N2 ...`` it
+writes one set per size and measures (b) only, then exits 1 unless the largest size's peak RSS
+is within ``--flat-mb`` (default 150 MB) of the smallest's: retrieval ranks the gallery in
+strips, so its memory must not grow with the square of the gallery.
 """
 
 from __future__ import annotations
@@ -165,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-gb", type=float, default=2.0, help="fail at this peak RSS")
     parser.add_argument("--skip-run", action="store_true", help="measure inspect only")
     parser.add_argument("--keep", action="store_true", help="keep the generated set and results")
+    parser.add_argument("--flat", type=int, nargs="+", help="sizes whose run peaks to compare")
+    parser.add_argument("--flat-mb", type=float, default=150.0)
     args = parser.parse_args(argv)
+    if args.flat:
+        return flat(sorted(args.flat), seed=args.seed, tolerance_mb=args.flat_mb, keep=args.keep)
 
     tmp = Path(tempfile.mkdtemp(prefix="densecap-longcap-bench-"))
     root = args.root or build_set(tmp / "Urban1k", args.images, args.seed)
@@ -202,6 +210,40 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     return 1 if failed else 0
+
+
+def flat(sizes: list[int], *, seed: int, tolerance_mb: float, keep: bool) -> int:
+    """Peak RSS of an ``urban1k/retrieval`` run at each size; 1 unless it stays flat."""
+    tmp = Path(tempfile.mkdtemp(prefix="densecap-longcap-flat-"))
+    peaks: dict[int, int] = {}
+    try:
+        for n in sizes:
+            root = build_set(tmp / f"Urban1k-{n}", n, seed)
+            out = tmp / f"results-{n}"
+            command = ["run", "--model", "builtin:tiny", "--task", "urban1k/retrieval"]
+            command += ["--data-root", str(root), "--out", str(out), "--bootstrap", "0"]
+            command += ["--cache-dir", str(tmp / f"cache-{n}")]
+            _, peaks[n], tree, wall = measure(command)
+            (metrics_file,) = out.glob("*/metrics.json")
+            metrics = json.loads(metrics_file.read_text())["urban1k/retrieval"]
+            print(
+                f"{n} pairs: gallery {metrics['gallery']}, i2t_r1 {metrics['i2t_r1']:.4f}; "
+                f"peak RSS {peaks[n] / 1e6:.0f} MB, peak PSS with workers "
+                f"{tree / 1e6:.0f} MB, wall {wall:.1f} s",
+                flush=True,
+            )
+    finally:
+        if keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    growth = (peaks[sizes[-1]] - peaks[sizes[0]]) / 1e6
+    ok = growth <= tolerance_mb
+    print(
+        f"peak RSS {sizes[-1]} vs {sizes[0]} pairs: {growth:+.0f} MB "
+        f"({'within' if ok else 'OVER'} {tolerance_mb:.0f} MB)"
+    )
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -53,7 +53,11 @@ class KeyedFake(FakeEmbeddingScorer):
 @pytest.fixture
 def plan(tmp_path: Path) -> ScoringPlan:
     photo = tmp_path / "photo.png"
-    Image.new("RGB", (16, 16), (200, 40, 40)).save(photo)
+    # a pattern, not one colour: the two regions must differ in pixels (identical pixels are
+    # one input, encoded once)
+    pattern = Image.new("RGB", (16, 16), (200, 40, 40))
+    pattern.paste((20, 200, 90), (4, 2, 7, 6))
+    pattern.save(photo)
     p = ScoringPlan()
     p.add_region(Region(photo=str(photo), box=None))
     p.add_region(Region(photo=str(photo), box=(0, 0, 8, 8)))

@@ -140,3 +140,31 @@ def test_one_input_is_one_float_whatever_the_block() -> None:
     # the element-wise scores of duplicate inputs are equal across rows of one call too
     col = table.scores(np.array([0, 3, 2]), np.array([1, 4, 1]))
     assert col[0] == col[1]
+
+
+class _CountingPixels(_Counting):
+    def __init__(self, scorer) -> None:
+        super().__init__(scorer)
+        self.pixel_rows = 0
+
+    def encode_pixels(self, pixels):
+        self.pixel_rows += len(pixels)
+        return self._scorer.encode_pixels(pixels)
+
+
+def test_identical_pixels_are_one_encoding(tiny, tmp_path: Path) -> None:
+    # Two files, one picture: a solid square at two sizes preprocesses to the same pixels.
+    Image.new("RGB", (40, 40), (90, 30, 160)).save(tmp_path / "small.png")
+    Image.new("RGB", (80, 80), (90, 30, 160)).save(tmp_path / "large.png")
+    Image.new("RGB", (40, 40), (10, 200, 60)).save(tmp_path / "other.png")
+    photos = [tmp_path / n for n in ("small.png", "other.png", "large.png")]
+    plan = ScoringPlan()
+    regions = [plan.add_region(Region(photo=str(p))) for p in photos]
+    t = plan.add_text("a purple square")
+    counting = _CountingPixels(tiny)
+    table = score_plan(counting, plan, batch_size=1, cache=None, progress=False, num_workers=0)
+    assert counting.pixel_rows == 2  # batches of one: the large square was never encoded
+    emb = table.image_embeddings
+    assert emb is not None and np.array_equal(emb[regions[0]], emb[regions[2]])
+    s = table.scores(np.array([regions[0], regions[2]]), np.array([t, t]))
+    assert s[0] == s[1]

@@ -13,8 +13,10 @@ fingerprint (weights by content, config, hub revision), the precision (autocast 
 device type (kernels differ in the last bits). ``kind`` is ``image`` or ``text``. The image
 variant is the scorer's ``preprocess_id`` plus the blind flag; the text variant is the text
 policy and the model's text limit. A region's key is the sha256 of (sha256 of the photo file's
-bytes, box); a text's key is the sha256 of its UTF-8 bytes. Layout ``v1`` keyed models by
-fingerprint alone (a bf16 embedding could be served to an fp32 run); it is never read.
+bytes, box); a text's key is the sha256 of what the model is fed (its token ids after the text
+policy: the scorer's ``text_inputs``) or, for a scorer that cannot say, of its UTF-8 bytes.
+Layout ``v1`` keyed models by fingerprint alone (a bf16 embedding could be served to an fp32
+run); it is never read.
 
 Every file is written to a temporary file in the same folder, fsynced, then ``os.replace``d,
 so a run killed at any moment leaves only whole shards behind; the next run reuses them.

@@ -388,8 +388,6 @@ def score_plan(
         image_embeddings=img_emb.embeddings(),
         text_embeddings=texts.embeddings(),
         logit_fn=scorer.logits,  # type: ignore[union-attr]
-        image_slot=img_emb.slot,
-        text_slot=texts.slot,
     )
 
 
@@ -414,8 +412,6 @@ class _Rows:
         self.held = np.zeros(n, dtype=bool)
         self.n_tokens = np.zeros(n, dtype=np.int64) if texts else None
         self.cut = np.zeros(n, dtype=bool) if texts else None
-        # slot[i]: the first item with item i's model input (itself unless a duplicate)
-        self.slot = np.arange(n, dtype=np.int64)
 
     def fill(
         self,
@@ -533,8 +529,8 @@ def _encode_texts(
     Texts that reach the model identically (equal `TwoTowerScorer.text_inputs` keys: the same
     token ids after the text policy) share one encoding, looked up and cached under that key,
     so they tie exactly wherever they would have been batched. A scorer without ``text_inputs``
-    (a plugin) is keyed by the text itself. ``rows.slot[i]`` is the first text with text i's
-    input (the score table computes each input's scores once).
+    (a plugin) is keyed by the text itself. The score table then computes each distinct
+    embedding's scores once (`densecap_eval.engine.plan.ScoreTable`).
     """
     n = len(texts)
     inputs = scorer.text_inputs(texts, policy=policy) if hasattr(scorer, "text_inputs") else None
@@ -560,7 +556,6 @@ def _encode_texts(
         group=group,
     )
     rows = _Rows(n, texts=True)
-    rows.slot = slot
     if n:
         assert unique.n_tokens is not None and unique.cut is not None
         where = np.empty(n, dtype=np.int64)
@@ -704,21 +699,45 @@ def _encode_regions(
         pin = _on_cuda(getattr(scorer, "device", "cpu"))
         advance = bars.task("encoding regions", len(order), group=group)
         backoff = BatchBackoff(batch_size, what="regions")
+        seen: dict[bytes, int] = {}  # pixel digest -> the item encoded for it
         try:
             batches = _iter_batches(dataset, workers, pin_memory=pin, timeout=worker_timeout)
             for chunk, pixels in zip(chunks, batches, strict=True):
+                # Identical pixels are one input, encoded once in this run, so regions the model
+                # cannot tell apart tie exactly. (The cache keys regions by photo and box: a
+                # region cached by an earlier run and a new one with its pixels are two rows.)
+                digests = _pixel_digests(pixels, len(chunk))
+                fresh: list[int] = []  # positions of this batch to encode
+                copies: list[tuple[int, int]] = []  # (item, the item whose encoding it shares)
+                for j, (i, digest) in enumerate(zip(chunk, digests, strict=True)):
+                    first = i if digest is None else seen.setdefault(digest, i)
+                    if first == i:
+                        fresh.append(j)
+                    else:
+                        copies.append((i, first))
+                sub = [chunk[j] for j in fresh]
+                px = pixels if len(fresh) == len(chunk) else pixels[fresh]
+
                 # The loader's batch stays fixed; an OOM only shrinks what reaches the model.
-                def encode(a: int, b: int, px: torch.Tensor = pixels) -> torch.Tensor:
+                def encode(a: int, b: int, px: torch.Tensor = px) -> torch.Tensor:
                     return scorer.encode_pixels(px[a:b])
 
-                for a, b, out in backoff.run(len(chunk), encode):
-                    idx = chunk[a:b]
+                for a, b, out in backoff.run(len(sub), encode):
+                    idx = sub[a:b]
                     emb = out.detach().to("cpu").float().numpy()
                     rows.fill(idx, emb)
                     if store is not None:
                         store.put([keys[i] for i in idx], emb)
                         crash_point("encoded")
                     advance(b - a)
+                if copies:
+                    idx = [i for i, _ in copies]
+                    assert rows.emb is not None
+                    emb = rows.emb[[f for _, f in copies]]
+                    rows.fill(idx, emb)
+                    if store is not None:
+                        store.put([keys[i] for i in idx], emb)
+                advance(len(chunk) - len(sub))
         finally:
             if store is not None:
                 store.flush()
@@ -729,6 +748,18 @@ def _encode_regions(
     if todo:
         _reindex(group, open_store if store is not None else None)
     return rows
+
+
+def _pixel_digests(pixels: Any, n: int) -> list[bytes | None]:
+    """A digest of each item's preprocessed pixels (None for a batch that is not a tensor)."""
+    import hashlib
+
+    import torch
+
+    if not isinstance(pixels, torch.Tensor) or len(pixels) != n:
+        return [None] * n
+    flat = pixels.detach().to("cpu").contiguous().numpy()
+    return [hashlib.blake2b(flat[j].tobytes(), digest_size=20).digest() for j in range(n)]
 
 
 def _score_pairs(

@@ -83,7 +83,8 @@ class ScoreTable:
     separately rounded dot product.
 
     Exact ties: ``image_slot[r]`` / ``text_slot[t]`` name the first region / text with the same
-    model input (identical pixels, identical token ids; the engine encodes those once). Every
+    embedding, bit for bit (by default from the embeddings themselves; the engine encodes
+    identical pixels and identical token ids once, so those share a slot). Every
     block is computed over distinct slots and gathered, and ``scores`` never splits one
     region's cells across two blocks, so within one call two inputs the model cannot tell
     apart read the very same float: an exact tie, whatever the BLAS kernel does with the block
@@ -290,10 +291,15 @@ class ScoreTable:
 
 
 def _slots(slot: np.ndarray | None, embeddings: np.ndarray | None) -> np.ndarray:
-    """Each row's slot (itself when no slots are given)."""
+    """Each row's slot: the given ones, else the first row with bit-identical content."""
     if slot is not None:
         return np.asarray(slot, dtype=np.int64).reshape(-1)
-    return np.arange(0 if embeddings is None else len(embeddings), dtype=np.int64)
+    if embeddings is None or embeddings.ndim != 2 or not len(embeddings):
+        return np.arange(0 if embeddings is None else len(embeddings), dtype=np.int64)
+    rows = np.ascontiguousarray(embeddings)
+    as_bytes = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+    _, first, inverse = np.unique(as_bytes, return_index=True, return_inverse=True)
+    return first[inverse.reshape(-1)].astype(np.int64)
 
 
 def _distinct(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

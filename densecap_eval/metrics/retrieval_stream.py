@@ -29,15 +29,15 @@ from densecap_eval.metrics.retrieval import GalleryRanks
 
 Strip = Callable[[int, int], np.ndarray]  # (start, stop) -> (stop - start, columns) float32
 
-_STRIP_CELLS = 1 << 26  # cells per strip: 256 MB of float32 at most
+_STRIP_CELLS = 1 << 25  # cells per strip: 128 MB of float32 at most
 _MAX_STRIP_ROWS = 1024
 _TOPK_CELLS = 1 << 23  # cells packed into int64 keys at once (64 MB)
 _LOW = np.int64(0xFFFFFFFF)
 
 
 def strip_rows(n_columns: int) -> int:
-    """Rows per strip: 1024 (what the dense path always used) up to 65,536 columns, fewer
-    beyond, so one strip stays under 256 MB."""
+    """Rows per strip: 1024 (what the dense path always used) up to 32,768 columns, fewer
+    beyond, so one strip stays under 128 MB."""
     return max(1, min(_MAX_STRIP_ROWS, _STRIP_CELLS // max(n_columns, 1)))
 
 
