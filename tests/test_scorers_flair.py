@@ -215,6 +215,18 @@ def test_global_mode_is_clip_scoring_and_the_pooling_block_matters(released: Pat
     assert (glob.score(ims, texts) - late.score(ims, texts)).abs().max() > 0.1
 
 
+def test_chunk_mean_queries_with_the_chunks_mean_direction(released: Path) -> None:
+    scorer = load_scorer(f"flair:{released}", "cpu")
+    short, long = texts_of_lengths([10, 400])
+    mean = scorer.encode_texts([short, long], policy="chunk-mean")
+    truncated = scorer.encode_texts([short, long])
+    assert mean.cut == [False, False] and truncated.cut == [False, True]
+    torch.testing.assert_close(mean.embeddings[0], truncated.embeddings[0])  # within the limit
+    assert float(mean.embeddings[1].norm()) == pytest.approx(1.0, abs=1e-5)
+    assert not torch.allclose(F.normalize(mean.embeddings[1], dim=0),
+                              F.normalize(truncated.embeddings[1], dim=0))  # fmt: skip
+
+
 def test_pooling_weights_change_late_scores_only(released: Path, tmp_path: Path) -> None:
     state = flair_state()
     state["visual_proj.attn.in_proj_weight"] = state["visual_proj.attn.in_proj_weight"].flip(0)
