@@ -242,6 +242,7 @@ def _plan(scorer: Any, tasks: Sequence[str], config: RunConfig) -> _Prepared:
             )
     check_options({get_task(n).dataset for n in concrete}, dict(config.dataset_options))
     prepared = _Prepared(requested, members, {}, {}, ScoringPlan(), ScoringPlan(), reranked)
+    empty: list[DatasetError] = []  # tasks left with no usable record
     for name in concrete:
         task = get_task(name)
         if task.dataset not in prepared.datasets:
@@ -259,9 +260,15 @@ def _plan(scorer: Any, tasks: Sequence[str], config: RunConfig) -> _Prepared:
             prepared.unavailable[name] = str(exc)
             continue
         if _n_examples(instance) == 0:  # nothing left to score must never look like a result
-            raise _nothing_left(name, prepared.datasets[task.dataset], instance)
+            # A suite's other members are still scored; this one is reported failed with the
+            # message (as an unavailable task is); with no member left, the run stops.
+            empty.append(_nothing_left(name, prepared.datasets[task.dataset], instance))
+            prepared.unavailable[name] = str(empty[-1])
+            continue
         instance.add_to_plan(prepared.first_plan if name in reranked else prepared.plan)
         prepared.instances[name] = instance
+    if empty and not prepared.instances:
+        raise empty[0]
     if prepared.unavailable and not prepared.instances:
         raise TaskUnavailableError(next(iter(prepared.unavailable.values())))
     return prepared

@@ -138,3 +138,28 @@ def test_vlc_strict_stops_at_the_bad_record(
     release: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     check_strict(release, tmp_path, CASES["photo truncated"], task=TASK, capsys=capsys)
+
+
+def test_a_suite_member_with_nothing_left_leaves_the_others_scored(
+    release: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``vlc`` runs three tasks; the object and attribute files hold no item: those two are
+    reported failed (exit 1, one line each and a summary), and relation is still scored and
+    stored."""
+    from densecap_eval.datasets.vlc import DCI_FILES
+
+    def empty_but_relation(root: Path) -> None:
+        for file in DCI_FILES:
+            if not file.key.startswith("Relation"):
+                (root / "data" / f"{file.key}.json").write_text("[]", encoding="utf-8")
+
+    case = Case(empty_but_relation, "fail")
+    outcome = run_case(release, tmp_path, case, task="vlc", capsys=capsys)
+    assert outcome.code == 1 and "Traceback" not in outcome.err, outcome.err
+    errors = [line for line in outcome.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3, outcome.err  # one per task, and the summary
+    assert "vlc/object: no usable record" in errors[0]
+    assert "vlc/attribute: no usable record" in errors[1]
+    assert "the other tasks ran and are stored" in errors[2]
+    (run,) = outcome.runs
+    assert run["status"] == "complete" and run["n_examples"] == N
