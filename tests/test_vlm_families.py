@@ -333,7 +333,9 @@ def test_sequences_past_the_sliding_window_do_not_share_a_prefix(
     images = [IMAGES[0], IMAGES[0], IMAGES[1], IMAGES[1]]
     texts = [long, TEXTS[0], long, TEXTS[2]]
     before = dict(s.config.get("share_prefix_fallbacks", {}))
+    processed = s.images.processed
     got = s.score_pairs(images, texts)
+    assert s.images.processed - processed == 2  # prefixes, then the fallback: each image once
     after = s.config["share_prefix_fallbacks"]
     reason = "longer than the sliding attention window"
     assert after[reason] - before.get(reason, 0) == 4

@@ -488,9 +488,10 @@ class _GenerativePairScorer(common.PairScorerBase):
         suffixes = [self._suffix_ids(t) for t in texts]
         lengths = [len(x) for x in suffixes]
         keep = max(lengths) + 1
-        if self._prefix_text is not None and self.sharing.on:
-            return (*self._tail_shared(images, texts, suffixes, keep), lengths)
-        return (*self._tail_unshared(images, texts, keep), lengths)
+        with self.images.batch():  # each distinct image through the image processor once
+            if self._prefix_text is not None and self.sharing.on:
+                return (*self._tail_shared(images, texts, suffixes, keep), lengths)
+            return (*self._tail_unshared(images, texts, keep), lengths)
 
     def _tail_unshared(
         self, images: Sequence[Image.Image], texts: Sequence[str], keep: int

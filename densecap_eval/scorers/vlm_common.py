@@ -404,6 +404,17 @@ class ImageDedup:
     def __init__(self) -> None:
         self.processed = 0
         self.enabled = True
+        self._cache: dict[Any, Any] | None = None
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Within it, an image processed once is not processed again by a later processor call
+        with the same arguments (a batch's shared prefixes, then its pairs that fall back)."""
+        self._cache = {}
+        try:
+            yield
+        finally:
+            self._cache = None
 
     @contextmanager
     def active(self, processor: Any) -> Iterator[None]:
@@ -452,13 +463,23 @@ class _DedupCall(_Delegate):
             self._owner.processed += len(flat)
             return self._real(images, *args, **kwargs)
         uniq, inverse = unique_images(flat)
-        outs = [self._real([[u]] if nested else [u], *args, **kwargs) for u in uniq]
-        self._owner.processed += len(uniq)
+        outs = [self._one(u, nested, args, kwargs) for u in uniq]
         try:
             return _assemble(outs, inverse)
         except (TypeError, ValueError, RuntimeError):
             self._owner.processed += len(flat)
             return self._real(images, *args, **kwargs)
+
+    def _one(self, image: Any, nested: bool, args: Any, kwargs: dict[str, Any]) -> Any:
+        cache = self._owner._cache
+        key = (image_key(image), nested, repr(args), repr(sorted(kwargs.items())))
+        if cache is not None and key in cache:
+            return cache[key]
+        out = self._real([[image]] if nested else [image], *args, **kwargs)
+        self._owner.processed += 1
+        if cache is not None:
+            cache[key] = out
+        return out
 
 
 def _assemble(outs: list[Any], inverse: Sequence[int]) -> Any:
