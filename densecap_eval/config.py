@@ -19,6 +19,7 @@ from densecap_eval.scorers.base import PRECISIONS, TEXT_POLICIES, Precision, Tex
 
 TieRule = Literal["pessimistic", "first"]
 TIE_RULES: tuple[str, ...] = ("pessimistic", "first")
+PROTOCOLS: tuple[str, ...] = ("default", "elevater-dci")  # see datasets/elevater/protocol.py
 REFERENCE_PRECISION = "fp32"  # what the reference DCI implementation computes
 # Seconds a photo-decoding worker may take to deliver one batch before the run stops: generous,
 # as a batch of large photos on a loaded, shared CPU can take a while (--worker-timeout).
@@ -51,6 +52,9 @@ class RunConfig:
     precision: Precision = "fp32"
     text_policy: TextPolicy = "truncate"
     ties: TieRule = "pessimistic"
+    # Zero-shot classification protocol: "default" (the model's own preprocessing) or
+    # "elevater-dci" (DCI's ELEVATER run: ImageNet statistics, ELEVATER's prompt cleaning).
+    protocol: str = "default"
     blind: bool = False
     use_cache: bool = True
     cache_dir: Path | None = None
@@ -91,6 +95,7 @@ class RunConfig:
         _one_of("precision", self.precision, PRECISIONS)
         _one_of("text policy", self.text_policy, TEXT_POLICIES)
         _one_of("tie rule", self.ties, TIE_RULES)
+        _one_of("protocol", self.protocol, PROTOCOLS)
         _int_at_least("seed", self.seed, 0)
         _int_at_least("n_boot", self.n_boot, 0)
         _int_at_least("rerank_k", self.rerank_k, 1)

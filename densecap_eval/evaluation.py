@@ -241,6 +241,10 @@ def _plan(scorer: Any, tasks: Sequence[str], config: RunConfig) -> _Prepared:
                 "--rerank-k; scoring every pair needs an embedding scorer)"
             )
     check_options({get_task(n).dataset for n in concrete}, dict(config.dataset_options))
+    if config.protocol != "default":
+        from densecap_eval.datasets.elevater.protocol import check_protocol
+
+        check_protocol(concrete, config.protocol)
     prepared = _Prepared(requested, members, {}, {}, ScoringPlan(), ScoringPlan(), reranked)
     empty: list[DatasetError] = []  # tasks left with no usable record
     for name in concrete:
@@ -252,8 +256,10 @@ def _plan(scorer: Any, tasks: Sequence[str], config: RunConfig) -> _Prepared:
                 task.dataset, root=str(root), strict=config.strict, **options
             )
         try:
+            # A task that takes a protocol (zero-shot classification) gets the run's.
+            extra = {"protocol": config.protocol} if getattr(task, "takes_protocol", False) else {}
             instance = task.prepare(
-                prepared.datasets[task.dataset], split=config.split, seed=config.seed
+                prepared.datasets[task.dataset], split=config.split, seed=config.seed, **extra
             )
         except TaskUnavailableError as exc:  # the other tasks still run
             log.error("%s", exc)
@@ -336,6 +342,10 @@ def _score(
         }
     plan = prepared.plan
     log.info("scoring %d regions and %d texts", len(plan.regions), len(plan.texts))
+    if config.protocol != "default":  # the protocol's preprocessing (datasets/elevater/protocol.py)
+        from densecap_eval.datasets.elevater.protocol import protocol_scorer
+
+        scorer = protocol_scorer(scorer, config.protocol)
     return score_plan(scorer, plan, **options), rerank_record
 
 

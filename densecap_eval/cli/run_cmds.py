@@ -303,6 +303,15 @@ def run_command(
             "first index of the maximum, as Long-CLIP/LoTLIP compute it).",
         ),
     ] = "pessimistic",
+    protocol: Annotated[
+        Literal["default", "elevater-dci"],
+        typer.Option(
+            "--protocol",
+            help="Zero-shot classification (elevater/...): default (the model's own "
+            "preprocessing) or elevater-dci (DCI's ELEVATER run: ImageNet mean/std, ELEVATER's "
+            "prompt cleaning). Recorded on the run card.",
+        ),
+    ] = "default",
     rerank_k: Annotated[
         int,
         typer.Option(
@@ -352,6 +361,7 @@ def run_command(
         precision=precision,
         text_policy=text_policy,
         ties=ties,
+        protocol=protocol,
         blind=blind,
         use_cache=not no_cache,
         cache_dir=cache_dir,

@@ -61,8 +61,22 @@ def synth(
     overwrite: Annotated[
         bool, typer.Option(help="Replace an existing OUT/densely_captioned_images written before.")
     ] = False,
+    elevater: Annotated[
+        bool,
+        typer.Option(
+            "--elevater",
+            help="Write a tiny ELEVATER release instead (the 20 zero-shot test splits in their "
+            "real layout, --images photos each) for `--task elevater --data-root OUT`.",
+        ),
+    ] = False,
 ) -> None:
     """Write a synthetic DCI set (procedural scenes, exact release layout) to OUT."""
+    if elevater:
+        from densecap_eval.datasets.elevater.synth import write_release
+
+        keys = write_release(out, images=images, seed=seed)
+        typer.echo(f"wrote {len(keys)} ELEVATER test splits ({images} photos each) to {out}")
+        return
     from densecap_eval.synth import generate_dci
 
     result = generate_dci(

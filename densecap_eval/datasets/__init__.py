@@ -27,6 +27,7 @@ for _name, _module, _cls in (
     ("sugarcrepe", "densecap_eval.datasets.sugarcrepe", "SugarCrepeDataset"),
     ("vlc", "densecap_eval.datasets.vlc", "VLCheckListDataset"),
     ("winoground", "densecap_eval.datasets.winoground", "WinogroundDataset"),
+    ("elevater", "densecap_eval.datasets.elevater.loader", "ElevaterDataset"),
 ):
     DATASETS.register(_name, f"{_module}:{_cls}")
 for _name, _target in (
@@ -41,6 +42,7 @@ for _name, _target in (
     ("sugarcrepe", "densecap_eval.datasets.sugarcrepe:download"),
     ("vlc", "densecap_eval.datasets.vlc:download"),
     ("winoground", "densecap_eval.datasets.winoground:download"),
+    ("elevater", "densecap_eval.datasets.elevater.download:download"),
 ):
     DOWNLOADERS.register(_name, _target)
 

@@ -70,6 +70,7 @@ class RunRequest:
             ("--precision", cfg.precision),
             ("--text-policy", cfg.text_policy),
             ("--ties", cfg.ties),
+            ("--protocol", cfg.protocol if cfg.protocol != "default" else None),
             ("--cache-dir", cfg.cache_dir),
             ("--bootstrap", cfg.n_boot),
             ("--rerank-from", cfg.rerank_from),
@@ -151,6 +152,10 @@ def validate(request: RunRequest, *, check_results_dir: bool = True) -> None:
     for spec in request.models:
         check_model_spec(spec)
     check_rerank(request)
+    if request.config.protocol != "default":
+        from densecap_eval.datasets.elevater.protocol import check_protocol
+
+        check_protocol(concrete_tasks(request.tasks), request.config.protocol)
     from densecap_eval.datasets import check_options
 
     options = dict(request.config.dataset_options)

@@ -34,6 +34,7 @@ HEADLINE_METRICS: tuple[str, ...] = (
     "text",  # Winoground
     "image",
     "group",
+    "zeroshot",  # ELEVATER zero-shot classification: each dataset's own metric
 )
 SUPPORTED_SCHEMA_VERSIONS: tuple[int, ...] = (1,)
 
@@ -81,6 +82,7 @@ class RunCard:
     device: str | None = None
     seed: int | None = None
     ties: str | None = None  # retrieval tie rule (None: runs from before it was an option)
+    protocol: str | None = None  # zero-shot protocol (default / elevater-dci); None: older runs
     world_size: int | None = None
     n_boot: int | None = None
     versions: dict[str, str | None] = field(default_factory=dict)
@@ -110,7 +112,7 @@ class RunCard:
     @property
     def label(self) -> str:
         """How reports name the run's model: the spec, with the settings that set this run
-        apart from a default one (a non-default text policy, precision or tie rule, blind), so
+        apart from a default one (a non-default text policy, precision, tie rule or protocol, blind), so
         two runs of one model under different settings read differently in every table."""
         marks = [
             value
@@ -118,6 +120,7 @@ class RunCard:
                 (self.text_policy, "truncate"),
                 (self.precision, "fp32"),
                 (f"ties {self.ties}" if self.ties else None, "ties pessimistic"),
+                (f"protocol {self.protocol}" if self.protocol else None, "protocol default"),
             )
             if value is not None and value != default
         ]

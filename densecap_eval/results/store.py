@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 # RunConfig fields the run card has a top-level slot for (the whole config is in card.config).
 CONFIG_CARD_FIELDS: tuple[str, ...] = (
     "blind", "split", "text_policy", "batch_size", "precision", "device", "seed", "n_boot",
-    "ties", "world_size",
+    "ties", "world_size", "protocol",
 )  # fmt: skip
 
 # Distributions whose versions every run card records (card key -> distribution name).

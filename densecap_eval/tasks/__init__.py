@@ -78,6 +78,16 @@ COMPOSITIONAL_SUITE = TaskSuite(
 )
 for _suite in (ARO_SUITE, SUGARCREPE_SUITE, VLC_SUITE, COMPOSITIONAL_SUITE):
     TASKS.register(_suite.name, _suite)
+# ELEVATER zero-shot classification (datasets/elevater/tasks.py): one task per dataset + suite.
+ELEVATER_KEYS: tuple[str, ...] = (
+    "cifar10", "cifar100", "caltech101", "country211", "dtd", "eurosat-clip", "fer2013",
+    "fgvc-aircraft-2013b", "food101", "gtsrb", "hateful-memes", "kitti-distance", "mnist",
+    "flower102", "oxford-iiit-pets", "patchcamelyon", "rendered-sst2", "resisc45-clip",
+    "stanfordcar", "voc2007classification",
+)  # fmt: skip
+for _key in ELEVATER_KEYS:
+    TASKS.register(f"elevater/{_key}", f"densecap_eval.datasets.elevater.tasks:{_key}")
+TASKS.register("elevater", "densecap_eval.datasets.elevater.tasks:SUITE")
 
 
 def get_task(name: str) -> Any:

@@ -5,9 +5,12 @@
   tables and dataset files (Elevater_Toolkit_IC at commit aae48b1, the one DCI pins).
 - `catalog`: that table, typed.
 - `layout`: reading the vision-datasets release layout (iris and coco manifests, ``zip@member``).
+- `photos`: zip members decoded as ELEVATER decodes them (EXIF orientation, then RGB).
 - `loader`: the registered dataset ``elevater``.
+- `protocol`: ``--protocol default | elevater-dci`` (preprocessing and prompt cleaning).
 - `tasks`: the task family ``elevater/<key>`` and the suite ``elevater``.
 - `synth`: a tiny synthetic release in the real layout (tests, demos).
+- `download`: what ``densecap-eval download elevater`` says.
 
 docs/elevater.md describes the protocols.
 """

@@ -1,0 +1,111 @@
+"""The registered dataset ``elevater``: ELEVATER's test splits under one data root.
+
+The root is ELEVATER's ``DATASET.ROOT`` (DCI's ``ElevaterDownload/classification/data/``): each
+dataset sits in its own ``<root_folder>`` below it (`layout`). The "splits" are the datasets
+found there (DCI's keys), so ``densecap-eval inspect elevater`` profiles each one. Records carry
+the class index(es) in ``meta["labels"]`` and point at the decoded photo (`photos`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.elevater import catalog, layout
+from densecap_eval.datasets.elevater.photos import ELEVATER_SIZE, ZipPhotos
+from densecap_eval.datasets.records import ImageRecord
+from densecap_eval.errors import BadRecordError
+
+
+@dataclass(frozen=True, slots=True)
+class ZeroShotSample:
+    """One usable test image: its reference in the release, decoded photo and labels."""
+
+    ref: str
+    photo: Path
+    labels: tuple[int, ...]
+
+
+class ElevaterDataset(DatasetBase):
+    name: ClassVar[str] = "elevater"
+    title: ClassVar[str] = "ELEVATER"
+
+    def __init__(self, root: str | Path, *, strict: bool = False, cache_dir: Path | None = None):
+        super().__init__(
+            root,
+            strict=strict,
+            hint="point --data-root at ELEVATER's DATASET.ROOT (the folder holding "
+            "classification/); `densecap-eval download elevater` says how to fill it",
+        )
+        from densecap_eval.paths import default_cache_dir
+
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self._samples: dict[str, list[ZeroShotSample]] = {}
+
+    def available(self) -> list[str]:
+        """The datasets (DCI keys) whose folder is under the root, in catalog order."""
+        return [k for k in catalog.dataset_keys() if layout.present(self.root, catalog.spec(k))]
+
+    def splits(self) -> list[str]:
+        return self.available()
+
+    def skip_where(self, error: BadRecordError) -> str | None:
+        return error.image
+
+    def samples(self, key: str) -> list[ZeroShotSample]:
+        """The usable test images of ``key`` in ELEVATER's order; bad ones skipped (named) or,
+        under strict, raised. A missing or unreadable index/zip raises `DatasetError`."""
+        if key not in self._samples:
+            spec = catalog.spec(key)
+            folder = layout.dataset_dir(self.root, spec)
+            raw = layout.read_samples(self.root, spec, self.skip)
+            square = None if spec.center_crop else ELEVATER_SIZE
+            photos = ZipPhotos(folder, self.cache_dir, square=square)
+            out: list[ZeroShotSample] = []
+            try:
+                for s in raw:
+                    where = f"{spec.root_folder}/{s.ref}"
+                    try:
+                        path = photos.photo(s.zip_name, s.member, image=where)
+                    except BadRecordError as exc:
+                        self.skip(exc)
+                        continue
+                    out.append(ZeroShotSample(s.ref, path, s.labels))
+            finally:
+                photos.close()
+            self._samples[key] = out
+        return self._samples[key]
+
+    def records(self, split: str | None = None) -> Iterator[ImageRecord]:
+        keys = self.available() if split is None else [split]
+        for key in keys:
+            for s in self.samples(key):
+                yield ImageRecord(
+                    id=f"{key}/{s.ref}",
+                    image=s.photo,
+                    texts=(),
+                    split=key,
+                    meta={"labels": s.labels},
+                )
+
+    def fingerprint(self, splits: Sequence[str]) -> str:
+        """sha256 over each dataset's index and label map bytes and its zips' sizes."""
+        h = hashlib.sha256()
+        for key in sorted(splits):
+            spec = catalog.spec(key)
+            folder = layout.dataset_dir(self.root, spec)
+            h.update(key.encode())
+            for name in layout.required_files(spec):
+                path = folder / name
+                if name in spec.test_files:
+                    h.update(f"{name}:{path.stat().st_size if path.is_file() else -1}".encode())
+                elif path.is_file():
+                    h.update(path.read_bytes())
+        return h.hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        return {"available": self.available(), "known": list(catalog.dataset_keys())}

@@ -1,0 +1,210 @@
+"""Reading ELEVATER's release layout offline: order, labels, photos, and bad input
+(a whole dataset unusable -> one DatasetError; one bad record -> skipped, named, counted)."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from densecap_eval.datasets.elevater import catalog
+from densecap_eval.datasets.elevater.download import download
+from densecap_eval.datasets.elevater.loader import ElevaterDataset
+from densecap_eval.datasets.elevater.synth import write_dataset
+from densecap_eval.errors import BadRecordError, DatasetError
+
+
+def _folder(root: Path, key: str) -> Path:
+    return root / catalog.spec(key).root_folder
+
+
+def _open(root: Path, tmp: Path, *, strict: bool = False) -> ElevaterDataset:
+    return ElevaterDataset(root, strict=strict, cache_dir=tmp / "cache")
+
+
+def test_iris_order_labels_and_photos(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write_dataset(root, "cifar10", images=6)
+    ds = _open(root, tmp_path)
+    assert ds.available() == ["cifar10"]
+    samples = ds.samples("cifar10")
+    lines = (_folder(root, "cifar10") / "test.txt").read_text().splitlines()
+    assert [s.ref for s in samples] == [ln.rsplit(" ", 1)[0] for ln in lines]
+    assert [s.labels for s in samples] == [(int(ln.rsplit(" ", 1)[1]),) for ln in lines]
+    for s in samples:  # every photo decoded to an RGB PNG, whatever it was stored as
+        with Image.open(s.photo) as img:
+            assert (img.format, img.mode) == ("PNG", "RGB")
+    # photo 4 is a 64x48 JPEG whose EXIF says "rotate 90 degrees": ELEVATER sees it 48x64
+    assert samples[4].ref.endswith(".jpg")
+    with Image.open(samples[4].photo) as img:
+        assert img.size == (48, 64)
+    records = list(ds.records())
+    assert [r.meta["labels"] for r in records] == [s.labels for s in samples]
+    assert len(ds.fingerprint(["cifar10"])) == 64
+
+
+def test_coco_sorted_by_id_and_kitti_squashed(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write_dataset(root, "kitti-distance", images=6)
+    manifest = json.loads((_folder(root, "kitti-distance") / "test_meta.json").read_text())
+    ids = [i["id"] for i in manifest["images"]]
+    assert ids != sorted(ids)  # written out of order on purpose
+    by_id = sorted(manifest["images"], key=lambda i: i["id"])
+    samples = _open(root, tmp_path).samples("kitti-distance")
+    assert [s.ref for s in samples] == [f"{i['zip_file']}@{i['file_name']}" for i in by_id]
+    for s in samples:  # no centre crop: resized to ELEVATER's 224 square
+        with Image.open(s.photo) as img:
+            assert img.size == (224, 224)
+
+
+def test_voc_multilabel(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write_dataset(root, "voc2007classification", images=6)
+    samples = _open(root, tmp_path).samples("voc2007classification")
+    lines = (_folder(root, "voc2007classification") / "test_ic.txt").read_text().splitlines()
+    written = [tuple(int(x) for x in ln.rsplit(" ", 1)[1].split(",")) for ln in lines]
+    assert [s.labels for s in samples] == written
+    assert any(len(labels) > 1 for labels in written)  # several labels on one image
+    assert all(0 not in s.labels for s in samples)  # class 0 has no positive
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+def _rewrite_index(key: str, edit: Callable[[list[str]], list[str]]) -> Callable[[Path], None]:
+    def apply(folder: Path) -> None:
+        path = folder / catalog.spec(key).test_index
+        path.write_text("\n".join(edit(path.read_text().splitlines())) + "\n")
+
+    return apply
+
+
+def _line0(new: str) -> Callable[[list[str]], list[str]]:
+    return lambda lines: [new, *lines[1:]]
+
+
+def _add_member(name: str, data: bytes) -> Callable[[Path], None]:
+    def apply(folder: Path) -> None:
+        with zipfile.ZipFile(folder / "val.zip", "a") as zf:
+            zf.writestr(name, data)
+        _rewrite_index("cifar10", _line0(f"val.zip@{name} 1"))(folder)
+
+    return apply
+
+
+def _coco(edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    def apply(folder: Path) -> None:
+        path = folder / "test_meta.json"
+        data = json.loads(path.read_text())
+        edit(data)
+        path.write_text(json.dumps(data))
+
+    return apply
+
+
+def _png_bytes() -> bytes:
+    buf = io.BytesIO()
+    Image.effect_noise((64, 64), 40).convert("RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# (key, what is wrong, the edit, the words the reason holds) -- one bad record each.
+BAD_RECORDS = [
+    ("cifar10", "no space", _rewrite_index("cifar10", _line0("val.zip@test/000.png")), "not '<zip>"),
+    ("cifar10", "label not int", _rewrite_index("cifar10", _line0("val.zip@test/000.png x")),
+     "not integers"),
+    ("cifar10", "label too big", _rewrite_index("cifar10", _line0("val.zip@test/000.png 10")),
+     "outside 0..9"),
+    ("cifar10", "negative label", _rewrite_index("cifar10", _line0("val.zip@test/000.png -1")),
+     "outside"),
+    ("cifar10", "two labels", _rewrite_index("cifar10", _line0("val.zip@test/000.png 1,2")),
+     "single-label"),
+    ("cifar10", "no @", _rewrite_index("cifar10", _line0("val.zip/test/000.png 1")), "<zip>@"),
+    ("cifar10", "climbs out", _rewrite_index("cifar10", _line0("val.zip@../x.png 1")), ".."),
+    ("cifar10", "absolute zip", _rewrite_index("cifar10", _line0("/etc/val.zip@a.png 1")),
+     "absolute"),
+    ("cifar10", "repeated line", _rewrite_index("cifar10", lambda ls: [ls[0], *ls]), "repeats"),
+    ("cifar10", "member missing", _rewrite_index("cifar10", _line0("val.zip@test/nope.png 1")),
+     "is not in"),
+    ("cifar10", "not an image", _add_member("test/bad.png", b"hello"), "not an image"),
+    ("cifar10", "empty photo", _add_member("test/empty.png", b""), "is empty"),
+    ("cifar10", "truncated photo", _add_member("test/cut.png", _png_bytes()[:400]), "truncated"),
+    ("kitti-distance", "id not int", _coco(lambda d: d["images"][0].update(id="a")),
+     "not an integer"),
+    ("kitti-distance", "id repeated",
+     _coco(lambda d: d["images"][1].update(id=d["images"][0]["id"])), "repeats"),
+    ("kitti-distance", "no annotation",
+     _coco(lambda d: d.update(annotations=d["annotations"][1:])), "no annotation"),
+    ("kitti-distance", "unknown category",
+     _coco(lambda d: d["annotations"][0].update(category_id=99)), "category_id"),
+    ("kitti-distance", "file_name missing",
+     _coco(lambda d: d["images"][0].pop("file_name")), "file_name"),
+    ("kitti-distance", "image not an object", _coco(lambda d: d["images"].append(3)), "object"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("key", "what", "edit", "reason"), BAD_RECORDS,
+                         ids=[c[1] for c in BAD_RECORDS])  # fmt: skip
+def test_one_bad_record_is_skipped_and_named(
+    tmp_path: Path, key: str, what: str, edit: Callable[[Path], None], reason: str
+) -> None:
+    root = tmp_path / "data"
+    write_dataset(root, key, images=6)
+    edit(_folder(root, key))
+    ds = _open(root, tmp_path)
+    samples = ds.samples(key)
+    assert ds.skipped, what
+    assert any(reason in item.reason for item in ds.skipped), [i.reason for i in ds.skipped]
+    assert len(samples) >= 4  # the good records are all still there
+    with pytest.raises(BadRecordError):  # --strict: the first bad record stops the run
+        _open(root, tmp_path / "strict", strict=True).samples(key)
+
+
+def _remove(name: str) -> Callable[[Path], None]:
+    return lambda folder: (folder / name).unlink()
+
+
+def _write(name: str, text: str) -> Callable[[Path], None]:
+    return lambda folder: (folder / name).write_text(text)
+
+
+BAD_RELEASES = [
+    ("cifar10", _remove("test.txt"), "test.txt is missing"),
+    ("cifar10", _remove("val.zip"), "val.zip is missing"),
+    ("cifar10", _remove("labels.txt"), "labels.txt is missing"),
+    ("cifar10", _write("labels.txt", "a\nb\n"), "lists 2 classes"),
+    ("cifar10", _write("val.zip", "<html>not a zip</html>"), "not a readable zip"),
+    ("cifar10", lambda f: (f / "test.txt").write_bytes(b"\xff\xfe\x00bad"), "not UTF-8"),
+    ("kitti-distance", _write("test_meta.json", "{\"images\": ["), "not valid JSON"),
+    ("kitti-distance", _write("test_meta.json", "[]"), "not a COCO manifest object"),
+    ("kitti-distance", _write("test_meta.json", "{\"images\": []}"), "no 'annotations' list"),
+    ("kitti-distance", _coco(lambda d: d.update(categories=d["categories"][:2])),
+     "has 2 categories"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("key", "edit", "message"), BAD_RELEASES,
+                         ids=[c[2] for c in BAD_RELEASES])  # fmt: skip
+def test_an_unusable_release_is_one_error(
+    tmp_path: Path, key: str, edit: Callable[[Path], None], message: str
+) -> None:
+    root = tmp_path / "data"
+    write_dataset(root, key, images=4)
+    edit(_folder(root, key))
+    with pytest.raises(DatasetError, match=message):
+        _open(root, tmp_path).samples(key)
+
+
+def test_download_says_what_is_there_and_what_is_missing(tmp_path: Path) -> None:
+    write_dataset(tmp_path, "mnist", images=2)
+    message = download(tmp_path)
+    assert message.done.startswith(f"ELEVATER under {tmp_path}: 1 of 20 test splits present")
+    assert "cifar10: classification/cifar_10_20211007/ needs test.txt, val.zip, labels.txt" in (
+        message.todo
+    )
+    assert "mnist:" not in message.todo
