@@ -54,6 +54,10 @@ def test_run_offline_and_report(
     capsys.readouterr()
     assert main(["report", str(tmp_path / "res"), "--format", "json"]) == 0
     assert "zeroshot" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "res"), "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "## zero-shot classification vs long captions" in out
+    assert "| builtin:tiny |" in out and "3/20 partial" in out
 
 
 def test_protocol_elevater_dci_is_for_zero_shot_tasks_only(

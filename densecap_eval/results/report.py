@@ -391,7 +391,22 @@ def render_markdown(rows: Sequence[ReportRow]) -> str:
                 "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body
             )
             parts.append("\n".join(lines))
+    parts.extend(_zeroshot_markdown(rows))
     return "\n\n".join(parts) + "\n"
+
+
+def _zeroshot_markdown(rows: Sequence[ReportRow]) -> list[str]:
+    """The "zero-shot vs long captions" section (results/zeroshot_summary.py), when any."""
+    from densecap_eval.results.zeroshot_summary import HEADER, summarise, table_cells
+
+    summaries = summarise(rows)
+    if not summaries:
+        return []
+    lines = ["## zero-shot classification vs long captions", ""]
+    lines.append("| " + " | ".join(HEADER) + " |")
+    lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(HEADER))) + "|")
+    lines.extend("| " + " | ".join(cells) + " |" for cells in table_cells(summaries))
+    return ["\n".join(lines)]
 
 
 def render_csv(rows: Sequence[ReportRow]) -> str:
@@ -458,7 +473,27 @@ def build_sections(rows: Sequence[ReportRow]) -> list[Any]:
         heading = dataset_heading(dataset, tasks)
         out.append(Text(f"{heading}\n{'=' * len(heading)}", style="bold"))
         out.extend(_rich_table(task, members) for task, members in tasks.items())
+    out.extend(_zeroshot_table(rows))
     return out
+
+
+def _zeroshot_table(rows: Sequence[ReportRow]) -> list[Any]:
+    """Each model's ELEVATER mean beside its long-caption metrics (results/zeroshot_summary.py)."""
+    from rich import box
+    from rich.table import Table
+
+    from densecap_eval.results.zeroshot_summary import HEADER, summarise, table_cells
+
+    summaries = summarise(rows)
+    if not summaries:
+        return []
+    table = Table(title="zero-shot classification vs long captions", title_justify="left",
+                  box=box.SIMPLE_HEAD)  # fmt: skip
+    for i, name in enumerate(HEADER):
+        table.add_column(name, justify="left" if i in (0, 5) else "right", no_wrap=True)
+    for cells in table_cells(summaries):
+        table.add_row(*cells)
+    return [table]
 
 
 def print_report(
