@@ -133,7 +133,7 @@ def _main_job(
 
     def on_model(spec: str) -> None:
         tasks_text = ", ".join(request.tasks)
-        typer.echo(f"evaluating {spec} on {tasks_text} ({request.data_root})", err=True)
+        typer.echo(f"evaluating {spec} on {tasks_text} ({_roots_text(request)})", err=True)
 
     def on_stored(run: object) -> None:
         typer.echo(f"stored {getattr(run, 'path', run)}", err=True)
@@ -502,3 +502,15 @@ def demo_command(
         )
         return
     launch_dashboard(results_dir, port=port)
+
+
+def _roots_text(request: Any) -> str:
+    """The data root each requested task's dataset reads (``--data-root NAME=DIR`` included)."""
+    from densecap_eval.results.runner import check_task, task_dataset_name
+    from densecap_eval.tasks import concrete_tasks
+
+    names = sorted({task_dataset_name(check_task(t)) for t in concrete_tasks(request.tasks)})
+    roots = {name: request.config.root_for(name) or request.data_root for name in names}
+    if len(set(roots.values())) == 1:
+        return str(next(iter(roots.values())))
+    return ", ".join(f"{name}={root}" for name, root in roots.items())
