@@ -188,6 +188,10 @@ def features(output: Any) -> torch.Tensor:
     return pooled
 
 
+# Texts tokenized at once: the untruncated id lists of long captions are large in Python.
+_TOKENIZE_CHUNK = 512
+
+
 class TwoTowerScorer:
     """Skeleton of an `EmbeddingScorer`; backends fill in the library calls.
 
@@ -261,7 +265,15 @@ class TwoTowerScorer:
         return self._preprocess_id
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return self._count(list(texts)) if len(texts) else []
+        return self._counts(texts)
+
+    def _counts(self, texts: Sequence[str]) -> list[int]:
+        """``_count`` a slice at a time: a gallery's untruncated id lists are large in Python."""
+        texts = list(texts)
+        out: list[int] = []
+        for start in range(0, len(texts), _TOKENIZE_CHUNK):
+            out.extend(self._count(texts[start : start + _TOKENIZE_CHUNK]))
+        return out
 
     def model_input_ids(self, pieces: Sequence[str]) -> list[list[int]] | None:
         """Token ids the text tower is fed for each piece (within the limit), or None.
@@ -278,11 +290,23 @@ class TwoTowerScorer:
     def text_inputs(self, texts: Sequence[str], *, policy: TextPolicy | None = None) -> TextInputs:
         """Each text's model-input key under ``policy`` (the engine's dedup key), its
         untruncated token count and whether the policy cut it (see the class doc)."""
+        texts = list(texts)
+        parts = [
+            self._text_inputs(texts[start : start + _TOKENIZE_CHUNK], policy=policy)
+            for start in range(0, len(texts), _TOKENIZE_CHUNK)
+        ]
+        return TextInputs(
+            keys=[k for p in parts for k in p.keys],
+            n_tokens=[n for p in parts for n in p.n_tokens],
+            cut=[c for p in parts for c in p.cut],
+        )
+
+    def _text_inputs(self, texts: Sequence[str], *, policy: TextPolicy | None) -> TextInputs:
         plan = plan_texts(
             texts,
             policy=self.text_policy if policy is None else policy,
             limit=self.max_text_tokens,
-            count=self._count,
+            count=self._counts,
             model=self.spec,
         )
         ids = self.model_input_ids(plan.pieces) if plan.pieces else []
@@ -303,7 +327,7 @@ class TwoTowerScorer:
             texts,
             policy=self.text_policy if policy is None else policy,
             limit=self.max_text_tokens,
-            count=self._count,
+            count=self._counts,
             model=self.spec,
         )
         return plan.cut
@@ -340,7 +364,7 @@ class TwoTowerScorer:
             texts,
             policy=self.text_policy if policy is None else policy,
             limit=self.max_text_tokens,
-            count=self._count,
+            count=self._counts,
             model=self.spec,
         )
         if not plan.pieces:
