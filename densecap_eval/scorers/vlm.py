@@ -64,7 +64,6 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from densecap_eval.batching import default_batch_size
@@ -91,17 +90,10 @@ TEXT_MARKER = "\u2063densecap-text\u2063"
 def _load_generative(spec: str, path: str, device: str, dtype: Any) -> tuple[Any, Any, Any]:
     """(config, processor, model) of an image-text-to-text model, or a clear `ModelLoadError`."""
     common.check_transformers(spec)
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText, AutoProcessor
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
-    local = Path(path).expanduser()
-    if (path.startswith((".", "/", "~")) or local.exists()) and not local.is_dir():
-        raise ModelLoadError(f"{spec}: model directory {local} does not exist")
-    source = str(local) if local.is_dir() else path
-    try:
-        config = AutoConfig.from_pretrained(source)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{spec}: cannot read the model config: {exc}") from exc
+    source, config = common.read_model_config(spec, path)
     if config.model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
         raise ModelLoadError(
             f"{spec}: model type {config.model_type!r} is not an image-text-to-text model "

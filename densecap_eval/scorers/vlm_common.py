@@ -366,6 +366,25 @@ def check_transformers(spec: str) -> None:
         )
 
 
+def read_model_config(spec: str, path: str) -> tuple[str, Any]:
+    """Where to load ``path`` from (a local folder, else the hub id) and its transformers config.
+
+    A path that looks local (``.``, ``/``, ``~``) or exists must be a folder: a clear error rather
+    than the hub lookup a missing folder would fall through to.
+    """
+    from transformers import AutoConfig
+
+    local = Path(path).expanduser()
+    if (path.startswith((".", "/", "~")) or local.exists()) and not local.is_dir():
+        raise ModelLoadError(f"{spec}: model directory {local} does not exist")
+    source = str(local) if local.is_dir() else path
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{spec}: cannot read the model config: {exc}") from exc
+    return source, config
+
+
 def missing_package_error(spec: str, exc: ImportError) -> ModelLoadError:
     """One line naming the package a processor or model needs (e.g. SmolVLM's ``num2words``)."""
     name = exc.name or next(iter(re.findall(r"`([A-Za-z0-9_.-]+)`", str(exc))), None)

@@ -30,7 +30,6 @@ with the image; the answer or caption is the decoder's target after ``decoder_st
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from densecap_eval.batching import default_batch_size
@@ -98,7 +97,7 @@ class EncoderDecoderScorer(common.PairScorerBase):
         options: dict[str, str],
     ) -> None:
         import transformers
-        from transformers import AutoConfig, AutoProcessor
+        from transformers import AutoProcessor
 
         common.check_transformers(spec)
         self.spec = spec
@@ -113,14 +112,7 @@ class EncoderDecoderScorer(common.PairScorerBase):
         )
         self.sharing = common.PrefixSharing(on=False)
         self.sharing.turn_off(SHARING_OFF)
-        local = Path(path).expanduser()
-        if (path.startswith((".", "/", "~")) or local.exists()) and not local.is_dir():
-            raise ModelLoadError(f"{spec}: model directory {local} does not exist")
-        source = str(local) if local.is_dir() else path
-        try:
-            config = AutoConfig.from_pretrained(source)
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"{spec}: cannot read the model config: {exc}") from exc
+        source, config = common.read_model_config(spec, path)
         self.model_type = str(config.model_type)
         cls_name = CLASSES.get(self.model_type)
         if cls_name is None:

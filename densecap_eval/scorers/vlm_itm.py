@@ -22,7 +22,6 @@ the tokenizer's special tokens ([CLS], [SEP]).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from densecap_eval.batching import default_batch_size
@@ -52,21 +51,14 @@ class ITMScorer(common.PairScorerBase):
         batch_size: int | None,
     ) -> None:
         import transformers
-        from transformers import AutoConfig, AutoProcessor
+        from transformers import AutoProcessor
 
         self.spec = spec
         self.device = common.resolve_device(device)
         self.precision, self.dtype = common.resolve_dtype(precision, self.device, spec)
         self.text_policy: TextPolicy = text_policy
         self.batch_size = batch_size or default_batch_size(self.device, "pair")
-        local = Path(path).expanduser()
-        if (path.startswith((".", "/", "~")) or local.exists()) and not local.is_dir():
-            raise ModelLoadError(f"{spec}: model directory {local} does not exist")
-        source = str(local) if local.is_dir() else path
-        try:
-            config = AutoConfig.from_pretrained(source)
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"{spec}: cannot read the model config: {exc}") from exc
+        source, config = common.read_model_config(spec, path)
         cls_name = _CLASSES.get(config.model_type)
         if cls_name is None:
             raise ModelLoadError(
