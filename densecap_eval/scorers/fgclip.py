@@ -22,14 +22,13 @@ Off by default: the released processor is what every ``hf:``-style model gets he
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from densecap_eval.errors import ModelLoadError
 from densecap_eval.scorers.base import Precision, TextPolicy
 from densecap_eval.scorers.common import TwoTowerScorer, provenance, short_hash, spec_loader
-from densecap_eval.scorers.hf import config_identity
+from densecap_eval.scorers.hf import TokenizerIds, config_identity, quiet_length_warning
 from densecap_eval.scorers.hf_folder import (
     drop_position_ids,
     read_json,
@@ -149,7 +148,7 @@ class ClipPixels:
         return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
 
 
-class FGClipScorer(TwoTowerScorer):
+class FGClipScorer(TokenizerIds, TwoTowerScorer):
     """FG-CLIP v1 converted to a transformers CLIPModel (long or short mode)."""
 
     def __init__(
@@ -167,9 +166,7 @@ class FGClipScorer(TwoTowerScorer):
     ) -> None:
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
-        flags = getattr(tokenizer, "deprecation_warnings", None)
-        if isinstance(flags, dict):  # untruncated counts are on purpose
-            flags["sequence-length-is-longer-than-the-specified-maximum"] = True
+        quiet_length_warning(tokenizer)
         self.preprocess = ClipPixels(image_processor, square)
         preprocess = {"processor": image_processor.to_dict(), "square": square and square.size}
         super().__init__(
@@ -196,22 +193,6 @@ class FGClipScorer(TwoTowerScorer):
             return_tensors="pt",
         )["input_ids"]  # fmt: skip
         return self.model.get_text_features(input_ids=ids.to(self.device))
-
-    def _count(self, texts: Sequence[str]) -> list[int]:
-        return [len(x) for x in self.tokenize_ids(texts)]
-
-    def model_input_ids(self, pieces: Sequence[str]) -> list[list[int]] | None:
-        """The exact ids `_text_features` feeds (truncation keeps the end token), unpadded."""
-        if not len(pieces):
-            return []
-        out = self.tokenizer(list(pieces), truncation=True, max_length=self.max_text_tokens)
-        return [list(x) for x in out["input_ids"]]
-
-    def tokenize_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """Untruncated token ids with start and end tokens (the folder's CLIP tokenizer)."""
-        if not len(texts):
-            return []
-        return [list(x) for x in self.tokenizer(list(texts), truncation=False)["input_ids"]]
 
 
 def load_fgclip(rest: str, *, spec: str) -> tuple[Any, Any, Any, SquareResize | None, dict]:

@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING, Any
 from densecap_eval.errors import ModelLoadError
 from densecap_eval.scorers.base import Precision, TextPolicy
 from densecap_eval.scorers.common import TwoTowerScorer, provenance, short_hash, spec_loader
-from densecap_eval.scorers.hf import config_identity, pack_naflex, unpack_naflex
+from densecap_eval.scorers.hf import (
+    TokenizerIds,
+    config_identity,
+    pack_naflex,
+    quiet_length_warning,
+    unpack_naflex,
+)
 from densecap_eval.scorers.hf_folder import (
     drop_position_ids,
     read_json,
@@ -162,7 +168,7 @@ def build_model(config_json: dict[str, Any], *, mode: str, spec: str, where: Pat
         ) from exc
 
 
-class FGClip2Scorer(TwoTowerScorer):
+class FGClip2Scorer(TokenizerIds, TwoTowerScorer):
     """FG-CLIP 2 converted to a transformers Siglip2Model (long or short mode)."""
 
     def __init__(
@@ -179,9 +185,7 @@ class FGClip2Scorer(TwoTowerScorer):
     ) -> None:
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
-        flags = getattr(tokenizer, "deprecation_warnings", None)
-        if isinstance(flags, dict):  # untruncated counts are on purpose
-            flags["sequence-length-is-longer-than-the-specified-maximum"] = True
+        quiet_length_warning(tokenizer)
         self.preprocess = patches
         super().__init__(
             spec=spec,
@@ -203,28 +207,14 @@ class FGClip2Scorer(TwoTowerScorer):
     def _text_features(self, texts: list[str]) -> torch.Tensor:
         # Pooling at the last position: always pad to the limit, as FG-CLIP 2's eval does.
         inputs = self.tokenizer(
-            [t.lower() for t in texts], padding="max_length", truncation=True,
+            self.tokenizer_texts(texts), padding="max_length", truncation=True,
             max_length=self.max_text_tokens, return_tensors="pt",
         )  # fmt: skip
         return self.model.get_text_features(**{k: v.to(self.device) for k, v in inputs.items()})
 
-    def _count(self, texts: Sequence[str]) -> list[int]:
-        return [len(x) for x in self.tokenize_ids(texts)]
-
-    def tokenize_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """Untruncated token ids of the lower-cased texts, special tokens included."""
-        if not len(texts):
-            return []
-        lowered = [t.lower() for t in texts]
-        return [list(x) for x in self.tokenizer(lowered, truncation=False)["input_ids"]]
-
-    def model_input_ids(self, pieces: Sequence[str]) -> list[list[int]] | None:
-        """The exact ids `_text_features` feeds, before padding."""
-        if not len(pieces):
-            return []
-        lowered = [t.lower() for t in pieces]
-        out = self.tokenizer(lowered, truncation=True, max_length=self.max_text_tokens)
-        return [list(x) for x in out["input_ids"]]
+    def tokenizer_texts(self, texts: Sequence[str]) -> list[str]:
+        """FG-CLIP 2 lower-cases every text before its tokenizer."""
+        return [t.lower() for t in texts]
 
 
 def load_fgclip2(rest: str, *, spec: str) -> tuple[Any, Any, DynamicPatches, dict[str, Any]]:

@@ -250,7 +250,49 @@ def text_limit(config: Any, tokenizer: Any, *, spec: str) -> int:
     return limit
 
 
-class HFScorer(TwoTowerScorer):
+def quiet_length_warning(tokenizer: Any) -> None:
+    """Silence transformers' warning for texts over ``model_max_length``: token counts tokenize
+    long texts untruncated on purpose."""
+    flags = getattr(tokenizer, "deprecation_warnings", None)
+    if isinstance(flags, dict):
+        flags["sequence-length-is-longer-than-the-specified-maximum"] = True
+
+
+class TokenizerIds:
+    """`TwoTowerScorer`'s token ids and counts from a transformers tokenizer (``self.tokenizer``).
+
+    ``model_input_ids`` are the ids the tokenizer's own truncation to ``max_text_tokens`` gives
+    (which keeps the end token); `tokenizer_texts` is the text as the model's tokenizer is given
+    it (a backend that lower-cases overrides it). Mixed in before `TwoTowerScorer`.
+    """
+
+    tokenizer: Any
+    max_text_tokens: int
+
+    def tokenizer_texts(self, texts: Sequence[str]) -> list[str]:
+        return list(texts)
+
+    def _count(self, texts: Sequence[str]) -> list[int]:
+        return [len(x) for x in self.tokenize_ids(texts)]
+
+    def model_input_ids(self, pieces: Sequence[str]) -> list[list[int]] | None:
+        """The exact ids the text tower is fed (the tokenizer's truncation), unpadded."""
+        if not len(pieces):
+            return []
+        out = self.tokenizer(
+            self.tokenizer_texts(pieces), truncation=True, max_length=self.max_text_tokens
+        )
+        return [list(x) for x in out["input_ids"]]
+
+    def tokenize_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Untruncated token ids, special tokens included (for first-difference positions)."""
+        if not len(texts):
+            return []
+        out = self.tokenizer(self.tokenizer_texts(texts), truncation=False)
+        return [list(x) for x in out["input_ids"]]
+
+
+class HFScorer(TokenizerIds, TwoTowerScorer):
     """A transformers CLIP / SigLIP / SigLIP 2 model with its processor."""
 
     def __init__(
@@ -267,10 +309,7 @@ class HFScorer(TwoTowerScorer):
         self.model = model.to(device).eval()
         self.processor = processor
         self.tokenizer = processor.tokenizer
-        # count_tokens tokenizes long texts untruncated on purpose: skip transformers' warning.
-        flags = getattr(self.tokenizer, "deprecation_warnings", None)
-        if isinstance(flags, dict):
-            flags["sequence-length-is-longer-than-the-specified-maximum"] = True
+        quiet_length_warning(self.tokenizer)
         self.model_type: str = model.config.model_type
         remote = bool(identity.get("trust_remote_code"))
         # SigLIP pools the last position; remote code pools in ways we cannot see.
@@ -307,24 +346,12 @@ class HFScorer(TwoTowerScorer):
         )
         return self.model.get_text_features(**{k: v.to(self.device) for k, v in inputs.items()})
 
-    def _count(self, texts: Sequence[str]) -> list[int]:
-        return [len(x) for x in self.tokenize_ids(texts)]
-
     def model_input_ids(self, pieces: Sequence[str]) -> list[list[int]] | None:
         """The exact ids `_text_features` feeds, before padding (the tokenizer's truncation)."""
         if type(self)._text_features is not HFScorer._text_features:
             # A subclass feeds its own ids: the base class's prefix rule is the safe key.
-            return super().model_input_ids(pieces)
-        if not len(pieces):
-            return []
-        out = self.tokenizer(list(pieces), truncation=True, max_length=self.max_text_tokens)
-        return [list(x) for x in out["input_ids"]]
-
-    def tokenize_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """Untruncated token ids, special tokens included (for first-difference positions)."""
-        if not len(texts):
-            return []
-        return [list(x) for x in self.tokenizer(list(texts), truncation=False)["input_ids"]]
+            return TwoTowerScorer.model_input_ids(self, pieces)
+        return super().model_input_ids(pieces)
 
 
 @spec_loader("hf")
