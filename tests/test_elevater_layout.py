@@ -36,9 +36,15 @@ def test_iris_order_labels_and_photos(tmp_path: Path) -> None:
     lines = (_folder(root, "cifar10") / "test.txt").read_text().splitlines()
     assert [s.ref for s in samples] == [ln.rsplit(" ", 1)[0] for ln in lines]
     assert [s.labels for s in samples] == [(int(ln.rsplit(" ", 1)[1]),) for ln in lines]
-    for s in samples:  # every photo decoded to an RGB PNG, whatever it was stored as
+    # Photos 0 and 5 are RGB PNGs with nothing to rotate: kept as stored. L, P, RGBA and the
+    # EXIF-rotated JPEG are decoded as ELEVATER decodes them and written as RGB PNGs.
+    assert [s.photo.suffix for s in samples] == [".stored", ".png", ".png", ".png", ".png",
+                                                  ".stored"]  # fmt: skip
+    with zipfile.ZipFile(_folder(root, "cifar10") / "val.zip") as zf:
+        assert samples[0].photo.read_bytes() == zf.read(samples[0].ref.split("@", 1)[1])
+    for s in samples:
         with Image.open(s.photo) as img:
-            assert (img.format, img.mode) == ("PNG", "RGB")
+            assert img.mode == "RGB"
     # photo 4 is a 64x48 JPEG whose EXIF says "rotate 90 degrees": ELEVATER sees it 48x64
     assert samples[4].ref.endswith(".jpg")
     with Image.open(samples[4].photo) as img:

@@ -3,7 +3,8 @@
 ELEVATER reads a member with Pillow, applies its EXIF orientation, then converts it to RGB
 (grey, palette and RGBA photos included). The engine decodes photos from files, as stored; so
 each member is decoded here once, that way, and written losslessly (PNG) to the cache, where
-the engine's decoding reads back exactly these pixels. A dataset without the centre crop
+the engine's decoding reads back exactly these pixels (an RGB JPEG or PNG with nothing to rotate
+is copied as it is: it already decodes to them). A dataset without the centre crop
 (kitti-distance) is also resized here to ELEVATER's 224 x 224 square (bicubic, the aspect
 squashed), the size ELEVATER feeds the model; a model's own Resize + CenterCrop then leaves a
 224 x 224 photo as it is.
@@ -33,9 +34,13 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def decode_member(data: bytes, *, image: str, square: int | None = None) -> Image.Image:
+def decode_member(
+    data: bytes, *, image: str, square: int | None = None
+) -> tuple[Image.Image, bool]:
     """Bytes of a photo -> ELEVATER's RGB image (EXIF orientation, then RGB; squashed to
-    ``square`` when given); `BadRecordError` naming ``image`` when it cannot be used."""
+    ``square`` when given), and whether the stored bytes already decode to exactly that (an RGB
+    JPEG or PNG with no orientation to apply, not resized): those are kept as they are.
+    `BadRecordError` naming ``image`` when the photo cannot be used."""
     if not data:
         raise BadRecordError(image, "is empty")
     try:
@@ -43,6 +48,8 @@ def decode_member(data: bytes, *, image: str, square: int | None = None) -> Imag
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 img.load()
+                oriented = img.getexif().get(0x0112, 1) not in (1, None)
+                as_stored = img.format in ("JPEG", "PNG") and img.mode == "RGB" and not oriented
                 out = ImageOps.exif_transpose(img)
                 out = out.convert("RGB") if out.mode != "RGB" else out.copy()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -53,7 +60,8 @@ def decode_member(data: bytes, *, image: str, square: int | None = None) -> Imag
         raise BadRecordError(image, f"is truncated or corrupt ({exc})") from None
     if square is not None:
         out = out.resize((square, square), Image.Resampling.BICUBIC)
-    return out
+        as_stored = False
+    return out, as_stored
 
 
 class ZipPhotos:
@@ -86,9 +94,10 @@ class ZipPhotos:
     def photo(self, zip_name: str, member: str, *, image: str) -> Path:
         """The PNG file of ``zip_name@member`` (written on first use)."""
         archive, folder = self._open(zip_name)
-        target = folder / f"{_sha(member)[:32]}.png"
-        if target.is_file():
-            return target
+        name = _sha(member)[:32]
+        for done in (folder / f"{name}.png", folder / f"{name}.stored"):
+            if done.is_file():
+                return done
         try:
             data = archive.read(member)
         except KeyError:
@@ -97,12 +106,18 @@ class ZipPhotos:
             raise BadRecordError(
                 image, f"{member} cannot be read from {zip_name} ({exc})"
             ) from None
-        img = decode_member(data, image=image, square=self.square)
+        img, as_stored = decode_member(data, image=image, square=self.square)
+        # Bytes that already decode to ELEVATER's pixels are copied, the others written as PNG
+        # (lossless); Pillow reads either by content, whatever the suffix.
+        target = folder / (f"{name}.stored" if as_stored else f"{name}.png")
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
-                img.save(fh, format="PNG", compress_level=1)
+                if as_stored:
+                    fh.write(data)
+                else:
+                    img.save(fh, format="PNG", compress_level=1)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
