@@ -827,29 +827,7 @@ class CaptionLikelihoodScorer(_GenerativePairScorer):
         return out.float()
 
 
-def _factory(cls: type[_GenerativePairScorer], allowed: tuple[str, ...]) -> Any:
-    def load(
-        spec: str,
-        device: str | None = None,
-        precision: str | None = None,
-        *,
-        text_policy: TextPolicy = "truncate",
-        batch_size: int | None = None,
-    ) -> _GenerativePairScorer:
-        path, options = common.split_spec(spec, cls.prefix, allowed)
-        return cls(
-            spec,
-            path,
-            device=device,
-            precision=precision,
-            text_policy=text_policy,
-            batch_size=batch_size,
-            options=options,
-        )
-
-    load.__doc__ = f"Load ``{cls.prefix}:NAME_OR_DIR[?opt=value]`` (options: {', '.join(allowed)})."
-    return load
-
-
-load_vqascore = _factory(VQAScorer, ("template", "answer", "share_prefix", "parity"))
-load_captionlik = _factory(CaptionLikelihoodScorer, ("prompt", "reduce", "share_prefix"))
+load_vqascore = common.option_loader(VQAScorer, ("template", "answer", "share_prefix", "parity"))
+load_captionlik = common.option_loader(
+    CaptionLikelihoodScorer, ("prompt", "reduce", "share_prefix")
+)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +42,34 @@ def split_spec(spec: str, prefix: str, allowed: Sequence[str]) -> tuple[str, dic
         known = ", ".join(allowed) or "none"
         raise ModelLoadError(f"{spec}: unknown option(s) {', '.join(unknown)} (known: {known})")
     return path, options
+
+
+def option_loader(cls: Any, allowed: Sequence[str]) -> Callable[..., Any]:
+    """The registry ``load(spec, device, precision, *, text_policy, batch_size)`` of a pair
+    scorer class built as ``cls(spec, path, ..., options=...)``, its ``?opt=value`` options
+    being ``allowed``."""
+
+    def load(
+        spec: str,
+        device: str | None = None,
+        precision: str | None = None,
+        *,
+        text_policy: TextPolicy = "truncate",
+        batch_size: int | None = None,
+    ) -> Any:
+        path, options = split_spec(spec, cls.prefix, allowed)
+        return cls(
+            spec,
+            path,
+            device=device,
+            precision=precision,
+            text_policy=text_policy,
+            batch_size=batch_size,
+            options=options,
+        )
+
+    load.__doc__ = f"Load ``{cls.prefix}:NAME_OR_DIR[?opt=value]`` (options: {', '.join(allowed)})."
+    return load
 
 
 def resolve_device(device: str | None) -> str:

@@ -346,25 +346,3 @@ class EncoderDecoderCaptionScorer(EncoderDecoderScorer):
         # encoder output directly. Florence-2's own forward accepts it.
         module = self.model.language_model if self.model_type in YES_NO else self.model
         return shared, module
-
-
-def load(
-    cls: type[EncoderDecoderScorer],
-    spec: str,
-    device: str | None = None,
-    precision: str | None = None,
-    *,
-    text_policy: TextPolicy = "truncate",
-    batch_size: int | None = None,
-) -> EncoderDecoderScorer:
-    """``vqascore:`` / ``captionlik:`` on a BLIP-2 / InstructBLIP (T5) or Florence-2 checkpoint."""
-    path, options = common.split_spec(spec, cls.prefix, cls.OPTIONS)
-    return cls(
-        spec,
-        path,
-        device=device,
-        precision=precision,
-        text_policy=text_policy,
-        batch_size=batch_size,
-        options=options,
-    )

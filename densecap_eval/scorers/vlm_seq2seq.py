@@ -329,35 +329,11 @@ class ClipT5CaptionScorer(ClipT5Scorer):
         return (total / counts).float()
 
 
-def load_clip_t5_scorer(
-    cls: type[ClipT5Scorer],
-    spec: str,
-    device: str | None = None,
-    precision: str | None = None,
-    *,
-    text_policy: TextPolicy = "truncate",
-    batch_size: int | None = None,
-) -> ClipT5Scorer:
-    """``vqascore:``/``captionlik:`` on a CLIP-FlanT5 release (folder or hub id)."""
-    path, options = common.split_spec(spec, cls.prefix, cls.OPTIONS)
-    return cls(
-        spec,
-        path,
-        device=device,
-        precision=precision,
-        text_policy=text_policy,
-        batch_size=batch_size,
-        options=options,
-    )
-
-
 def loader(prefix: str, family: str) -> Any:
     """The ``load(spec, device, precision, *, text_policy, batch_size)`` of a prefix and family."""
-    import functools
-
     if family == "clip_t5":
         cls = ClipT5VQAScorer if prefix == "vqascore" else ClipT5CaptionScorer
-        return functools.partial(load_clip_t5_scorer, cls)
+        return common.option_loader(cls, cls.OPTIONS)
     if family == "hf":
         from densecap_eval.scorers import vlm_encdec
 
@@ -366,5 +342,5 @@ def loader(prefix: str, family: str) -> Any:
             if prefix == "vqascore"
             else vlm_encdec.EncoderDecoderCaptionScorer
         )
-        return functools.partial(vlm_encdec.load, encdec)
+        return common.option_loader(encdec, encdec.OPTIONS)
     raise ModelLoadError(f"{prefix}: no encoder-decoder scorer for family {family!r}")
