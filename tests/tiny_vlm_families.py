@@ -254,13 +254,20 @@ def _qwen_tok(padding_side: str) -> Any:
     return tok
 
 
-def build_qwen2_5_vl(out: Path, *, seed: int = 0, padding_side: str = "left") -> Path:
-    from transformers import (
-        AutoConfig,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-    )
+def _qwen_vl(
+    out: Path,
+    model_type: str,
+    processor_class: Any,
+    video_processor_class: Any,
+    *,
+    rope_scaling: dict[str, Any],
+    vision: dict[str, Any],
+    seed: int,
+    padding_side: str,
+) -> Path:
+    """A Qwen2.5-VL or Qwen3-VL: the same tokenizer, special ids and processor sizes; the config
+    type, the RoPE entry, the tower's own fields and the processor classes differ."""
+    from transformers import AutoConfig, Qwen2VLImageProcessor
 
     tok = _qwen_tok(padding_side)
     ids = _ids(
@@ -271,8 +278,8 @@ def build_qwen2_5_vl(out: Path, *, seed: int = 0, padding_side: str = "left") ->
         vision_end_token_id="<|vision_end|>",
     )
     config = AutoConfig.for_model(
-        "qwen2_5_vl",
-        text_config=_text(len(tok), rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]}),
+        model_type,
+        text_config=_text(len(tok), rope_scaling=rope_scaling),
         vision_config={
             "depth": 2,
             "hidden_size": 32,
@@ -282,66 +289,49 @@ def build_qwen2_5_vl(out: Path, *, seed: int = 0, padding_side: str = "left") ->
             "patch_size": 4,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
-            "window_size": 16,
-            "fullatt_block_indexes": [1],
+            **vision,
         },
         **ids,
     )
     pixels = {"shortest_edge": 32 * 32, "longest_edge": 32 * 32}
     kw = {"size": pixels, "patch_size": 4, "merge_size": 2, "temporal_patch_size": 2}
-    processor = Qwen2_5_VLProcessor(
+    processor = processor_class(
         image_processor=Qwen2VLImageProcessor(**kw),
-        video_processor=Qwen2VLVideoProcessor(**kw),
+        video_processor=video_processor_class(**kw),
         tokenizer=tok,
         chat_template=QWEN_TEMPLATE,
     )
     return _save(out, config, processor, seed)
+
+
+def build_qwen2_5_vl(out: Path, *, seed: int = 0, padding_side: str = "left") -> Path:
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLVideoProcessor
+
+    return _qwen_vl(
+        out,
+        "qwen2_5_vl",
+        Qwen2_5_VLProcessor,
+        Qwen2VLVideoProcessor,
+        rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]},
+        vision={"window_size": 16, "fullatt_block_indexes": [1]},
+        seed=seed,
+        padding_side=padding_side,
+    )
 
 
 def build_qwen3_vl(out: Path, *, seed: int = 0, padding_side: str = "left") -> Path:
-    from transformers import (
-        AutoConfig,
-        Qwen2VLImageProcessor,
+    from transformers import Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+    return _qwen_vl(
+        out,
+        "qwen3_vl",
         Qwen3VLProcessor,
         Qwen3VLVideoProcessor,
+        rope_scaling={"rope_type": "default", "mrope_section": [1, 1, 2]},
+        vision={"num_position_embeddings": 16, "deepstack_visual_indexes": [1]},
+        seed=seed,
+        padding_side=padding_side,
     )
-
-    tok = _qwen_tok(padding_side)
-    ids = _ids(
-        tok,
-        image_token_id="<|image_pad|>",
-        video_token_id="<|video_pad|>",
-        vision_start_token_id="<|vision_start|>",
-        vision_end_token_id="<|vision_end|>",
-    )
-    config = AutoConfig.for_model(
-        "qwen3_vl",
-        text_config=_text(
-            len(tok), rope_scaling={"rope_type": "default", "mrope_section": [1, 1, 2]}
-        ),
-        vision_config={
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 4,
-            "out_hidden_size": 32,
-            "patch_size": 4,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "num_position_embeddings": 16,
-            "deepstack_visual_indexes": [1],
-        },
-        **ids,
-    )
-    pixels = {"shortest_edge": 32 * 32, "longest_edge": 32 * 32}
-    kw = {"size": pixels, "patch_size": 4, "merge_size": 2, "temporal_patch_size": 2}
-    processor = Qwen3VLProcessor(
-        image_processor=Qwen2VLImageProcessor(**kw),
-        video_processor=Qwen3VLVideoProcessor(**kw),
-        tokenizer=tok,
-        chat_template=QWEN_TEMPLATE,
-    )
-    return _save(out, config, processor, seed)
 
 
 # -- InternVL3 (-hf layout: <img> + <IMG_CONTEXT> x N + </img>; the processor overrides __call__)
@@ -590,20 +580,13 @@ def build_mllama(out: Path, *, seed: int = 0, padding_side: str = "left") -> Pat
             rope_scaling=None,
             pad_token_id=_ids(tok, p="<|finetune_right_pad_id|>")["p"],
         ),
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_global_layers": 1,
-            "num_attention_heads": 4,
-            "image_size": 32,
-            "patch_size": 8,
-            "max_num_tiles": 2,
-            "vision_output_dim": 64,
-            "intermediate_layers_indices": [0],
-            "supported_aspect_ratios": [[1, 1], [1, 2], [2, 1]],
-            "initializer_range": 0.2,
-        },
+        vision_config=_vision(
+            num_global_layers=1,
+            max_num_tiles=2,
+            vision_output_dim=64,
+            intermediate_layers_indices=[0],
+            supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]],
+        ),
         image_token_index=_ids(tok, i="<|image|>")["i"],
     )
     image_processor = MllamaImageProcessor(size={"height": 32, "width": 32}, max_image_tiles=2)
@@ -632,17 +615,7 @@ def build_mistral3(out: Path, *, seed: int = 0, padding_side: str = "left") -> P
     config = AutoConfig.for_model(
         "mistral3",
         text_config={"model_type": "mistral", **_text(len(tok), sliding_window=None)},
-        vision_config={
-            "model_type": "pixtral",
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "head_dim": 8,
-            "image_size": 32,
-            "patch_size": 8,
-            "initializer_range": 0.2,
-        },
+        vision_config={"model_type": "pixtral", **_vision(head_dim=8)},
         image_token_index=_ids(tok, i="[IMG]")["i"],
         spatial_merge_size=2,
         vision_feature_layer=-1,
