@@ -63,6 +63,25 @@ def train_spiece(path: Path) -> None:
     path.write_bytes(model.getvalue())
 
 
+def _t5_fields(vocab_size: int) -> dict[str, Any]:
+    """A tiny T5 (FlanT5's shape: gated-GELU, untied output rows; pad 0, eos 1)."""
+    return {
+        "vocab_size": vocab_size,
+        "d_model": 32,
+        "d_kv": 8,
+        "d_ff": 64,
+        "num_layers": 2,
+        "num_decoder_layers": 2,
+        "num_heads": 4,
+        "feed_forward_proj": "gated-gelu",
+        "tie_word_embeddings": False,
+        "decoder_start_token_id": 0,
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+        "dropout_rate": 0.0,
+    }
+
+
 def _clip_vision(seed: int) -> Any:
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModel
@@ -119,22 +138,7 @@ def build_clip_t5(
     processor.save_pretrained(tower_folder)
 
     torch.manual_seed(seed)
-    t5_fields = {
-        "vocab_size": n_tokens + EXTRA_ROWS,
-        "d_model": 32,
-        "d_kv": 8,
-        "d_ff": 64,
-        "num_layers": 2,
-        "num_decoder_layers": 2,
-        "num_heads": 4,
-        "feed_forward_proj": "gated-gelu",
-        "tie_word_embeddings": False,
-        "decoder_start_token_id": 0,
-        "pad_token_id": 0,
-        "eos_token_id": 1,
-        "dropout_rate": 0.0,
-        "initializer_factor": 1.0,
-    }
+    t5_fields = {**_t5_fields(n_tokens + EXTRA_ROWS), "initializer_factor": 1.0}
     t5 = T5ForConditionalGeneration(T5Config(**t5_fields)).eval()
     with torch.no_grad():  # untied output rows, as FlanT5's
         t5.lm_head.weight = torch.nn.Parameter(torch.randn_like(t5.lm_head.weight) * 0.5)
@@ -211,25 +215,6 @@ def _word_tokenizer(
     return PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
 
 
-def _t5_text_config(vocab_size: int) -> dict[str, Any]:
-    return {
-        "model_type": "t5",
-        "vocab_size": vocab_size,
-        "d_model": 32,
-        "d_kv": 8,
-        "d_ff": 64,
-        "num_layers": 2,
-        "num_decoder_layers": 2,
-        "num_heads": 4,
-        "feed_forward_proj": "gated-gelu",
-        "tie_word_embeddings": False,
-        "decoder_start_token_id": 0,
-        "pad_token_id": 0,
-        "eos_token_id": 1,
-        "dropout_rate": 0.0,
-    }
-
-
 def _vision_qformer(vocab_size: int) -> dict[str, Any]:
     return {
         "vision_config": {
@@ -281,7 +266,7 @@ def build_blip_t5(out: Path, *, instruct: bool, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     common = {
         **_vision_qformer(len(tokenizer)),
-        "text_config": _t5_text_config(len(tokenizer)),
+        "text_config": {"model_type": "t5", **_t5_fields(len(tokenizer))},
         "num_query_tokens": n_query,
         "image_token_index": image_token,
         "initializer_range": 0.2,
