@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tiny_vlms import blip2_towers, save_folder
+
 WORDS = (
     "Does this figure show a red cat Please answer yes or no Yes A chat between curious user and "
     "an artificial intelligence assistant The gives helpful detailed polite answers to the "
@@ -215,32 +217,6 @@ def _word_tokenizer(
     return PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
 
 
-def _vision_qformer(vocab_size: int) -> dict[str, Any]:
-    return {
-        "vision_config": {
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "image_size": 32,
-            "patch_size": 8,
-            "initializer_range": 0.2,
-        },
-        "qformer_config": {
-            "vocab_size": vocab_size,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "encoder_hidden_size": 32,
-            "cross_attention_frequency": 1,
-            "max_position_embeddings": 64,
-            "pad_token_id": 0,
-            "initializer_range": 0.2,
-        },
-    }
-
-
 def build_blip_t5(out: Path, *, instruct: bool, seed: int = 0) -> Path:
     """BLIP-2 (``instruct=False``) or InstructBLIP with a tiny T5, 4 query tokens spliced in at
     ``<image>`` tokens the processor prepends, a T5-style tokenizer appending ``</s>``."""
@@ -265,7 +241,7 @@ def build_blip_t5(out: Path, *, instruct: bool, seed: int = 0) -> Path:
     image_processor = BlipImageProcessor(size={"height": 32, "width": 32})
     torch.manual_seed(seed)
     common = {
-        **_vision_qformer(len(tokenizer)),
+        **blip2_towers(len(tokenizer)),
         "text_config": {"model_type": "t5", **_t5_fields(len(tokenizer))},
         "num_query_tokens": n_query,
         "image_token_index": image_token,
@@ -300,10 +276,7 @@ def build_blip_t5(out: Path, *, instruct: bool, seed: int = 0) -> Path:
         model.query_tokens.normal_(0.0, 1.0)
         lm_head = model.language_model.lm_head
         lm_head.weight.copy_(torch.randn_like(lm_head.weight) * 0.5)
-    out.mkdir(parents=True, exist_ok=True)
-    model.eval().save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
+    return save_folder(out, model.eval(), processor)
 
 
 def build_florence2(out: Path, *, seed: int = 0) -> Path:
@@ -373,7 +346,4 @@ def build_florence2(out: Path, *, seed: int = 0) -> Path:
         image_seq_length=5,
     )
     processor = Florence2Processor(image_processor=image_processor, tokenizer=tokenizer)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
+    return save_folder(out, model, processor)

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tiny_vlms import save_folder
+
 CORPUS = (
     "yes no does this figure show please answer yes or no a an the of is in on and with image "
     "picture photo red green blue cat dog tree sky house car man woman two three small big left "
@@ -126,10 +128,7 @@ def _save(out: Path, config: Any, processor: Any, seed: int) -> Path:
 
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config).eval()
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
+    return save_folder(out, model, processor)
 
 
 def _ids(tok: Any, **names: str) -> dict[str, int]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import string
 from pathlib import Path
+from typing import Any
 
 WORDS = (
     "yes no does this figure show please answer or a an the of is in on and with image picture "
@@ -81,71 +82,48 @@ def _fast_tokenizer(
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", **kwargs)
 
 
-def build_llava(out: Path, *, seed: int = 0) -> Path:
-    import torch
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
-
-    tokenizer = _fast_tokenizer(
-        ["[UNK]", "<pad>", "<s>", "</s>", "<image>"],
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-    )
-    vocab = tokenizer.get_vocab()  # type: ignore[attr-defined]
-    config = LlavaConfig(
-        vision_config=CLIPVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=32,
-            patch_size=8,
-            projection_dim=32,
-            initializer_range=0.2,
-        ),
-        text_config=LlamaConfig(
-            vocab_size=len(vocab),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=128,
-            pad_token_id=vocab["<pad>"],
-            bos_token_id=vocab["<s>"],
-            eos_token_id=vocab["</s>"],
-            initializer_range=0.2,
-        ),
-        image_token_id=vocab["<image>"],
-        vision_feature_layer=-1,
-        vision_feature_select_strategy="default",
-    )
-    torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config).eval()
-    image_processor = CLIPImageProcessor(
-        size={"shortest_edge": 32},
-        crop_size={"height": 32, "width": 32},
-        do_center_crop=True,
-    )
-    processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=8,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=LLAVA_TEMPLATE,
-    )
+def save_folder(out: Path, model: Any, processor: Any) -> Path:
+    """Save a built model and its processor to ``out`` (made if missing) and return it."""
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+def blip2_towers(vocab_size: int, **qformer: Any) -> dict[str, Any]:
+    """The ``vision_config`` and ``qformer_config`` of a tiny BLIP-2 (``qformer``: Q-Former fields
+    that differ from these)."""
+    return {
+        "vision_config": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "image_size": 32,
+            "patch_size": 8,
+            "initializer_range": 0.2,
+        },
+        "qformer_config": {
+            "vocab_size": vocab_size,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "encoder_hidden_size": 32,
+            "cross_attention_frequency": 1,
+            "max_position_embeddings": 64,
+            "pad_token_id": 0,
+            "initializer_range": 0.2,
+            **qformer,
+        },
+    }
+
+
+def build_llava(out: Path, *, seed: int = 0) -> Path:
+    """The tiny LLaVA: 32 x 32 images in 8-pixel patches (16 image tokens), width 32."""
+    return build_llava_sized(
+        out, seed=seed, image_size=32, patch_size=8, hidden_size=32, max_position_embeddings=128
+    )
 
 
 def build_qwen2vl(out: Path, *, seed: int = 0) -> Path:
@@ -219,10 +197,7 @@ def build_qwen2vl(out: Path, *, seed: int = 0) -> Path:
         video_processor=video_processor,
         chat_template=QWEN_TEMPLATE,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
+    return save_folder(out, model, processor)
 
 
 def build_blip_itm(out: Path, *, seed: int = 0) -> Path:
@@ -276,10 +251,7 @@ def build_blip_itm(out: Path, *, seed: int = 0) -> Path:
     model = BlipForImageTextRetrieval(config).eval()
     image_processor = BlipImageProcessor(size={"height": 32, "width": 32})
     processor = BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
+    return save_folder(out, model, processor)
 
 
 def build_blip2_itm(out: Path, *, seed: int = 0, query_tokens_in_text: bool = False) -> Path:
@@ -305,28 +277,12 @@ def build_blip2_itm(out: Path, *, seed: int = 0, query_tokens_in_text: bool = Fa
     vocab = tokenizer.get_vocab()  # type: ignore[attr-defined]
     n_query = 4
     config = Blip2Config(
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "image_size": 32,
-            "patch_size": 8,
-            "initializer_range": 0.2,
-        },
-        qformer_config={
-            "vocab_size": len(vocab),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "encoder_hidden_size": 32,
-            "cross_attention_frequency": 1,
-            "max_position_embeddings": 48,
-            "pad_token_id": vocab["[PAD]"],
-            "use_qformer_text_input": True,
-            "initializer_range": 0.2,
-        },
+        **blip2_towers(
+            len(vocab),
+            max_position_embeddings=48,
+            pad_token_id=vocab["[PAD]"],
+            use_qformer_text_input=True,
+        ),
         num_query_tokens=n_query,
         image_text_hidden_size=16,
         image_token_index=vocab["<image>"] if query_tokens_in_text else None,
@@ -342,10 +298,7 @@ def build_blip2_itm(out: Path, *, seed: int = 0, query_tokens_in_text: bool = Fa
         tokenizer=tokenizer,
         num_query_tokens=n_query if query_tokens_in_text else None,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
+    return save_folder(out, model, processor)
 
 
 def build_not_vlm(out: Path) -> Path:
@@ -361,10 +314,7 @@ def build_not_vlm(out: Path) -> Path:
         num_attention_heads=2,
         num_key_value_heads=1,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)  # type: ignore[attr-defined]
-    return out
+    return save_folder(out, LlamaForCausalLM(config), tokenizer)
 
 
 # The image after the user's text: a caption placed in the question comes before the image, so
@@ -455,10 +405,7 @@ def build_llava_sized(
         num_additional_image_tokens=1,
         chat_template=chat_template,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
+    return save_folder(out, model, processor)
 
 
 def build_llava_image_last(out: Path, *, seed: int = 0) -> Path:
