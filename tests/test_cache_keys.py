@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from fake_scorers import FakeEmbeddingScorer
+from hub_cache import hub_snapshot
 from PIL import Image
 from tiny_models import make_tiny_hf_clip, make_tiny_open_clip
 
@@ -166,22 +167,12 @@ def test_vlm_fingerprint_follows_weight_content(tmp_path: Path) -> None:
     assert _load(spec).fingerprint != before
 
 
-def _hub_snapshot(cache: Path, repo: str, commit: str, source: Path) -> None:
-    """Lay out one snapshot of ``repo`` in the hub cache format (refs/main -> commit)."""
-    import shutil
-
-    base = cache / f"models--{repo.replace('/', '--')}"
-    shutil.copytree(source, base / "snapshots" / commit)
-    (base / "refs").mkdir(parents=True, exist_ok=True)
-    (base / "refs" / "main").write_text(commit, encoding="utf-8")
-
-
 def test_hub_model_fingerprint_has_revision_and_weight_content(tmp_path: Path) -> None:
     """A hub name resolved from a local hub cache (offline), in a fresh process per layout."""
     source = Path(make_tiny_hf_clip(tmp_path / "src").removeprefix("hf:"))
     hub = tmp_path / "hub"
     commit_a, commit_b = "a" * 40, "b" * 40
-    _hub_snapshot(hub, "org/tiny-clip", commit_a, source)
+    hub_snapshot(hub, "org/tiny-clip", commit_a, source)
     script = textwrap.dedent(
         """
         import json, sys
@@ -196,7 +187,7 @@ def test_hub_model_fingerprint_has_revision_and_weight_content(tmp_path: Path) -
         """
     )
     # commit b: the same files under a new revision; then commit a again (unchanged -> same key)
-    _hub_snapshot(hub, "org/tiny-clip", commit_b, source)
+    hub_snapshot(hub, "org/tiny-clip", commit_b, source)
     env = {**os.environ, "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
         [sys.executable, "-c", script, str(hub), commit_a, commit_b, commit_a],

@@ -181,11 +181,11 @@ def test_hub_id_resolves_from_the_hub_cache(
     folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A hub id loads its cached snapshot offline (HF_HUB_OFFLINE=1, set by conftest)."""
+    from hub_cache import hub_snapshot
     from huggingface_hub import constants
-    from test_cache_keys import _hub_snapshot
 
     hub = tmp_path / "hub"
-    _hub_snapshot(hub, "qihoo360/fg-clip-tiny", "c" * 40, folder)
+    hub_snapshot(hub, "qihoo360/fg-clip-tiny", "c" * 40, folder)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
     scorer = _load("fgclip:qihoo360/fg-clip-tiny")
     assert (scorer.provenance["hub"], scorer.provenance["revision"]) == (

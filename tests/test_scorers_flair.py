@@ -22,6 +22,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from fake_scorers import FakeEmbeddingScorer
+from hub_cache import hub_file, use_hub_cache
 from PIL import Image
 from tiny_flair import EMBED_DIM, IMAGE, PATCH, flair_state, make_tiny_flair, save_flair
 from tiny_models import one_thread
@@ -291,16 +292,11 @@ def test_truncated_missing_and_bad_mode(tmp_path: Path, released: Path) -> None:
 def test_hub_file_resolves_through_the_hub_cache(
     tmp_path: Path, released: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from huggingface_hub import constants
-
     commit = "f" * 40
-    repo = tmp_path / "hub" / "models--xiaorui638--flair"
-    (repo / "snapshots" / commit).mkdir(parents=True)
-    (repo / "snapshots" / commit / "flair-merged30m.pt").write_bytes(released.read_bytes())
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    hub_file(
+        tmp_path / "hub", "xiaorui638/flair", commit, "flair-merged30m.pt", released.read_bytes()
+    )
+    use_hub_cache(monkeypatch, tmp_path / "hub")
     for name in ("xiaorui638/flair", "xiaorui638/flair/flair-merged30m.pt"):
         hub = load_scorer(f"flair:{name}", "cpu")
         assert hub.provenance["revision"] == commit

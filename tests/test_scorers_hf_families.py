@@ -266,11 +266,11 @@ def test_remote_code_from_the_hub_cache_offline(
     remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A hub id with remote code resolves from its cached snapshot only (HF_HUB_OFFLINE=1)."""
+    from hub_cache import hub_snapshot
     from huggingface_hub import constants
-    from test_cache_keys import _hub_snapshot
 
     hub = tmp_path / "hub"
-    _hub_snapshot(hub, "org/tiny-remote", "d" * 40, remote)
+    hub_snapshot(hub, "org/tiny-remote", "d" * 40, remote)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
     scorer = _load("hf:org/tiny-remote?trust_remote_code=1")
     assert type(scorer.model).__name__ == "TinyRemoteModel"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from hub_cache import hub_file, use_hub_cache
 from tiny_longtext import (
     longclip_state,
     longclip_text_features,
@@ -131,16 +132,15 @@ def test_truncated_file_and_missing_file(tmp_path: Path, released) -> None:
 def test_hub_name_resolves_through_the_hub_cache(
     tmp_path: Path, released, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from huggingface_hub import constants
-
     commit = "c" * 40
-    repo = tmp_path / "hub" / "models--BeichenZhang--LongCLIP-L"
-    (repo / "snapshots" / commit).mkdir(parents=True)
-    (repo / "snapshots" / commit / "longclip-L.pt").write_bytes(released[0].read_bytes())
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    hub_file(
+        tmp_path / "hub",
+        "BeichenZhang/LongCLIP-L",
+        commit,
+        "longclip-L.pt",
+        released[0].read_bytes(),
+    )
+    use_hub_cache(monkeypatch, tmp_path / "hub")
     hub = load_scorer("longclip:BeichenZhang/LongCLIP-L", device="cpu")
     local = load_scorer(f"longclip:{released[0]}", device="cpu")
     assert hub.provenance["hub"] == "BeichenZhang/LongCLIP-L"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from hub_cache import hub_file, use_hub_cache
 from tiny_longtext import (
     half_pixels,
     lotlip_state,
@@ -137,17 +138,12 @@ def test_bad_inputs_fail_in_one_line(tmp_path: Path, released) -> None:
 
 
 def test_hub_default_file(tmp_path: Path, released, monkeypatch: pytest.MonkeyPatch) -> None:
-    from huggingface_hub import constants
-
     path, bert, _ = released
     commit = "e" * 40
-    repo = tmp_path / "hub" / "models--weiwu-ww--LoTLIP-ViT-B-16-100M"
-    (repo / "snapshots" / commit).mkdir(parents=True)
-    (repo / "snapshots" / commit / "model.pt").write_bytes(path.read_bytes())
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    hub_file(
+        tmp_path / "hub", "weiwu-ww/LoTLIP-ViT-B-16-100M", commit, "model.pt", path.read_bytes()
+    )
+    use_hub_cache(monkeypatch, tmp_path / "hub")
     hub = load_scorer(f"lotlip:weiwu-ww/LoTLIP-ViT-B-16-100M?bert={bert}", device="cpu")
     assert (hub.provenance["file"], hub.provenance["revision"]) == ("model.pt", commit)
     assert set(hub.provenance["bert_files_sha256"]) == {

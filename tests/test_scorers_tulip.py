@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from hub_cache import hub_file, use_hub_cache
 from tiny_longtext import (
     openai_image_features,
     openai_pixels,
@@ -115,16 +116,9 @@ def test_unused_position_table_is_ignored(tmp_path: Path, released, scorer) -> N
 def test_hub_file_resolves_through_the_hub_cache(
     tmp_path: Path, released, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from huggingface_hub import constants
-
     commit = "d" * 40
-    repo = tmp_path / "hub" / "models--mderakhshani--TULIP"
-    (repo / "snapshots" / commit).mkdir(parents=True)
-    (repo / "snapshots" / commit / "tulip.pt").write_bytes(released[0].read_bytes())
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    hub_file(tmp_path / "hub", "mderakhshani/TULIP", commit, "tulip.pt", released[0].read_bytes())
+    use_hub_cache(monkeypatch, tmp_path / "hub")
     hub = load_scorer("tulip:mderakhshani/TULIP/tulip.pt", device="cpu")
     assert (hub.provenance["hub"], hub.provenance["revision"]) == ("mderakhshani/TULIP", commit)
     with pytest.raises(ModelLoadError, match="no default file is known"):
