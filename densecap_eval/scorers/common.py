@@ -29,7 +29,7 @@ from densecap_eval.scorers.base import (
     TextInputs,
     TextPolicy,
 )
-from densecap_eval.scorers.text_policy import check_policy, plan_texts, pool_pieces
+from densecap_eval.scorers.text_policy import TextPlan, check_policy, plan_texts, pool_pieces
 
 if TYPE_CHECKING:
     import torch
@@ -302,13 +302,7 @@ class TwoTowerScorer:
         )
 
     def _text_inputs(self, texts: Sequence[str], *, policy: TextPolicy | None) -> TextInputs:
-        plan = plan_texts(
-            texts,
-            policy=self.text_policy if policy is None else policy,
-            limit=self.max_text_tokens,
-            count=self._counts,
-            model=self.spec,
-        )
+        plan = self._plan(texts, policy)
         ids = self.model_input_ids(plan.pieces) if plan.pieces else []
         if ids is None:
             piece_keys = ["text:" + piece for piece in plan.pieces]
@@ -321,15 +315,19 @@ class TwoTowerScorer:
         keys = [json.dumps(parts, ensure_ascii=False) for parts in per_text]
         return TextInputs(keys=keys, n_tokens=list(plan.n_tokens), cut=list(plan.cut))
 
-    def text_cut(self, texts: Sequence[str], *, policy: TextPolicy | None = None) -> list[bool]:
-        """Whether ``policy`` (default: the scorer's) drops tokens of each text."""
-        plan = plan_texts(
+    def _plan(self, texts: Sequence[str], policy: TextPolicy | None) -> TextPlan:
+        """The pieces ``policy`` (default: the scorer's) makes of ``texts`` at the model's limit."""
+        return plan_texts(
             texts,
             policy=self.text_policy if policy is None else policy,
             limit=self.max_text_tokens,
             count=self._counts,
             model=self.spec,
         )
+
+    def text_cut(self, texts: Sequence[str], *, policy: TextPolicy | None = None) -> list[bool]:
+        """Whether ``policy`` (default: the scorer's) drops tokens of each text."""
+        plan = self._plan(texts, policy)
         return plan.cut
 
     @contextlib.contextmanager
@@ -360,13 +358,7 @@ class TwoTowerScorer:
         import torch
         import torch.nn.functional as F
 
-        plan = plan_texts(
-            texts,
-            policy=self.text_policy if policy is None else policy,
-            limit=self.max_text_tokens,
-            count=self._counts,
-            model=self.spec,
-        )
+        plan = self._plan(texts, policy)
         if not plan.pieces:
             empty = torch.zeros((0, self._embed_dim()), dtype=torch.float32)
             return TextEncoding(embeddings=empty, n_tokens=[], cut=[])

@@ -33,7 +33,7 @@ from densecap_eval.scorers.base import Precision, TextEncoding, TextPolicy
 from densecap_eval.scorers.common import spec_loader
 from densecap_eval.scorers.hubfile import resolve_checkpoint
 from densecap_eval.scorers.openclip import OpenClipScorer, load_state_dict_checked, read_state_dict
-from densecap_eval.scorers.text_policy import plan_texts, pool_pieces
+from densecap_eval.scorers.text_policy import pool_pieces
 from densecap_eval.scorers.vlm_common import split_spec
 
 if TYPE_CHECKING:
@@ -302,13 +302,7 @@ class FlairScorer(FlairGlobalScorer):
         import torch
         import torch.nn.functional as F
 
-        plan = plan_texts(
-            texts,
-            policy=self.text_policy if policy is None else policy,
-            limit=self.max_text_tokens,
-            count=self._count,
-            model=self.spec,
-        )
+        plan = self._plan(texts, policy)
         if not plan.pieces:
             empty = torch.zeros((0, self._embed_dim()), dtype=torch.float32)
             return TextEncoding(embeddings=empty, n_tokens=[], cut=[])
