@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tiny_vlms import save_folder
+from tiny_vlms import save_folder, tiny_vision
 
 CORPUS = (
     "yes no does this figure show please answer yes or no a an the of is in on and with image "
@@ -109,19 +109,6 @@ def _text(vocab_size: int, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _vision(**extra: Any) -> dict[str, Any]:
-    return {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "image_size": 32,
-        "patch_size": 8,
-        "initializer_range": 0.2,
-        **extra,
-    }
-
-
 def _save(out: Path, config: Any, processor: Any, seed: int) -> Path:
     import torch
     from transformers import AutoModelForImageTextToText
@@ -158,7 +145,7 @@ def build_llava15(out: Path, *, seed: int = 0, padding_side: str = "left") -> Pa
     config = AutoConfig.for_model(
         "llava",
         text_config={"model_type": "llama", **_text(len(tok), pad_token_id=ids["pad"])},
-        vision_config={"model_type": "clip_vision_model", **_vision(projection_dim=32)},
+        vision_config={"model_type": "clip_vision_model", **tiny_vision(projection_dim=32)},
         image_token_id=ids["image"],
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
@@ -216,7 +203,7 @@ def build_llava_onevision(out: Path, *, seed: int = 0, padding_side: str = "left
     config = AutoConfig.for_model(
         "llava_onevision",
         text_config={"model_type": "qwen2", **_text(len(tok))},
-        vision_config={"model_type": "siglip_vision_model", **_vision()},
+        vision_config={"model_type": "siglip_vision_model", **tiny_vision()},
         image_token_index=ids["image"],
         video_token_index=ids["video"],
         image_grid_pinpoints=pinpoints,
@@ -365,7 +352,7 @@ def build_internvl(out: Path, *, seed: int = 0, padding_side: str = "left") -> P
         text_config={"model_type": "qwen2", **_text(len(tok))},
         vision_config={
             "model_type": "internvl_vision",
-            **_vision(image_size=[32, 32], patch_size=[8, 8]),
+            **tiny_vision(image_size=[32, 32], patch_size=[8, 8]),
         },
         image_token_id=_ids(tok, i="<IMG_CONTEXT>")["i"],
         downsample_ratio=0.5,
@@ -411,7 +398,7 @@ def build_gemma3(out: Path, *, seed: int = 0, padding_side: str = "left") -> Pat
     config = AutoConfig.for_model(
         "gemma3",
         text_config={"model_type": "gemma3_text", **_text(len(tok), sliding_window=64)},
-        vision_config={"model_type": "siglip_vision_model", **_vision()},
+        vision_config={"model_type": "siglip_vision_model", **tiny_vision()},
         mm_tokens_per_image=4,
         boi_token_index=ids["boi"],
         eoi_token_index=ids["eoi"],
@@ -462,7 +449,7 @@ def build_idefics3(out: Path, *, seed: int = 0, padding_side: str = "left") -> P
     config = AutoConfig.for_model(
         "idefics3",
         text_config={"model_type": "llama", **_text(len(tok))},
-        vision_config={"model_type": "idefics3_vision", **_vision()},
+        vision_config={"model_type": "idefics3_vision", **tiny_vision()},
         image_token_id=_ids(tok, i="<image>")["i"],
         scale_factor=2,
     )
@@ -492,7 +479,7 @@ def build_smolvlm(out: Path, *, seed: int = 0, padding_side: str = "left") -> Pa
     config = AutoConfig.for_model(
         "smolvlm",
         text_config={"model_type": "llama", **_text(len(tok))},
-        vision_config={"model_type": "smolvlm_vision", **_vision()},
+        vision_config={"model_type": "smolvlm_vision", **tiny_vision()},
         image_token_id=_ids(tok, i="<image>")["i"],
         scale_factor=2,
     )
@@ -529,7 +516,7 @@ def build_paligemma(out: Path, *, seed: int = 0, padding_side: str = "left") -> 
     config = AutoConfig.for_model(
         "paligemma",
         text_config={"model_type": "gemma2", **_text(len(tok), sliding_window=64)},
-        vision_config={"model_type": "siglip_vision_model", **_vision(projection_dim=32)},
+        vision_config={"model_type": "siglip_vision_model", **tiny_vision(projection_dim=32)},
         image_token_index=_ids(tok, i="<image>")["i"],
         projection_dim=32,
         hidden_size=32,
@@ -579,7 +566,7 @@ def build_mllama(out: Path, *, seed: int = 0, padding_side: str = "left") -> Pat
             rope_scaling=None,
             pad_token_id=_ids(tok, p="<|finetune_right_pad_id|>")["p"],
         ),
-        vision_config=_vision(
+        vision_config=tiny_vision(
             num_global_layers=1,
             max_num_tiles=2,
             vision_output_dim=64,
@@ -614,7 +601,7 @@ def build_mistral3(out: Path, *, seed: int = 0, padding_side: str = "left") -> P
     config = AutoConfig.for_model(
         "mistral3",
         text_config={"model_type": "mistral", **_text(len(tok), sliding_window=None)},
-        vision_config={"model_type": "pixtral", **_vision(head_dim=8)},
+        vision_config={"model_type": "pixtral", **tiny_vision(head_dim=8)},
         image_token_index=_ids(tok, i="[IMG]")["i"],
         spatial_merge_size=2,
         vision_feature_layer=-1,

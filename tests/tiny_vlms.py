@@ -90,19 +90,25 @@ def save_folder(out: Path, model: Any, processor: Any) -> Path:
     return out
 
 
+def tiny_vision(**extra: Any) -> dict[str, Any]:
+    """A ViT tower's config fields at toy size: 32 x 32 images in 8-pixel patches, width 32."""
+    return {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "image_size": 32,
+        "patch_size": 8,
+        "initializer_range": 0.2,
+        **extra,
+    }
+
+
 def blip2_towers(vocab_size: int, **qformer: Any) -> dict[str, Any]:
     """The ``vision_config`` and ``qformer_config`` of a tiny BLIP-2 (``qformer``: Q-Former fields
     that differ from these)."""
     return {
-        "vision_config": {
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "image_size": 32,
-            "patch_size": 8,
-            "initializer_range": 0.2,
-        },
+        "vision_config": tiny_vision(),
         "qformer_config": {
             "vocab_size": vocab_size,
             "hidden_size": 32,
