@@ -28,6 +28,7 @@ for _name, _module, _cls in (
     ("vlc", "densecap_eval.datasets.vlc", "VLCheckListDataset"),
     ("winoground", "densecap_eval.datasets.winoground", "WinogroundDataset"),
     ("elevater", "densecap_eval.datasets.elevater.loader", "ElevaterDataset"),
+    ("clip_benchmark", "densecap_eval.datasets.elevater.wds", "ClipBenchmarkDataset"),
 ):
     DATASETS.register(_name, f"{_module}:{_cls}")
 for _name, _target in (

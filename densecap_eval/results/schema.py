@@ -35,6 +35,9 @@ HEADLINE_METRICS: tuple[str, ...] = (
     "image",
     "group",
     "zeroshot",  # ELEVATER zero-shot classification: each dataset's own metric
+    "acc1",  # CLIP_benchmark zero-shot classification
+    "acc5",
+    "mean_per_class_recall",
 )
 SUPPORTED_SCHEMA_VERSIONS: tuple[int, ...] = (1,)
 

@@ -88,6 +88,12 @@ ELEVATER_KEYS: tuple[str, ...] = (
 for _key in ELEVATER_KEYS:
     TASKS.register(f"elevater/{_key}", f"densecap_eval.datasets.elevater.tasks:{_key}")
 TASKS.register("elevater", "densecap_eval.datasets.elevater.tasks:SUITE")
+# CLIP_benchmark's protocol on its wds copies (datasets/elevater/cb_tasks.py): no Hateful Memes
+# or Food-101 there.
+for _key in ELEVATER_KEYS:
+    if _key not in ("hateful-memes", "food101"):
+        TASKS.register(f"clip_benchmark/{_key}", f"densecap_eval.datasets.elevater.cb_tasks:{_key}")
+TASKS.register("clip_benchmark", "densecap_eval.datasets.elevater.cb_tasks:SUITE")
 
 
 def get_task(name: str) -> Any:

@@ -1,0 +1,150 @@
+"""CLIP_benchmark's zero-shot protocol as tasks ``clip_benchmark/<key>`` (its ``wds`` copies).
+
+As ``clip_benchmark.metrics.zeroshot_classification`` computes it: every class's prompts
+(``template.format(c=name)``, the folder's own class names and templates) are encoded, each
+normalised, the mean renormalised (the same ensembling as ELEVATER); the scores are the raw
+``100 * normalize(img) @ W`` logits in float32 (no softmax); the metrics are acc1, acc5 (null
+below 5 classes), mean_per_class_recall (`densecap_eval.metrics.clip_benchmark`). The run
+uses the model's own preprocessing and tokenizer, in fp32 (CLIP_benchmark's ``--no_amp``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from densecap_eval.datasets.elevater.tasks import classifier
+from densecap_eval.datasets.elevater.wds import CLIP_BENCHMARK_NAMES, folder_name
+from densecap_eval.datasets.records import SkippedImage
+from densecap_eval.errors import DensecapError, TaskUnavailableError
+from densecap_eval.regions import Region
+from densecap_eval.tasks.base import DiffPositionFn, TaskSuite
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from densecap_eval.datasets.elevater.loader import ZeroShotSample
+    from densecap_eval.datasets.elevater.wds import ClipBenchmarkDataset
+    from densecap_eval.engine.plan import ScoreTable, ScoringPlan
+
+
+@dataclass(frozen=True)
+class ClipBenchmarkTask:
+    key: str
+    dataset: str = "clip_benchmark"
+    protocol: str = "clip_benchmark"
+
+    @property
+    def name(self) -> str:
+        return f"clip_benchmark/{self.key}"
+
+    @property
+    def description(self) -> str:
+        return f"CLIP_benchmark zero-shot wds/{CLIP_BENCHMARK_NAMES[self.key]}"
+
+    def concrete(self) -> tuple[str, ...]:
+        return (self.name,)
+
+    def prepare(
+        self, dataset: ClipBenchmarkDataset, *, split: str | None = None, seed: int = 0
+    ) -> ClipBenchmarkInstance:
+        del seed
+        if split not in (None, "test", "all"):
+            raise DensecapError(f"{self.name}: CLIP_benchmark zero-shot uses the test split only")
+        if self.key not in dataset.available():
+            raise TaskUnavailableError(
+                f"{self.name}: {dataset.root / folder_name(self.key)} is missing (CLIP_benchmark's "
+                f"wds/{CLIP_BENCHMARK_NAMES[self.key]} copy)"
+            )
+        data = dataset.split(self.key)
+        return ClipBenchmarkInstance(
+            self.name, self.key, data.classnames, data.templates, data.samples, split=self.key
+        )
+
+
+TASKS: dict[str, ClipBenchmarkTask] = {k: ClipBenchmarkTask(k) for k in CLIP_BENCHMARK_NAMES}
+SUITE = TaskSuite(
+    "clip_benchmark",
+    tuple(t.name for t in TASKS.values()),
+    "clip_benchmark",
+    "CLIP_benchmark's zero-shot protocol on its wds copies of the ELEVATER datasets it has",
+)
+
+
+@dataclass
+class ClipBenchmarkInstance:
+    task: str
+    key: str
+    classnames: list[str]
+    templates: list[str]
+    images: list[ZeroShotSample]
+    split: str
+    skipped: list[SkippedImage] = field(default_factory=list)
+    needs_embedding: bool = True
+    _r: np.ndarray | None = field(default=None, repr=False)
+    _t: np.ndarray | None = field(default=None, repr=False)
+
+    def add_to_plan(self, plan: ScoringPlan) -> None:
+        self._r = np.array([plan.add_region(Region(str(s.photo))) for s in self.images],
+                           dtype=np.int64)  # fmt: skip
+        self._t = np.array(
+            [[plan.add_text(t.format(c=c)) for t in self.templates] for c in self.classnames],
+            dtype=np.int64,
+        )
+
+    def logits(self, table: ScoreTable) -> np.ndarray:
+        """(N, C) float32 ``100 * normalize(img) @ W``."""
+        import torch
+        import torch.nn.functional as F
+
+        if self._r is None or self._t is None:
+            raise DensecapError(f"{self.task}: compute() before add_to_plan()")
+        if table.image_embeddings is None or table.text_embeddings is None:
+            raise DensecapError(f"{self.task}: zero-shot classification needs an embedding scorer")
+        w = torch.from_numpy(classifier(table.text_embeddings[self._t]))
+        img = F.normalize(torch.from_numpy(np.ascontiguousarray(
+            table.image_embeddings[self._r], dtype=np.float32)), dim=-1)  # fmt: skip
+        return (100.0 * img @ w).float().numpy()
+
+    def compute(
+        self,
+        table: ScoreTable,
+        *,
+        bootstrap_seed: int,
+        n_boot: int,
+        diff_positions: DiffPositionFn | None = None,
+        ties: str = "pessimistic",
+        max_text_tokens: int | None = None,
+        text_policy: str = "truncate",
+    ) -> tuple[dict[str, Any], pd.DataFrame]:
+        del bootstrap_seed, n_boot, diff_positions, ties, text_policy
+        import pandas as pd
+
+        from densecap_eval.metrics.clip_benchmark import clip_benchmark_metrics
+
+        logits = self.logits(table)
+        labels = np.array([s.labels[0] for s in self.images], dtype=np.int64)
+        metrics: dict[str, Any] = dict(clip_benchmark_metrics(labels, logits))
+        metrics.update(n=len(self.images), n_classes=len(self.classnames),
+                       n_templates=len(self.templates), protocol="clip_benchmark",
+                       model_max_text_tokens=max_text_tokens)  # fmt: skip
+        pred = np.argmax(logits, axis=1)
+        frame = pd.DataFrame({
+            "task": [self.task] * len(labels),
+            "split": [self.split] * len(labels),
+            "image": [s.ref for s in self.images],
+            "labels": [list(s.labels) for s in self.images],
+            "prediction": pred.astype(np.int64),
+            "correct": pred == labels,
+            "logits": [row.tolist() for row in logits],
+        })  # fmt: skip
+        return metrics, frame
+
+
+def __getattr__(name: str) -> ClipBenchmarkTask:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise AttributeError(name) from None

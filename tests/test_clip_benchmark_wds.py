@@ -1,0 +1,133 @@
+"""CLIP_benchmark's protocol on a local ``wds_<name>`` copy: densecap-eval's `clip_benchmark/...`
+tasks equal clip-benchmark 1.6.2's own `build_dataset` + `evaluate` on the same shards."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from densecap_eval.datasets.elevater.wds import ClipBenchmarkDataset, folder_name
+from densecap_eval.errors import DatasetError
+from densecap_eval.evaluation import evaluate_tasks
+
+CONFIG = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "patch_size": 16, "width": 32, "layers": 1, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+SETS = {  # key: (class names, templates)
+    "cifar10": (["cat", "dog", "ship", "frog", "truck", "bird"],
+                ["a photo of a {c}.", "a blurry photo of the {c}."]),
+    "mnist": (["0", "1", "2"], ['a photo of the number: "{c}".']),
+}  # fmt: skip
+
+
+def _write_wds(root: Path, key: str, n: int, seed: int) -> Path:
+    classes, templates = SETS[key]
+    folder = root / folder_name(key)
+    (folder / "test").mkdir(parents=True)
+    (folder / "classnames.txt").write_text("\n".join(classes) + "\n")
+    (folder / "zeroshot_classification_templates.txt").write_text("\n".join(templates) + "\n")
+    rng = np.random.default_rng(seed)
+    shards = 2
+    (folder / "test" / "nshards.txt").write_text(f"{shards}\n")
+    for shard in range(shards):
+        with tarfile.open(folder / "test" / f"{shard}.tar", "w") as tar:
+            for i in range(shard, n, shards):
+                size = (int(rng.integers(20, 90)), int(rng.integers(20, 90)))
+                img = Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8))
+                if i % 3 == 1:
+                    img = img.convert("L")
+                buf = io.BytesIO()
+                img.save(buf, format="PNG" if i % 2 else "JPEG")
+                label = str(int(rng.integers(0, len(classes) - 1))).encode()
+                ext = "png" if i % 2 else "jpg"
+                for name, data in ((f"s{i:04d}.{ext}", buf.getvalue()), (f"s{i:04d}.cls", label)):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
+    import open_clip
+    from safetensors.torch import save_file
+
+    base = tmp_path_factory.mktemp("cbwds")
+    for seed, key in enumerate(SETS):
+        _write_wds(base / "data", key, 10, seed)
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**CONFIG)
+    (base / "m.json").write_text(json.dumps(CONFIG))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(base / "m.safetensors"))  # fmt: skip
+    return base / "data", f"open_clip:{base / 'm.json'}/{base / 'm.safetensors'}", base
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+@pytest.mark.filterwarnings("ignore:WebDataset\\(shardshuffle")  # its builder's, not ours
+@pytest.mark.filterwarnings("ignore::ResourceWarning")  # webdataset leaves its tars open
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_equals_clip_benchmark(
+    setup: tuple[Path, str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import open_clip
+    from clip_benchmark.datasets.builder import build_dataset
+    from clip_benchmark.metrics import zeroshot_classification as cb
+    from safetensors.torch import load_file
+    from test_clip_benchmark_metrics import _accuracy_numpy2
+
+    root, spec, base = setup
+    monkeypatch.setattr(cb, "accuracy", _accuracy_numpy2)  # numpy 2 (see that test)
+    results = evaluate_tasks(spec, [f"clip_benchmark/{k}" for k in SETS], data_root=root,
+                             n_boot=0, progress=False, cache_dir=base / "cache",
+                             num_workers=0)  # fmt: skip
+    model = open_clip.CLIP(**CONFIG)
+    model.load_state_dict(load_file(str(base / "m.safetensors")))
+    model.eval()
+    preprocess = open_clip.image_transform(32, is_train=False)
+    for result, key in zip(results, SETS, strict=True):
+        ds = build_dataset(
+            f"wds/{'vtab/cifar10' if key == 'cifar10' else key}",
+            root=str(root / folder_name(key)),
+            transform=preprocess,
+            split="test",
+        )
+        loader = torch.utils.data.DataLoader(ds.batched(4), batch_size=None)
+        loader.dataset.classes = ds.classes  # type: ignore[attr-defined]
+        classes, templates = SETS[key]
+        assert ds.classes == classes and ds.templates == templates
+        expected = cb.evaluate(model, loader, open_clip.tokenize, ds.classes, ds.templates,
+                               "cpu", amp=False)  # fmt: skip
+        ours = result.metrics[f"clip_benchmark/{key}"]
+        assert set(expected) == {"acc1", "acc5", "mean_per_class_recall"}
+        assert ours["n"] == 10 and ours["protocol"] == "clip_benchmark"
+        for name, value in expected.items():
+            if math.isnan(value):
+                assert ours[name] is None, name  # acc5 below 5 classes: null
+            else:
+                assert ours[name] == pytest.approx(value, abs=1e-12), name
+        del loader, ds
+    import gc
+
+    gc.collect()  # webdataset's open tars are closed (and warn) here, under this test's filters
+
+
+def test_a_missing_classnames_file_is_one_error(setup: tuple[Path, str, Path]) -> None:
+    import shutil
+
+    root, _, base = setup
+    broken = base / "broken"
+    shutil.copytree(root / folder_name("mnist"), broken / folder_name("mnist"))
+    (broken / folder_name("mnist") / "classnames.txt").unlink()
+    with pytest.raises(DatasetError, match=r"classnames\.txt is missing"):
+        ClipBenchmarkDataset(broken, cache_dir=base / "c2").split("mnist")
