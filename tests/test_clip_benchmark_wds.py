@@ -131,3 +131,38 @@ def test_a_missing_classnames_file_is_one_error(setup: tuple[Path, str, Path]) -
     (broken / folder_name("mnist") / "classnames.txt").unlink()
     with pytest.raises(DatasetError, match=r"classnames\.txt is missing"):
         ClipBenchmarkDataset(broken, cache_dir=base / "c2").split("mnist")
+
+
+def _add_to_shard(folder: Path, members: dict[str, bytes]) -> None:
+    with tarfile.open(folder / "test" / "1.tar", "a") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def _png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("members", "reason"),
+    [
+        ({"bad1.png": _png()}, "has no image or no cls"),
+        ({"bad2.cls": b"1"}, "has no image or no cls"),
+        ({"bad3.png": _png(), "bad3.cls": b"x"}, "not an integer"),
+        ({"bad4.png": _png(), "bad4.cls": b"7"}, "outside 0..2"),
+        ({"bad5.png": b"not a png", "bad5.cls": b"1"}, "not an image"),
+    ],
+)
+def test_one_bad_sample_is_skipped_and_named(
+    tmp_path: Path, members: dict[str, bytes], reason: str
+) -> None:
+    folder = _write_wds(tmp_path / "data", "mnist", 6, 0)
+    _add_to_shard(folder, members)
+    ds = ClipBenchmarkDataset(tmp_path / "data", cache_dir=tmp_path / "cache")
+    assert len(ds.split("mnist").samples) == 6  # every good sample still there
+    assert len(ds.skipped) == 1 and reason in ds.skipped[0].reason
+    assert ds.skipped[0].image.startswith("1.tar#bad")

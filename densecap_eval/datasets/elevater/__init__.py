@@ -11,6 +11,8 @@
 - `tasks`: the task family ``elevater/<key>`` and the suite ``elevater``.
 - `synth`: a tiny synthetic release in the real layout (tests, demos).
 - `download`: what ``densecap-eval download elevater`` says.
+- `wds`, `cb_tasks`: CLIP_benchmark's protocol on its own ``wds_<name>`` copies (dataset
+  ``clip_benchmark``, tasks ``clip_benchmark/<key>``).
 
 docs/elevater.md describes the protocols.
 """
