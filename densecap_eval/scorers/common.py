@@ -253,7 +253,11 @@ class TwoTowerScorer:
         raise NotImplementedError
 
     def _count(self, texts: Sequence[str]) -> list[int]:
-        raise NotImplementedError
+        """Untruncated token counts, special tokens included: by default ``tokenize_ids``'s."""
+        tokenize = getattr(self, "tokenize_ids", None)
+        if tokenize is None:
+            raise NotImplementedError
+        return [len(ids) for ids in tokenize(texts)]
 
     # -- the protocol ---------------------------------------------------------------------------
     @property

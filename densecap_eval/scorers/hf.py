@@ -272,9 +272,6 @@ class TokenizerIds:
     def tokenizer_texts(self, texts: Sequence[str]) -> list[str]:
         return list(texts)
 
-    def _count(self, texts: Sequence[str]) -> list[int]:
-        return [len(x) for x in self.tokenize_ids(texts)]
-
     def model_input_ids(self, pieces: Sequence[str]) -> list[list[int]] | None:
         """The exact ids the text tower is fed (the tokenizer's truncation), unpadded."""
         if not len(pieces):

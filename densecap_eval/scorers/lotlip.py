@@ -251,9 +251,6 @@ class LotlipScorer(TwoTowerScorer):
         encoded = self.tokenizer([lotlip_text(t) for t in texts], truncation=False)
         return [list(ids) for ids in encoded["input_ids"]]
 
-    def _count(self, texts: Sequence[str]) -> list[int]:
-        return [len(ids) for ids in self.tokenize_ids(texts)]
-
 
 @spec_loader("lotlip")
 def load(

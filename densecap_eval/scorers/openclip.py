@@ -239,9 +239,6 @@ class OpenClipScorer(TwoTowerScorer):
         tokens = self.tokenizer(texts, context_length=self.max_text_tokens)
         return self.model.encode_text(tokens.to(self.device))
 
-    def _count(self, texts: Sequence[str]) -> list[int]:
-        return [len(ids) for ids in self._ids(texts)]
-
     def model_input_ids(self, pieces: Sequence[str]) -> list[list[int]] | None:
         """The exact ids `_text_features` feeds (open_clip's own truncation, end token kept)."""
         if type(self)._text_features is not OpenClipScorer._text_features:

@@ -234,9 +234,6 @@ class TulipScorer(TwoTowerScorer):
         tok = self.tokenizer
         return [[tok.sot_token_id, *tok.encode(t), tok.eot_token_id] for t in texts]
 
-    def _count(self, texts: Sequence[str]) -> list[int]:
-        return [len(ids) for ids in self.tokenize_ids(texts)]
-
 
 @spec_loader("tulip")
 def load(
