@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from densecap_eval.errors import ModelLoadError
+from densecap_eval.scorers.hf_folder import read_json
 
 if TYPE_CHECKING:
     import torch
@@ -153,17 +154,6 @@ def resolve_folder(spec: str, path: str, patterns: tuple[str, ...] = HUB_FILES) 
         raise ModelLoadError(
             f"{spec}: {path} is neither a local folder nor a hub repo that can be fetched: {first}"
         ) from exc
-
-
-def read_config(spec: str, folder: Path) -> dict[str, Any]:
-    path = folder / "config.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{spec}: cannot read {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{spec}: {path} does not hold a JSON object")
-    return data
 
 
 def read_weights(spec: str, folder: Path) -> dict[str, torch.Tensor]:
@@ -316,7 +306,7 @@ def load_clip_t5(
     from transformers import T5Config, T5ForConditionalGeneration
 
     folder = resolve_folder(spec, path)
-    config = read_config(spec, folder)
+    config = read_json(folder / "config.json", spec=spec)
     if not is_clip_t5(config):
         raise ModelLoadError(
             f"{spec}: {folder / 'config.json'} has model_type {config.get('model_type')!r}, "
