@@ -66,7 +66,6 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from densecap_eval.batching import default_batch_size
 from densecap_eval.errors import ModelLoadError
 from densecap_eval.scorers import vlm_common as common
 from densecap_eval.scorers import vlm_families as families
@@ -146,10 +145,7 @@ class _GenerativePairScorer(common.PairScorerBase):
     ) -> None:
         self.spec = spec
         self.path = path
-        self.device = common.resolve_device(device)
-        self.precision, self.dtype = common.resolve_dtype(precision, self.device, spec)
-        self.text_policy: TextPolicy = text_policy
-        self.batch_size = batch_size or default_batch_size(self.device, "pair")
+        self._place(spec, device, precision, text_policy, batch_size)
         share = common.flag_option(
             spec, "share_prefix", options.pop("share_prefix", None), default=True
         )

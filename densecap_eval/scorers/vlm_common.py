@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl
 
-from densecap_eval.batching import BatchBackoff
+from densecap_eval.batching import BatchBackoff, default_batch_size
 from densecap_eval.errors import ModelLoadError, TextTooLongError
 from densecap_eval.hashing import files_sha256
 
@@ -324,6 +324,21 @@ class PairScorerBase:
 
     def _score_batch(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
         raise NotImplementedError
+
+    def _place(
+        self,
+        spec: str,
+        device: str | None,
+        precision: str | None,
+        text_policy: TextPolicy,
+        batch_size: int | None,
+    ) -> None:
+        """Device, precision and dtype, text policy and pairs per forward from a loader's
+        arguments (the batch size defaults to the device's for pair scorers)."""
+        self.device = resolve_device(device)
+        self.precision, self.dtype = resolve_dtype(precision, self.device, spec)
+        self.text_policy = text_policy
+        self.batch_size = batch_size or default_batch_size(self.device, "pair")
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [self.budget.count(t) for t in texts]

@@ -32,7 +32,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from densecap_eval.batching import default_batch_size
 from densecap_eval.errors import ModelLoadError
 from densecap_eval.scorers import vlm_common as common
 
@@ -102,10 +101,7 @@ class EncoderDecoderScorer(common.PairScorerBase):
         common.check_transformers(spec)
         self.spec = spec
         self.path = path
-        self.device = common.resolve_device(device)
-        self.precision, self.dtype = common.resolve_dtype(precision, self.device, spec)
-        self.text_policy: TextPolicy = text_policy
-        self.batch_size = batch_size or default_batch_size(self.device, "pair")
+        self._place(spec, device, precision, text_policy, batch_size)
         self.options: dict[str, Any] = dict(options)
         common.flag_option(
             spec, "share_prefix", self.options.pop("share_prefix", None), default=False

@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from densecap_eval.batching import default_batch_size
 from densecap_eval.errors import ModelLoadError
 from densecap_eval.scorers import vlm_common as common
 
@@ -54,10 +53,7 @@ class ITMScorer(common.PairScorerBase):
         from transformers import AutoProcessor
 
         self.spec = spec
-        self.device = common.resolve_device(device)
-        self.precision, self.dtype = common.resolve_dtype(precision, self.device, spec)
-        self.text_policy: TextPolicy = text_policy
-        self.batch_size = batch_size or default_batch_size(self.device, "pair")
+        self._place(spec, device, precision, text_policy, batch_size)
         source, config = common.read_model_config(spec, path)
         cls_name = _CLASSES.get(config.model_type)
         if cls_name is None:

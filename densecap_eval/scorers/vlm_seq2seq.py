@@ -35,7 +35,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from densecap_eval.batching import default_batch_size
 from densecap_eval.errors import ModelLoadError
 from densecap_eval.hashing import files_sha256
 from densecap_eval.scorers import vlm_common as common
@@ -100,10 +99,7 @@ class ClipT5Scorer(common.PairScorerBase):
             )
         if self.parity == "t2v_metrics" and precision is None:
             precision = "bf16"  # t2v_metrics casts the whole model to bf16
-        self.device = common.resolve_device(device)
-        self.precision, self.dtype = common.resolve_dtype(precision, self.device, spec)
-        self.text_policy: TextPolicy = text_policy
-        self.batch_size = batch_size or default_batch_size(self.device, "pair")
+        self._place(spec, device, precision, text_policy, batch_size)
         common.flag_option(
             spec, "share_prefix", self.options.pop("share_prefix", None), default=False
         )
