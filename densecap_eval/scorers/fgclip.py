@@ -74,8 +74,6 @@ def convert_state(
     state: dict[str, torch.Tensor], *, mode: str, short_len: int, spec: str, where: Path
 ) -> dict[str, torch.Tensor]:
     """FG-CLIP keys -> stock CLIPModel keys for ``mode`` (refusing missing or misshaped tables)."""
-    import torch
-
     missing = [k for k in (_EMB + "position_embedding.weight", *_LONG_KEYS) if k not in state]
     if missing:
         raise ModelLoadError(
@@ -88,20 +86,42 @@ def convert_state(
     for key in _TRAINING_ONLY:
         out.pop(key, None)
     drop_position_ids(out, spec=spec, where=where)
+    out[_EMB + "position_embedding.weight"] = position_table(
+        short, ori, res, mode=mode, lengths=(short_len, LONG_LEN), keep=KEEP_LEN, spec=spec,
+        where=where,
+    )  # fmt: skip
+    if mode == "long":
+        out["text_projection.weight"] = filip
+    return out
+
+
+def position_table(
+    short: torch.Tensor,
+    ori: torch.Tensor,
+    res: torch.Tensor,
+    *,
+    mode: str,
+    lengths: tuple[int, int],
+    keep: int,
+    spec: str,
+    where: Path,
+    hint: str = "",
+) -> torch.Tensor:
+    """The text position table ``mode`` runs with (FG-CLIP and FG-CLIP 2 alike), once the short,
+    original-long and stretched-long tables have the rows ``lengths`` (short, long) say: the short
+    table, or (long) the first ``keep`` original rows followed by the stretched ones."""
+    import torch
+
+    short_len, long_len = lengths
     for name, table, rows in (("position_embedding", short, short_len),
-                              ("position_embedding_ori", ori, LONG_LEN),
-                              ("position_embedding_res", res, LONG_LEN)):  # fmt: skip
+                              ("position_embedding_ori", ori, long_len),
+                              ("position_embedding_res", res, long_len)):  # fmt: skip
         if table.ndim != 2 or table.shape[0] != rows:
             raise ModelLoadError(
                 f"{spec}: {where}: {_EMB}{name}.weight has shape {tuple(table.shape)}, "
-                f"expected {rows} rows"
+                f"expected {rows} rows{hint}"
             )
-    if mode == "long":
-        out[_EMB + "position_embedding.weight"] = torch.cat([ori[:KEEP_LEN], res[KEEP_LEN:]])
-        out["text_projection.weight"] = filip
-    else:
-        out[_EMB + "position_embedding.weight"] = short
-    return out
+    return torch.cat([ori[:keep], res[keep:]]) if mode == "long" else short
 
 
 def build_model(config_json: dict[str, Any], *, positions: int, spec: str, where: Path) -> Any:

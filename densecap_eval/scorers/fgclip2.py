@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from densecap_eval.errors import ModelLoadError
 from densecap_eval.scorers.base import Precision, TextPolicy
 from densecap_eval.scorers.common import TwoTowerScorer, provenance, short_hash, spec_loader
+from densecap_eval.scorers.fgclip import position_table
 from densecap_eval.scorers.hf import (
     TokenizerIds,
     config_identity,
@@ -117,8 +118,6 @@ def convert_state(
     state: dict[str, torch.Tensor], *, mode: str, text: dict[str, Any], spec: str, where: Path
 ) -> dict[str, torch.Tensor]:
     """FG-CLIP 2 keys -> stock Siglip2Model keys for ``mode`` (strict about the long tables)."""
-    import torch
-
     missing = [k for k in (_EMB + "position_embedding.weight", *_LONG_KEYS) if k not in state]
     if missing:
         raise ModelLoadError(
@@ -130,19 +129,12 @@ def convert_state(
     drop_position_ids(out, spec=spec, where=where)
     keep, long_len = int(text.get("keep_len", 20)), int(text.get("longtext_len", 196))
     short_len = int(text.get("max_position_embeddings", 64))
-    for name, table, rows in (("position_embedding", short, short_len),
-                              ("position_embedding_ori", ori, long_len),
-                              ("position_embedding_res", res, long_len)):  # fmt: skip
-        if table.ndim != 2 or table.shape[0] != rows:
-            raise ModelLoadError(
-                f"{spec}: {where}: {_EMB}{name}.weight has shape {tuple(table.shape)}, "
-                f"expected {rows} rows (config.json text_config)"
-            )
+    out[_EMB + "position_embedding.weight"] = position_table(
+        short, ori, res, mode=mode, lengths=(short_len, long_len), keep=keep, spec=spec,
+        where=where, hint=" (config.json text_config)",
+    )  # fmt: skip
     if mode == "long":
-        out[_EMB + "position_embedding.weight"] = torch.cat([ori[:keep], res[keep:]])
         out["text_model.head.weight"], out["text_model.head.bias"] = head_w, head_b
-    else:
-        out[_EMB + "position_embedding.weight"] = short
     return out
 
 
