@@ -299,3 +299,27 @@ def check_strict(
     assert case.expect == "skip"
     strict = Case(case.change, "fail", None, case.names, 0, (*case.args, "--strict"), case.data)
     check(run_case(release, tmp_path, strict, task=task, capsys=capsys), strict)
+
+
+def family_tests(cases: dict[str, Case], *, task: str) -> tuple[Callable[..., None], ...]:
+    """The three tests every family's table runs: each case, the table's size (at least 20
+    cases) and ``--strict`` on the "photo truncated" case. A family module binds them to its own
+    ``test_*`` names (pytest collects a module's test functions wherever they were defined, and
+    gives them the ``release`` fixture of that module)."""
+
+    @pytest.mark.parametrize("name", list(cases))
+    def each_case(
+        name: str, release: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        case = cases[name]
+        check(run_case(release, tmp_path, case, task=task, capsys=capsys), case)
+
+    def enough_cases() -> None:
+        assert len(cases) >= 20
+
+    def strict_stops_at_the_bad_record(
+        release: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        check_strict(release, tmp_path, cases["photo truncated"], task=task, capsys=capsys)
+
+    return each_case, enough_cases, strict_stops_at_the_bad_record

@@ -16,14 +16,12 @@ from bad_input import (
     NOT_UTF8,
     Case,
     Change,
-    check,
-    check_strict,
     edit,
     fail,
+    family_tests,
     ok,
     photo_cases,
     put,
-    run_case,
     skip,
 )
 from test_sugarcrepe import SWAP_ATT, _photos
@@ -121,19 +119,6 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_sugarcrepe_bad_input(
-    name: str, release: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    case = CASES[name]
-    check(run_case(release, tmp_path, case, task=TASK, capsys=capsys), case)
-
-
-def test_enough_cases() -> None:
-    assert len(CASES) >= 20
-
-
-def test_sugarcrepe_strict_stops_at_the_bad_record(
-    release: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    check_strict(release, tmp_path, CASES["photo truncated"], task=TASK, capsys=capsys)
+test_sugarcrepe_bad_input, test_enough_cases, test_sugarcrepe_strict_stops_at_the_bad_record = (
+    family_tests(CASES, task=TASK)
+)

@@ -18,10 +18,9 @@ from bad_input import (
     NOT_UTF8,
     Case,
     Change,
-    check,
-    check_strict,
     edit,
     fail,
+    family_tests,
     ok,
     photo_cases,
     put,
@@ -122,22 +121,9 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _write_tree(tmp_path_factory.mktemp("vlc") / "vlc", {KEY: ITEMS})
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_vlc_bad_input(
-    name: str, release: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    case = CASES[name]
-    check(run_case(release, tmp_path, case, task=TASK, capsys=capsys), case)
-
-
-def test_enough_cases() -> None:
-    assert len(CASES) >= 20
-
-
-def test_vlc_strict_stops_at_the_bad_record(
-    release: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    check_strict(release, tmp_path, CASES["photo truncated"], task=TASK, capsys=capsys)
+test_vlc_bad_input, test_enough_cases, test_vlc_strict_stops_at_the_bad_record = family_tests(
+    CASES, task=TASK
+)
 
 
 def test_a_suite_member_with_nothing_left_leaves_the_others_scored(
