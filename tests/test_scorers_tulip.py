@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from hub_cache import hub_file, use_hub_cache
+from sample_run import run_dci_sample
 from tiny_longtext import (
     openai_image_features,
     openai_pixels,
@@ -21,7 +21,6 @@ from tiny_longtext import (
 from tiny_models import one_thread
 
 from densecap_eval import load_scorer
-from densecap_eval.cli.app import main
 from densecap_eval.errors import ModelLoadError
 
 _one_thread = pytest.fixture(autouse=True)(one_thread)
@@ -126,11 +125,5 @@ def test_hub_file_resolves_through_the_hub_cache(
 
 
 def test_cli_run_on_the_sample_records_the_limit(tmp_path: Path, released) -> None:
-    out = tmp_path / "runs"
-    argv = ["run", "--model", f"tulip:{released[0]}", "--task", "dci", "--sample",
-            "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu",
-            "--bootstrap", "20"]  # fmt: skip
-    assert main(argv) == 0
-    (metrics_file,) = out.glob("*/metrics.json")
-    metrics = json.loads(metrics_file.read_text())
+    metrics, _ = run_dci_sample(f"tulip:{released[0]}", tmp_path)
     assert metrics and all(m["model_max_text_tokens"] == 248 for m in metrics.values())
