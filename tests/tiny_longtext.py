@@ -152,6 +152,12 @@ def openai_pixels(
     return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
 
 
+def openai_image_embeddings(s: dict[str, torch.Tensor], images: list[Image.Image]) -> torch.Tensor:
+    """Unit image embeddings of ``images`` by the reference tower, after OpenAI's preprocessing."""
+    pixels = torch.stack([openai_pixels(im) for im in images])
+    return F.normalize(openai_image_features(s, pixels), dim=-1)
+
+
 def clip_bpe_ids(texts: list[str], context: int) -> torch.Tensor:
     """CLIP BPE with sot/eot, cut to ``context`` keeping eot last, zero padded (CLIP's rule)."""
     from open_clip.tokenizer import SimpleTokenizer
