@@ -2,8 +2,8 @@
 
 Started by ``densecap-eval dashboard --results DIR``; the results directory may also come from
 the ``DENSECAP_EVAL_RESULTS`` environment variable. Each page is addressable by URL
-(``?page=leaderboard``, ``charts``, ``explorer``, ``compare``, ``cards``, ``sweeps``). The
-dashboard only reads the results store; it never runs a model.
+(``?page=leaderboard``, ``charts``, ``explorer``, ``compare``, ``cards``, ``sweeps``,
+``zeroshot``). The dashboard only reads the results store; it never runs a model.
 """
 
 from __future__ import annotations

@@ -16,12 +16,13 @@ import streamlit as st
 from densecap_eval.errors import DensecapError
 from densecap_eval.results.store import StoredRun, load_examples, load_metrics, read_run
 
-from . import charts, data, explorer
+from . import charts, data, explorer, zeroshot_view
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from densecap_eval.results.compare import Comparison
+    from densecap_eval.results.zeroshot_summary import ZeroShotSummary
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -93,3 +94,11 @@ def chart_data(
         charts.cut_share(frame, series=series),
         charts.position_accuracy(frame, series=series),
     )
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def zeroshot_summaries(
+    results_dir: str, fingerprint: tuple[tuple[str, int], ...]
+) -> list[ZeroShotSummary]:
+    """Each model's ELEVATER mean and long-caption metrics (the report's aggregation)."""
+    return zeroshot_view.summaries_of(store_runs(results_dir, fingerprint))

@@ -15,8 +15,9 @@ import streamlit as st
 
 from densecap_eval.errors import DensecapError
 from densecap_eval.results.store import StoredRun
+from densecap_eval.results.zeroshot_summary import ELEVATER_TOTAL
 
-from . import cache, charts, compare_view, data, explorer
+from . import cache, charts, compare_view, data, explorer, zeroshot_view
 
 BEST_STYLE = "background-color: #d7f5dd; font-weight: 600"
 DIFF_STYLE = "background-color: #fff2b3"
@@ -573,6 +574,49 @@ def sweeps_page(store: Store) -> None:
                      height=_height(len(frame)))  # fmt: skip
 
 
+# --------------------------------------------------------------------------- zero-shot
+
+
+def zeroshot_page(store: Store) -> None:
+    """Each model's ELEVATER mean beside its long-caption metrics, and the trade-off chart."""
+    st.header("Zero-shot vs long captions")
+    show_unusable(store)
+    summaries = cache.zeroshot_summaries(str(store.results_dir), store.fingerprint)
+    if not summaries:
+        st.info("No ELEVATER zero-shot runs in this results directory. Run the 20 zero-shot "
+                "classification sets beside the long-caption tasks, for example "
+                "`densecap-eval run --model MODEL --task elevater --data-root ELEVATER_ROOT`.")  # fmt: skip
+        return
+    st.caption(
+        "Per model (its report label): the mean of the ELEVATER zero-shot metric over the "
+        f"datasets that were run (the latest run of each) with how many of the "
+        f"{ELEVATER_TOTAL} that is, marked partial when fewer, beside DCI's SCM / "
+        "Neg (dci/all_swaps) and long-caption retrieval R@1. Metrics in percent."
+    )
+    table = zeroshot_view.table(summaries)
+    wide = st.column_config.TextColumn(width="medium")  # long specs must not push columns off
+    st.dataframe(table, hide_index=True, key="zs_table", height=_height(len(table)),
+                 column_config={"model": wide, zeroshot_view.BASE_COLUMN: wide})  # fmt: skip
+    axes = zeroshot_view.axis_names(summaries)
+    if not axes:
+        st.info("No long-caption result (DCI, */retrieval) for these models: nothing to plot.")
+        return
+    st.subheader("Trade-off")
+    axis = str(st.selectbox("Long-caption score", axes, key="zs_axis"))
+    shown = zeroshot_view.points(summaries, axis)
+    pairs = zeroshot_view.links(summaries, shown)
+    st.altair_chart(zeroshot_view.trade_off_chart(shown, pairs, axis), key="zs_chart")
+    missing = sorted({s.model for s in summaries} - set(shown["model"]))
+    notes = [
+        "One point per model; a hollow point's mean is over a partial set of datasets. A dashed "
+        "line joins a LoRA fine-tune (lora:ADAPTER@BASE) to its base; other model families do "
+        "not name their base, so their points stand alone."
+    ]
+    if missing:
+        notes.append(f"Not on the chart (no {axis} result): {', '.join(missing)}.")
+    st.caption(" ".join(notes))
+
+
 # --------------------------------------------------------------------------- routing
 
 
@@ -583,4 +627,5 @@ PAGES: dict[str, tuple[str, Callable[[Store], None]]] = {
     "compare": ("Compare two runs", compare_page),
     "cards": ("Run cards", cards_page),
     "sweeps": ("Sweeps", sweeps_page),
+    "zeroshot": ("Zero-shot vs long captions", zeroshot_page),
 }

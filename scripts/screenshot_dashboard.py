@@ -35,6 +35,7 @@ PAGES: dict[str, str] = {
     "compare": "Compare two runs",
     "cards": "Run cards",
     "sweeps": "Sweeps",
+    "zeroshot": "Zero-shot vs long captions",
 }
 EXCEPTION_MARKERS: tuple[str, ...] = ("stException", "Traceback (most recent call last)")
 # Present while the app is still loading or its script is still running: not a finished page.
@@ -120,10 +121,15 @@ def has_content(page: str, results: Path) -> bool:
     """Whether ``page`` has something of the results to draw. The Sweeps page without sweep
     runs draws only a note, too light for Chromium's virtual time: its websocket reply can
     arrive after the budget is spent (no fetch holds virtual time back), a false failure."""
+    from densecap_eval.results.store import list_runs
+
+    if page == "zeroshot":  # its empty state is a note too: no ELEVATER run, nothing to draw
+        from densecap_eval.dashboard.zeroshot_view import summaries_of
+
+        return bool(summaries_of(list_runs(results)))
     if page != "sweeps":
         return True
     from densecap_eval.dashboard.data import sweep_grid_frames
-    from densecap_eval.results.store import list_runs
 
     return bool(sweep_grid_frames(list_runs(results)))
 

@@ -30,6 +30,9 @@ class ZeroShotSummary:
     retrieval_task: str | None = None
     t2i_r1: float | None = None
     i2t_r1: float | None = None
+    spec: str | None = None  # the run's model spec (a lora:ADAPTER@BASE names its base)
+    # every long-caption retrieval task: task -> (T2I R@1, I2T R@1), for the dashboard's axis
+    retrieval: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -59,6 +62,8 @@ def summarise(rows: Sequence[ReportRow]) -> list[ZeroShotSummary]:
             if value is not None:
                 summary = by_model.setdefault(row.model, ZeroShotSummary(row.model))
                 summary.scores[row.task] = value
+                card = row.run.card if row.run is not None else None
+                summary.spec = card.model_spec if card is not None else summary.spec
     for row in rows:
         found = by_model.get(row.model)
         if found is None:
@@ -67,10 +72,12 @@ def summarise(rows: Sequence[ReportRow]) -> list[ZeroShotSummary]:
         if row.task == "dci/all_swaps":
             summary.scm = _number(row.metrics.get("scm"))
             summary.neg = _number(row.metrics.get("neg"))
-        elif "/retrieval" in row.task and summary.retrieval_task in (None, row.task):
-            summary.retrieval_task = row.task
-            summary.t2i_r1 = _number(row.metrics.get("t2i_r1"))
-            summary.i2t_r1 = _number(row.metrics.get("i2t_r1"))
+        elif "/retrieval" in row.task:
+            t2i, i2t = _number(row.metrics.get("t2i_r1")), _number(row.metrics.get("i2t_r1"))
+            summary.retrieval[row.task] = (t2i, i2t)
+            if summary.retrieval_task not in (None, row.task):
+                continue
+            summary.retrieval_task, summary.t2i_r1, summary.i2t_r1 = row.task, t2i, i2t
     return list(by_model.values())
 
 
