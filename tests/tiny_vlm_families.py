@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tiny_vlms import save_folder, tiny_vision
+from tiny_vlms import QWEN_SPECIALS, QWEN_TEMPLATE, save_folder, tiny_vision
 
 CORPUS = (
     "yes no does this figure show please answer yes or no a an the of is in on and with image "
@@ -176,15 +176,6 @@ OV_TEMPLATE = (
     "{% endfor %}<|im_end|>{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-QWEN_SPECIALS = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-]
 
 
 def build_llava_onevision(out: Path, *, seed: int = 0, padding_side: str = "left") -> Path:
@@ -223,14 +214,6 @@ def build_llava_onevision(out: Path, *, seed: int = 0, padding_side: str = "left
 
 
 # -- Qwen2.5-VL and Qwen3-VL (ChatML; multimodal RoPE) -----------------------------------------
-
-QWEN_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
-    "{% for c in m['content'] %}{% if c['type'] == 'image' %}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 def _qwen_tok(padding_side: str) -> Any:

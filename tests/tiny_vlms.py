@@ -47,6 +47,15 @@ QWEN_TEMPLATE = (
     "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+QWEN_SPECIALS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
 
 
 def _vocab(specials: list[str], *, cased: bool = True) -> dict[str, int]:
@@ -142,19 +151,7 @@ def build_qwen2vl(out: Path, *, seed: int = 0) -> Path:
         Qwen2VLVideoProcessor,
     )
 
-    specials = [
-        "[UNK]",
-        "<|endoftext|>",
-        "<|im_start|>",
-        "<|im_end|>",
-        "<|vision_start|>",
-        "<|vision_end|>",
-        "<|image_pad|>",
-        "<|video_pad|>",
-        "user",
-        "assistant",
-        "system",
-    ]
+    specials = ["[UNK]", *QWEN_SPECIALS, "user", "assistant", "system"]
     tokenizer = _fast_tokenizer(specials, pad_token="<|endoftext|>", eos_token="<|im_end|>")
     vocab = tokenizer.get_vocab()  # type: ignore[attr-defined]
     config = Qwen2VLConfig(
