@@ -20,6 +20,8 @@ lower index. Each (score, index) is packed into one int64 whose order is exactly
 
 from __future__ import annotations
 
+import ctypes
+import functools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -76,19 +78,23 @@ def stream_gallery(
     i2t_equal = np.empty(n_images, dtype=np.int64)
     i2t_equal_before = np.empty(n_images, dtype=np.int64)
     cand_i2t = np.empty((n_images, k_i2t), dtype=np.int64)
+    # Two comparison masks the size of a strip, allocated once and written in place: masks
+    # and strips allocated afresh for every strip fragment the heap (glibc keeps the freed
+    # blocks), and the process grew by several strips' worth with the gallery.
+    masks = np.empty((2, min(step, n_images), n_columns), dtype=bool)
     for start in range(0, n_images, step):
         s = _scores(strip, start, min(n_images, start + step), n_columns)
         part = slice(start, start + len(s))
+        mask, equal = masks[0, : len(s)], masks[1, : len(s)]
         mine = s[np.arange(len(s)), gt[part]][:, None]
         own[part] = mine[:, 0]
-        equal = s == mine
-        i2t_above[part] = np.count_nonzero(s > mine, axis=1)
-        i2t_equal[part] = np.count_nonzero(equal, axis=1)
-        equal &= cols[None, :] < gt[part, None]
+        i2t_above[part] = np.count_nonzero(np.greater(s, mine, out=mask), axis=1)
+        i2t_equal[part] = np.count_nonzero(np.equal(s, mine, out=equal), axis=1)
+        equal &= np.less(cols[None, :], gt[part, None], out=mask)
         i2t_equal_before[part] = np.count_nonzero(equal, axis=1)
-        del equal
         if k_i2t:
             cand_i2t[part] = _topk_rows(s, k_i2t)
+        del s  # before the next strip is computed: one strip alive at a time
 
     # Best owner score of each column and its first owner at that score.
     best = np.full(n_columns, -np.inf, dtype=np.float32)
@@ -105,14 +111,16 @@ def stream_gallery(
     for start in range(0, n_images, step):
         s = _scores(strip, start, min(n_images, start + step), n_columns)
         image_idx = np.arange(start, start + len(s))
-        t2i_above += np.count_nonzero(s > best[None, :], axis=0)
-        equal_best = s == best[None, :]
-        t2i_equal += np.count_nonzero(equal_best, axis=0)
-        equal_best &= image_idx[:, None] < first_owner[None, :]
+        mask, equal_best = masks[0, : len(s)], masks[1, : len(s)]
+        t2i_above += np.count_nonzero(np.greater(s, best[None, :], out=mask), axis=0)
+        t2i_equal += np.count_nonzero(np.equal(s, best[None, :], out=equal_best), axis=0)
+        equal_best &= np.less(image_idx[:, None], first_owner[None, :], out=mask)
         t2i_equal_before += np.count_nonzero(equal_best, axis=0)
-        del equal_best
         if k_t2i:
             top_keys = _merge_top_columns(top_keys, s, image_idx, k_t2i)
+        del s
+    del masks
+    _give_back_freed()  # the last strip and the masks, before the caller builds its rows
 
     i2t_tied = i2t_equal > 1
     t2i_tied_col = t2i_equal > owners_at_best
@@ -136,7 +144,27 @@ def stream_gallery(
     return StreamedGallery({"pessimistic": pessimistic, "first": first}, cand_i2t, cand_t2i)
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS, Windows)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
+def _give_back_freed() -> None:
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def _scores(strip: Strip, start: int, stop: int, n_columns: int) -> np.ndarray:
+    # A strip under 32 MB comes from glibc's heap once a larger block has been freed, and the
+    # small allocations between strips land in the freed strip's hole, so each new strip took
+    # fresh pages: the process kept ~4 strips (x gallery width) it no longer used. Handing the
+    # freed pages back first keeps the peak at one strip.
+    _give_back_freed()
     s = np.asarray(strip(start, stop))
     if s.shape != (stop - start, n_columns):
         raise ValueError(
