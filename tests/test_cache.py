@@ -76,10 +76,12 @@ def test_second_run_encodes_nothing(tmp_path: Path) -> None:
     _same(first, _run(plan, None)[0])
 
 
-def test_no_cache_writes_nothing(tmp_path: Path) -> None:
+def test_no_cache_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a default root of this test's own: other tests of the session may fill the shared one
+    default_root = tmp_path / "user-cache"
+    monkeypatch.setenv("DENSECAP_EVAL_CACHE", str(default_root))
     plan = _plan(tmp_path / "photos")
     _run(plan, None)
-    default_root = Path(os.environ["DENSECAP_EVAL_CACHE"])
     assert not (default_root / LAYOUT).exists() or not any((default_root / LAYOUT).iterdir())
 
 

@@ -278,7 +278,7 @@ CLI_ERRORS = [
     (
         ["download", "imagenet", "--root", "R"],
         "unknown dataset 'imagenet'",
-        "known: aro-coco, aro-flickr30k, aro-vg, dci, docci",
+        "known: aro-coco, aro-flickr30k, aro-vg, clip_benchmark, dci, docci",
     ),
     (
         ["download", "dci", "--root", "R", "--url", "http://127.0.0.1:9/x"],

@@ -228,7 +228,7 @@ CLI_ERRORS = [
     (
         ["inspect", "imagenet", "--sample"],
         "unknown dataset 'imagenet'",
-        "known: aro-coco, aro-flickr30k, aro-vg, dci, docci",
+        "known: aro-coco, aro-flickr30k, aro-vg, clip_benchmark, dci, docci",
     ),
     (["inspect", "dci", "--sample", "--root", "ROOT"], "give --root or --sample, not both", ""),
     (["inspect", "dci", "--root", "ROOT/none"], "DCI root", "does not exist"),
