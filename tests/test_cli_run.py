@@ -451,3 +451,27 @@ def test_end_to_end_store_cache_and_golden(
         GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
     assert _rounded(got) == _rounded(json.loads(GOLDEN.read_text()))
+
+
+@pytest.mark.slow
+def test_a_run_leaves_tmpdir_empty(tmp_path: Path) -> None:
+    """A real run (its own process, as a user starts it) writes under --out and the cache only:
+    the temporary folder is left as it was found (torch's compiler cache included)."""
+    import os
+    import subprocess
+    import sys
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp), "DENSECAP_EVAL_CACHE": str(tmp_path / "cache")}
+    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    code = (
+        "import sys; from densecap_eval.cli.app import main; "
+        f"sys.exit(main(['run', '--sample', '--task', 'dci/base_swaps', '--out', {str(tmp_path / 'out')!r}]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert list(tmp.iterdir()) == []
+    assert list_runs(tmp_path / "out")

@@ -108,9 +108,19 @@ def setup_rank_logging(results_dir: Path, group: Any) -> Path:
     return path
 
 
+def keep_torch_out_of_tmp() -> None:
+    """Importing open_clip (through timm) makes torch create ``$TMPDIR/torchinductor_<user>``;
+    a run writes only under --out, the cache and the temporary files it removes, so the CLI
+    points torch's compiler cache into ours (a user's own setting wins)."""
+    from densecap_eval.paths import default_cache_dir
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(default_cache_dir() / "torchinductor"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; every expected failure becomes one line on stderr and a non-zero exit."""
     setup_logging()
+    keep_torch_out_of_tmp()
     try:
         # Under standalone_mode=False click *returns* the code of typer.Exit / Ctrl-C.
         # prog_name: usage lines say `densecap-eval ...` however the CLI was started (tests too).
