@@ -281,3 +281,22 @@ def test_remote_code_from_the_hub_cache_offline(
     ]
     with pytest.raises(ModelLoadError, match=r"hf:org/tiny-remote\?trust_remote_code=1"):
         _load("hf:org/tiny-remote")
+
+
+@pytest.mark.slow
+def test_cli_runs_record_the_text_limit(metaclip2: Path, remote: Path, tmp_path: Path) -> None:
+    """MetaCLIP 2 and an opted-in remote-code folder run the DCI sample through the CLI."""
+    from sample_run import run_dci_sample
+
+    for name, spec in (
+        ("metaclip2", f"hf:{metaclip2}"),
+        ("remote", f"hf:{remote}?trust_remote_code=1"),
+    ):
+        metrics, card = run_dci_sample(spec, tmp_path / name)
+        limit = load_scorer_limit(spec)
+        assert card["status"] == "complete", name
+        assert {m["model_max_text_tokens"] for m in metrics.values()} == {limit}, name
+
+
+def load_scorer_limit(spec: str) -> int:
+    return int(_load(spec).max_text_tokens)

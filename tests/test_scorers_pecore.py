@@ -96,3 +96,14 @@ def test_embeddings_equal_open_clip_called_directly(tiny_pe, scorer) -> None:
     with torch.no_grad():
         want_img = model.encode_image(pixels, normalize=True)
     assert (scorer.encode_images(images) - want_img).abs().max().item() < 1e-5
+
+
+@pytest.mark.slow
+def test_cli_run_on_the_sample_records_32(tiny_pe, tmp_path: Path) -> None:
+    from sample_run import run_dci_sample
+
+    metrics, card = run_dci_sample(tiny_pe[0], tmp_path)
+    assert card["status"] == "complete"
+    assert {task: m["model_max_text_tokens"] for task, m in metrics.items()} == dict.fromkeys(
+        metrics, 32
+    )
