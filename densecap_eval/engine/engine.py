@@ -40,6 +40,7 @@ from densecap_eval.engine.cache import EmbeddingCache, ModelKey, region_key, tex
 from densecap_eval.engine.late import TokenView, late_table
 from densecap_eval.engine.plan import ScoreTable, ScoringPlan
 from densecap_eval.errors import DensecapError
+from densecap_eval.heap import hold_mmap_threshold
 from densecap_eval.regions import Region
 
 if TYPE_CHECKING:
@@ -342,6 +343,7 @@ def score_plan(
         batch_size = default_batch_size(getattr(scorer, "device", "cpu"), kind)
     if batch_size < 1:
         raise DensecapError(f"batch size must be at least 1, got {batch_size}")
+    hold_mmap_threshold()  # batches and strips never leave heap holes (densecap_eval/heap.py)
     show = _progress_enabled(progress) and (group is None or group.is_main)
     with _Progress(show) as bars:
         if kind == "pair":

@@ -20,13 +20,12 @@ lower index. Each (score, index) is packed into one int64 whose order is exactly
 
 from __future__ import annotations
 
-import ctypes
-import functools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
 
+from densecap_eval.heap import give_back_freed
 from densecap_eval.metrics.retrieval import GalleryRanks
 
 Strip = Callable[[int, int], np.ndarray]  # (start, stop) -> (stop - start, columns) float32
@@ -120,7 +119,7 @@ def stream_gallery(
             top_keys = _merge_top_columns(top_keys, s, image_idx, k_t2i)
         del s
     del masks
-    _give_back_freed()  # the last strip and the masks, before the caller builds its rows
+    give_back_freed()  # the last strip and the masks, before the caller builds its rows
 
     i2t_tied = i2t_equal > 1
     t2i_tied_col = t2i_equal > owners_at_best
@@ -144,27 +143,12 @@ def stream_gallery(
     return StreamedGallery({"pessimistic": pessimistic, "first": first}, cand_i2t, cand_t2i)
 
 
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS, Windows)."""
-    try:
-        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
-    except (OSError, AttributeError, TypeError):
-        return None
-
-
-def _give_back_freed() -> None:
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
 def _scores(strip: Strip, start: int, stop: int, n_columns: int) -> np.ndarray:
     # A strip under 32 MB comes from glibc's heap once a larger block has been freed, and the
     # small allocations between strips land in the freed strip's hole, so each new strip took
     # fresh pages: the process kept ~4 strips (x gallery width) it no longer used. Handing the
     # freed pages back first keeps the peak at one strip.
-    _give_back_freed()
+    give_back_freed()
     s = np.asarray(strip(start, stop))
     if s.shape != (stop - start, n_columns):
         raise ValueError(
