@@ -101,20 +101,10 @@ def ranks_by_rule(scores: np.ndarray, image_text: Sequence[int]) -> dict[str, Ga
         t2i_equal += equal_best.sum(axis=0)
         t2i_equal_before += (equal_best & (rows[part, None] < first_owner[None, :])).sum(axis=0)
 
-    i2t_tied = i2t_equal > 1
-    t2i_tied_col = t2i_equal > owners_at_best
-    pessimistic = GalleryRanks(
-        i2t=i2t_above + i2t_equal,
-        t2i=(t2i_above + t2i_equal - owners_at_best + 1)[gt],
-        i2t_tied=i2t_tied,
-        t2i_tied=t2i_tied_col[gt],
-    )
-    first = GalleryRanks(
-        i2t=1 + i2t_above + i2t_equal_before,
-        t2i=(1 + t2i_above + t2i_equal_before)[gt],
-        i2t_tied=i2t_tied,
-        t2i_tied=t2i_tied_col[gt],
-    )
+    pessimistic, first = ranks_from_counts(
+        i2t_above, i2t_equal, i2t_equal_before,
+        t2i_above, t2i_equal, t2i_equal_before, owners_at_best, gt,
+    )  # fmt: skip
     return {"pessimistic": pessimistic, "first": first}
 
 
@@ -133,3 +123,32 @@ def recalls(
         for k in ks:
             out[f"{direction}_r{k}"] = recall_at(ranks, k)
     return out
+
+
+def ranks_from_counts(
+    i2t_above: np.ndarray,
+    i2t_equal: np.ndarray,
+    i2t_equal_before: np.ndarray,
+    t2i_above: np.ndarray,
+    t2i_equal: np.ndarray,
+    t2i_equal_before: np.ndarray,
+    owners_at_best: np.ndarray,
+    gt: np.ndarray,
+) -> tuple[GalleryRanks, GalleryRanks]:
+    """Both tie rules' ranks from the per-query counts of better, equal and equal-earlier scores
+    (the dense path and the streaming one count the same things)."""
+    i2t_tied = i2t_equal > 1
+    t2i_tied_col = t2i_equal > owners_at_best
+    pessimistic = GalleryRanks(
+        i2t=i2t_above + i2t_equal,
+        t2i=(t2i_above + t2i_equal - owners_at_best + 1)[gt],
+        i2t_tied=i2t_tied,
+        t2i_tied=t2i_tied_col[gt],
+    )
+    first = GalleryRanks(
+        i2t=1 + i2t_above + i2t_equal_before,
+        t2i=(1 + t2i_above + t2i_equal_before)[gt],
+        i2t_tied=i2t_tied,
+        t2i_tied=t2i_tied_col[gt],
+    )
+    return pessimistic, first

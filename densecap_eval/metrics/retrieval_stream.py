@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from densecap_eval.heap import give_back_freed
-from densecap_eval.metrics.retrieval import GalleryRanks
+from densecap_eval.metrics.retrieval import GalleryRanks, ranks_from_counts
 
 Strip = Callable[[int, int], np.ndarray]  # (start, stop) -> (stop - start, columns) float32
 
@@ -121,20 +121,10 @@ def stream_gallery(
     del masks
     give_back_freed()  # the last strip and the masks, before the caller builds its rows
 
-    i2t_tied = i2t_equal > 1
-    t2i_tied_col = t2i_equal > owners_at_best
-    pessimistic = GalleryRanks(
-        i2t=i2t_above + i2t_equal,
-        t2i=(t2i_above + t2i_equal - owners_at_best + 1)[gt],
-        i2t_tied=i2t_tied,
-        t2i_tied=t2i_tied_col[gt],
-    )
-    first = GalleryRanks(
-        i2t=1 + i2t_above + i2t_equal_before,
-        t2i=(1 + t2i_above + t2i_equal_before)[gt],
-        i2t_tied=i2t_tied,
-        t2i_tied=t2i_tied_col[gt],
-    )
+    pessimistic, first = ranks_from_counts(
+        i2t_above, i2t_equal, i2t_equal_before,
+        t2i_above, t2i_equal, t2i_equal_before, owners_at_best, gt,
+    )  # fmt: skip
     cand_t2i = (
         _unpack(top_keys).T.copy()
         if top_keys is not None
