@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from densecap_eval.datasets.regions import crop, open_photo
 from densecap_eval.engine import ScoringPlan, score_plan
-from densecap_eval.regions import crop, open_photo
 
 SUBTESTS = ("all_swaps", "all_swaps_pick5", "base_swaps", "all_hardest")
 GROUP = 8  # the reference's DataLoader batch size

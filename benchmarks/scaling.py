@@ -33,9 +33,8 @@ def worker(args: argparse.Namespace) -> None:
     """One rank (run by torchrun): plan, then time `score_plan` from a common barrier."""
     import torch
 
-    from densecap_eval import distributed
     from densecap_eval.datasets import load_dataset
-    from densecap_eval.engine import ScoringPlan, score_plan
+    from densecap_eval.engine import ScoringPlan, distributed, score_plan
     from densecap_eval.scorers import load_scorer
     from densecap_eval.tasks import concrete_tasks, get_task
 

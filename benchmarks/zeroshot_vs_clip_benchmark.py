@@ -80,9 +80,9 @@ def main() -> None:
     from safetensors.torch import load_file
 
     from densecap_eval import load_scorer
+    from densecap_eval.core.paths import bundled_models_dir
     from densecap_eval.datasets.elevater.synth import write_dataset
-    from densecap_eval.evaluation import evaluate_tasks
-    from densecap_eval.paths import bundled_models_dir
+    from densecap_eval.run.evaluate import evaluate_tasks
 
     cfg = json.loads((bundled_models_dir() / "tiny_clip.json").read_text())
     model = open_clip.CLIP(**cfg)

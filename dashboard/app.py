@@ -13,8 +13,8 @@ import sys
 
 import streamlit as st
 
+from densecap_eval.core.errors import DensecapError
 from densecap_eval.dashboard import cache, data, pages
-from densecap_eval.errors import DensecapError
 
 DEFAULT_PAGE = "leaderboard"
 

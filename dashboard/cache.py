@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
-from densecap_eval.errors import DensecapError
+from densecap_eval.core.errors import DensecapError
 from densecap_eval.results.store import StoredRun, load_examples, load_metrics, read_run
 
 from . import charts, data, explorer, zeroshot_view

@@ -15,7 +15,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from densecap_eval.errors import ResultsError
+from densecap_eval.core.errors import ResultsError
 from densecap_eval.results.report import (
     BLIND_SUFFIX,
     DCI_REFERENCE_SUBTESTS,

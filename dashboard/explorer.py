@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from densecap_eval.errors import DensecapError
+from densecap_eval.core.errors import DensecapError
 
 if TYPE_CHECKING:
     import numpy as np

@@ -13,7 +13,7 @@ from typing import Any
 
 import streamlit as st
 
-from densecap_eval.errors import DensecapError
+from densecap_eval.core.errors import DensecapError
 from densecap_eval.results.store import StoredRun
 from densecap_eval.results.zeroshot_summary import ELEVATER_TOTAL
 

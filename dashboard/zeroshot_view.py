@@ -40,7 +40,7 @@ def summaries_of(runs: Sequence[StoredRun]) -> list[ZeroShotSummary]:
 
 def base_spec(spec: str | None) -> str | None:
     """The base model spec of a ``lora:ADAPTER@BASE`` spec, else None (no known base)."""
-    from densecap_eval.errors import ModelLoadError
+    from densecap_eval.core.errors import ModelLoadError
     from densecap_eval.scorers.lora import parse_spec
 
     if spec is None or not spec.startswith("lora:"):

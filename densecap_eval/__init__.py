@@ -12,13 +12,13 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
-    "DensecapError": "densecap_eval.errors",
+    "DensecapError": "densecap_eval.core.errors",
     "EmbeddingScorer": "densecap_eval.scorers.base",
     "PairScorer": "densecap_eval.scorers.base",
-    "RunConfig": "densecap_eval.config",
-    "RunResult": "densecap_eval.evaluation",
+    "RunConfig": "densecap_eval.core.config",
+    "RunResult": "densecap_eval.run.evaluate",
     "Scorer": "densecap_eval.scorers.base",
-    "evaluate": "densecap_eval.evaluation",
+    "evaluate": "densecap_eval.run.evaluate",
     "get_task": "densecap_eval.tasks",
     "list_datasets": "densecap_eval.datasets",
     "list_models": "densecap_eval.scorers",

@@ -1,7 +1,7 @@
 """``python -m densecap_eval``: the `densecap-eval` command, for launchers that start modules.
 
 ``torchrun --nproc-per-node N -m densecap_eval run ...`` scores on N processes
-(`densecap_eval.distributed`).
+(`densecap_eval.engine.distributed`).
 """
 
 import sys

@@ -749,7 +749,7 @@ def heldout_metrics(model: Any, out: Path, root: Path) -> dict[str, Any]:
         "a direct computation of the reference semantics (scripts/train_tiny_clip.py)"
     )
     try:
-        from densecap_eval.evaluation import evaluate
+        from densecap_eval.run.evaluate import evaluate
     except ImportError:
         LOG.warning("densecap_eval.evaluate is not available; held-out numbers computed directly")
         return metrics

@@ -32,7 +32,7 @@ import pytest
 from PIL import Image
 
 from densecap_eval.cli.app import main
-from densecap_eval.results import runner
+from densecap_eval.run import runner
 
 _LOADED: dict[str, Any] = {}
 

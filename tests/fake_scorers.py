@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from densecap_eval.errors import TextTooLongError
-from densecap_eval.regions import Region, crop, open_photo
+from densecap_eval.core.errors import TextTooLongError
+from densecap_eval.datasets.regions import Region, crop, open_photo
 from densecap_eval.scorers.base import TextEncoding, TextPolicy
 
 

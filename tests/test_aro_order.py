@@ -19,12 +19,12 @@ from fake_scorers import FakeEmbeddingScorer, load_region
 from PIL import Image
 
 import densecap_eval
+from densecap_eval.core.errors import BadRecordError, DatasetError, DensecapError, DownloadError
 from densecap_eval.datasets import load_dataset
-from densecap_eval.datasets.aro_order import COCOOrderDataset, Flickr30kOrderDataset
-from densecap_eval.errors import BadRecordError, DatasetError, DensecapError, DownloadError
-from densecap_eval.tasks import aro_order
-from densecap_eval.tasks.aro_order import TextTools
-from densecap_eval.textshuffle import (
+from densecap_eval.datasets.aro import order_tasks as aro_order
+from densecap_eval.datasets.aro.order_loader import COCOOrderDataset, Flickr30kOrderDataset
+from densecap_eval.datasets.aro.order_tasks import TextTools
+from densecap_eval.tasks.textshuffle import (
     order_options,
     pre_caption,
     shuffle_allbut_nouns_and_adj,
@@ -354,7 +354,7 @@ def test_download_needs_a_sha256(tmp_path: Path) -> None:
 
 
 def aro_order_download(which: str, root: Path, **kw: Any) -> str:
-    from densecap_eval.datasets import aro_order as loader
+    from densecap_eval.datasets.aro import order_loader as loader
 
     fn = loader.download_coco if which == "coco" else loader.download_flickr30k
     return fn(root, progress=False, **kw)
@@ -542,7 +542,7 @@ def test_evaluate_without_spacy_stops_with_the_install_line(
 
 
 def _direct(examples: list[Any], scorer: FakeEmbeddingScorer) -> list[bool]:
-    from densecap_eval.regions import Region
+    from densecap_eval.datasets.regions import Region
 
     out = []
     for ex in examples:
@@ -594,7 +594,7 @@ def test_evaluate_equals_a_direct_computation_and_repeats(
 
 def test_registered_names_resolve() -> None:
     from densecap_eval.datasets import DATASETS, DOWNLOADERS
-    from densecap_eval.datasets import aro_order as loader
+    from densecap_eval.datasets.aro import order_loader as loader
     from densecap_eval.tasks import get_task
 
     assert DATASETS.get("aro-coco") is COCOOrderDataset

@@ -16,17 +16,17 @@ from fake_scorers import FakeEmbeddingScorer, load_region
 from PIL import Image
 
 import densecap_eval
+from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
 from densecap_eval.datasets import load_dataset
-from densecap_eval.datasets.aro import GDRIVE_IDS, AROVGDataset, download, pil_box
-from densecap_eval.errors import BadRecordError, DatasetError, DownloadError
-from densecap_eval.regions import Region
-from densecap_eval.tasks.aro import (
+from densecap_eval.datasets.aro.loader import GDRIVE_IDS, AROVGDataset, download, pil_box
+from densecap_eval.datasets.aro.tasks import (
     SYMMETRIC_RELATIONS,
     VG_ATTRIBUTION,
     VG_RELATION,
     attribution_metrics,
     relation_metrics,
 )
+from densecap_eval.datasets.regions import Region
 from densecap_eval.tasks.choice import ChoiceExample
 
 # --- data in ARO's layout -------------------------------------------------------------------

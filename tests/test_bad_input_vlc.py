@@ -132,7 +132,7 @@ def test_a_suite_member_with_nothing_left_leaves_the_others_scored(
     """``vlc`` runs three tasks; the object and attribute files hold no item: those two are
     reported failed (exit 1, one line each and a summary), and relation is still scored and
     stored."""
-    from densecap_eval.datasets.vlc import DCI_FILES
+    from densecap_eval.datasets.vlc.loader import DCI_FILES
 
     def empty_but_relation(root: Path) -> None:
         for file in DCI_FILES:

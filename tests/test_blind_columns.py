@@ -13,7 +13,7 @@ from test_results_store import make_result, store_run
 from test_winoground import write_parquet
 
 import densecap_eval
-from densecap_eval.config import RunConfig
+from densecap_eval.core.config import RunConfig
 from densecap_eval.dashboard import data
 from densecap_eval.results.compare import compare_runs
 from densecap_eval.results.report import blind_partners, collect_rows, render_markdown

@@ -18,9 +18,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from densecap_eval.cli.app import app
+from densecap_eval.datasets.regions import Region
 from densecap_eval.engine import EmbeddingCache, ScoreTable, ScoringPlan, score_plan
 from densecap_eval.engine.cache import LAYOUT, region_key, text_key
-from densecap_eval.regions import Region
 
 TEXTS = ["a red cube", "a blue ball on the grass", "one", "two words here", "a b c d e f g h"]
 BOXES = [None, (0, 0, 20, 20), (5, 5, 30, 25)]
@@ -147,7 +147,7 @@ KILLER = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])
     from fake_scorers import FakeEmbeddingScorer
     from densecap_eval.engine import EmbeddingCache, ScoringPlan, score_plan
-    from densecap_eval.regions import Region
+    from densecap_eval.datasets.regions import Region
 
     spec = json.load(open(sys.argv[2]))
     plan = ScoringPlan()

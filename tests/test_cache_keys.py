@@ -23,11 +23,11 @@ from hub_cache import hub_snapshot
 from PIL import Image
 from tiny_models import make_tiny_hf_clip, make_tiny_open_clip
 
+from densecap_eval.core.hashing import clear_process_memo, file_sha256
+from densecap_eval.datasets.regions import Region
 from densecap_eval.engine.cache import EmbeddingCache, ModelKey
 from densecap_eval.engine.engine import score_plan
 from densecap_eval.engine.plan import ScoringPlan
-from densecap_eval.hashing import clear_process_memo, file_sha256
-from densecap_eval.regions import Region
 
 
 class KeyedFake(FakeEmbeddingScorer):

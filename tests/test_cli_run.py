@@ -16,9 +16,9 @@ import pytest
 from test_results_store import make_result
 
 from densecap_eval.cli.app import main
-from densecap_eval.config import RunConfig
-from densecap_eval.results import runner
+from densecap_eval.core.config import RunConfig
 from densecap_eval.results.store import list_runs
+from densecap_eval.run import runner
 
 # --------------------------------------------------------------------------- with fakes
 
@@ -98,7 +98,7 @@ def test_one_run_per_model_and_task(
 def test_failure_during_evaluation_marks_every_task_failed(
     tmp_path: Path, fake_backend: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from densecap_eval.errors import DatasetError
+    from densecap_eval.core.errors import DatasetError
 
     fake_backend["raise"] = DatasetError("photos/ is missing")
     code = main(["run", "--model", "m:a", "--task", "dci", "--task", "dci/all_swaps",
@@ -129,7 +129,7 @@ def test_no_arguments_is_the_bundled_main_job(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from densecap_eval.paths import bundled_sample_root
+    from densecap_eval.core.paths import bundled_sample_root
 
     monkeypatch.chdir(tmp_path)
     assert main(["run"]) == 0
@@ -148,7 +148,7 @@ def test_model_without_data_root_uses_the_resolved_root(
     assert main(["run", "--model", "m:a", "--out", str(tmp_path / "r")]) == 0
     assert fake_backend["evaluated"][0][2]["config"].data_root == tmp_path / "dci-data"
     assert main(["run", "--model", "m:a", "--sample", "--out", str(tmp_path / "r")]) == 0
-    from densecap_eval.paths import bundled_sample_root
+    from densecap_eval.core.paths import bundled_sample_root
 
     assert fake_backend["evaluated"][1][2]["config"].data_root == bundled_sample_root()
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
+from densecap_eval.core.errors import DatasetError
 from densecap_eval.datasets.elevater.wds import ClipBenchmarkDataset, folder_name
-from densecap_eval.errors import DatasetError
-from densecap_eval.evaluation import evaluate_tasks
+from densecap_eval.run.evaluate import evaluate_tasks
 
 CONFIG = {
     "embed_dim": 16,

@@ -13,7 +13,7 @@ import pytest
 from test_results_store import make_result, store_run
 
 from densecap_eval.cli.app import main
-from densecap_eval.errors import ResultsError
+from densecap_eval.core.errors import ResultsError
 from densecap_eval.results.compare import MCNEMAR_LABEL, compare_runs, print_comparison
 from densecap_eval.results.schema import NOT_REFERENCE_EXACT, RunCard, reference_exact
 from densecap_eval.results.store import RunWriter, StoredRun, read_run

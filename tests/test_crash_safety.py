@@ -2,7 +2,7 @@
 
 `run`, `sweep` and a 2-process torchrun are started as real processes and killed by SIGKILL,
 either by the test after a seeded random delay or at a named point
-(`densecap_eval.crashpoints`: after the k-th encoded batch, inside the k-th atomic write of a
+(`densecap_eval.core.crashpoints`: after the k-th encoded batch, inside the k-th atomic write of a
 results file, after a run is stored and before the next starts). Then the same command runs
 again, to the end.
 

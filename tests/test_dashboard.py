@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from densecap_eval.core.errors import ResultsError
 from densecap_eval.dashboard import charts, compare_view, data, explorer
-from densecap_eval.errors import ResultsError
 from densecap_eval.results.store import RunWriter, StoredRun, list_runs
 
 APP = Path(data.__file__).with_name("app.py")

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from fake_scorers import FakeEmbeddingScorer
 
-from densecap_eval.config import RunConfig
+from densecap_eval.core.config import RunConfig
 from densecap_eval.dashboard import charts, data
 from densecap_eval.datasets.dci.loader import DCIDataset
 from densecap_eval.engine.engine import score_plan

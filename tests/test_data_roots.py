@@ -9,9 +9,9 @@ import pytest
 
 from densecap_eval.cli.app import main
 from densecap_eval.cli.run_cmds import split_data_roots
-from densecap_eval.config import ConfigError, RunConfig
-from densecap_eval.errors import DensecapError
-from densecap_eval.results import runner
+from densecap_eval.core.config import ConfigError, RunConfig
+from densecap_eval.core.errors import DensecapError
+from densecap_eval.run import runner
 
 
 @pytest.mark.parametrize(

@@ -19,12 +19,12 @@ from fake_scorers import FakeEmbeddingScorer, load_region
 from PIL import Image
 
 import densecap_eval
+from densecap_eval.core.errors import BadRecordError, DatasetError
+from densecap_eval.core.paths import default_cache_dir
 from densecap_eval.datasets import load_dataset
-from densecap_eval.datasets.files import IMAGES_DIR, FilesDataset
+from densecap_eval.datasets.files.loader import IMAGES_DIR, FilesDataset
 from densecap_eval.datasets.records import ImageRecord, SkippedImage
-from densecap_eval.errors import BadRecordError, DatasetError
-from densecap_eval.paths import default_cache_dir
-from densecap_eval.regions import Region
+from densecap_eval.datasets.regions import Region
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
 

@@ -22,12 +22,12 @@ from test_datasets_docci import (
 )
 
 import densecap_eval
-from densecap_eval.datasets import iiw as iiw_module
+from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
 from densecap_eval.datasets import load_dataset
 from densecap_eval.datasets.dci.download import DOWNLOADS_DIR
-from densecap_eval.datasets.iiw import SUBSETS, IIWDataset
+from densecap_eval.datasets.iiw import loader as iiw_module
+from densecap_eval.datasets.iiw.loader import SUBSETS, IIWDataset
 from densecap_eval.datasets.records import Text
-from densecap_eval.errors import BadRecordError, DatasetError, DownloadError
 from densecap_eval.tasks.retrieval import lotlip_rejoin
 
 METRICS = {

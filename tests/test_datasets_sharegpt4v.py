@@ -16,15 +16,15 @@ from fake_scorers import FakeEmbeddingScorer, load_region
 from PIL import Image
 
 import densecap_eval
+from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
 from densecap_eval.datasets import DOWNLOADERS, load_dataset
-from densecap_eval.datasets.sharegpt4v import (
+from densecap_eval.datasets.regions import Region
+from densecap_eval.datasets.sharegpt4v.loader import (
     ANNOTATION_FILES,
     ShareGPT4VDataset,
     download,
     iter_json_array,
 )
-from densecap_eval.errors import BadRecordError, DatasetError, DownloadError
-from densecap_eval.regions import Region
 
 CAPTIONER = ANNOTATION_FILES["share-captioner"]
 SAM10K = ANNOTATION_FILES["sam-10k"]
@@ -299,7 +299,7 @@ def test_every_split_when_none_and_the_data_subfolder(tmp_path: Path) -> None:
 
 
 def test_fingerprint(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from densecap_eval.datasets import sharegpt4v
+    from densecap_eval.datasets.sharegpt4v import loader as sharegpt4v
 
     ds = ShareGPT4VDataset(root)
     both = ds.fingerprint(["sam-10k", "share-captioner"])

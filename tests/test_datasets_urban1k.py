@@ -15,10 +15,10 @@ from fake_scorers import FakeEmbeddingScorer, load_region
 from PIL import Image
 
 import densecap_eval
+from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
 from densecap_eval.datasets import DOWNLOADERS, load_dataset
-from densecap_eval.datasets.urban1k import Urban1kDataset, caption_order, download
-from densecap_eval.errors import BadRecordError, DatasetError, DownloadError
-from densecap_eval.regions import Region
+from densecap_eval.datasets.regions import Region
+from densecap_eval.datasets.urban1k.loader import Urban1kDataset, caption_order, download
 
 # n -> caption file bytes; photo colour by n. Real captions are one long paragraph; these cover
 # a second line, CRLF, no final newline, LoTLIP's "1.5" and "</s>" cases and non-ASCII text.

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from dci_records import bounds_dict, photo_bytes, scene_record, write_release
 
+from densecap_eval.core.errors import BadRecordError
 from densecap_eval.datasets.dci.entries import build_subtest, iter_entries
 from densecap_eval.datasets.dci.loader import DCIDataset
-from densecap_eval.errors import BadRecordError
 
 SUBTESTS = ("all_swaps", "all_swaps_pick5", "base_swaps", "all_hardest")
 APIS = ("records", "entries", *SUBTESTS)

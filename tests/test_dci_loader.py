@@ -13,10 +13,10 @@ import pytest
 from dci_records import add_sdci, bounds_dict, make_mask, make_record, write_release
 from PIL import Image
 
+from densecap_eval.core.errors import BadRecordError, DatasetError
 from densecap_eval.datasets.dci.loader import DCIDataset
 from densecap_eval.datasets.dci.masks import decode_mask, parse_bounds
 from densecap_eval.datasets.dci.records import Bounds
-from densecap_eval.errors import BadRecordError, DatasetError
 
 # --- the release as a whole -----------------------------------------------------------------
 

@@ -34,12 +34,12 @@ import pytest
 from fake_scorers import FakeEmbeddingScorer
 from PIL import Image
 
+from densecap_eval.datasets.regions import Region
 from densecap_eval.engine import cache as cache_mod
 from densecap_eval.engine import engine as engine_mod
 from densecap_eval.engine.cache import EmbeddingCache, ModelKey
 from densecap_eval.engine.engine import WorkerError, score_plan
 from densecap_eval.engine.plan import ScoringPlan
-from densecap_eval.regions import Region
 from densecap_eval.results import store as store_mod
 from densecap_eval.results.store import ResultsWriteError, RunWriter, list_runs
 

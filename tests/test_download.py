@@ -14,8 +14,8 @@ import pytest
 from dci_records import add_sdci, make_mask, make_record, photo_bytes, write_release
 
 from densecap_eval.cli.app import main
+from densecap_eval.core.errors import DatasetError, DownloadError, UnknownNameError
 from densecap_eval.datasets.dci import download as dl
-from densecap_eval.errors import DatasetError, DownloadError, UnknownNameError
 
 RELEASE = "densely_captioned_images"
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from densecap_eval.core.errors import BadRecordError, DatasetError
 from densecap_eval.datasets.elevater import catalog
 from densecap_eval.datasets.elevater.download import download
 from densecap_eval.datasets.elevater.loader import ElevaterDataset
 from densecap_eval.datasets.elevater.synth import write_dataset
-from densecap_eval.errors import BadRecordError, DatasetError
 
 
 def _folder(root: Path, key: str) -> Path:

@@ -24,7 +24,7 @@ import torch
 
 from densecap_eval.datasets.elevater import catalog
 from densecap_eval.datasets.elevater.synth import write_release
-from densecap_eval.evaluation import evaluate_tasks
+from densecap_eval.run.evaluate import evaluate_tasks
 
 KEYS = ["cifar10", "voc2007classification", "kitti-distance", "hateful-memes"]
 CONFIG = {  # a tiny CLIP at ELEVATER's 224 px

@@ -11,12 +11,12 @@ import torch
 from fake_scorers import FakeEmbeddingScorer, FakePairScorer, load_region
 from PIL import Image
 
-from densecap_eval import regions as regions_mod
+from densecap_eval.core.errors import TextTooLongError
+from densecap_eval.datasets import regions as regions_mod
+from densecap_eval.datasets.regions import Region, grey_like
 from densecap_eval.engine import ScoreTable, ScoringPlan, score_plan
 from densecap_eval.engine import engine as engine_mod
 from densecap_eval.engine.engine import BatchBackoff, default_batch_size, is_oom
-from densecap_eval.errors import TextTooLongError
-from densecap_eval.regions import Region, grey_like
 
 TEXTS = [
     "a red cube",
@@ -245,7 +245,7 @@ def test_pair_scorers_default_to_fewer_pairs_per_forward(
 
 
 def test_no_scorer_imports_the_engine() -> None:
-    # Scorers score what they are given; batching and back-off live in densecap_eval.batching.
+    # Scorers score what they are given; batching and back-off live in densecap_eval.core.batching.
     scorers = Path(__file__).parent.parent / "densecap_eval" / "scorers"
     for path in sorted(scorers.glob("*.py")):
         assert "densecap_eval.engine" not in path.read_text(), path.name

@@ -9,9 +9,9 @@ import pytest
 from fake_scorers import FakeEmbeddingScorer, FakePairScorer
 
 import densecap_eval
-from densecap_eval.config import ConfigError
-from densecap_eval.errors import DatasetError, DensecapError, UnknownNameError
-from densecap_eval.evaluation import RunResult, evaluate, evaluate_tasks
+from densecap_eval.core.config import ConfigError
+from densecap_eval.core.errors import DatasetError, DensecapError, UnknownNameError
+from densecap_eval.run.evaluate import RunResult, evaluate, evaluate_tasks
 from densecap_eval.synth import generate_dci
 
 SUBTESTS = ["dci/all_swaps", "dci/all_swaps_pick5", "dci/base_swaps", "dci/all_hardest"]

@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 
 from densecap_eval import load_scorer
+from densecap_eval.datasets.regions import Region
 from densecap_eval.engine.cache import EmbeddingCache
 from densecap_eval.engine.engine import score_plan
 from densecap_eval.engine.plan import ScoreTable, ScoringPlan
-from densecap_eval.regions import Region
 
 HEAD = " ".join(f"word{i} is red." for i in range(40))  # well past 77 tokens
 

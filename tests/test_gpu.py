@@ -25,10 +25,10 @@ if not torch.cuda.is_available():
 
 import densecap_eval
 from densecap_eval import load_scorer
+from densecap_eval.core.paths import bundled_sample_root
+from densecap_eval.datasets.regions import Region
 from densecap_eval.engine import ScoringPlan, score_plan
 from densecap_eval.engine.engine import _iter_batches, _RegionBatches
-from densecap_eval.paths import bundled_sample_root
-from densecap_eval.regions import Region
 from densecap_eval.synth import generate_dci
 
 pytestmark = pytest.mark.gpu
@@ -182,7 +182,7 @@ def _out_of_memory_run(
     monkeypatch.setattr(scorer, "encode_pixels", counting)
     blocker = torch.empty(free - leave, dtype=torch.uint8, device="cuda")
     try:
-        with caplog.at_level(logging.WARNING, logger="densecap_eval.batching"):
+        with caplog.at_level(logging.WARNING, logger="densecap_eval.core.batching"):
             big = score_plan(scorer, plan, batch_size=n, num_workers=0, progress=False, cache=None)
     finally:
         del blocker

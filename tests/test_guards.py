@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from densecap_eval.core.errors import BadRecordError, DatasetError
 from densecap_eval.datasets.guards import (
     SeenIds,
     iter_json_lines,
@@ -14,7 +15,6 @@ from densecap_eval.datasets.guards import (
     unsafe_reason,
     user_path,
 )
-from densecap_eval.errors import BadRecordError, DatasetError
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,10 @@ import pytest
 from dci_records import add_sdci, make_mask, make_record, subcrop_keys, write_release
 
 from densecap_eval.cli.app import main
+from densecap_eval.core.errors import BadRecordError, DensecapError
 from densecap_eval.datasets.dci.loader import DCIDataset
 from densecap_eval.datasets.records import ImageRecord, SkippedImage, Text
-from densecap_eval.errors import BadRecordError, DensecapError
-from densecap_eval.inspection import inspect_dci, inspect_records
+from densecap_eval.run.inspect import inspect_dci, inspect_records
 
 
 def tiny_release(root: Path) -> Path:
@@ -212,7 +212,7 @@ def test_synthetic_set_agrees_with_its_records(tmp_path: Path) -> None:
 
 
 def test_bundled_sample(capsys: pytest.CaptureFixture[str]) -> None:
-    from densecap_eval.paths import bundled_sample_root
+    from densecap_eval.core.paths import bundled_sample_root
 
     splits = json.loads(
         (bundled_sample_root() / "densely_captioned_images" / "splits.json").read_text()
@@ -432,7 +432,7 @@ def test_cli_profile_errors_are_one_line(
 
 def test_urban1k_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The real loader on the release's layout: caption/<n>.txt (first line), image/<n>.jpg."""
-    pytest.importorskip("densecap_eval.datasets.urban1k")
+    pytest.importorskip("densecap_eval.datasets.urban1k.loader")
     from PIL import Image
 
     (tmp_path / "image").mkdir()

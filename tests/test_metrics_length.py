@@ -126,7 +126,7 @@ def test_position_labels() -> None:
 
 
 def test_reference_counts_are_clip_bpe_and_memoised() -> None:
-    from densecap_eval.tokens import clip_token_counts
+    from densecap_eval.metrics.tokens import clip_token_counts
 
     texts = ["a dog", "A photo of a red car parked next to a tree, at dusk.", "a dog"]
     assert length.reference_token_counts(texts) == clip_token_counts(texts) == [4, 17, 4]

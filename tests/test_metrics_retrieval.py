@@ -159,7 +159,7 @@ def test_first_rule_is_a_stable_descending_sort() -> None:
 
 
 def test_unknown_tie_rule_raises() -> None:
-    from densecap_eval.errors import UnknownNameError
+    from densecap_eval.core.errors import UnknownNameError
 
     with pytest.raises(UnknownNameError, match=r"tie rule 'optimistic'.*pessimistic, first"):
         retrieval_ranks(np.zeros((2, 2)), [0, 1], ties="optimistic")

@@ -258,7 +258,7 @@ def test_diff_positions_by_words_and_ids_agree() -> None:
 
 
 def test_diff_positions_words_method_matches_clip_bpe() -> None:
-    from densecap_eval.tokens import _clip_tokenizer
+    from densecap_eval.metrics.tokens import _clip_tokenizer
 
     tok = _clip_tokenizer()  # shared with other tests in the process
 

@@ -39,7 +39,7 @@ def test_import_does_not_pull_in_torch() -> None:
 
 
 def test_bundled_data_is_found_through_the_package() -> None:
-    from densecap_eval.paths import bundled_models_dir, bundled_sample_root
+    from densecap_eval.core.paths import bundled_models_dir, bundled_sample_root
 
     assert (bundled_sample_root() / "densely_captioned_images" / "splits.json").is_file()
     assert (bundled_models_dir() / "tiny_clip.json").is_file()

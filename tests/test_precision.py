@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from densecap_eval.cli.app import main
-from densecap_eval.config import ConfigError, RunConfig
+from densecap_eval.core.config import ConfigError, RunConfig
 from densecap_eval.results.store import list_runs
 from densecap_eval.scorers.common import resolve_precision
 
@@ -90,7 +90,7 @@ def test_run_config_round_trips_through_the_card_dict(tmp_path: Path) -> None:
 
 
 def test_cli_choices_are_the_config_values(capsys: pytest.CaptureFixture[str]) -> None:
-    from densecap_eval.config import TIE_RULES
+    from densecap_eval.core.config import TIE_RULES
     from densecap_eval.scorers.base import PRECISIONS, TEXT_POLICIES
 
     assert main(["run", "--help"]) == 0

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from densecap_eval.config import RunConfig
+from densecap_eval.core.config import RunConfig
+from densecap_eval.core.errors import ResultsError
 from densecap_eval.datasets.records import SkippedImage
-from densecap_eval.errors import ResultsError
 from densecap_eval.results import schema, store
 from densecap_eval.results.store import (
     RunWriter,

@@ -10,7 +10,7 @@ from PIL import Image
 from tiny_fgclip import make_tiny_fgclip, reference_image, reference_text
 from tiny_models import one_thread
 
-from densecap_eval.errors import ModelLoadError
+from densecap_eval.core.errors import ModelLoadError
 
 WORDS = "red blue green small large dog cat tree house car road sky water stone".split()
 LENGTHS = (10, 100, 240, 400)  # about this many tokens each (400: past the 248 limit)

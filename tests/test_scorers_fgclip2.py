@@ -10,7 +10,7 @@ from PIL import Image
 from tiny_fgclip2 import PATCH, gemma_tokenizer, make_tiny_fgclip2, reference_long_text
 from tiny_models import one_thread
 
-from densecap_eval.errors import ModelLoadError
+from densecap_eval.core.errors import ModelLoadError
 
 WORDS = "red blue green small large dog cat tree house car road sky water stone".split()
 # About 10, 100, 240 and 400 characters-as-tokens (the tiny tokenizer is per character).

@@ -29,7 +29,7 @@ from tiny_models import one_thread
 
 from densecap_eval import load_scorer
 from densecap_eval.cli.app import main
-from densecap_eval.errors import ModelLoadError
+from densecap_eval.core.errors import ModelLoadError
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's, open_clip's default
 STD = (0.26862954, 0.26130258, 0.27577711)
@@ -314,10 +314,10 @@ def test_hub_file_resolves_through_the_hub_cache(
 def test_engine_encodes_each_region_once_and_serves_blocks_and_pairs(
     tmp_path: Path, released: Path
 ) -> None:
+    from densecap_eval.datasets.regions import Region
     from densecap_eval.engine.cache import EmbeddingCache
     from densecap_eval.engine.engine import score_plan
     from densecap_eval.engine.plan import ScoringPlan
-    from densecap_eval.regions import Region
 
     photo = tmp_path / "photo.png"
     Image.fromarray((np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)).save(
@@ -417,7 +417,7 @@ def test_every_task_family_scores_the_same_through_the_late_path(tmp_path: Path)
     from test_tasks_regions import _quadrant_box, _quadrants
 
     import densecap_eval
-    from densecap_eval.paths import bundled_sample_root
+    from densecap_eval.core.paths import bundled_sample_root
 
     colours = {"p.png": ["red", "green", "blue", "yellow"], "r.png": ["white", "black", "purple",
                "orange"], "q.png": ["red", "green", "red", "blue"]}  # fmt: skip
@@ -473,9 +473,9 @@ class OomTwin(LateTwin):
 def test_the_head_backs_off_on_out_of_memory(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from densecap_eval.datasets.regions import Region
     from densecap_eval.engine.engine import score_plan
     from densecap_eval.engine.plan import ScoringPlan
-    from densecap_eval.regions import Region
 
     plan = ScoringPlan()
     for k, colour in enumerate(["red", "green", "blue"]):

@@ -13,7 +13,7 @@ from PIL import Image
 from tiny_models import make_tiny_hf_clip, make_tiny_hf_siglip, make_tiny_hf_siglip2, one_thread
 
 from densecap_eval import EmbeddingScorer, load_scorer
-from densecap_eval.errors import ModelLoadError, TextTooLongError
+from densecap_eval.core.errors import ModelLoadError, TextTooLongError
 
 _one_thread = pytest.fixture(autouse=True)(one_thread)
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from tiny_models import make_tiny_hf_clip, one_thread
 
-from densecap_eval.errors import ModelLoadError
+from densecap_eval.core.errors import ModelLoadError
 
 WORDS = "a red blue dog cat tree house car small large green sky".split()
 

@@ -20,7 +20,7 @@ from tiny_longtext import (
 from tiny_models import one_thread
 
 from densecap_eval import load_scorer
-from densecap_eval.errors import ModelLoadError
+from densecap_eval.core.errors import ModelLoadError
 
 _one_thread = pytest.fixture(autouse=True)(one_thread)
 LENGTHS = [10, 100, 240, 400]  # the last two straddle and pass the 248-token limit

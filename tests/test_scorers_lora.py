@@ -11,7 +11,7 @@ from PIL import Image
 from tiny_models import make_tiny_hf_clip, make_tiny_lora, one_thread
 
 from densecap_eval import load_scorer
-from densecap_eval.errors import ModelLoadError
+from densecap_eval.core.errors import ModelLoadError
 
 _one_thread = pytest.fixture(autouse=True)(one_thread)
 

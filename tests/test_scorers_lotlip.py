@@ -21,7 +21,7 @@ from tiny_longtext import (
 from tiny_models import one_thread
 
 from densecap_eval import load_scorer
-from densecap_eval.errors import ModelLoadError
+from densecap_eval.core.errors import ModelLoadError
 
 _one_thread = pytest.fixture(autouse=True)(one_thread)
 WORDS = "the red cat sat on a blue mat near an old green door".split()

@@ -13,7 +13,7 @@ from PIL import Image
 from tiny_models import OPEN_CLIP_CONFIG, make_tiny_open_clip, one_thread
 
 from densecap_eval import EmbeddingScorer, load_scorer
-from densecap_eval.errors import ModelLoadError, TextTooLongError
+from densecap_eval.core.errors import ModelLoadError, TextTooLongError
 
 LONG = " ".join(f"The object number {i} is red." for i in range(20))  # 7 sentences of 8+ tokens
 

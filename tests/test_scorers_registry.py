@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from densecap_eval import list_models, load_scorer
-from densecap_eval.errors import ModelLoadError, UnknownNameError
-from densecap_eval.registry import Registry
+from densecap_eval.core.errors import ModelLoadError, UnknownNameError
+from densecap_eval.core.registry import Registry
 from densecap_eval.scorers import SCORERS
 from densecap_eval.scorers.common import resolve_device, resolve_precision, spec_loader
 
@@ -82,7 +82,7 @@ def test_registered_prefix_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_entry_point_plugins_join_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     from importlib.metadata import EntryPoint
 
-    import densecap_eval.registry as registry_module
+    import densecap_eval.core.registry as registry_module
 
     ep = EntryPoint(name="myvlm", value="os.path:join", group="densecap_eval.scorers")
     monkeypatch.setattr(registry_module, "entry_points", lambda group: [ep])

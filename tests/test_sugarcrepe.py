@@ -15,11 +15,11 @@ from fake_scorers import FakeEmbeddingScorer, load_region
 from PIL import Image
 
 import densecap_eval
+from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
 from densecap_eval.datasets import load_dataset
-from densecap_eval.datasets import sugarcrepe as sc
+from densecap_eval.datasets.regions import Region
+from densecap_eval.datasets.sugarcrepe import loader as sc
 from densecap_eval.engine.plan import ScoringPlan
-from densecap_eval.errors import BadRecordError, DatasetError, DownloadError
-from densecap_eval.regions import Region
 from densecap_eval.tasks import get_task
 
 COLOURS = {"000000000001.jpg": "red", "000000000002.jpg": "blue", "000000000003.png": "green"}

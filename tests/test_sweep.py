@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from densecap_eval.cli.app import main
-from densecap_eval.config import RunConfig
-from densecap_eval.paths import bundled_sample_root
+from densecap_eval.core.config import RunConfig
+from densecap_eval.core.paths import bundled_sample_root
 from densecap_eval.results.store import RunWriter, list_runs, read_run
 from densecap_eval.results.sweeps import grids_from_runs
-from densecap_eval.sweep import (
+from densecap_eval.run.sweep import (
     SweepError,
     SweepTag,
     cell_id,

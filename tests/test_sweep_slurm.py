@@ -22,7 +22,7 @@ import yaml
 
 from densecap_eval.cli.app import main
 from densecap_eval.results.store import RunWriter
-from densecap_eval.sweep import SweepTag, expand, load_sweep, read_ledger
+from densecap_eval.run.sweep import SweepTag, expand, load_sweep, read_ledger
 
 pytest.importorskip("submitit")
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from densecap_eval.cli.app import main
-from densecap_eval.paths import bundled_sample_root
+from densecap_eval.core.paths import bundled_sample_root
 from densecap_eval.synth import (
     COLORS,
     OBJECT_KINDS,

@@ -10,9 +10,9 @@ import pytest
 from fake_scorers import FakeEmbeddingScorer, FakePairScorer, load_region
 from PIL import Image
 
+from densecap_eval.datasets.regions import Region
 from densecap_eval.engine.engine import score_plan
 from densecap_eval.engine.plan import ScoringPlan
-from densecap_eval.regions import Region
 from densecap_eval.tasks.choice import ChoiceExample, ChoiceTask, decide, mean_accuracy
 
 

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 from fake_scorers import FakeEmbeddingScorer, FakePairScorer, load_region
 
+from densecap_eval.core.errors import DensecapError, UnknownNameError
 from densecap_eval.datasets.dci.loader import DCIDataset
 from densecap_eval.engine.engine import score_plan
 from densecap_eval.engine.plan import ScoringPlan
-from densecap_eval.errors import DensecapError, UnknownNameError
 from densecap_eval.synth import generate_dci
 from densecap_eval.tasks import concrete_tasks, get_task, list_tasks
 from densecap_eval.tasks.retrieval import lotlip_rejoin
@@ -186,7 +186,7 @@ def test_each_region_and_text_is_encoded_once_across_subtests(scored) -> None:
 def test_length_breakdown_cut_share_and_diff_position(scored) -> None:
     scorer, _, table, instances = scored
     from densecap_eval.metrics.length import diff_position_fn
-    from densecap_eval.tokens import clip_token_counts
+    from densecap_eval.metrics.tokens import clip_token_counts
 
     fn, method = diff_position_fn(scorer)
     assert method == "word_prefix"  # the fake has count_tokens only
@@ -357,7 +357,7 @@ def test_retrieval_tie_rules_through_compute(scored, rule: str) -> None:
     assert metrics["i2t_r1"] == pytest.approx(np.mean([r <= 1 for r in i2t]))
     assert metrics["model_max_text_tokens"] == 12
     assert metrics["length_reference"]["tokenizer"] == "openai-clip-bpe"
-    from densecap_eval.tokens import clip_token_counts
+    from densecap_eval.metrics.tokens import clip_token_counts
 
     assert frame["ref_tokens"].tolist() == clip_token_counts(inst.texts)
     assert sum(b["n"] for b in metrics["by_length"].values()) == metrics["n"]

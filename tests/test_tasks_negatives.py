@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from fake_scorers import FakeEmbeddingScorer, FakePairScorer, load_region
 
+from densecap_eval.core.errors import BadRecordError, DensecapError
 from densecap_eval.datasets.dci.loader import DCIDataset
 from densecap_eval.datasets.records import ImageRecord, SkippedImage, Text
 from densecap_eval.engine.engine import score_plan
 from densecap_eval.engine.plan import ScoringPlan
-from densecap_eval.errors import BadRecordError, DensecapError
 from densecap_eval.metrics.length import diff_position_fn
 from densecap_eval.synth import generate_dci
 from densecap_eval.tasks import get_task
@@ -29,7 +29,7 @@ from densecap_eval.tasks.negatives import (
     edit_bin_labels,
 )
 from densecap_eval.tasks.retrieval import TEXT_RULES
-from densecap_eval.textedits import EDIT_KINDS, generate_negatives, stable_seed
+from densecap_eval.tasks.textedits import EDIT_KINDS, generate_negatives, stable_seed
 
 
 @dataclass
@@ -275,7 +275,7 @@ def test_pair_scorer_scores_only_the_planned_pairs(synth_root: Path) -> None:
 
 
 def test_a_pair_scorer_needs_no_first_stage_for_negatives(tmp_path: Path) -> None:
-    from densecap_eval.results.runner import RunRequest, check_rerank
+    from densecap_eval.run.runner import RunRequest, check_rerank
 
     check_rerank(RunRequest(("vqascore:x",), ("docci/negatives",), tmp_path))  # no raise
     with pytest.raises(DensecapError, match="rerank-from"):

@@ -11,9 +11,9 @@ from fake_scorers import FakeEmbeddingScorer, FakePairScorer, load_region
 from PIL import Image
 
 import densecap_eval
+from densecap_eval.core.errors import BadRecordError
+from densecap_eval.datasets.regions import Region
 from densecap_eval.engine.plan import ScoreTable, ScoringPlan
-from densecap_eval.errors import BadRecordError
-from densecap_eval.regions import Region
 from densecap_eval.tasks import get_task
 from densecap_eval.tasks.regions import RegionEntry, RegionsInstance, RegionsTask
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pytest
 import torch
 
-from densecap_eval.errors import TextTooLongError, UnknownNameError
+from densecap_eval.core.errors import TextTooLongError, UnknownNameError
 from densecap_eval.scorers.text_policy import plan_texts, pool_pieces, split_chunks
 
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from densecap_eval.textedits import (
+from densecap_eval.tasks.textedits import (
     COLORS,
     EDIT_KINDS,
     NUMBER_WORDS,

@@ -127,7 +127,7 @@ def test_truncation_hides_late_words_and_chunk_mean_recovers_them(scorer, entrie
 
 
 def test_model_card_reports_the_six_dci_metrics():
-    from densecap_eval.paths import bundled_models_dir
+    from densecap_eval.core.paths import bundled_models_dir
 
     card = (bundled_models_dir() / "MODEL_CARD.md").read_text(encoding="utf-8")
     for name in SIX_METRICS:

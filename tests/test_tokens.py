@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from densecap_eval.tokens import clip_token_counts, token_stats
+from densecap_eval.metrics.tokens import clip_token_counts, token_stats
 
 # Hand-counted: one token per common lower-cased word, one per run of punctuation, plus the
 # start and end tokens; HTML entities are unescaped and whitespace collapsed first.

@@ -19,14 +19,14 @@ from fake_scorers import FakeEmbeddingScorer, load_region
 from PIL import Image
 
 import densecap_eval
+from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
 from densecap_eval.datasets import load_dataset
-from densecap_eval.datasets import vlc as vlc_data
-from densecap_eval.datasets.vlc import DCI_FILES, VLCFile, git_blob_id, parse_flat_yaml
-from densecap_eval.errors import BadRecordError, DatasetError, DownloadError
-from densecap_eval.regions import Region
+from densecap_eval.datasets.regions import Region
+from densecap_eval.datasets.vlc import loader as vlc_data
+from densecap_eval.datasets.vlc.loader import DCI_FILES, VLCFile, git_blob_id, parse_flat_yaml
+from densecap_eval.datasets.vlc.tasks import CAP, Layout, aggregate
 from densecap_eval.tasks import get_task
 from densecap_eval.tasks.choice import ChoiceExample
-from densecap_eval.tasks.vlc import CAP, Layout, aggregate
 
 PHOTOS = {  # IMG_ROOT-relative paths, as DCI's download script lays them out
     "vg/VG_100K/1.jpg": "red",

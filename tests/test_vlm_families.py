@@ -21,7 +21,7 @@ import tiny_vlm_families as tiny
 import torch
 from PIL import Image
 
-from densecap_eval.errors import ModelLoadError
+from densecap_eval.core.errors import ModelLoadError
 from densecap_eval.scorers import vlm, vlm_common, vlm_families
 
 FAMILIES = list(tiny.FAMILIES)

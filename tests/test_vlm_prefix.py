@@ -17,7 +17,7 @@ import tiny_vlms
 import torch
 from PIL import Image
 
-from densecap_eval.errors import ModelLoadError
+from densecap_eval.core.errors import ModelLoadError
 from densecap_eval.scorers import vlm
 
 LOADERS = {"vqascore": vlm.load_vqascore, "captionlik": vlm.load_captionlik}

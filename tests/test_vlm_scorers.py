@@ -17,7 +17,7 @@ import tiny_vlms
 import torch
 from PIL import Image
 
-from densecap_eval.errors import ModelLoadError, TextTooLongError
+from densecap_eval.core.errors import ModelLoadError, TextTooLongError
 from densecap_eval.scorers import vlm, vlm_itm
 
 LOADERS = {

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tiny_models import one_thread
 
-from densecap_eval.errors import ModelLoadError
+from densecap_eval.core.errors import ModelLoadError
 from densecap_eval.scorers import load_scorer
 
 SYSTEM = (

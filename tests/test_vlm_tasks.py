@@ -22,8 +22,8 @@ from fake_scorers import FakeEmbeddingScorer, FakePairScorer, load_region
 from tiny_models import make_tiny_open_clip, one_thread
 
 import densecap_eval
-from densecap_eval.errors import DensecapError
-from densecap_eval.paths import bundled_sample_root
+from densecap_eval.core.errors import DensecapError
+from densecap_eval.core.paths import bundled_sample_root
 from densecap_eval.tasks.rerank import rerank_ranks
 
 SUBTESTS = ["dci/all_swaps", "dci/all_swaps_pick5", "dci/base_swaps", "dci/all_hardest"]

@@ -14,11 +14,11 @@ from fake_scorers import FakeEmbeddingScorer, FakePairScorer
 from PIL import Image
 
 import densecap_eval
-from densecap_eval.datasets.winoground import WinogroundDataset, WinogroundExample, download
+from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
+from densecap_eval.datasets.regions import open_photo
+from densecap_eval.datasets.winoground.loader import WinogroundDataset, WinogroundExample, download
+from densecap_eval.datasets.winoground.tasks import WINOGROUND, winoground_outcomes
 from densecap_eval.engine.plan import ScoreTable, ScoringPlan
-from densecap_eval.errors import BadRecordError, DatasetError, DownloadError
-from densecap_eval.regions import open_photo
-from densecap_eval.tasks.winoground import WINOGROUND, winoground_outcomes
 
 COLOURS = [(255, 0, 0), (0, 200, 0), (0, 0, 255), (240, 240, 0), (0, 220, 220), (200, 0, 200)]
 # id, caption_0, caption_1, tag, secondary_tag, collapsed_tag

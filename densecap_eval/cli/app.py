@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from densecap_eval.errors import DensecapError
+from densecap_eval.core.errors import DensecapError
 
 app = typer.Typer(
     name="densecap-eval",
@@ -112,7 +112,7 @@ def keep_torch_out_of_tmp() -> None:
     """Importing open_clip (through timm) makes torch create ``$TMPDIR/torchinductor_<user>``;
     a run writes only under --out, the cache and the temporary files it removes, so the CLI
     points torch's compiler cache into ours (a user's own setting wins)."""
-    from densecap_eval.paths import default_cache_dir
+    from densecap_eval.core.paths import default_cache_dir
 
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(default_cache_dir() / "torchinductor"))
 

@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from densecap_eval.cli.app import app
-from densecap_eval.errors import DensecapError, ResultsError
+from densecap_eval.core.errors import DensecapError, ResultsError
 
 DEFAULT_HOST = "127.0.0.1"
 RESULTS_ENV = "DENSECAP_EVAL_RESULTS"  # read by dashboard/app.py as well

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from densecap_eval.cli.app import app
-from densecap_eval.errors import DatasetError, DensecapError
+from densecap_eval.core.errors import DatasetError, DensecapError
 
 
 class PhotosIncompleteError(DatasetError):
@@ -26,8 +26,8 @@ class OutputFormat(str, Enum):
 
 def _known_dataset(name: str) -> None:
     """Raise UnknownNameError (listing the known names) for a dataset nobody registered."""
+    from densecap_eval.core.errors import UnknownNameError
     from densecap_eval.datasets import DATASETS
-    from densecap_eval.errors import UnknownNameError
 
     if name not in DATASETS:  # a membership test: the loader itself need not import here
         raise UnknownNameError(DATASETS.unknown_message(name))
@@ -77,8 +77,8 @@ def download(
     replace the published archive (a mirror, or a local server in tests); --url needs
     --sha256.
     """
+    from densecap_eval.core.paths import resolve_data_root
     from densecap_eval.datasets import DOWNLOADERS
-    from densecap_eval.paths import resolve_data_root
 
     _known_dataset(dataset)
     if dataset not in DOWNLOADERS:
@@ -166,9 +166,9 @@ def inspect(
     median, p75, p90 and max of the untruncated OpenAI CLIP BPE count and the share over 77
     and over 248 tokens. dci adds entries per subtest and the long-caption and summary lengths.
     """
+    from densecap_eval.core.paths import bundled_sample_root
     from densecap_eval.datasets import load_dataset
-    from densecap_eval.inspection import inspect_dataset
-    from densecap_eval.paths import bundled_sample_root
+    from densecap_eval.run.inspect import inspect_dataset
 
     _known_dataset(dataset)
     if sample and root is not None:

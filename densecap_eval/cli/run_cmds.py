@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 import typer
 
 from densecap_eval.cli.app import app
-from densecap_eval.config import DEFAULT_WORKER_TIMEOUT
-from densecap_eval.errors import DensecapError, ResultsError
+from densecap_eval.core.config import DEFAULT_WORKER_TIMEOUT
+from densecap_eval.core.errors import DensecapError, ResultsError
 
 DEFAULT_RESULTS_DIR = Path("densecap-results")
 
@@ -96,8 +96,8 @@ def _main_job(
 ) -> tuple[Path, list[str], list[str]]:
     """Run and store; returns the results dir, the new run ids (none on torchrun rank > 0) and
     the tasks that could not run here."""
-    from densecap_eval import distributed
-    from densecap_eval.results.runner import RunEvents, default_request, run_and_store
+    from densecap_eval.engine import distributed
+    from densecap_eval.run.runner import RunEvents, default_request, run_and_store
 
     # Under torchrun: join the job; this rank's device is cuda:LOCAL_RANK (or the CPU).
     group = distributed.init_from_env(options.get("device"))  # type: ignore[arg-type]
@@ -109,10 +109,10 @@ def _main_job(
         models=models, tasks=tasks, data_root=root, sample=sample, results_dir=out,
         data_roots=roots, **options,
     )  # fmt: skip
-    if sweep_tag is not None:  # a sweep cell run as its own process (densecap_eval.sweep)
+    if sweep_tag is not None:  # a sweep cell run as its own process (densecap_eval.run.sweep)
         import dataclasses
 
-        from densecap_eval.sweep import SweepTag
+        from densecap_eval.run.sweep import SweepTag
 
         request = dataclasses.replace(request, sweep=SweepTag.from_json(sweep_tag))
     if group is not None:
@@ -506,7 +506,7 @@ def demo_command(
 
 def _roots_text(request: Any) -> str:
     """The data root each requested task's dataset reads (``--data-root NAME=DIR`` included)."""
-    from densecap_eval.results.runner import check_task, task_dataset_name
+    from densecap_eval.run.runner import check_task, task_dataset_name
     from densecap_eval.tasks import concrete_tasks
 
     names = sorted({task_dataset_name(check_task(t)) for t in concrete_tasks(request.tasks)})

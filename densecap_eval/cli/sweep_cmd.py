@@ -1,6 +1,6 @@
 """`densecap-eval sweep SWEEP.yaml`: a grid of models x tasks x options, one run per cell.
 
-Thin command: it loads the sweep file (`densecap_eval.sweep`), reads each cell's state from the
+Thin command: it loads the sweep file (`densecap_eval.run.sweep`), reads each cell's state from the
 results directory, and either lists them (``--dry-run``), runs the ones that are not complete
 here, or submits them as one SLURM array job.
 """
@@ -16,8 +16,8 @@ import typer
 from densecap_eval.cli.app import app
 
 if TYPE_CHECKING:
-    from densecap_eval.results.runner import RunRequest
-    from densecap_eval.sweep import CellState, SweepSpec
+    from densecap_eval.run.runner import RunRequest
+    from densecap_eval.run.sweep import CellState, SweepSpec
 
 
 def _say(message: str) -> None:
@@ -125,7 +125,7 @@ def sweep_command(
 ) -> None:
     """Run a sweep: every cell not yet complete in the results directory, one run each."""
     from densecap_eval.cli.run_cmds import Interrupted
-    from densecap_eval.sweep import (
+    from densecap_eval.run.sweep import (
         SweepEvents,
         SweepFailed,
         expand,
@@ -161,7 +161,7 @@ def sweep_command(
     note = f"; {running} running, left to their writers (--rerun-running)" if running else ""
     _say(f"sweep {spec.name}: {state_counts(states)}; {len(cells)} to run{note}")
     if cells:
-        from densecap_eval.results.runner import RunEvents
+        from densecap_eval.run.runner import RunEvents
 
         events = SweepEvents(
             on_request=lambda r: _say(

@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 from typing import ClassVar
 
+from densecap_eval.core.errors import BadRecordError, DatasetError
 from densecap_eval.datasets.records import SkippedImage
-from densecap_eval.errors import BadRecordError, DatasetError
 
 logger = logging.getLogger("densecap_eval.datasets")
 

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from densecap_eval.errors import BadRecordError, DatasetError
+from densecap_eval.core.errors import BadRecordError, DatasetError
 
 
 def iter_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:

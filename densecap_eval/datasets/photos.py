@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from densecap_eval.errors import BadRecordError
+from densecap_eval.core.errors import BadRecordError
 
 
 def pixel_limit() -> int:

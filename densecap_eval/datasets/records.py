@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from densecap_eval.errors import BadRecordError
-from densecap_eval.regions import Box
+from densecap_eval.core.errors import BadRecordError
+from densecap_eval.datasets.regions import Box
 
 TextRole = Literal["description", "positive", "negative"]
 TEXT_ROLES: tuple[str, ...] = ("description", "positive", "negative")

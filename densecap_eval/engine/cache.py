@@ -45,8 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from densecap_eval.hashing import file_sha256
-from densecap_eval.regions import Region
+from densecap_eval.core.hashing import file_sha256
+from densecap_eval.datasets.regions import Region
 
 log = logging.getLogger(__name__)
 
@@ -384,12 +384,12 @@ class CacheStore:
 class EmbeddingCache:
     """Embeddings on disk, keyed by `ModelKey`, preprocessing or text policy, and content.
 
-    ``EmbeddingCache()`` uses `densecap_eval.paths.default_cache_dir()`.
+    ``EmbeddingCache()`` uses `densecap_eval.core.paths.default_cache_dir()`.
     """
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         if root is None:
-            from densecap_eval.paths import default_cache_dir
+            from densecap_eval.core.paths import default_cache_dir
 
             root = default_cache_dir()
         self.root = Path(root).expanduser()

@@ -10,12 +10,12 @@ once per batch; the scorer runs each batch it is given as one forward.
 
 ``batch_size`` means the same for every scorer kind: the items (regions, texts or pairs) that
 reach the model in one forward. The engine alone batches and backs off: a CUDA out-of-memory
-error halves the batch and retries the same items (`densecap_eval.batching.BatchBackoff`); the
+error halves the batch and retries the same items (`densecap_eval.core.batching.BatchBackoff`); the
 smaller size is kept for the rest of the run. For a CUDA model, region batches come in pinned
 host memory so the copy to the device can overlap decoding. With a cache, every encoded batch is
 written as it completes, so an interrupted run resumes where it stopped.
 
-Under torchrun (``group``, `densecap_eval.distributed`): every rank looks its inputs up in its
+Under torchrun (``group``, `densecap_eval.engine.distributed`): every rank looks its inputs up in its
 cache, the ranks agree on what no rank holds, and cut that into the batches one process would
 run; rank r computes batches r, r + world_size, ... and the rows are exchanged, so every rank
 ends with the whole table, equal to one process's. Rank 0 alone rewrites the cache's index.
@@ -32,22 +32,22 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from densecap_eval import regions as regions_mod
-from densecap_eval.batching import BatchBackoff, default_batch_size, is_oom
-from densecap_eval.config import DEFAULT_WORKER_TIMEOUT
-from densecap_eval.crashpoints import crash_point
+from densecap_eval.core.batching import BatchBackoff, default_batch_size, is_oom
+from densecap_eval.core.config import DEFAULT_WORKER_TIMEOUT
+from densecap_eval.core.crashpoints import crash_point
+from densecap_eval.core.errors import DensecapError
+from densecap_eval.core.heap import hold_mmap_threshold
+from densecap_eval.datasets import regions as regions_mod
+from densecap_eval.datasets.regions import Region
 from densecap_eval.engine.cache import EmbeddingCache, ModelKey, region_key, text_key
 from densecap_eval.engine.late import TokenView, late_table
 from densecap_eval.engine.plan import ScoreTable, ScoringPlan
-from densecap_eval.errors import DensecapError
-from densecap_eval.heap import hold_mmap_threshold
-from densecap_eval.regions import Region
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from densecap_eval.distributed import Counter, Group
+    from densecap_eval.engine.distributed import Counter, Group
     from densecap_eval.scorers.base import (
         EmbeddingScorer,
         LateInteractionScorer,
@@ -326,7 +326,7 @@ def score_plan(
 
     ``batch_size`` is the number of items that reach the model in one forward: regions or texts
     for an embedding scorer, (region, text) pairs for a pair scorer (default: by device and scorer
-    kind, `densecap_eval.batching.default_batch_size`). ``blind=True`` replaces every region by
+    kind, `densecap_eval.core.batching.default_batch_size`). ``blind=True`` replaces every region by
     a uniform grey image of the same size (the blind control). ``cache=None`` disables the
     cache. ``num_workers=None`` picks ``min(4, cpus - 1)`` decoding processes, none for small
     plans; ``worker_timeout`` is how long one may take to deliver a batch before the run
@@ -334,7 +334,7 @@ def score_plan(
     progress bars only when stderr is a terminal. Pair scorers' scores are not cached (the
     cache holds embeddings).
 
-    ``group`` (a `densecap_eval.distributed.Group`; call on every rank): each rank computes
+    ``group`` (a `densecap_eval.engine.distributed.Group`; call on every rank): each rank computes
     every ``world_size``-th batch of the uncached work, the same batches one process runs, and
     every rank returns the whole table (identical to one process's); only rank 0 shows bars.
     """
@@ -343,7 +343,7 @@ def score_plan(
         batch_size = default_batch_size(getattr(scorer, "device", "cpu"), kind)
     if batch_size < 1:
         raise DensecapError(f"batch size must be at least 1, got {batch_size}")
-    hold_mmap_threshold()  # batches and strips never leave heap holes (densecap_eval/heap.py)
+    hold_mmap_threshold()  # batches and strips never leave heap holes (densecap_eval/core/heap.py)
     show = _progress_enabled(progress) and (group is None or group.is_main)
     with _Progress(show) as bars:
         if kind == "pair":

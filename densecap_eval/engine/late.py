@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from densecap_eval.batching import BatchBackoff
+from densecap_eval.core.batching import BatchBackoff
 from densecap_eval.engine.plan import ScoreTable
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from densecap_eval.regions import Region
+from densecap_eval.datasets.regions import Region
 
 if TYPE_CHECKING:
     import torch

@@ -3,7 +3,7 @@ from its positive, relative to the model's own visible window.
 
 **Length** (``by_length``): every model's examples are bucketed by the SAME count, the
 untruncated OpenAI CLIP BPE count (open_clip's `SimpleTokenizer`, start and end tokens
-included; `densecap_eval.tokens`), named ``openai-clip-bpe`` in metrics.json
+included; `densecap_eval.metrics.tokens`), named ``openai-clip-bpe`` in metrics.json
 (``length_reference``). Buckets ``<=77``, ``78-154``, ``155-248``, ``>248``, so a CLIP, a
 SigLIP and a VLM are compared on the same texts in each bucket. The model's own counts (and
 its limit, ``model_max_text_tokens``) stay beside it: the examples keep them per text.
@@ -104,7 +104,7 @@ def reference_token_counts(texts: Iterable[str]) -> list[int]:
 
 @functools.lru_cache(maxsize=_REFERENCE_CACHE)
 def _reference_count(text: str) -> int:
-    from densecap_eval.tokens import clip_token_counts
+    from densecap_eval.metrics.tokens import clip_token_counts
 
     return clip_token_counts([text])[0]
 

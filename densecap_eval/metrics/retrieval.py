@@ -36,7 +36,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from densecap_eval.errors import UnknownNameError
+from densecap_eval.core.errors import UnknownNameError
 
 TieRule = Literal["pessimistic", "first"]
 TIE_RULES: tuple[str, ...] = ("pessimistic", "first")

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from densecap_eval.heap import give_back_freed
+from densecap_eval.core.heap import give_back_freed
 from densecap_eval.metrics.retrieval import GalleryRanks, ranks_from_counts
 
 Strip = Callable[[int, int], np.ndarray]  # (start, stop) -> (stop - start, columns) float32

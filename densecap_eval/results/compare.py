@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
-from densecap_eval.errors import ResultsError
+from densecap_eval.core.errors import ResultsError
 from densecap_eval.results.schema import (
     HEADLINE_METRICS,
     INTERRUPTED,

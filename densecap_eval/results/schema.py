@@ -102,7 +102,7 @@ class RunCard:
     n_skipped: int = 0
     command: list[str] | None = None
     config: dict[str, Any] = field(default_factory=dict)
-    # The sweep cell this run computed (`densecap_eval.sweep`): the sweep's name, the cell's id
+    # The sweep cell this run computed (`densecap_eval.run.sweep`): the sweep's name, the cell's id
     # and the grid options that set it apart; None / {} for a plain `run`.
     sweep: str | None = None
     cell: str | None = None

@@ -34,9 +34,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from densecap_eval.config import RunConfig
-from densecap_eval.crashpoints import crash_point
-from densecap_eval.errors import ResultsError
+from densecap_eval.core.config import RunConfig
+from densecap_eval.core.crashpoints import crash_point
+from densecap_eval.core.errors import ResultsError
 from densecap_eval.results.schema import (
     COMPLETE,
     CORRUPT,
@@ -70,7 +70,7 @@ VERSIONED_PACKAGES: dict[str, str] = {
 
 
 class RunResultLike(Protocol):
-    """What `RunWriter.complete` needs of `densecap_eval.evaluation.RunResult`."""
+    """What `RunWriter.complete` needs of `densecap_eval.run.evaluate.RunResult`."""
 
     metrics: Mapping[str, Mapping[str, Any]]
     examples: pd.DataFrame

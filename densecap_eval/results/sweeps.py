@@ -1,6 +1,6 @@
 """Sweeps as the results store sees them: each cell's state, and a model x task grid per sweep.
 
-A run made for a sweep cell (`densecap_eval.sweep`) records in its run card the sweep's name,
+A run made for a sweep cell (`densecap_eval.run.sweep`) records in its run card the sweep's name,
 the cell's id and the grid options that set the cell apart (`RunCard.sweep`, ``cell``,
 ``cell_options``). `cell_runs` picks, per cell id, the run that decides the cell's state: its
 newest complete run, else its newest run of any status. `sweep_grids` lays the cells out as one

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from densecap_eval.errors import UnknownNameError
-from densecap_eval.registry import Registry
+from densecap_eval.core.errors import UnknownNameError
+from densecap_eval.core.registry import Registry
 from densecap_eval.scorers.base import (
     EmbeddingScorer,
     PairScorer,

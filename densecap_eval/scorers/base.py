@@ -14,14 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
+from densecap_eval.core.config import PRECISIONS, TEXT_POLICIES, Precision, TextPolicy  # noqa: F401  (re-exported)
+
 if TYPE_CHECKING:
     import torch
     from PIL import Image
-
-TextPolicy = Literal["truncate", "chunk-mean", "error"]
-TEXT_POLICIES: tuple[str, ...] = ("truncate", "chunk-mean", "error")
-Precision = Literal["fp32", "fp16", "bf16"]
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 
 
 @dataclass(frozen=True)

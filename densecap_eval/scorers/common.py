@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from densecap_eval.errors import ModelLoadError
-from densecap_eval.hashing import file_sha256, files_sha256
+from densecap_eval.core.errors import ModelLoadError
+from densecap_eval.core.hashing import file_sha256, files_sha256
 from densecap_eval.scorers.base import (
     PRECISIONS,
     Precision,

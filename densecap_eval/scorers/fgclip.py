@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from densecap_eval.errors import ModelLoadError
+from densecap_eval.core.errors import ModelLoadError
 from densecap_eval.scorers.base import Precision, TextPolicy
 from densecap_eval.scorers.common import TwoTowerScorer, provenance, short_hash, spec_loader
 from densecap_eval.scorers.hf import TokenizerIds, config_identity, quiet_length_warning

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from densecap_eval.errors import ModelLoadError
+from densecap_eval.core.errors import ModelLoadError
 from densecap_eval.scorers.base import Precision, TextPolicy
 from densecap_eval.scorers.common import TwoTowerScorer, provenance, short_hash, spec_loader
 from densecap_eval.scorers.fgclip import position_table

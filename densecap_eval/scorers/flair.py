@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from densecap_eval.errors import ModelLoadError
+from densecap_eval.core.errors import ModelLoadError
 from densecap_eval.scorers.base import Precision, TextEncoding, TextPolicy
 from densecap_eval.scorers.common import spec_loader
 from densecap_eval.scorers.hubfile import resolve_checkpoint

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from densecap_eval.errors import ModelLoadError
+from densecap_eval.core.errors import ModelLoadError
 from densecap_eval.scorers.base import Precision, TextPolicy
 from densecap_eval.scorers.common import spec_loader
 from densecap_eval.scorers.hubfile import resolve_checkpoint

@@ -17,8 +17,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from densecap_eval.errors import ModelLoadError
-from densecap_eval.paths import default_cache_dir
+from densecap_eval.core.errors import ModelLoadError
+from densecap_eval.core.paths import default_cache_dir
 from densecap_eval.scorers.base import Precision, TextPolicy
 from densecap_eval.scorers.common import (
     TwoTowerScorer,

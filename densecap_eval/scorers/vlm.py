@@ -66,7 +66,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from densecap_eval.errors import ModelLoadError
+from densecap_eval.core.errors import ModelLoadError
 from densecap_eval.scorers import vlm_common as common
 from densecap_eval.scorers import vlm_families as families
 

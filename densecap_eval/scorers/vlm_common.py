@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl
 
-from densecap_eval.batching import BatchBackoff, default_batch_size
-from densecap_eval.errors import ModelLoadError, TextTooLongError
-from densecap_eval.hashing import files_sha256
+from densecap_eval.core.batching import BatchBackoff, default_batch_size
+from densecap_eval.core.errors import ModelLoadError, TextTooLongError
+from densecap_eval.core.hashing import files_sha256
 
 if TYPE_CHECKING:
     import torch
@@ -102,7 +102,7 @@ def weights_fingerprint(path: str, config: Any, extra: dict[str, Any]) -> str:
     """sha256 of the config, the model files' CONTENT (local folder or hub snapshot), options.
 
     Content, not names and sizes: weights replaced by others of the same shape change it.
-    Hashes are memoised on disk (`densecap_eval.hashing`), so the second run only stats files.
+    Hashes are memoised on disk (`densecap_eval.core.hashing`), so the second run only stats files.
     """
     from densecap_eval.scorers.common import hub_weights_identity
 

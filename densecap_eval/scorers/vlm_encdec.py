@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from densecap_eval.errors import ModelLoadError
+from densecap_eval.core.errors import ModelLoadError
 from densecap_eval.scorers import vlm_common as common
 
 if TYPE_CHECKING:

@@ -35,8 +35,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from densecap_eval.errors import ModelLoadError
-from densecap_eval.hashing import files_sha256
+from densecap_eval.core.errors import ModelLoadError
+from densecap_eval.core.hashing import files_sha256
 from densecap_eval.scorers import vlm_common as common
 
 if TYPE_CHECKING:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from densecap_eval.core.errors import DensecapError
 from densecap_eval.datasets.dci.layout import PHOTOS_DIR, RECORDS_DIR, RELEASE_DIR, SPLITS_FILE
-from densecap_eval.errors import DensecapError
 from densecap_eval.synth.records import build_record, scene_for
 
 log = logging.getLogger(__name__)

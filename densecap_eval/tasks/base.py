@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from densecap_eval.errors import DensecapError
+from densecap_eval.core.errors import DensecapError
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from densecap_eval.core.errors import DensecapError
 from densecap_eval.datasets.records import SkippedImage
-from densecap_eval.errors import DensecapError
+from densecap_eval.datasets.regions import Region
 from densecap_eval.metrics.bootstrap import cluster_bootstrap_cis
-from densecap_eval.regions import Region
 from densecap_eval.tasks.base import DiffPositionFn, ci_lists
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ A `NegativesTask` is declared data, like a `RetrievalTask`: which dataset, which
 each record (``text_kind``), the peer's text rule (``text_rule``, `TEXT_RULES`), which split
 and how many records (``limit``: the first N). Where the negatives come from (``source``):
 
-- ``"generated"``: the record's description is the positive; `densecap_eval.textedits` makes
+- ``"generated"``: the record's description is the positive; `densecap_eval.tasks.textedits` makes
   the negatives (``kinds``, ``per_kind`` of each; seeded per record from (run seed, record id)
   with sha256, so a run is the same everywhere). Datasets with no negatives of their own get
   ``<ds>/negatives`` this way.
@@ -47,8 +47,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
+from densecap_eval.core.errors import BadRecordError, DensecapError
 from densecap_eval.datasets.records import ImageRecord, SkippedImage, Text
-from densecap_eval.errors import BadRecordError, DensecapError
+from densecap_eval.datasets.regions import Region
 from densecap_eval.metrics.bootstrap import cluster_bootstrap_cis
 from densecap_eval.metrics.length import (
     DEFAULT_END_TOKENS,
@@ -60,9 +61,8 @@ from densecap_eval.metrics.length import (
     position_labels,
     reference_token_counts,
 )
-from densecap_eval.regions import Region
 from densecap_eval.tasks.base import DiffPositionFn, accuracy, breakdown, ci_lists
-from densecap_eval.textedits import EDIT_KINDS, generate_negatives, stable_seed
+from densecap_eval.tasks.textedits import EDIT_KINDS, generate_negatives, stable_seed
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -424,35 +424,3 @@ def _with_invisible(
     for bucket, row in rows.items():
         row["invisible"] = int((invisible & (label_arr == bucket)).sum())
     return rows
-
-
-DOCCI_NEGATIVES = NegativesTask(
-    "docci/negatives",
-    "generated",
-    "generated negatives (colour, number, spatial, object, binding) of DOCCI's descriptions",
-    dataset="docci",
-    default_split="test",
-)
-IIW_NEGATIVES = NegativesTask(
-    "iiw/negatives",
-    "generated",
-    "generated negatives of IIW's descriptions (LoTLIP's text rule)",
-    dataset="iiw",
-    text_rule="lotlip",
-)
-URBAN1K_NEGATIVES = NegativesTask(
-    "urban1k/negatives",
-    "generated",
-    "generated negatives of Urban1k's captions (the first line, as Long-CLIP reads them)",
-    dataset="urban1k",
-    text_rule="first-line",
-)
-SHAREGPT4V_NEGATIVES = NegativesTask(
-    "sharegpt4v/negatives",
-    "generated",
-    "generated negatives of the first 1,000 ShareGPT4V share-captioner captions",
-    dataset="sharegpt4v",
-    default_split="share-captioner",
-    limit=1000,
-    text_rule="newline-to-space",
-)

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from densecap_eval.core.errors import BadRecordError, DensecapError
 from densecap_eval.datasets.records import ImageRecord, SkippedImage
-from densecap_eval.errors import BadRecordError, DensecapError
+from densecap_eval.datasets.regions import Region
 from densecap_eval.metrics import dci as dci_metrics
 from densecap_eval.metrics.bootstrap import cluster_bootstrap_cis
 from densecap_eval.metrics.length import (
@@ -35,7 +36,6 @@ from densecap_eval.metrics.length import (
     length_reference,
     reference_token_counts,
 )
-from densecap_eval.regions import Region
 from densecap_eval.tasks.base import DiffPositionFn, accuracy, breakdown, ci_lists
 
 if TYPE_CHECKING:

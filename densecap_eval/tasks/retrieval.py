@@ -41,8 +41,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from densecap_eval.core.errors import BadRecordError, DensecapError
 from densecap_eval.datasets.records import SkippedImage
-from densecap_eval.errors import BadRecordError, DensecapError
+from densecap_eval.datasets.regions import Region
 from densecap_eval.metrics.bootstrap import cluster_bootstrap_cis
 from densecap_eval.metrics.length import (
     LENGTH_BUCKETS,
@@ -52,7 +53,6 @@ from densecap_eval.metrics.length import (
 )
 from densecap_eval.metrics.retrieval import RECALL_KS, GalleryRanks, check_ties, recalls
 from densecap_eval.metrics.retrieval_stream import StreamedGallery, stream_gallery
-from densecap_eval.regions import Region
 from densecap_eval.tasks.base import DiffPositionFn, breakdown, ci_lists
 
 if TYPE_CHECKING:
@@ -347,21 +347,3 @@ class _RerankPlan:
 def _tie_counts(ranks: GalleryRanks) -> dict[str, int]:
     """``i2t_tied`` / ``t2i_tied``: queries whose rank depends on the tie rule."""
     return {"i2t_tied": int(ranks.i2t_tied.sum()), "t2i_tied": int(ranks.t2i_tied.sum())}
-
-
-DCI_RETRIEVAL = RetrievalTask(
-    "dci/retrieval",
-    "lotlip",
-    "LoTLIP long-caption retrieval: every photo, short + extra caption, R@1/5/10 both ways",
-    dataset="dci",
-    text_kind="caption",
-    text_rule="lotlip",
-)
-DCI_RETRIEVAL_FULL = RetrievalTask(
-    "dci/retrieval-full",
-    "dci-full",
-    "retrieval with the full DCI description (captions of every mask included)",
-    dataset="dci",
-    text_kind="full",
-    text_rule="raw",
-)

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from densecap_eval.core.errors import DatasetError, DownloadError, UnknownNameError
 from densecap_eval.datasets.dci.layout import (
     PHOTOS_DIR,
     RECORDS_DIR,
@@ -32,7 +33,6 @@ from densecap_eval.datasets.dci.layout import (
     SPLITS_FILE,
     read_splits,
 )
-from densecap_eval.errors import DatasetError, DownloadError, UnknownNameError
 
 logger = logging.getLogger(__name__)
 

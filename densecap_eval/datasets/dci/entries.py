@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from densecap_eval.core.errors import BadRecordError, UnknownNameError
 from densecap_eval.datasets.dci.masks import SUBCROP_MIN_SIZE
 from densecap_eval.datasets.dci.negatives import NegativeError, select_negative
 from densecap_eval.datasets.dci.records import (
@@ -27,8 +28,7 @@ from densecap_eval.datasets.dci.records import (
 )
 from densecap_eval.datasets.photos import photo_size
 from densecap_eval.datasets.records import SkippedImage
-from densecap_eval.errors import BadRecordError, UnknownNameError
-from densecap_eval.regions import Box, Region
+from densecap_eval.datasets.regions import Box, Region
 
 logger = logging.getLogger(__name__)
 

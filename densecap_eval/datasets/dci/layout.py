@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from densecap_eval.errors import DatasetError
+from densecap_eval.core.errors import DatasetError
 
 RELEASE_DIR = "densely_captioned_images"
 SPLITS_FILE = "splits.json"

@@ -14,6 +14,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from densecap_eval.core.errors import BadRecordError, DatasetError
+from densecap_eval.core.paths import get_data_hint
 from densecap_eval.datasets.base import DatasetBase
 from densecap_eval.datasets.dci.layout import (
     PHOTOS_DIR,
@@ -25,8 +27,6 @@ from densecap_eval.datasets.dci.layout import (
 from densecap_eval.datasets.dci.masks import parse_mask
 from densecap_eval.datasets.dci.records import DCIRecord, Mask
 from densecap_eval.datasets.records import ImageRecord, Text
-from densecap_eval.errors import BadRecordError, DatasetError
-from densecap_eval.paths import get_data_hint
 
 _REQUIRED_TEXT = ("image", "short_caption", "extra_caption")
 

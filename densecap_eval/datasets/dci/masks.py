@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from densecap_eval.core.errors import BadRecordError
 from densecap_eval.datasets.dci.records import Bounds, Mask
-from densecap_eval.errors import BadRecordError
 
 SUBCROP_MIN_SIZE = 224
 """A mask is a subcrop when its raw bounds are at least this wide AND this high."""

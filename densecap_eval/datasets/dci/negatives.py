@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 
-from densecap_eval.errors import DensecapError
+from densecap_eval.core.errors import DensecapError
 
 SOURCES: tuple[str, ...] = ("swaps", "layout", "basic", "any")
 STRATEGIES: tuple[str, ...] = ("first", "rand", "hardest")

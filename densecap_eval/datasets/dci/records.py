@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from densecap_eval.regions import Region
+from densecap_eval.datasets.regions import Region
 
 NegativeSource = Literal["swaps", "layout", "basic", "any"]
 NegativeStrategy = Literal["first", "rand", "hardest"]

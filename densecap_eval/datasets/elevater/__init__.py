@@ -16,3 +16,20 @@
 
 docs/elevater.md describes the protocols.
 """
+
+from __future__ import annotations
+
+from densecap_eval.datasets import DATASETS, DOWNLOADERS
+from densecap_eval.datasets.elevater import catalog
+from densecap_eval.tasks import TASKS
+
+DATASETS.register("elevater", f"{__name__}.loader:ElevaterDataset")
+DATASETS.register("clip_benchmark", f"{__name__}.wds:ClipBenchmarkDataset")
+DOWNLOADERS.register("elevater", f"{__name__}.download:download")
+for _key in catalog.dataset_keys():
+    TASKS.register(f"elevater/{_key}", f"{__name__}.tasks:{_key}")
+    # CLIP_benchmark has no Hateful Memes or Food-101 copy in its wds collection.
+    if _key not in ("hateful-memes", "food101"):
+        TASKS.register(f"clip_benchmark/{_key}", f"{__name__}.cb_tasks:{_key}")
+TASKS.register("elevater", f"{__name__}.tasks:SUITE")
+TASKS.register("clip_benchmark", f"{__name__}.cb_tasks:SUITE")

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from densecap_eval.core.errors import DensecapError, TaskUnavailableError
 from densecap_eval.datasets.elevater.tasks import classifier
 from densecap_eval.datasets.elevater.wds import CLIP_BENCHMARK_NAMES, folder_name
 from densecap_eval.datasets.records import SkippedImage
-from densecap_eval.errors import DensecapError, TaskUnavailableError
-from densecap_eval.regions import Region
+from densecap_eval.datasets.regions import Region
 from densecap_eval.tasks.base import DiffPositionFn, TaskSuite
 
 if TYPE_CHECKING:

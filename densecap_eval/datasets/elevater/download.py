@@ -38,8 +38,8 @@ def download(
     progress: bool = True,
 ) -> str:
     """Fetch nothing; say which of the 20 test splits are under ``root`` and how to get the rest."""
+    from densecap_eval.core.errors import DownloadError
     from densecap_eval.datasets.dci.download import DownloadMessage
-    from densecap_eval.errors import DownloadError
 
     del progress
     if url is not None or sha256 is not None:

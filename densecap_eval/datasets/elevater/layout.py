@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from densecap_eval.core.errors import BadRecordError, DatasetError
 from densecap_eval.datasets.elevater.catalog import ElevaterSpec
 from densecap_eval.datasets.guards import unsafe_reason
-from densecap_eval.errors import BadRecordError, DatasetError
 
 Skip = Callable[[BadRecordError], object]
 

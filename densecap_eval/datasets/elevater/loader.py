@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from densecap_eval.core.errors import BadRecordError
 from densecap_eval.datasets.base import DatasetBase
 from densecap_eval.datasets.elevater import catalog, layout
 from densecap_eval.datasets.elevater.photos import ELEVATER_SIZE, ZipPhotos
 from densecap_eval.datasets.records import ImageRecord
-from densecap_eval.errors import BadRecordError
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +41,7 @@ class ElevaterDataset(DatasetBase):
             hint="point --data-root at ELEVATER's DATASET.ROOT (the folder holding "
             "classification/); `densecap-eval download elevater` says how to fill it",
         )
-        from densecap_eval.paths import default_cache_dir
+        from densecap_eval.core.paths import default_cache_dir
 
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self._samples: dict[str, list[ZeroShotSample]] = {}

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from densecap_eval.errors import BadRecordError, DatasetError
+from densecap_eval.core.errors import BadRecordError, DatasetError
 
 ELEVATER_SIZE = 224  # TRAIN.IMAGE_SIZE of ELEVATER's default config
 

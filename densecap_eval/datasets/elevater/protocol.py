@@ -20,7 +20,7 @@ import html
 import re
 from typing import Any
 
-from densecap_eval.config import PROTOCOLS
+from densecap_eval.core.config import PROTOCOLS
 from densecap_eval.datasets.elevater.photos import ELEVATER_SIZE
 
 __all__ = [
@@ -81,7 +81,7 @@ def protocol_scorer(scorer: Any, protocol: str) -> Any:
     """``scorer`` as the protocol scores with it (itself for ``default``)."""
     if protocol == "elevater-dci":
         if getattr(scorer, "kind", "embedding") != "embedding":
-            from densecap_eval.config import ConfigError
+            from densecap_eval.core.config import ConfigError
 
             raise ConfigError(
                 f"--protocol elevater-dci needs an embedding scorer, not {scorer.spec}"
@@ -94,7 +94,7 @@ def check_protocol(tasks: list[str], protocol: str) -> None:
     """`ConfigError` when a non-default protocol meets a task it does not apply to."""
     if protocol == "default":
         return
-    from densecap_eval.config import ConfigError
+    from densecap_eval.core.config import ConfigError
     from densecap_eval.tasks import get_task
 
     others = [n for n in tasks if not getattr(get_task(n), "takes_protocol", False)]

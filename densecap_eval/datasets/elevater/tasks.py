@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from densecap_eval.core.errors import DensecapError, TaskUnavailableError
 from densecap_eval.datasets.elevater import catalog
 from densecap_eval.datasets.elevater.protocol import PROTOCOLS, elevater_clean
 from densecap_eval.datasets.records import SkippedImage
-from densecap_eval.errors import DensecapError, TaskUnavailableError
-from densecap_eval.regions import Region
+from densecap_eval.datasets.regions import Region
 from densecap_eval.tasks.base import DiffPositionFn, TaskSuite
 
 if TYPE_CHECKING:

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from densecap_eval.core.errors import BadRecordError, DatasetError
 from densecap_eval.datasets.base import DatasetBase
 from densecap_eval.datasets.elevater.loader import ZeroShotSample
 from densecap_eval.datasets.photos import check_image_bytes
 from densecap_eval.datasets.records import ImageRecord
-from densecap_eval.errors import BadRecordError, DatasetError
 
 CLIP_BENCHMARK_NAMES: dict[str, str] = {
     "cifar10": "vtab/cifar10", "cifar100": "vtab/cifar100", "caltech101": "vtab/caltech101",
@@ -75,7 +75,7 @@ class ClipBenchmarkDataset(DatasetBase):
         super().__init__(root, strict=strict,
                          hint="point --data-root at the folder holding CLIP_benchmark's wds_<name> "
                          "copies (e.g. a clone of the Hub's clip-benchmark/wds_vtab-cifar10)")  # fmt: skip
-        from densecap_eval.paths import default_cache_dir
+        from densecap_eval.core.paths import default_cache_dir
 
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self._splits: dict[str, WdsSplit] = {}

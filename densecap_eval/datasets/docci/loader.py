@@ -1,0 +1,321 @@
+"""Read the DOCCI release: ``<root>/docci_descriptions.jsonlines`` and ``<root>/images/``.
+
+The layout is the published one (https://storage.googleapis.com/docci/data/): the descriptions
+file holds one JSON object a line, ``{"example_id", "split", "image_file", "description"}``;
+``docci_images.tar.gz`` extracts to ``images/<image_file>``. Records whose split starts with
+``aar`` (none in the published descriptions; the AAR photos are unannotated) would take their
+photo from ``images_aar/`` (``docci_images_aar.tar.gz``). Splits are the ``split`` values in
+order of first appearance (train, test, qual_dev, qual_test in the release); records come in
+file order. The description is given exactly as stored: ``docci/retrieval`` uses the 5,000
+``test`` records with it unchanged.
+
+The file is scanned once when the dataset is opened (split names, and whether it is JSON Lines
+at all); records are parsed again, one line at a time, when iterated, so memory stays flat. A
+bad line (invalid JSON, a missing field, an empty description) is skipped loudly with its line
+number, or raises under ``strict``. No photo is opened here.
+
+`download` fetches what the release serves without an account, checked against a sha256 (see
+its doc); the JSON Lines reading helpers here are shared with the IIW loader.
+
+Bad input (docs/data.md, one policy for every family): the descriptions file missing, empty or
+with no JSON object on any line is `DatasetError` (exit 1); a line that is not UTF-8, not JSON or
+not an object, a field missing or not text, an empty description, an ``example_id`` listed twice
+(compared after Unicode NFC) or an ``image_file`` that is not a plain file name is one bad record,
+skipped and named (``line N`` or the id); photos are checked by the task; BOM and CRLF are read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeGuard
+
+from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
+from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.guards import SeenIds, iter_json_lines
+from densecap_eval.datasets.records import ImageRecord, Text
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTIONS_FILE = "docci_descriptions.jsonlines"
+METADATA_FILE = "docci_metadata.jsonlines"
+IMAGES_DIR = "images"
+AAR_IMAGES_DIR = "images_aar"
+
+RELEASE_URL = "https://storage.googleapis.com/docci/data"
+DESCRIPTIONS_URL = f"{RELEASE_URL}/{DESCRIPTIONS_FILE}"
+IMAGES_URL = f"{RELEASE_URL}/docci_images.tar.gz"  # 7.1 GB, extracts to images/
+AAR_IMAGES_URL = f"{RELEASE_URL}/docci_images_aar.tar.gz"  # 3.6 GB, extracts to images_aar/
+
+# sha256 of the published files, by URL. Google's bucket publishes only md5/crc32c (no sha256)
+# and none was verified here, so none is pinned: every DOCCI download needs --sha256. A value
+# added here must come from the actual file, never from pooch printing what it downloaded.
+KNOWN_SHA256: dict[str, str] = {}
+
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+_JSONL_SUFFIXES = (".jsonlines", ".jsonl")
+_FIELDS = ("example_id", "split", "image_file", "description")
+
+
+# --- JSON Lines (shared with iiw.py) -----------------------------------------------------------
+
+
+def check_json_lines(path: Path, *, hint: str) -> Iterator[dict[str, Any]]:
+    """The objects of ``path`` (a whole-input check, not the records): `DatasetError` naming the
+    file, the first problem and ``hint`` when no line holds a JSON object."""
+    first_problem: str | None = None
+    found = 0
+    for number, value, problem in iter_json_lines(path):
+        if value is None:
+            first_problem = first_problem or f"line {number}: {problem}"
+            continue
+        found += 1
+        yield value
+    if not found:
+        what = f"first problem: {first_problem}" if first_problem else "the file is empty"
+        raise DatasetError(
+            f"{path} is not JSON Lines (no line holds a JSON object; {what}); {hint}"
+        )
+
+
+def plain_file_name(name: object) -> TypeGuard[str]:
+    """Whether ``name`` is a non-empty string naming a file directly inside a folder."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and "\0" not in name
+    )
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of an annotation file (`densecap_eval.core.hashing`, memoised); a read error is the
+    dataset's problem, named with the file."""
+    from densecap_eval.core.hashing import file_sha256 as sha256_of
+
+    try:
+        return sha256_of(path, persist=False)
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+# --- the dataset ------------------------------------------------------------------------------
+
+
+def _hint(root: Path) -> str:
+    return (
+        f"get it with `densecap-eval download docci --root {root}` (or from {DESCRIPTIONS_URL}); "
+        f"the photos go in {root / IMAGES_DIR}/ (docci_images.tar.gz, 7.1 GB, {IMAGES_URL})"
+    )
+
+
+class DOCCIDataset(DatasetBase):
+    """The DOCCI release under ``root`` (the folder holding docci_descriptions.jsonlines)."""
+
+    name = "docci"
+    title = "DOCCI"
+
+    def __init__(self, root: str | Path, *, strict: bool = False) -> None:
+        super().__init__(root, strict=strict, hint=_hint(Path(root)))
+        self.annotations = self.root / DESCRIPTIONS_FILE
+        if not self.annotations.is_file():
+            raise DatasetError(f"{self.annotations} not found; {_hint(self.root)}")
+        names: dict[str, None] = {}
+        for value in check_json_lines(self.annotations, hint=_hint(self.root)):
+            split = value.get("split")
+            if isinstance(split, str) and split:
+                names.setdefault(split)
+        if not names:
+            raise DatasetError(
+                f"{self.annotations} has no record with a `split`: is it DOCCI's "
+                f"{DESCRIPTIONS_FILE}? {_hint(self.root)}"
+            )
+        self._splits = list(names)
+
+    def splits(self) -> list[str]:
+        """Split names in order of first appearance in the descriptions file."""
+        return list(self._splits)
+
+    def _check_split(self, split: str) -> None:
+        if split not in self._splits:
+            raise DatasetError(
+                f"unknown split {split!r} in {self.annotations} (known: {', '.join(self._splits)})"
+            )
+
+    def photo_dir(self, split: str) -> Path:
+        return self.root / (AAR_IMAGES_DIR if split.startswith("aar") else IMAGES_DIR)
+
+    def fingerprint(self, splits: Sequence[str]) -> str:
+        """sha256 of the descriptions file's bytes and the sorted split names."""
+        for split in splits:
+            self._check_split(split)
+        digest = hashlib.sha256(b"docci\0")
+        digest.update(file_sha256(self.annotations).encode())
+        digest.update(json.dumps(sorted(set(splits))).encode("utf-8"))
+        return digest.hexdigest()
+
+    def records(self, split: str | None = None) -> Iterator[ImageRecord]:
+        """Records of ``split`` (every split when None) in file order; see the module doc."""
+        wanted = [split] if split is not None else self.splits()
+        for name in wanted:
+            self._check_split(name)
+        for folder in dict.fromkeys(self.photo_dir(name) for name in wanted):
+            if not folder.is_dir():
+                source = AAR_IMAGES_URL if folder.name == AAR_IMAGES_DIR else IMAGES_URL
+                raise DatasetError(
+                    f"{folder} not found: the DOCCI photos are {posixpath.basename(source)} "
+                    f"({source}); extract it into {self.root} (it holds {folder.name}/), e.g. "
+                    f"`densecap-eval download docci --root {self.root} --url {source} "
+                    "--sha256 HEX`"
+                )
+        return self._iter(set(wanted))
+
+    def _iter(self, wanted: set[str]) -> Iterator[ImageRecord]:
+        seen = SeenIds("example_id")
+        where = DESCRIPTIONS_FILE
+        for number, value, problem in iter_json_lines(self.annotations):
+            if value is None:
+                self.skip(BadRecordError(f"line {number}", f"{where} line {number}: {problem}"))
+                continue
+            split = value.get("split")
+            if isinstance(split, str) and split and split not in wanted:
+                continue  # another split's record: not checked here
+            try:
+                record = self._parse(number, value)
+                seen.check(record.id, where=f"{where} line {number}")
+            except BadRecordError as exc:
+                self.skip(exc)
+                continue
+            yield record
+
+    def _parse(self, number: int, raw: Mapping[str, Any]) -> ImageRecord:
+        example_id = raw.get("example_id")
+        image = example_id if isinstance(example_id, str) and example_id else f"line {number}"
+        where = f"{DESCRIPTIONS_FILE} line {number}"
+        missing = [f for f in _FIELDS if f not in raw]
+        if missing:
+            raise BadRecordError(image, f"{where}: missing field(s) {', '.join(missing)}")
+        for field in _FIELDS:
+            if not isinstance(raw[field], str):
+                raise BadRecordError(image, f"{where}: {field} is not a string: {raw[field]!r}")
+        if not example_id or not raw["split"]:
+            raise BadRecordError(image, f"{where}: empty example_id or split")
+        if not plain_file_name(raw["image_file"]):
+            raise BadRecordError(
+                image, f"{where}: image_file {raw['image_file']!r} is not a file name"
+            )
+        description = raw["description"]
+        if not description.strip():
+            raise BadRecordError(image, f"{where}: empty description")
+        split = raw["split"]
+        return ImageRecord(
+            id=image,
+            image=self.photo_dir(split) / raw["image_file"],
+            texts=(Text(description, role="description", kind="caption"),),
+            split=split,
+            meta={"line": number},
+        )
+
+
+# --- download ---------------------------------------------------------------------------------
+
+
+def download(
+    root: str | os.PathLike[str],
+    *,
+    url: str | None = None,
+    sha256: str | None = None,
+    progress: bool = True,
+) -> str:
+    """Fetch one DOCCI file into ``root`` with its sha256 checked; returns what was fetched and
+    what is left to do by hand.
+
+    ``url`` defaults to the descriptions file; a ``.jsonlines`` file is put in ``root`` under
+    its release name, a ``.tar.gz`` (``docci_images.tar.gz``, ``docci_images_aar.tar.gz``) is
+    extracted safely and its ``images/`` / ``images_aar/`` folder installed in ``root``. No
+    sha256 is pinned for the release (`KNOWN_SHA256`), so ``sha256`` is required: a bad
+    checksum deletes the download and installs nothing. Downloads stay in ``root/.downloads/``.
+    """
+    from densecap_eval.datasets.dci.download import (
+        DOWNLOADS_DIR,
+        DownloadMessage,
+        extract_safely,
+        fetch_archive,
+        replace_path,
+    )
+
+    root = Path(root).expanduser()
+    url = url or DESCRIPTIONS_URL
+    digest = sha256 or KNOWN_SHA256.get(url)
+    fname = posixpath.basename(url.split("?", 1)[0])
+    if digest is None:
+        raise DownloadError(
+            f"no sha256 is pinned for {url} (the DOCCI release publishes none): pass "
+            "--sha256 HEX, the checksum of that file from a copy you trust, or put the file "
+            f"in {root} by hand"
+        )
+    is_archive = fname.endswith(_ARCHIVE_SUFFIXES)
+    if not (is_archive or fname.endswith(_JSONL_SUFFIXES)):
+        raise DownloadError(
+            f"{url}: expected a .jsonlines file or a .tar.gz of photos, not {fname!r}"
+        )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(f"cannot create the data root {root}: {exc.strerror or exc}") from None
+    downloads = root / DOWNLOADS_DIR
+    fetched = fetch_archive(url, digest, downloads=downloads, progress=progress)
+    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
+    try:
+        if is_archive:
+            content = staging / "content"
+            content.mkdir()
+            extract_safely(fetched, content)
+            installed = [d for d in (IMAGES_DIR, AAR_IMAGES_DIR) if (content / d).is_dir()]
+            if not installed:
+                raise DownloadError(
+                    f"{fname} holds no {IMAGES_DIR}/ or {AAR_IMAGES_DIR}/ folder: is it "
+                    "docci_images.tar.gz?"
+                )
+            for folder in installed:
+                replace_path(content / folder, root / folder)
+            what = " and ".join(f"{root / d}/" for d in installed)
+            done = [f"extracted {fname} into {what} (the archive stays in {downloads}/)"]
+        else:
+            target = METADATA_FILE if fname == METADATA_FILE else DESCRIPTIONS_FILE
+            shutil.copyfile(fetched, staging / target)
+            os.replace(staging / target, root / target)
+            done = [f"fetched {fname} into {root / target}"]
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("%s", done[0])
+    todo = _still_to_do(root)
+    if not todo:
+        return DownloadMessage("\n".join([*done, f"{root} is ready for docci/retrieval"]))
+    return DownloadMessage("\n".join(done), "\n".join(["still to do by hand:", *todo]))
+
+
+def _still_to_do(root: Path) -> list[str]:
+    """The manual steps left for a DOCCI root (empty when it is complete for docci/retrieval)."""
+    steps: list[str] = []
+    if not (root / DESCRIPTIONS_FILE).is_file():
+        steps.append(
+            f"- the descriptions: `densecap-eval download docci --root {root} --sha256 HEX` "
+            f"({DESCRIPTIONS_URL}, 10.5 MB)"
+        )
+    if not (root / IMAGES_DIR).is_dir():
+        steps.append(
+            f"- the photos (not fetched by default: 7.1 GB, public, no account): "
+            f"`densecap-eval download docci --root {root} --url {IMAGES_URL} --sha256 HEX`, or "
+            f"fetch it yourself and run `tar -xzf docci_images.tar.gz -C {root}` "
+            f"(gives {root / IMAGES_DIR}/)"
+        )
+    return steps

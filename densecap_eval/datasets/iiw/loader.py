@@ -1,0 +1,326 @@
+"""Read ImageInWords (IIW) as LoTLIP and FLAIR evaluate it: the 612-image retrieval pool.
+
+Annotations: the GitHub release ``google/imageinwords``, one ``data.jsonl`` per subset, read
+from ``<root>/<subset>/data.jsonl`` (FLAIR's layout) or ``<root>/datasets/<subset>/data.jsonl``
+(the repository's, where `download` puts them); when both exist they must be identical. Only
+the three subsets of the pool are read, in the pool's order, and each is a split:
+
+- ``DOCCI_Test`` (100): text ``IIW``, photo name ``image`` (``test_00731``, no extension);
+- ``IIW-400`` (400): text ``IIW``, photo name ``image/key`` (``aar_test_04600``);
+- ``DCI_Test`` (112): text ``IIW``, photo name ``image`` (``sa_1545038.jpg``).
+
+As LoTLIP's ``iiw_retrieval_dataset`` does, the name is ``image`` if present, else
+``image/key``, with ``.jpg`` appended when the name does not contain ``.jpg``; the photo is
+``<root>/docci/<name>``, ``<root>/docci_aar/<name>`` or ``<root>/dci/<name>`` by subset. With
+no split, records are the whole pool (DOCCI_Test, IIW-400, DCI_Test: 612), which is what
+``iiw/retrieval`` evaluates; ``--split IIW-400`` narrows it to one subset. A record's id is
+``<subset>/<name>``. The ``IIW`` text is given exactly as stored (``\\n\\n`` paragraph breaks and
+surrounding spaces included); the task applies LoTLIP's split/rejoin.
+
+A bad line (invalid JSON, no text, no photo name) is skipped loudly naming the subset file and
+line, or raises under ``strict``; missing files or folders raise `DatasetError` with the fix.
+
+Bad input (docs/data.md): a subset file missing or with no JSON object on any line is
+`DatasetError` (exit 1); a bad line, a missing or non-string text, a photo name that is not a
+plain file name or a photo listed twice (after NFC) is one bad record, skipped and named; BOM and
+CRLF are read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
+from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.docci.loader import (
+    AAR_IMAGES_URL,
+    IMAGES_URL,
+    check_json_lines,
+    file_sha256,
+    plain_file_name,
+)
+from densecap_eval.datasets.guards import SeenIds, iter_json_lines
+from densecap_eval.datasets.records import ImageRecord, Text
+
+SUBSETS = ("DOCCI_Test", "IIW-400", "DCI_Test")  # the pool, in LoTLIP's order
+PHOTO_DIRS = {"DOCCI_Test": "docci", "IIW-400": "docci_aar", "DCI_Test": "dci"}
+ANNOTATIONS_FILE = "data.jsonl"
+GITHUB_DIR = "datasets"
+
+# The annotation files at a fixed commit of google/imageinwords, with the sha256 of the bytes
+# stored at that commit (computed from the repository, not from a download).
+IIW_COMMIT = "96d393777e2528becd8a7afa1389eb4b65084793"
+IIW_BASE_URL = f"https://raw.githubusercontent.com/google/imageinwords/{IIW_COMMIT}/{GITHUB_DIR}"
+IIW_SHA256 = {
+    "DOCCI_Test": "f422b726c1af21a5154282cf8790ce110e03d5c94457d77d7002a50f17c984d1",
+    "IIW-400": "88809dde73731208fa98f72430225a9122c8f7e3c4ebcde98e255d62c5f203f2",
+    "DCI_Test": "59ec2a3b5c3885a3313b73656d57db2bf9861d48e4414b0692833ba9380a2cf1",
+}
+
+
+def _hint(root: Path) -> str:
+    folders = ", ".join(f"{root / PHOTO_DIRS[s]}/" for s in SUBSETS)
+    return (
+        f"get the IIW annotations with `densecap-eval download iiw --root {root}`; "
+        f"the photos go in {folders} (from DOCCI and DCI; the download message says how)"
+    )
+
+
+def photo_name(raw: Mapping[str, Any]) -> object:
+    """LoTLIP's photo name of a record: ``image`` if present, else ``image/key``, with ``.jpg``
+    appended when the name does not contain ``.jpg`` (None when neither key is there)."""
+    name = raw["image"] if "image" in raw else raw.get("image/key")
+    if isinstance(name, str) and name and ".jpg" not in name:
+        name += ".jpg"
+    return name
+
+
+class IIWDataset(DatasetBase):
+    """The IIW retrieval pool under ``root`` (see the module doc for the layout)."""
+
+    name = "iiw"
+    title = "IIW"
+
+    def __init__(self, root: str | Path, *, strict: bool = False) -> None:
+        super().__init__(root, strict=strict, hint=_hint(Path(root)))
+        self._files = {subset: self._find(subset) for subset in SUBSETS}
+        for path in self._files.values():
+            for _ in check_json_lines(path, hint=_hint(self.root)):
+                pass
+
+    def _find(self, subset: str) -> Path:
+        flat = self.root / subset / ANNOTATIONS_FILE
+        github = self.root / GITHUB_DIR / subset / ANNOTATIONS_FILE
+        found = [p for p in (flat, github) if p.is_file()]
+        if not found:
+            raise DatasetError(f"{github} not found (nor {flat}); {_hint(self.root)}")
+        if len(found) == 2 and file_sha256(flat) != file_sha256(github):
+            raise DatasetError(
+                f"{flat} and {github} both exist and differ: keep one of them (which one "
+                f"`densecap-eval download iiw --root {self.root}` would write: {github})"
+            )
+        return found[0]
+
+    def annotation_path(self, subset: str) -> Path:
+        self._check_split(subset)
+        return self._files[subset]
+
+    def splits(self) -> list[str]:
+        """The pool's subsets, in its order (records of all of them: the 612 pool)."""
+        return list(SUBSETS)
+
+    def _check_split(self, split: str) -> None:
+        if split not in SUBSETS:
+            raise DatasetError(
+                f"unknown IIW split {split!r} (known: {', '.join(SUBSETS)}; no split: the pool "
+                "of all three)"
+            )
+
+    def photo_dir(self, subset: str) -> Path:
+        return self.root / PHOTO_DIRS[subset]
+
+    def fingerprint(self, splits: Sequence[str]) -> str:
+        """sha256 of the annotation bytes of ``splits`` (pool order) with their names."""
+        digest = hashlib.sha256(b"iiw\0")
+        chosen = set(splits)
+        for split in chosen:
+            self._check_split(split)
+        for subset in SUBSETS:
+            if subset in chosen:
+                digest.update(subset.encode("utf-8") + b"\0")
+                digest.update(file_sha256(self._files[subset]).encode())
+        return digest.hexdigest()
+
+    def records(self, split: str | None = None) -> Iterator[ImageRecord]:
+        """Records of one subset, or of the pool when ``split`` is None (module doc)."""
+        subsets = [split] if split is not None else list(SUBSETS)
+        for subset in subsets:
+            self._check_split(subset)
+        for subset in subsets:
+            if not self.photo_dir(subset).is_dir():
+                raise DatasetError(
+                    f"{self.photo_dir(subset)} not found: it holds {subset}'s photos; "
+                    f"{_photo_step(self.root, subset)}"
+                )
+        return self._iter(subsets)
+
+    def _iter(self, subsets: list[str]) -> Iterator[ImageRecord]:
+        seen = SeenIds("photo")
+        for subset in subsets:
+            where = f"{subset}/{ANNOTATIONS_FILE}"
+            for number, value, problem in iter_json_lines(self._files[subset]):
+                try:
+                    if value is None:
+                        line = f"{subset} line {number}"
+                        raise BadRecordError(line, f"{where} line {number}: {problem}")
+                    record = self._parse(subset, number, value)
+                    seen.check(record.id, where=f"{where} line {number}")
+                except BadRecordError as exc:
+                    self.skip(exc)
+                    continue
+                yield record
+
+    def _parse(self, subset: str, number: int, raw: Mapping[str, Any]) -> ImageRecord:
+        where = f"{subset}/{ANNOTATIONS_FILE} line {number}"
+        name = photo_name(raw)
+        image = f"{subset}/{name}" if plain_file_name(name) else f"{subset} line {number}"
+        if name is None:
+            raise BadRecordError(image, f"{where}: missing field image (or image/key)")
+        if not plain_file_name(name):
+            raise BadRecordError(image, f"{where}: photo name {name!r} is not a file name")
+        photo = self.photo_dir(subset) / name
+        if "IIW" not in raw:
+            raise BadRecordError(image, f"{where}: missing field IIW")
+        text = raw["IIW"]
+        if not isinstance(text, str):
+            raise BadRecordError(image, f"{where}: IIW is not a string: {text!r}")
+        if not text.strip():
+            raise BadRecordError(image, f"{where}: empty IIW description")
+        return ImageRecord(
+            id=image,
+            image=photo,
+            texts=(Text(text, role="description", kind="caption"),),
+            split=subset,
+            meta={"subset": subset, "line": number},
+        )
+
+
+# --- download ---------------------------------------------------------------------------------
+
+
+def _photo_step(root: Path, subset: str) -> str:
+    """How to fill ``subset``'s photo folder (one line)."""
+    folder = root / PHOTO_DIRS[subset]
+    if subset == "DOCCI_Test":
+        return (
+            f"copy DOCCI's test photos into {folder}/: `mkdir -p {folder} && cp "
+            f"DOCCI_ROOT/images/test_*.jpg {folder}/` (DOCCI_ROOT/images/ comes from "
+            f"docci_images.tar.gz, {IMAGES_URL}; see `densecap-eval download docci`)"
+        )
+    if subset == "IIW-400":
+        return (
+            f"copy DOCCI's AAR photos aar_test_04600 ... aar_test_04999 into {folder}/: "
+            f"`mkdir -p {folder} && cp DOCCI_ROOT/images_aar/aar_test_04[6-9]??.jpg {folder}/` "
+            f"(DOCCI_ROOT/images_aar/ comes from docci_images_aar.tar.gz, 3.6 GB, "
+            f"{AAR_IMAGES_URL}; LoTLIP's data_preprocess.py copies aar_train_<same number>.jpg "
+            "under the aar_test_ name when the aar_test_ file is absent)"
+        )
+    from densecap_eval.datasets.dci.download import SA1B_ARCHIVE, SA1B_URL
+
+    return (
+        f"copy DCI's photos into {folder}/: `mkdir -p {folder} && cp "
+        f"DCI_ROOT/densely_captioned_images/photos/sa_*.jpg {folder}/` or "
+        f"`tar -xf {SA1B_ARCHIVE} -C {folder} --wildcards '*.jpg'` (the SA-1B archive, from "
+        f"{SA1B_URL} after accepting its licence)"
+    )
+
+
+def _subset_of(url: str) -> str:
+    parts = url.split("?", 1)[0].rstrip("/").split("/")
+    if len(parts) >= 2 and parts[-1] == ANNOTATIONS_FILE and parts[-2] in SUBSETS:
+        return parts[-2]
+    raise DownloadError(
+        f"{url}: --url must name one subset's file, .../<subset>/{ANNOTATIONS_FILE} with "
+        f"<subset> one of {', '.join(SUBSETS)}"
+    )
+
+
+def download(
+    root: str | os.PathLike[str],
+    *,
+    url: str | None = None,
+    sha256: str | None = None,
+    progress: bool = True,
+) -> str:
+    """Fetch the IIW annotations into ``root/datasets/<subset>/data.jsonl``, checksum-checked;
+    returns what was fetched and how to fill the photo folders (which come from DOCCI and DCI).
+
+    Without ``url``: the three subsets' files from GitHub at `IIW_COMMIT`, each checked against
+    its pinned sha256 (`IIW_SHA256`); all three are downloaded before any is installed. With
+    ``url`` (a mirror of one file, ``.../<subset>/data.jsonl``): that file, ``sha256`` required.
+    A bad checksum deletes the download and installs nothing.
+    """
+    from densecap_eval.datasets.dci.download import (
+        DOWNLOADS_DIR,
+        DownloadMessage,
+        fetch_archive,
+    )
+
+    root = Path(root).expanduser()
+    if url is None:
+        if sha256 is not None:
+            raise DownloadError(
+                "--sha256 needs --url: the three IIW files have their own pinned checksums"
+            )
+        jobs = [(f"{IIW_BASE_URL}/{s}/{ANNOTATIONS_FILE}", IIW_SHA256[s], s) for s in SUBSETS]
+    else:
+        if sha256 is None:
+            raise DownloadError("--url needs --sha256 (the checksum of the file at that URL)")
+        jobs = [(url, sha256, _subset_of(url))]
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(f"cannot create the data root {root}: {exc.strerror or exc}") from None
+    downloads = root / DOWNLOADS_DIR / "iiw"
+    fetched = [
+        (subset, fetch_archive(u, digest, downloads=downloads / subset, progress=progress))
+        for u, digest, subset in jobs
+    ]
+    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
+    try:
+        for subset, path in fetched:
+            target = root / GITHUB_DIR / subset / ANNOTATIONS_FILE
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, staging / subset)
+            os.replace(staging / subset, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    done = [
+        f"fetched {', '.join(s for s, _ in fetched)} into {root / GITHUB_DIR}/<subset>/"
+        f"{ANNOTATIONS_FILE}"
+    ]
+    present, todo = _photo_report(root)
+    if not todo:
+        return DownloadMessage("\n".join([*done, *present, f"{root} is ready for iiw/retrieval"]))
+    return DownloadMessage("\n".join(done + present), "\n".join(["still to do by hand:", *todo]))
+
+
+def _photo_report(root: Path) -> tuple[list[str], list[str]]:
+    """(per subset: how many of its photos are in place; the steps still to do by hand)."""
+    present_lines: list[str] = []
+    todo: list[str] = []
+    absent = []
+    for subset in SUBSETS:
+        files = [
+            p
+            for p in (
+                root / subset / ANNOTATIONS_FILE,
+                root / GITHUB_DIR / subset / ANNOTATIONS_FILE,
+            )
+            if p.is_file()
+        ]
+        if not files:
+            absent.append(subset)
+            continue
+        names = [
+            photo_name(value) if value is not None else None
+            for _, value, _ in iter_json_lines(files[0])
+        ]
+        folder = root / PHOTO_DIRS[subset]
+        present = sum(1 for n in names if plain_file_name(n) and (folder / n).is_file())
+        present_lines.append(f"{subset}: {present} of {len(names)} photos in {folder}/")
+        if present < len(names):
+            todo.append(f"- {subset}: {_photo_step(root, subset)}")
+    if absent:
+        todo.insert(
+            0,
+            f"- the annotations of {', '.join(absent)}: `densecap-eval download iiw --root "
+            f"{root}` (the files go in {root / GITHUB_DIR}/<subset>/{ANNOTATIONS_FILE})",
+        )
+    return present_lines, todo

@@ -1,0 +1,276 @@
+"""Read SugarCrepe (Hsieh et al., NeurIPS 2023) in its released layout, and fetch its annotations.
+
+The benchmark is the seven files ``data/<category>.json`` of the GitHub repository
+``RAIVNLab/sugar-crepe`` (``data_unrefined/`` is the pre-refinement set, not the benchmark):
+add_obj, add_att, replace_obj, replace_att, replace_rel, swap_obj, swap_att. Each file maps a
+key to ``{"filename", "caption", "negative_caption"}``; the keys are not contiguous (swap_obj
+has a gap), so the records follow the file's order of values, as the peer's ``main_eval.py``
+iterates them. Photos are COCO-2017 val (``000000xxxxxx.jpg``); they repeat across items.
+
+Layout: the data root holds the seven ``<category>.json``, or a ``data/`` folder of them
+(``densecap-eval download sugarcrepe --root DIR`` writes ``DIR/data/``). Photos are read from
+``coco/images/val2017/`` below the root, or from the loader option ``images_root``
+(``--dataset-option images_root=DIR``).
+
+A split is a category. Each item is one record: id ``<category>/<key>``, the photo
+``images_root/filename``, a ``positive`` text (``caption``) and a ``negative`` text
+(``negative_caption``). An item that is not such an object (a missing or empty field) is a bad
+record: skipped loudly (named and counted in ``skipped``), or raised under ``strict``. Photos
+are checked by the task, not here.
+
+Bad input (docs/data.md): a ``filename`` that is absolute or climbs out with ``..`` is refused
+unopened (`guards.release_path`); a key listed twice in one file (JSON would keep the last
+silently; here the first is kept) or equal to an earlier one after Unicode NFC is a bad record;
+a file unreadable as a JSON object is `DatasetError` (exit 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
+from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.guards import SeenIds, release_path
+from densecap_eval.datasets.records import ImageRecord, Text
+from densecap_eval.datasets.sugarcrepe.categories import CATEGORIES
+
+DATA_DIR = "data"
+IMAGES_DIR = Path("coco", "images", "val2017")
+FIELDS: tuple[str, ...] = ("filename", "caption", "negative_caption")
+
+# The repository's newest commit when this loader was written; data/ has not changed since the
+# refined release. Each digest was computed from a copy of that commit's file.
+SUGARCREPE_COMMIT = "0047054b243992f0fad63d6f64f7544862daf846"
+SUGARCREPE_RAW = f"https://raw.githubusercontent.com/RAIVNLab/sugar-crepe/{SUGARCREPE_COMMIT}"
+SUGARCREPE_SHA256: Mapping[str, str] = {
+    "add_obj": "1b9d76b93139a937b8dc1ada92a4f05ecc821bb3c291d752428bafadd4bb0682",
+    "add_att": "012d88d729693d193760e6f3393b06a1cf874380a9db0062e937201199fe044d",
+    "replace_obj": "9d299600639947e9d15281a9ded1382b376cf4ea088a8d08a1314bfe76e81898",
+    "replace_att": "9fe55fd4c0a9ad1f85d486d9f6d0215b41f867eb025026e7f7b5ce44352545ee",
+    "replace_rel": "356bcc2fc4c6aed3f4d9fd50acc58489bb1fe70c28791f9368d4cbf9ea39cdc9",
+    "swap_obj": "073cdb8e253d053614e80710834d9773b09dbc1dd0a412f6f9492262caa1dcad",
+    "swap_att": "7a7ce04e5c4c80412b48c6f0c1347fb1a2f5d54c0be6aa429b64d390e442f8d0",
+}
+COCO_VAL2017_URL = "http://images.cocodataset.org/zips/val2017.zip"
+
+
+def _how_to_get(root: Path) -> str:
+    return f"get the annotations with `densecap-eval download sugarcrepe --root {root}`"
+
+
+def coco_steps(images: Path) -> str:
+    """How to put the COCO-2017 val photos where the loader looks (never downloaded here)."""
+    return "\n".join(
+        [
+            f"Photos (not downloaded): COCO-2017 val, 5,000 images (~1 GB), into {images}:",
+            f"  wget {COCO_VAL2017_URL}",
+            f"  mkdir -p {images.parent} && unzip -q val2017.zip -d {images.parent}",
+            "Or keep them elsewhere and pass --dataset-option images_root=DIR (DIR holds "
+            "000000xxxxxx.jpg). A run names and counts every photo it cannot find.",
+        ]
+    )
+
+
+class SugarCrepeDataset(DatasetBase):
+    """SugarCrepe under ``root``: the seven ``<category>.json`` there or in ``root/data/``."""
+
+    name = "sugarcrepe"
+    title = "SugarCrepe"
+
+    def __init__(
+        self, root: str | Path, *, strict: bool = False, images_root: str | None = None
+    ) -> None:
+        super().__init__(root, strict=strict, hint=_how_to_get(Path(root)))
+        self.data_dir = self._find_data_dir(self.root)
+        self.images_root = (
+            Path(images_root).expanduser() if images_root is not None else self.root / IMAGES_DIR
+        )
+        if not self.images_root.is_dir():
+            raise DatasetError(
+                f"SugarCrepe photo folder {self.images_root} not found\n"
+                + coco_steps(self.images_root)
+            )
+        self._items: dict[str, list[tuple[str, Any]]] = {}
+
+    @staticmethod
+    def _find_data_dir(root: Path) -> Path:
+        for base in (root, root / DATA_DIR):
+            if any((base / f"{c}.json").is_file() for c in CATEGORIES):
+                return base
+        raise DatasetError(
+            f"no SugarCrepe category file (add_obj.json ...) in {root} nor {root / DATA_DIR}; "
+            f"{_how_to_get(root)}"
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({str(self.root)!r}, strict={self.strict}, "
+            f"images_root={str(self.images_root)!r})"
+        )
+
+    # --- splits -------------------------------------------------------------------------------
+
+    def splits(self) -> list[str]:
+        """The categories whose file is present, in the paper's order."""
+        return [c for c in CATEGORIES if self.path(c).is_file()]
+
+    def path(self, category: str) -> Path:
+        return self.data_dir / f"{category}.json"
+
+    def _check_split(self, category: str) -> None:
+        if category not in CATEGORIES:
+            raise DatasetError(
+                f"unknown SugarCrepe category {category!r} (known: {', '.join(CATEGORIES)})"
+            )
+        if not self.path(category).is_file():
+            raise DatasetError(f"{self.path(category)} not found; {_how_to_get(self.root)}")
+
+    def items(self, category: str) -> list[tuple[str, Any]]:
+        """(key, value) of ``category``'s file, in file order (read once)."""
+        self._check_split(category)
+        if category not in self._items:
+            path = self.path(category)
+            try:
+                data = json.loads(path.read_bytes(), object_pairs_hook=_Object)
+            except (OSError, ValueError, RecursionError) as exc:
+                raise DatasetError(f"cannot read {path}: {exc}; {_how_to_get(self.root)}") from None
+            if not isinstance(data, _Object):
+                raise DatasetError(
+                    f"{path}: expected an object of items, got {type(data).__name__}"
+                )
+            self._items[category] = [*data.items(), *data.repeated]
+        return self._items[category]
+
+    def fingerprint(self, splits: Sequence[str]) -> str:
+        """sha256 over each category file's name and bytes (photos are not read)."""
+        digest = hashlib.sha256()
+        for category in splits:
+            self._check_split(category)
+            data = self.path(category).read_bytes()
+            digest.update(f"{category}\0{len(data)}\0".encode())
+            digest.update(data)
+        return digest.hexdigest()
+
+    # --- records ------------------------------------------------------------------------------
+
+    def skip_where(self, error: BadRecordError) -> str:
+        return f"{self.data_dir}: {error.image}"
+
+    def record(self, category: str, key: str, value: Any) -> ImageRecord:
+        """One item as a record; BadRecordError when a field is missing, not text or empty."""
+        rid = f"{category}/{key}"
+        if isinstance(value, _Repeated):
+            raise BadRecordError(rid, f"key {key!r} is listed twice in {category}.json")
+        if not isinstance(value, dict):
+            raise BadRecordError(rid, f"item is a {type(value).__name__}, not an object")
+        for name in FIELDS:
+            text = value.get(name)
+            if not isinstance(text, str) or not text.strip():
+                raise BadRecordError(rid, f"field {name!r} is missing, not text or empty")
+        photo = release_path(self.images_root, value["filename"], image=rid, what="filename")
+        return ImageRecord(
+            rid,
+            photo,
+            (
+                Text(value["caption"], role="positive", kind="caption"),
+                Text(value["negative_caption"], role="negative", kind=category),
+            ),
+            split=category,
+            meta={"key": key, "filename": value["filename"]},
+        )
+
+    def records(self, split: str | None = None) -> Iterator[ImageRecord]:
+        """The items of ``split`` (a category; every present category when None), file order."""
+        for category in [split] if split is not None else self.splits():
+            seen = SeenIds("key")
+            for key, value in self.items(category):
+                try:
+                    if not isinstance(value, _Repeated):
+                        seen.check(key, where=f"{category}.json", image=f"{category}/{key}")
+                    record = self.record(category, key, value)
+                except BadRecordError as exc:
+                    self.skip(exc)
+                    continue
+                yield record
+
+
+class _Repeated:
+    """A value whose key was already used in the same JSON object (json.loads keeps the last
+    one silently; here the first is kept and the repeat is a bad record)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class _Object(dict[str, Any]):
+    """A decoded JSON object that keeps its first value per key and lists the repeats."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__()
+        self.repeated: list[tuple[str, _Repeated]] = []
+        for key, value in pairs:
+            if key in self:
+                self.repeated.append((key, _Repeated(value)))
+            else:
+                self[key] = value
+
+
+# --- download ---------------------------------------------------------------------------------
+
+
+def download(
+    root: Path,
+    *,
+    url: str | None = None,
+    sha256: str | None = None,
+    progress: bool = True,
+) -> str:
+    """Fetch the seven category files into ``root/data/`` (pooch, sha256 checked).
+
+    Without ``url``: each file from the repository at `SUGARCREPE_COMMIT` against its pinned
+    sha256. With ``url`` (and its ``sha256``): that one file, whose name must be
+    ``<category>.json`` (a mirror). The COCO photos are never downloaded: the message says how.
+    """
+    from densecap_eval.datasets.dci.download import DOWNLOADS_DIR, DownloadMessage, fetch_archive
+
+    root = Path(root).expanduser()
+    if url is not None:
+        name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        category = name.removesuffix(".json")
+        if category not in CATEGORIES or not name.endswith(".json"):
+            raise DownloadError(
+                f"{url} does not name a SugarCrepe file "
+                f"(expected one of: {', '.join(c + '.json' for c in CATEGORIES)})"
+            )
+        if sha256 is None:
+            raise DownloadError("--url needs --sha256 (the checksum of the file at that URL)")
+        wanted = {category: (url, sha256)}
+    else:
+        if sha256 is not None:
+            raise DownloadError(
+                "--sha256 without --url: the seven SugarCrepe files have pinned checksums"
+            )
+        wanted = {
+            c: (f"{SUGARCREPE_RAW}/{DATA_DIR}/{c}.json", SUGARCREPE_SHA256[c]) for c in CATEGORIES
+        }
+    target = root / DATA_DIR
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(f"cannot create {target}: {exc.strerror or exc}") from None
+    for category, (file_url, digest) in wanted.items():
+        fetched = fetch_archive(file_url, digest, downloads=root / DOWNLOADS_DIR, progress=progress)
+        partial = target / f".{category}.json.part"
+        shutil.copyfile(fetched, partial)
+        os.replace(partial, target / f"{category}.json")  # never a half-written file in data/
+    return DownloadMessage(
+        f"SugarCrepe: {', '.join(c + '.json' for c in wanted)} saved to {target} "
+        f"(commit {SUGARCREPE_COMMIT[:7]}, MIT licence); evaluate with --data-root {root}",
+        coco_steps(root / IMAGES_DIR),
+    )

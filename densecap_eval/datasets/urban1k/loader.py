@@ -1,0 +1,304 @@
+"""Read Urban1k (Long-CLIP's long-caption retrieval set) in its released layout, and fetch it.
+
+The release is the Hugging Face dataset file ``BeichenZhang/Urban1k/Urban1k.zip`` (CC BY-NC
+4.0). Unzipped it holds ``Urban1k/image/<n>.jpg`` and ``Urban1k/caption/<n>.txt``, n = 1..1000.
+The data root is that ``Urban1k/`` folder (the one holding ``image/`` and ``caption/``) or its
+parent; ``densecap-eval download urban1k --root DIR`` puts it at ``DIR/Urban1k/``.
+
+One split, ``test``: every ``*.txt`` of ``caption/``; the photo is the caption file's stem plus
+``.jpg`` in ``image/``, as in Long-CLIP's ``eval/retrieval/Urban1k.py`` (LoTLIP and TULIP read
+it the same way). Each record's text is the caption file's whole content, decoded as UTF-8 and
+otherwise unchanged (every line, line endings included): the tasks apply the peer's rule
+(Long-CLIP: ``readlines()[0]``, the first line; LoTLIP: that line split and rejoined).
+
+Order: the peers iterate ``os.listdir(caption/)``, whose order depends on the file system. Here
+the records come sorted by the integer stem (1, 2, ..., 1000), then by name (stems that are not
+integers last). R@k does not depend on the gallery order, except for queries whose true
+candidate ties exactly with a wrong one under ``--ties first`` (the default rule,
+``pessimistic``, never depends on order); the run's ``i2t_tied`` / ``t2i_tied`` count those.
+
+A caption file that is empty, blank or not UTF-8 is a bad record: skipped loudly (named and
+counted in ``skipped``), or raised under ``strict``. A missing or undecodable photo is skipped
+by the task, which checks every photo before scoring.
+
+Bad input (docs/data.md): a caption file that cannot be read (a symlink loop included) is one
+bad record, never the end of the listing; two caption names equal after Unicode NFC keep the
+first; a UTF-8 byte-order mark is dropped from the caption.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import stat
+import tempfile
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
+from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.guards import SeenIds
+from densecap_eval.datasets.records import ImageRecord, Text
+
+logger = logging.getLogger(__name__)
+
+RELEASE_DIR = "Urban1k"
+IMAGE_DIR = "image"
+CAPTION_DIR = "caption"
+SPLIT = "test"
+
+URBAN1K_URL = "https://huggingface.co/datasets/BeichenZhang/Urban1k/resolve/main/Urban1k.zip"
+# The published checksum was not available when this loader was written: nothing is pinned,
+# so `download` needs the user's --sha256 (Hugging Face shows it on the file's page).
+URBAN1K_SHA256: str | None = None
+URBAN1K_PAGE = "https://huggingface.co/datasets/BeichenZhang/Urban1k/blob/main/Urban1k.zip"
+
+
+def _how_to_get(root: Path) -> str:
+    return f"get it with `densecap-eval download urban1k --root {root}`"
+
+
+def caption_order(name: str) -> tuple[int, int, str]:
+    """Sort key of a caption file name: integer stems in numeric order, then the rest by name."""
+    stem = name[: -len(".txt")] if name.endswith(".txt") else name
+    if stem.isascii() and stem.isdigit():
+        return (0, int(stem), name)
+    return (1, 0, name)
+
+
+class Urban1kDataset(DatasetBase):
+    """Urban1k under ``root``: the folder holding ``image/`` and ``caption/``, or its parent."""
+
+    name = "urban1k"
+    title = "Urban1k"
+
+    def __init__(self, root: str | Path, *, strict: bool = False) -> None:
+        super().__init__(root, strict=strict, hint=_how_to_get(Path(root)))
+        self.base = self._find_base(self.root)
+        self.caption_dir = self.base / CAPTION_DIR
+        self.image_dir = self.base / IMAGE_DIR
+        if not self.image_dir.is_dir():
+            raise DatasetError(
+                f"{self.image_dir} not found: Urban1k needs image/ beside caption/; "
+                f"{_how_to_get(self.root)}"
+            )
+        self._names = self._caption_names()
+
+    @staticmethod
+    def _find_base(root: Path) -> Path:
+        for base in (root, root / RELEASE_DIR):
+            if (base / CAPTION_DIR).is_dir():
+                return base
+        raise DatasetError(
+            f"{root / CAPTION_DIR} not found (nor {root / RELEASE_DIR / CAPTION_DIR}): the "
+            f"Urban1k root must hold image/ and caption/, or Urban1k/ with them; "
+            f"{_how_to_get(root)}"
+        )
+
+    def _caption_names(self) -> list[str]:
+        try:
+            names = [
+                entry.name
+                for entry in os.scandir(self.caption_dir)
+                if entry.name.endswith(".txt") and not _is_dir(entry)
+            ]
+        except OSError as exc:
+            raise DatasetError(
+                f"cannot list {self.caption_dir}: {exc.strerror or exc}; {_how_to_get(self.root)}"
+            ) from None
+        if not names:
+            raise DatasetError(
+                f"{self.caption_dir} holds no .txt caption file; {_how_to_get(self.root)}"
+            )
+        return sorted(names, key=caption_order)
+
+    # --- splits -------------------------------------------------------------------------------
+
+    def splits(self) -> list[str]:
+        return [SPLIT]
+
+    def _check_split(self, split: str) -> None:
+        if split != SPLIT:
+            raise DatasetError(f"unknown split {split!r} of Urban1k in {self.base} (known: test)")
+
+    def caption_names(self) -> list[str]:
+        """The caption file names, in the record order (module doc)."""
+        return list(self._names)
+
+    def fingerprint(self, splits: Sequence[str]) -> str:
+        """sha256 over every caption file's name and bytes, in record order (unreadable files
+        count as their name and ``-1``); photos are not read. ~1,000 small files: cheap."""
+        for split in splits:
+            self._check_split(split)
+        digest = hashlib.sha256()
+        for name in self._names:
+            try:
+                data = (self.caption_dir / name).read_bytes()
+            except OSError:
+                digest.update(f"{name}\0-1\0".encode())
+                continue
+            digest.update(f"{name}\0{len(data)}\0".encode())
+            digest.update(data)
+        return digest.hexdigest()
+
+    # --- records ------------------------------------------------------------------------------
+
+    def read_caption(self, name: str) -> str:
+        """The caption file's whole text (UTF-8, unchanged); BadRecordError when unusable."""
+        image = _image_name(name)
+        path = self.caption_dir / name
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise BadRecordError(
+                image, f"cannot read the caption file {name}: {exc.strerror or exc}"
+            ) from None
+        try:
+            text = data.decode("utf-8-sig")  # a byte-order mark is not part of the caption
+        except UnicodeDecodeError as exc:
+            raise BadRecordError(image, f"caption file {name} is not UTF-8 ({exc})") from None
+        if not text.strip():
+            raise BadRecordError(image, f"caption file {name} is empty")
+        return text
+
+    def skip_where(self, error: BadRecordError) -> str:
+        return f"{self.caption_dir}: {error.image}"
+
+    def records(self, split: str | None = None) -> Iterator[ImageRecord]:
+        """One record per caption file (module doc), id = the photo's file name (``17.jpg``)."""
+        if split is not None:
+            self._check_split(split)
+        seen = SeenIds("caption file")
+        for name in self._names:
+            try:
+                seen.check(name, where=name, image=_image_name(name))
+                text = self.read_caption(name)
+            except BadRecordError as exc:
+                self.skip(exc)
+                continue
+            image = _image_name(name)
+            yield ImageRecord(
+                image,
+                self.image_dir / image,
+                (Text(text, role="description", kind="caption"),),
+                split=SPLIT,
+                meta={"caption_file": name},
+            )
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    """Whether a listed entry is a folder; one that cannot be checked (a symlink loop, a
+    dangling link) counts as a file, so reading it makes it one bad record, not the listing's end."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _image_name(caption_name: str) -> str:
+    """Long-CLIP's ``caption_name[:-4] + '.jpg'`` (every listed name ends with .txt)."""
+    return caption_name[: -len(".txt")] + ".jpg"
+
+
+# --- download ---------------------------------------------------------------------------------
+
+
+def download(
+    root: Path,
+    *,
+    url: str | None = None,
+    sha256: str | None = None,
+    progress: bool = True,
+) -> str:
+    """Fetch ``Urban1k.zip`` (pooch, sha256 checked) and extract it safely to ``root/Urban1k``.
+
+    No checksum is pinned (module constant ``URBAN1K_SHA256``), so ``sha256`` is required; a
+    mismatch deletes the download and extracts nothing. An existing ``root/Urban1k`` is
+    replaced once the new one is complete. Returns what was done, for people.
+    """
+    # dci.download's fetcher and its private member-name check are reused, not copied.
+    from densecap_eval.datasets.dci.download import (
+        DOWNLOADS_DIR,
+        DownloadMessage,
+        fetch_archive,
+        replace_path,
+    )
+
+    digest = sha256 or URBAN1K_SHA256
+    if digest is None:
+        raise DownloadError(
+            "Urban1k.zip has no pinned sha256 in densecap-eval: pass --sha256 HEX (the SHA256 "
+            f"shown under 'Git LFS Details' on {URBAN1K_PAGE})"
+        )
+    root = Path(root).expanduser()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(f"cannot create the data root {root}: {exc.strerror or exc}") from None
+    archive = fetch_archive(
+        url or URBAN1K_URL, digest, downloads=root / DOWNLOADS_DIR, progress=progress
+    )
+    target = root / RELEASE_DIR
+    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
+    try:
+        content = staging / "content"
+        content.mkdir()
+        extract_zip_safely(archive, content)
+        release = _find_release(content, archive)
+        replace_path(release, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    captions = sum(1 for p in (target / CAPTION_DIR).iterdir() if p.name.endswith(".txt"))
+    images = sum(1 for p in (target / IMAGE_DIR).iterdir() if p.name.endswith(".jpg"))
+    return DownloadMessage(  # nothing is left to do by hand: the zip holds the photos
+        f"Urban1k extracted to {target}: {captions} caption files, {images} images "
+        f"(CC BY-NC 4.0); evaluate with --data-root {root}"
+    )
+
+
+def extract_zip_safely(archive: Path, dest: Path) -> None:
+    """Extract the zip ``archive`` into ``dest`` after checking every member: no absolute path,
+    no ``..``, no symbolic link, nothing but files and folders (dci.download's rules for tars)."""
+    from densecap_eval.datasets.dci.download import _unsafe_name
+
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = zf.infolist()
+            for member in members:
+                problem = _unsafe_name(member.filename)
+                kind = stat.S_IFMT(member.external_attr >> 16)
+                if problem is None and kind == stat.S_IFLNK:
+                    problem = "it is a symbolic link"
+                elif problem is None and kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+                    problem = "it is a device file or FIFO, not a regular file or folder"
+                if problem is not None:
+                    raise DownloadError(
+                        f"{archive.name}: refusing to extract member {member.filename!r}: "
+                        f"{problem}; nothing was extracted"
+                    )
+            zf.extractall(dest, members=members)
+    except zipfile.BadZipFile as exc:
+        raise DownloadError(f"{archive} is not a readable zip archive: {exc}") from None
+    except OSError as exc:
+        raise DownloadError(f"cannot extract {archive}: {exc.strerror or exc}") from None
+
+
+def _find_release(content: Path, archive: Path) -> Path:
+    """The extracted folder holding caption/ and image/: ``Urban1k/`` (the published zip's top
+    folder, inferred), an older ``Urban-1k/``, the top itself, or one folder below any top one."""
+    candidates = [content / RELEASE_DIR, content / "Urban-1k", content]
+    candidates += sorted(
+        p
+        for p in content.iterdir()
+        if p.is_dir() and p not in candidates and p.name != "__MACOSX"  # macOS zip metadata
+    )
+    candidates += sorted(q for p in candidates[3:] for q in p.iterdir() if q.is_dir())
+    for candidate in candidates:
+        if (candidate / CAPTION_DIR).is_dir() and (candidate / IMAGE_DIR).is_dir():
+            return candidate
+    raise DownloadError(
+        f"{archive.name} holds no folder with {CAPTION_DIR}/ and {IMAGE_DIR}/: is it Urban1k.zip?"
+    )
