@@ -2,28 +2,42 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
-
-import tomllib
 
 import densecap_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_every_subpackage_is_listed_in_pyproject() -> None:
-    listed = set(
-        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-    )
+def test_the_wheel_ships_every_subpackage_and_its_data(tmp_path: Path) -> None:
+    """A new benchmark folder (with a ``data/`` table) ships without editing any list. Built from
+    a copy, so setuptools' build/ and egg-info never land in the checkout."""
+    src = tmp_path / "src"
+    for name in ("densecap_eval", "data", "dashboard"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path), str(src)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (wheel,) = tmp_path.glob("*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
     on_disk = {
-        ".".join(p.parent.relative_to(ROOT).parts)
-        for p in (ROOT / "densecap_eval").rglob("__init__.py")
-        if "__pycache__" not in p.parts
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "densecap_eval").rglob("*")
+        if p.suffix in (".py", ".json") and "__pycache__" not in p.parts
     }
-    assert on_disk - listed == set(), "add these subpackages to [tool.setuptools] packages"
-    assert {"densecap_eval.bundled", "densecap_eval.dashboard"} <= listed
+    assert on_disk - shipped == set(), "setup.py / package-data misses these"
+    assert "densecap_eval/dashboard/app.py" in shipped
+    assert "densecap_eval/bundled/sample/README.md" in shipped or any(
+        name.startswith("densecap_eval/bundled/sample/") for name in shipped
+    )
 
 
 def test_public_api_is_sorted_and_resolves() -> None:
