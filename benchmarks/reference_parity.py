@@ -14,7 +14,7 @@ The reference runs as released, with three things set around it so it can run at
   subtests) by a stub;
 - its processor cache is given the model's own processor instead of a hub download;
 - ``random.sample`` takes the first k items, so Pick5 uses the first 5 summaries as its README
-  promises (DCI_REFERENCE.md, known defects).
+  promises (docs/protocols/dci.md, "Pitfalls").
 Then densecap-eval's ``evaluate("hf:DIR", "dci")`` runs on the same data (fp32, CPU by default),
 both sets of six numbers are printed, and the exit status is 1 if any differs.
 """

@@ -1,4 +1,4 @@
-"""sDCI entries and the four reference subtests on hand-written records (DCI_REFERENCE.md "Entries").
+"""sDCI entries and the four reference subtests on hand-written records (docs/protocols/dci.md).
 
 The scene used throughout (dci_records.scene_record; photo 640 x 480; mask_data order 7, 1, ..., 8):
 

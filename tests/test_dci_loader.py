@@ -1,4 +1,4 @@
-"""Reading the DCI release: layout checks, record parsing, masks, laziness (DCI_REFERENCE.md "One record")."""
+"""Reading the DCI release: layout checks, record parsing, masks, laziness (docs/protocols/dci.md)."""
 
 from __future__ import annotations
 

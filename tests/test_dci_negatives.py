@@ -1,4 +1,4 @@
-"""Negative selection (DCI_REFERENCE.md "Negative selection"): sources x strategies, hand-computed."""
+"""Negative selection (docs/protocols/dci.md): sources x strategies, hand-computed."""
 
 from __future__ import annotations
 

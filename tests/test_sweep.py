@@ -401,7 +401,7 @@ def test_slurm_without_srun_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_config_of_a_cell_is_a_runconfig(tmp_path: Path) -> None:
-    """Cells hold the same frozen RunConfig `run` builds (DESIGN.md, "One run configuration")."""
+    """Cells hold the same frozen RunConfig `run` builds (docs/architecture.md, "Data flow")."""
     spec = parse_sweep(base(options={"n_boot": 0, "ties": "first"}), source=tmp_path / "x.yaml")
     (cell, _) = expand(spec)
     assert cell.config == RunConfig.from_options(data_root=bundled_sample_root(), n_boot=0,

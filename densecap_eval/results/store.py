@@ -1,6 +1,6 @@
 """The results store: the only code that writes or reads run directories.
 
-Layout (DESIGN.md, "Results store")::
+Layout (docs/architecture.md, "Results store")::
 
     RESULTS_DIR/<run_id>/run.json          run card, status written last and atomically
     RESULTS_DIR/<run_id>/metrics.json      {concrete_task: {metric: value}}

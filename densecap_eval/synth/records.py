@@ -74,7 +74,7 @@ def encode_mask(mask: np.ndarray) -> str:
 
 
 def build_record(scene: Scene, *, photo: str, seed: int, index: int) -> dict[str, Any]:
-    """The DCI record of a scene, field for field as in the release (see DCI_REFERENCE.md)."""
+    """The DCI record of a scene, field for field as in the release (see docs/protocols/dci.md)."""
     rng = _rng(seed, index, _TEXT)
     mask_data: dict[str, dict[str, Any]] = {}
     for node in scene.nodes:

@@ -1,4 +1,7 @@
-"""ARO (Yuksekgonul et al., ICLR 2023): VG-Relation, VG-Attribution, COCO-Order, Flickr30k-Order."""
+"""ARO (Yuksekgonul et al., ICLR 2023): VG-Relation, VG-Attribution, COCO-Order, Flickr30k-Order.
+
+Protocol notes: docs/protocols/compositional.md.
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 A suite only (no data of its own): ARO, SugarCrepe, VL-CheckList and Winoground, as the DCI
 paper reports them side by side.
+
+Protocol notes: docs/protocols/compositional.md.
 """
 
 from __future__ import annotations

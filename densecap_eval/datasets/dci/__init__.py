@@ -2,6 +2,8 @@
 
 The loader (`loader`), its download (`download`), its tasks (`tasks`): the four reference
 subtests (suite ``dci``) and two retrieval protocols.
+
+Protocol notes: docs/protocols/dci.md.
 """
 
 from __future__ import annotations

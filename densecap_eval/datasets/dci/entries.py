@@ -1,4 +1,4 @@
-"""sDCI entries of a DCI record and the four reference subtests (shared DCI_REFERENCE.md, "Entries").
+"""sDCI entries of a DCI record and the four reference subtests (docs/protocols/dci.md, "Entries").
 
 Per image, in split order: the base entry (whole photo), then one subcrop entry per mask whose
 raw bounds are at least 224 x 224, in mask_data order. Every image-level problem the reference

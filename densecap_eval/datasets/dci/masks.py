@@ -1,6 +1,6 @@
 """DCI masks: parse one `mask_data` entry, and decode its base64 PNG on demand.
 
-Parsing follows what the reference reads and when (see shared DCI_REFERENCE.md, "One record"):
+Parsing follows what the reference reads and when (see docs/protocols/dci.md, "The release"):
 bounds are only looked at to select and crop subcrops, so odd bounds are recorded on the mask
 (`Mask.bounds_error`) instead of failing the whole record; they make an image bad only when
 subcrops are loaded.

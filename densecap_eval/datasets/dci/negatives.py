@@ -1,4 +1,4 @@
-"""Choose one negative for an entry (shared DCI_REFERENCE.md, "Negative selection").
+"""Choose one negative for an entry (docs/protocols/dci.md, "Negative selection").
 
 Candidates of source ``swaps``/``layout``/``basic`` are that kind's list, keyed ``{kind}_{i}``;
 ``any`` concatenates every kind's list in the record's key order. Strategies: ``first`` (element

@@ -1,4 +1,4 @@
-"""Typed records of the DCI release (see shared DCI_REFERENCE.md, "One record")."""
+"""Typed records of the DCI release (see docs/protocols/dci.md, "The release")."""
 
 from __future__ import annotations
 

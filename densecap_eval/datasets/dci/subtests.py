@@ -1,4 +1,4 @@
-"""The four DCI reference subtests as tasks, and the ``dci`` suite (shared DCI_REFERENCE.md).
+"""The four DCI reference subtests as tasks, and the ``dci`` suite (docs/protocols/dci.md).
 
 Each subtest is data: a `SubtestSpec` (entries, negatives, bag) plus the metrics ``scm`` and
 ``neg`` computed exactly as the reference does (groups of 8 consecutive entries, bag pooling,

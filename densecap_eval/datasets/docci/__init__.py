@@ -1,4 +1,7 @@
-"""DOCCI (Onoe et al., 2024): long-caption retrieval and generated negatives."""
+"""DOCCI (Onoe et al., 2024): long-caption retrieval and generated negatives.
+
+Protocol notes: docs/protocols/longcap.md.
+"""
 
 from __future__ import annotations
 

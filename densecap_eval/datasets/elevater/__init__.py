@@ -14,7 +14,7 @@
 - `wds`, `cb_tasks`: CLIP_benchmark's protocol on its own ``wds_<name>`` copies (dataset
   ``clip_benchmark``, tasks ``clip_benchmark/<key>``).
 
-docs/elevater.md describes the protocols.
+docs/protocols/elevater.md describes the protocols.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""ImageInWords (Garg et al., 2024): LoTLIP's 612-image retrieval pool and generated negatives."""
+"""ImageInWords (Garg et al., 2024): LoTLIP's 612-image retrieval pool and generated negatives.
+
+Protocol notes: docs/protocols/longcap.md.
+"""
 
 from __future__ import annotations
 

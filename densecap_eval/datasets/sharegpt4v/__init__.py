@@ -1,4 +1,7 @@
-"""ShareGPT4V's long captions: retrieval as Long-CLIP and LoTLIP run it, generated negatives."""
+"""ShareGPT4V's long captions: retrieval as Long-CLIP and LoTLIP run it, generated negatives.
+
+Protocol notes: docs/protocols/longcap.md.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""SugarCrepe (Hsieh et al., NeurIPS 2023): seven hard-negative categories on COCO val2017."""
+"""SugarCrepe (Hsieh et al., NeurIPS 2023): seven hard-negative categories on COCO val2017.
+
+Protocol notes: docs/protocols/compositional.md.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Urban1k (Long-CLIP's long-caption set): retrieval as Long-CLIP and LoTLIP run it, negatives."""
+"""Urban1k (Long-CLIP's long-caption set): retrieval as Long-CLIP and LoTLIP run it, negatives.
+
+Protocol notes: docs/protocols/longcap.md.
+"""
 
 from __future__ import annotations
 

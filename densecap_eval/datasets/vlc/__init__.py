@@ -1,4 +1,7 @@
-"""VL-CheckList (Zhao et al., 2022) as DCI runs it: the Object, Attribute and Relation groups."""
+"""VL-CheckList (Zhao et al., 2022) as DCI runs it: the Object, Attribute and Relation groups.
+
+Protocol notes: docs/protocols/compositional.md.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Winoground (Thrush et al., CVPR 2022): text, image and group scores."""
+"""Winoground (Thrush et al., CVPR 2022): text, image and group scores.
+
+Protocol notes: docs/protocols/compositional.md.
+"""
 
 from __future__ import annotations
 
