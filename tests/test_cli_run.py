@@ -243,11 +243,12 @@ def test_run_request_command_line_reproduces_the_request(tmp_path: Path) -> None
     request = runner.RunRequest(
         models=("m:a",), tasks=("dci",), results_dir=tmp_path / "r", config=config
     )
+    # the config's options in RunConfig's field order (what `run --help` lists)
     assert request.command_line() == [
-        "densecap-eval", "run", "--model", "m:a", "--task", "dci", "--data-root", str(tmp_path),
-        "--out", str(tmp_path / "r"), "--split", "test", "--seed", "0", "--precision", "fp32",
-        "--text-policy", "truncate", "--ties", "pessimistic", "--bootstrap", "1000", "--no-cache",
-        "--strict",
+        "densecap-eval", "run", "--model", "m:a", "--task", "dci", "--out", str(tmp_path / "r"),
+        "--data-root", str(tmp_path), "--precision", "fp32", "--text-policy", "truncate",
+        "--split", "test", "--seed", "0", "--no-cache", "--strict", "--bootstrap", "1000",
+        "--ties", "pessimistic",
     ]  # fmt: skip
 
 

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from densecap_eval.cli.app import app
+from densecap_eval.cli.root import app
 from densecap_eval.core.errors import DensecapError, ResultsError
 
 DEFAULT_HOST = "127.0.0.1"

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from densecap_eval.cli.app import app
+from densecap_eval.cli.root import app
 from densecap_eval.core.errors import DatasetError, DensecapError
 
 
