@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from densecap_eval.cli.errors import Interrupted, NothingToReport, TasksUnavailable, fail
+from densecap_eval.cli.logs import setup_rank_logging
 from densecap_eval.cli.root import app
 from densecap_eval.cli.run_options import config_parameters, config_values, with_parameters
 from densecap_eval.cli.sweep_print import print_sweep_grids
@@ -137,8 +138,6 @@ def _main_job(
 
 def _announce_ranks(request: RunRequest, group: Group) -> None:
     """Under torchrun: a log file per rank, and (rank 0) where they are."""
-    from densecap_eval.cli.logs import setup_rank_logging
-
     log_file = setup_rank_logging(request.results_dir, group)
     if group.is_main:
         typer.echo(
