@@ -9,6 +9,7 @@ a fixed small run. After an intended change of the numbers, regenerate it with
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 from test_results_store import make_result
 
 from densecap_eval.cli.app import main
-from densecap_eval.core.config import RunConfig
+from densecap_eval.core.config import RunConfig, flag_of
 from densecap_eval.results.store import list_runs
 from densecap_eval.run import runner
 
@@ -243,12 +244,40 @@ def test_run_request_command_line_reproduces_the_request(tmp_path: Path) -> None
     request = runner.RunRequest(
         models=("m:a",), tasks=("dci",), results_dir=tmp_path / "r", config=config
     )
+    # the config's options in RunConfig's field order (what `run --help` lists)
     assert request.command_line() == [
-        "densecap-eval", "run", "--model", "m:a", "--task", "dci", "--data-root", str(tmp_path),
-        "--out", str(tmp_path / "r"), "--split", "test", "--seed", "0", "--precision", "fp32",
-        "--text-policy", "truncate", "--ties", "pessimistic", "--bootstrap", "1000", "--no-cache",
-        "--strict",
+        "densecap-eval", "run", "--model", "m:a", "--task", "dci", "--out", str(tmp_path / "r"),
+        "--data-root", str(tmp_path), "--precision", "fp32", "--text-policy", "truncate",
+        "--split", "test", "--seed", "0", "--no-cache", "--strict", "--bootstrap", "1000",
+        "--ties", "pessimistic",
     ]  # fmt: skip
+
+
+def test_every_config_option_round_trips_through_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run`'s options are generated from RunConfig's fields: a config with every option off
+    its default, written as a command line and parsed back by the CLI, is the same config."""
+    config = RunConfig(
+        data_root=tmp_path / "dci", data_roots={"urban1k": tmp_path / "u"},
+        dataset_options={"caption_column": "text", "image_column": None}, batch_size=3,
+        device="cpu", precision="bf16", text_policy="chunk-mean", split="valid", seed=5,
+        blind=True, use_cache=False, cache_dir=tmp_path / "c", strict=True, n_boot=7,
+        rerank_from="open_clip:x", ties="first", protocol="elevater-dci", rerank_k=4,
+        num_workers=2, worker_timeout=9.5,
+    )  # fmt: skip
+    flagged = {f.name for f in fields(RunConfig) if flag_of(f) is not None}
+    assert {f.name for f in fields(RunConfig)} - flagged == {"progress", "world_size"}
+    defaults = RunConfig()
+    assert all(getattr(config, name) != getattr(defaults, name) for name in flagged)
+    request = runner.RunRequest(
+        models=("m:a",), tasks=("dci",), results_dir=tmp_path / "r", config=config
+    )
+    seen: list[runner.RunRequest] = []
+    monkeypatch.setattr(runner, "run_and_store", lambda req, events=None: seen.append(req) or [])
+    assert main(request.command_line()[1:]) == 0
+    assert seen[0].config == config
+    assert seen[0].command_line() == request.command_line()
 
 
 def test_data_root_that_is_not_a_dci_release(

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from densecap_eval.cli.app import main
-from densecap_eval.cli.run_cmds import split_data_roots
+from densecap_eval.cli.run_options import split_data_roots
 from densecap_eval.core.config import ConfigError, RunConfig
 from densecap_eval.core.errors import DensecapError
 from densecap_eval.run import runner
@@ -75,7 +75,7 @@ def test_dataset_options_reach_the_files_loader(tmp_path: Path) -> None:
 
     from PIL import Image
 
-    from densecap_eval.cli.run_cmds import parse_dataset_options
+    from densecap_eval.cli.run_options import parse_dataset_options
 
     for i, colour in enumerate(("red", "blue")):
         Image.new("RGB", (32, 32), colour).save(tmp_path / f"{i}.png")
@@ -102,7 +102,7 @@ def test_dataset_options_reach_the_files_loader(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("value", ["caption_column", "=text"])
 def test_dataset_option_needs_key_and_value(value: str) -> None:
-    from densecap_eval.cli.run_cmds import parse_dataset_options
+    from densecap_eval.cli.run_options import parse_dataset_options
 
     with pytest.raises(DensecapError, match="expected KEY=VALUE"):
         parse_dataset_options([value])

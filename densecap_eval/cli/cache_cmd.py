@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from densecap_eval.cli.app import app
+from densecap_eval.cli.root import app
 
 cache_app = typer.Typer(
     name="cache",

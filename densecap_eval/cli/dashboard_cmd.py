@@ -15,8 +15,9 @@ from typing import Annotated
 
 import typer
 
-from densecap_eval.cli.app import app
+from densecap_eval.cli.root import app
 from densecap_eval.core.errors import DensecapError, ResultsError
+from densecap_eval.core.paths import DEFAULT_RESULTS_DIR
 
 DEFAULT_HOST = "127.0.0.1"
 RESULTS_ENV = "DENSECAP_EVAL_RESULTS"  # read by dashboard/app.py as well
@@ -75,7 +76,7 @@ def launch_dashboard(
 def dashboard_command(
     results: Annotated[
         Path, typer.Option("--results", "-r", help="Results directory to show.")
-    ] = Path("densecap-results"),
+    ] = DEFAULT_RESULTS_DIR,
     port: Annotated[
         int | None, typer.Option("--port", min=1, max=65535, help="Port (default: 8501).")
     ] = None,

@@ -9,14 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
-from densecap_eval.cli.app import app
-from densecap_eval.core.errors import DatasetError, DensecapError
-
-
-class PhotosIncompleteError(DatasetError):
-    """`download --verify` found photos missing or unusable (the report is printed above)."""
-
-    exit_code = 1
+from densecap_eval.cli.errors import PhotosIncompleteError
+from densecap_eval.cli.root import app
+from densecap_eval.core.errors import DensecapError, UnknownNameError
 
 
 class OutputFormat(str, Enum):
@@ -26,7 +21,6 @@ class OutputFormat(str, Enum):
 
 def _known_dataset(name: str) -> None:
     """Raise UnknownNameError (listing the known names) for a dataset nobody registered."""
-    from densecap_eval.core.errors import UnknownNameError
     from densecap_eval.datasets import DATASETS
 
     if name not in DATASETS:  # a membership test: the loader itself need not import here

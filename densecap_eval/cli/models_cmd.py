@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from densecap_eval.cli.app import app
 from densecap_eval.cli.data_cmds import OutputFormat
+from densecap_eval.cli.root import app
 
 COLUMNS: tuple[str, ...] = ("prefix", "family", "text_limit", "kind", "conversion", "example")
 

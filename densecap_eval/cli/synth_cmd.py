@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from densecap_eval.cli.app import app
+from densecap_eval.cli.root import app
 
 
 def _parse_split_sizes(text: str | None) -> tuple[int, int, int] | None:

@@ -1,4 +1,4 @@
-"""Where things live: data roots, the bundled sample and model, the cache."""
+"""Where things live: data roots, the bundled sample and model, the cache, the results."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import platformdirs
 APP_NAME = "densecap-eval"
 DATA_ENV = "DENSECAP_EVAL_DATA"
 CACHE_ENV = "DENSECAP_EVAL_CACHE"
+# Where `run` stores and `report`, `demo` and `dashboard` read, unless told (relative: the cwd).
+DEFAULT_RESULTS_DIR = Path("densecap-results")
 
 
 def resolve_data_root(root: str | os.PathLike[str] | None) -> Path:

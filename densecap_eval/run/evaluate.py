@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from densecap_eval.core.config import ConfigError, RunConfig
 from densecap_eval.core.errors import DatasetError, DensecapError, TaskUnavailableError
+from densecap_eval.run.ranks import everywhere as _everywhere
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
     from densecap_eval.tasks.base import TaskInstance
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -167,11 +166,6 @@ def _join_group(config: RunConfig) -> tuple[Group | None, RunConfig]:
     group.stats.clear()
     device = distributed.rank_device(config.device, group.local_rank)
     return group, config.with_options(world_size=group.world_size, device=device)
-
-
-def _everywhere(group: Group | None, fn: Callable[[], T]) -> T:
-    """``fn()``; in a distributed run, every rank fails when one does (none waits forever)."""
-    return fn() if group is None else group.run(fn)
 
 
 def _plan_digest(prepared: _Prepared) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from densecap_eval.core.errors import BadRecordError, DatasetError
-from densecap_eval.datasets.dci.entries import build_subtest, iter_entries
+from densecap_eval.datasets.dci.entries import build_subtest, iter_entries, long_caption_base
 from densecap_eval.datasets.dci.loader import DCIDataset
 from densecap_eval.datasets.dci.records import SUBTESTS, DCIRecord
 from densecap_eval.datasets.records import SkippedImage, Text
@@ -179,8 +179,6 @@ def inspect_records(
 
 def _dci_texts(record: DCIRecord) -> tuple[Text, ...]:
     """The description texts `DCIDataset.records` gives this record (kept in step with it)."""
-    from densecap_eval.datasets.dci.entries import long_caption_base
-
     return (
         Text(f"{record.short_caption}\n{record.extra_caption}", kind="caption"),
         Text(long_caption_base(record), kind="full"),
@@ -206,26 +204,41 @@ def inspect_dci(dataset: DCIDataset, *, split: str = "test", seed: int = 0) -> d
 
     Under ``dataset.strict`` the first bad record raises BadRecordError.
     """
+    tally = _DCITally()
     names = dataset.split(split)
-    skipped: dict[str, str] = {}  # image -> first reason, in the order met
-    subtests = {name: {"entries": 0, "skipped": 0} for name in SUBTESTS}
-    long_counts: list[int] = []
-    summary_counts: list[int] = []
-    entries_total = 0
-    profile = _Profile()  # the generic profile, from the records already parsed here
-
-    def note(item: SkippedImage) -> None:
-        skipped.setdefault(item.image, item.reason)
-
     for name in names:
         try:
             record = dataset.load_record(name)
         except BadRecordError as exc:
-            note(dataset.skip(exc))
-            for counters in subtests.values():
-                counters["skipped"] += 1
+            tally.unreadable(dataset.skip(exc))
             continue
-        profile.add(_dci_texts(record))
+        tally.add(dataset, record, split=split, seed=seed)
+    return tally.report(dataset, split=split, images=len(names))
+
+
+class _DCITally:
+    """What `inspect_dci` counts, one record at a time (memory stays flat over a split)."""
+
+    def __init__(self) -> None:
+        self.skipped: dict[str, str] = {}  # image -> first reason, in the order met
+        self.subtests = {name: {"entries": 0, "skipped": 0} for name in SUBTESTS}
+        self.long_counts: list[int] = []
+        self.summary_counts: list[int] = []
+        self.entries = 0
+        self.profile = _Profile()  # the generic profile, from the records already parsed here
+
+    def note(self, item: SkippedImage) -> None:
+        self.skipped.setdefault(item.image, item.reason)
+
+    def unreadable(self, item: SkippedImage) -> None:
+        """A record that could not be read: skipped by every subtest."""
+        self.note(item)
+        for counters in self.subtests.values():
+            counters["skipped"] += 1
+
+    def add(self, dataset: DCIDataset, record: DCIRecord, *, split: str, seed: int) -> None:
+        """One record: its texts, its entries' token counts and its subtest examples."""
+        self.profile.add(_dci_texts(record))
         view = _OneImage(dataset, record)
         long_texts: list[str] = []
         summary_texts: list[str] = []
@@ -233,39 +246,40 @@ def inspect_dci(dataset: DCIDataset, *, split: str = "test", seed: int = 0) -> d
             long_texts.append(entry.long_caption)
             summary_texts += _summary_texts(record, entry.key)
         for item in view.skipped:  # e.g. a bad photo, met while building entries
-            note(item)
-        entries_total += len(long_texts)
-        long_counts += clip_token_counts(long_texts)
-        summary_counts += clip_token_counts(summary_texts)
+            self.note(item)
+        self.entries += len(long_texts)
+        self.long_counts += clip_token_counts(long_texts)
+        self.summary_counts += clip_token_counts(summary_texts)
         for subtest_name, spec in SUBTESTS.items():
             result = build_subtest(view, spec, split=split, seed=seed)
-            subtests[subtest_name]["entries"] += len(result.examples)
-            subtests[subtest_name]["skipped"] += len(result.skipped)
+            self.subtests[subtest_name]["entries"] += len(result.examples)
+            self.subtests[subtest_name]["skipped"] += len(result.skipped)
             for item in result.skipped:
-                note(item)
+                self.note(item)
 
-    return {
-        "dataset": "dci",
-        "root": str(dataset.root),
-        "split": split,
-        "images": len(names),
-        "images_usable": len(names) - len(skipped),
-        "skipped": [{"image": image, "reason": reason} for image, reason in skipped.items()],
-        "entries": entries_total,
-        "subtests": subtests,
-        "tokenizer": TOKENIZER_NAME,
-        "context_length": CLIP_CONTEXT_LENGTH,
-        "tokens": {
-            "long_caption": token_stats(long_counts),
-            "summary": token_stats(summary_counts),
-        },
-        # The generic profile of `inspect_records`, over the records that could be read.
-        "profile": {
-            "records": profile.records,
-            "limits": list(PROFILE_LIMITS),
-            "tokens": profile.tokens(),
-        },
-    }
+    def report(self, dataset: DCIDataset, *, split: str, images: int) -> dict[str, Any]:
+        return {
+            "dataset": "dci",
+            "root": str(dataset.root),
+            "split": split,
+            "images": images,
+            "images_usable": images - len(self.skipped),
+            "skipped": [{"image": image, "reason": why} for image, why in self.skipped.items()],
+            "entries": self.entries,
+            "subtests": self.subtests,
+            "tokenizer": TOKENIZER_NAME,
+            "context_length": CLIP_CONTEXT_LENGTH,
+            "tokens": {
+                "long_caption": token_stats(self.long_counts),
+                "summary": token_stats(self.summary_counts),
+            },
+            # The generic profile of `inspect_records`, over the records that could be read.
+            "profile": {
+                "records": self.profile.records,
+                "limits": list(PROFILE_LIMITS),
+                "tokens": self.profile.tokens(),
+            },
+        }
 
 
 # Datasets with a richer report than `inspect_records`: name -> (dataset, split=) -> report.

@@ -9,6 +9,7 @@ encoding plan, and store one run per requested task through `RunWriter`.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,17 +17,61 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from densecap_eval.core.config import DEFAULT_WORKER_TIMEOUT, RunConfig
+from densecap_eval.core.config import RunConfig
 from densecap_eval.core.crashpoints import crash_point
 from densecap_eval.core.errors import DensecapError, UnknownNameError
+from densecap_eval.core.paths import DEFAULT_RESULTS_DIR, bundled_sample_root, resolve_data_root
+from densecap_eval.datasets import check_options, load_dataset, options_for
 from densecap_eval.results.store import RunWriter, StoredRun, ensure_writable
+from densecap_eval.results.sweeps import Options
+from densecap_eval.run.evaluate import evaluate_tasks
+from densecap_eval.run.ranks import everywhere
+from densecap_eval.scorers import SCORERS, load_scorer, scorer_kind
+from densecap_eval.tasks import concrete_tasks, get_task, needs_gallery
 
 if TYPE_CHECKING:
-    from densecap_eval.run.sweep import SweepTag
+    from densecap_eval.engine.distributed import Group
 
 DEFAULT_MODEL = "builtin:tiny"
 DEFAULT_TASK = "dci"
-DEFAULT_RESULTS_DIR = "densecap-results"
+
+# `load_scorer` and `evaluate_tasks` are looked up here when a run calls them, so a test can
+# put fakes in their place (as it can for the `check_*` functions below).
+__all__ = ["evaluate_tasks", "load_scorer"]
+
+
+@dataclass(frozen=True)
+class SweepTag:
+    """What the run cards of a request's runs record about their sweep cells.
+
+    ``cells`` pairs each task of the request with its cell id; ``options`` are the cells' grid
+    values (every cell of one request shares them). Travels to a ``run`` subprocess as JSON.
+    """
+
+    sweep: str
+    cells: tuple[tuple[str, str], ...]
+    options: Options = ()
+
+    def card_fields(self, task: str) -> dict[str, Any]:
+        """Keyword arguments of `RunWriter` for the run of ``task``."""
+        return {"sweep": self.sweep, "cell": dict(self.cells).get(task),
+                "cell_options": dict(self.options)}  # fmt: skip
+
+    def to_json(self) -> str:
+        data = {"sweep": self.sweep, "cells": dict(self.cells), "options": dict(self.options)}
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> SweepTag:
+        try:
+            data = json.loads(text)
+            return cls(
+                sweep=str(data["sweep"]),
+                cells=tuple((str(k), str(v)) for k, v in data["cells"].items()),
+                options=tuple(data.get("options", {}).items()),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise DensecapError(f"--sweep-tag is not a sweep tag ({exc}): {text!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -50,40 +95,10 @@ class RunRequest:
         """A command line that reproduces this request (recorded in each run card)."""
         if self.command:
             return list(self.command)
-        cfg = self.config
         argv = ["densecap-eval", "run"]
-        for model in self.models:
-            argv += ["--model", model]
-        for task in self.tasks:
-            argv += ["--task", task]
-        argv += ["--data-root", str(cfg.data_root)]
-        for name, root in cfg.data_roots:
-            argv += ["--data-root", f"{name}={root}"]
-        argv += ["--out", str(self.results_dir)]
-        for key, value in cfg.dataset_options:
-            argv += ["--dataset-option", f"{key}={'' if value is None else value}"]
-        options: list[tuple[str, Any]] = [
-            ("--split", cfg.split),
-            ("--seed", cfg.seed),
-            ("--batch-size", cfg.batch_size),
-            ("--device", cfg.device),
-            ("--precision", cfg.precision),
-            ("--text-policy", cfg.text_policy),
-            ("--ties", cfg.ties),
-            ("--protocol", cfg.protocol if cfg.protocol != "default" else None),
-            ("--cache-dir", cfg.cache_dir),
-            ("--bootstrap", cfg.n_boot),
-            ("--rerank-from", cfg.rerank_from),
-            ("--rerank-k", cfg.rerank_k if cfg.rerank_from is not None else None),
-            ("--workers", cfg.num_workers),
-            (
-                "--worker-timeout",
-                cfg.worker_timeout if cfg.worker_timeout != DEFAULT_WORKER_TIMEOUT else None,
-            ),
-        ]
-        argv += [str(x) for flag, value in options if value is not None for x in (flag, value)]
-        argv += [flag for flag, on in (("--blind", cfg.blind), ("--no-cache", not cfg.use_cache),
-                                       ("--strict", cfg.strict)) if on]  # fmt: skip
+        argv += [x for model in self.models for x in ("--model", model)]
+        argv += [x for task in self.tasks for x in ("--task", task)]
+        argv += ["--out", str(self.results_dir), *self.config.command_line()]
         if self.sweep is not None:
             argv += ["--sweep-tag", self.sweep.to_json()]
         return argv
@@ -102,8 +117,6 @@ class RunEvents:
 
 def check_model_spec(spec: str) -> None:
     """Fail on a spec whose source prefix no scorer backend knows (no model is loaded)."""
-    from densecap_eval.scorers import SCORERS
-
     prefix, sep, _ = spec.partition(":")
     if not sep or not prefix:
         raise UnknownNameError(
@@ -116,8 +129,6 @@ def check_model_spec(spec: str) -> None:
 
 def check_task(name: str) -> Any:
     """The task object; an unknown name raises with the list of known tasks."""
-    from densecap_eval.tasks import get_task
-
     return get_task(name)
 
 
@@ -127,10 +138,13 @@ def task_dataset_name(task: Any) -> str:
     return name if isinstance(name, str) else "dci"
 
 
+def request_datasets(tasks: Sequence[str]) -> list[str]:
+    """The datasets the (concrete) tasks of a request read, sorted."""
+    return sorted({task_dataset_name(check_task(name)) for name in concrete_tasks(tasks)})
+
+
 def check_data_root(dataset: str, root: Path, options: dict[str, Any] | None = None) -> None:
     """Open the dataset (cheap: the loader reads its index, not its photos) to fail early."""
-    from densecap_eval.datasets import load_dataset, options_for
-
     load_dataset(dataset, root=str(root), **options_for(dataset, options or {}))
 
 
@@ -144,34 +158,39 @@ def validate(request: RunRequest, *, check_results_dir: bool = True) -> None:
         raise DensecapError("no --model given")
     if not request.tasks:
         raise DensecapError("no --task given")
-    from densecap_eval.tasks import concrete_tasks
-
     for name in request.tasks:
         check_task(name)  # an unknown name fails here, with the known ones
-    datasets = {task_dataset_name(check_task(name)) for name in concrete_tasks(request.tasks)}
+    datasets = request_datasets(request.tasks)
     for spec in request.models:
         check_model_spec(spec)
     check_rerank(request)
     if request.config.protocol != "default":
+        # only a zero-shot run reads the ELEVATER protocol table (and its image libraries)
         from densecap_eval.datasets.elevater.protocol import check_protocol
 
         check_protocol(concrete_tasks(request.tasks), request.config.protocol)
-    from densecap_eval.datasets import check_options
-
     options = dict(request.config.dataset_options)
-    check_options(datasets, options)
-    for dataset in sorted(datasets):
+    check_options(set(datasets), options)
+    for dataset in datasets:
         root = request.config.root_for(dataset)
         check_data_root(dataset, root if root is not None else request.data_root, options)
     if check_results_dir:
         ensure_writable(request.results_dir)
 
 
-def check_rerank(request: RunRequest) -> None:
-    """--rerank-k >= 1, a known --rerank-from prefix, and no VLM retrieval without it."""
-    from densecap_eval.scorers import scorer_kind
-    from densecap_eval.tasks import concrete_tasks, needs_gallery
+def validate_all(requests: Sequence[RunRequest]) -> None:
+    """`validate` every request before the first runs: a typo fails in a second, not after
+    the first model."""
+    for request in requests:
+        validate(request)
 
+
+def check_rerank(request: RunRequest) -> None:
+    """--rerank-k >= 1, a known --rerank-from prefix, and no VLM retrieval without it.
+
+    The scorer catalog knows each prefix's kind (`scorer_kind`), so this fails before any
+    model is loaded.
+    """
     rerank_from = request.config.rerank_from
     if rerank_from is not None:
         check_model_spec(rerank_from)
@@ -182,25 +201,12 @@ def check_rerank(request: RunRequest) -> None:
             )
         return
     retrieval = [name for name in concrete_tasks(request.tasks) if needs_gallery(name)]
-    # the model table knows each prefix's kind, so this fails before any model is loaded
     pair_models = [m for m in request.models if scorer_kind(m) == "pair"]
     if retrieval and pair_models:
         raise DensecapError(
             f"{retrieval[0]} with {pair_models[0]}: retrieval with a pair scorer needs "
             "--rerank-from SPEC (an embedding scorer whose top --rerank-k it re-ranks)"
         )
-
-
-def load_scorer(spec: str, **options: Any) -> Any:
-    from densecap_eval.scorers import load_scorer as _load
-
-    return _load(spec, **options)
-
-
-def evaluate_tasks(scorer: Any, tasks: list[str], *, config: RunConfig) -> list[Any]:
-    from densecap_eval.run.evaluate import evaluate_tasks as _evaluate
-
-    return _evaluate(scorer, tasks, config=config)
 
 
 def run_and_store(request: RunRequest, *, events: RunEvents | None = None) -> list[StoredRun]:
@@ -210,92 +216,108 @@ def run_and_store(request: RunRequest, *, events: RunEvents | None = None) -> li
     this: they validate, load and score together (a failure on one fails all), and rank 0
     alone writes the runs; the other ranks store nothing and return an empty list.
     """
+    # engine.distributed imports numpy: only a run pays for it, not the CLI's start
     from densecap_eval.engine import distributed
 
     events = events or RunEvents()
     group = distributed.current()
     main = group is None or group.is_main
-
-    def everywhere(fn: Callable[[], Any]) -> Any:
-        return fn() if group is None else group.run(fn)
-
-    everywhere(lambda: validate(request, check_results_dir=main))
-    config = request.config
+    everywhere(group, lambda: validate(request, check_results_dir=main))
     stored: list[StoredRun] = []
     for spec in request.models:
         if main:
             events.on_model(spec)
-        scorer = everywhere(
-            partial(
-                load_scorer,
-                spec,
-                device=config.device,
-                precision=config.precision,
-                text_policy=config.text_policy,
-            )
-        )
-        with contextlib.ExitStack() as stack:
-            writers = [
-                stack.enter_context(
-                    RunWriter(
-                        request.results_dir,
-                        model_spec=spec,
-                        task=task,
-                        config=config,
-                        command=request.command_line(),
-                        **(request.sweep.card_fields(task) if request.sweep else {}),
-                    )
-                )
-                for task in (request.tasks if main else ())  # rank 0 alone writes runs
-            ]
-            # No rank starts scoring before rank 0's run directories exist, so a rank that
-            # dies at its first batch still leaves a run card that says the run failed.
-            everywhere(lambda: None)
-            results = evaluate_tasks(scorer, list(request.tasks), config=config)
-            if not main:
-                continue
-            seen: set[tuple[str, str]] = set()
-            for writer, result in zip(writers, results, strict=True):
-                for item in result.skipped:
-                    key = (str(getattr(item, "image", item)), str(getattr(item, "reason", "")))
-                    if key not in seen:
-                        seen.add(key)
-                        events.on_skipped(*key)
-                for task, message in getattr(result, "unavailable", {}).items():
-                    events.on_unavailable(task, message)
-                if not result.metrics:  # none of its tasks could run: failed, with the reason
-                    writer.fail(
-                        "; ".join(dict.fromkeys(getattr(result, "unavailable", {}).values()))
-                    )
-                    continue
-                run = writer.complete(result)
-                stored.append(run)
-                events.on_stored(run)
-                crash_point("run-stored")
+        stored += _run_model(request, spec, group, events)
     return stored
+
+
+def _run_model(
+    request: RunRequest, spec: str, group: Group | None, events: RunEvents
+) -> list[StoredRun]:
+    """Load one model, evaluate all the request's tasks on one plan, store one run per task."""
+    config = request.config
+    main = group is None or group.is_main
+    load = partial(load_scorer, spec, device=config.device, precision=config.precision,
+                   text_policy=config.text_policy)  # fmt: skip
+    scorer = everywhere(group, load)
+    with contextlib.ExitStack() as stack:
+        writers = [
+            stack.enter_context(_writer(request, spec, task))
+            for task in (request.tasks if main else ())  # rank 0 alone writes runs
+        ]
+        # No rank starts scoring before rank 0's run directories exist, so a rank that
+        # dies at its first batch still leaves a run card that says the run failed.
+        everywhere(group, lambda: None)
+        results = evaluate_tasks(scorer, list(request.tasks), config=config)
+        if not main:
+            return []
+        return _store(writers, results, events)
+
+
+def _writer(request: RunRequest, spec: str, task: str) -> RunWriter:
+    return RunWriter(
+        request.results_dir,
+        model_spec=spec,
+        task=task,
+        config=request.config,
+        command=request.command_line(),
+        **(request.sweep.card_fields(task) if request.sweep else {}),
+    )
+
+
+def _store(
+    writers: Sequence[RunWriter], results: Sequence[Any], events: RunEvents
+) -> list[StoredRun]:
+    """Complete (or fail) each task's run; report skipped images and unavailable tasks.
+
+    ``results`` are `RunResult`s; typed Any as `RunWriter.complete`'s protocol declares
+    mutable Mapping members, which a RunResult's dict members do not match for mypy.
+    """
+    stored: list[StoredRun] = []
+    seen: set[tuple[str, str]] = set()
+    for writer, result in zip(writers, results, strict=True):
+        for item in result.skipped:
+            key = (str(getattr(item, "image", item)), str(getattr(item, "reason", "")))
+            if key not in seen:
+                seen.add(key)
+                events.on_skipped(*key)
+        for task, message in getattr(result, "unavailable", {}).items():
+            events.on_unavailable(task, message)
+        if not result.metrics:  # none of its tasks could run: failed, with the reason
+            writer.fail("; ".join(dict.fromkeys(getattr(result, "unavailable", {}).values())))
+            continue
+        run = writer.complete(result)
+        stored.append(run)
+        events.on_stored(run)
+        crash_point("run-stored")
+    return stored
+
+
+def pick_data_root(data_root: str | os.PathLike[str] | None, *, sample: bool) -> Path:
+    """The data root a run reads: the one given, the bundled sample (``sample``), else
+    $DENSECAP_EVAL_DATA / the per-user default."""
+    if data_root is not None:
+        return Path(data_root).expanduser()
+    if sample:
+        return bundled_sample_root()
+    return resolve_data_root(None)
 
 
 def default_request(
     *,
     models: Sequence[str] | None,
     tasks: Sequence[str] | None,
-    data_root: str | os.PathLike[str] | None,
     sample: bool,
     results_dir: str | os.PathLike[str] | None,
+    data_root: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> RunRequest:
     """Fill in the product's defaults: no model means ``builtin:tiny`` on the bundled sample."""
-    from densecap_eval.core.paths import bundled_sample_root, resolve_data_root
-
-    if data_root is not None:
-        root = Path(data_root).expanduser()
-    elif sample or not models:
-        root = bundled_sample_root()
-    else:
-        root = resolve_data_root(None)
     return RunRequest(
         models=tuple(models or (DEFAULT_MODEL,)),
         tasks=tuple(tasks or (DEFAULT_TASK,)),
         results_dir=Path(results_dir or DEFAULT_RESULTS_DIR).expanduser(),
-        config=RunConfig.from_options(data_root=root, **options),
+        config=RunConfig.from_options(
+            data_root=pick_data_root(data_root, sample=sample or not models), **options
+        ),
     )
