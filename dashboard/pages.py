@@ -477,7 +477,7 @@ def compare_page(store: Store) -> None:
     st.table(compare_view.agreement_table(chosen))
 
     cols_a, cols_b = _columns(run_a), _columns(run_b)
-    flag = compare_view.flag_column(chosen.metric, [c for c in cols_a if c in cols_b])
+    flag = compare_view.flag_column(result, chosen, [c for c in cols_a if c in cols_b])
     if flag is None:
         return
     try:
