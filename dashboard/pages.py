@@ -218,7 +218,8 @@ def _example_charts(store: Store, rows: Any, task: str) -> None:
     by_id = {run.run_id: run for run in store.complete}
     labels = charts.series_labels(rows)
     flags = sorted({f for run_id in rows["run_id"] if run_id in by_id
-                    for f in explorer.correct_columns(_columns(by_id[run_id]))},
+                    for f in explorer.correct_columns(
+                        _columns(by_id[run_id]), explorer.declared_outcome_columns(by_id[run_id]))},
                    key=lambda c: (c != "neg_correct", c))  # fmt: skip
     if not flags:
         st.caption("These runs stored no per-example correct flags: no length breakdown.")
@@ -292,7 +293,7 @@ def explorer_page(store: Store) -> None:
     if loaded is None:
         return
     frame, task = loaded
-    flags = explorer.correct_columns(frame.columns)
+    flags = explorer.correct_columns(frame.columns, explorer.declared_outcome_columns(run))
     c1, c2, c3 = st.columns(3)
     outcome = c1.radio("Show", explorer.OUTCOMES, horizontal=True, key="ex_outcome",
                        format_func=lambda o: {"disagree": "disagreeing"}.get(o, o))  # fmt: skip
@@ -321,7 +322,8 @@ def _explorer_examples(run: StoredRun) -> tuple[pd.DataFrame, str | None] | None
     columns = _columns(run)
     try:
         frame = cache.examples(str(run.path), _stamp(run),
-                               tuple(explorer.explorer_columns(columns)))  # fmt: skip
+                               tuple(explorer.explorer_columns(
+                                   columns, explorer.declared_outcome_columns(run))))  # fmt: skip
     except DensecapError as exc:
         st.error(str(exc))
         return None

@@ -142,6 +142,7 @@ def test_a_toy_benchmark_shows_its_declared_metric_everywhere(
     toy_plugin: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from densecap_eval.dashboard import data as dashboard_data
+    from densecap_eval.dashboard import explorer
 
     out = tmp_path / "results"
     for seed in ("0", "1"):
@@ -183,6 +184,8 @@ def test_a_toy_benchmark_shows_its_declared_metric_everywhere(
     frame = dashboard_data.leaderboard_rows(list_runs(out))
     assert "toy_hits" in dashboard_data.metric_names(frame)
     assert dashboard_data.metric_names(frame)[0] == "toy_hits"  # declared headline first
+    declared = explorer.declared_outcome_columns(runs[0])
+    assert explorer.correct_columns(["task", "image", "hit"], declared) == ["hit"]
 
 
 def test_the_toy_plugin_left_no_entry_behind() -> None:
