@@ -8,9 +8,13 @@
    the cache when possible). A pair scorer (VLM) on a retrieval task re-ranks the top
    ``rerank_k`` candidates of the embedding scorer ``rerank_from``: that first stage scores
    its own plan first, and every re-rank pair joins the pair scorer's plan;
-3. **compute**: each concrete task computes its metrics from the shared score table;
+3. **compute**: each concrete task computes its metrics from the shared score table and one
+   `ComputeContext` built for the run (`compute_context`: seed, resamples, tie rule, the
+   model's token limit and first-difference positions, text policy);
 4. **record**: one `RunResult` per requested task, with the run record (the config plus what
-   was resolved: the model's fingerprint and cache key, the device, the dataset fingerprint).
+   was resolved: the model's fingerprint and cache key, the device, the dataset fingerprint,
+   and each task's metric declarations, which the store writes to the run card's
+   ``metric_specs``).
 
 Under torchrun every rank runs the four phases in step (`densecap_eval.engine.distributed`): each
 plans the same tasks (checked), scores its share of the plan's batches and receives the rest,
@@ -495,8 +499,11 @@ def _task_record(
         "dataset": dataset_names[0] if len(dataset_names) == 1 else dataset_names,
         "splits": {m: prepared.instances[m].split for m in names},
         "dataset_fingerprint": _dataset_fingerprints(prepared, dataset_names, names),
+        # A plugin task from before declarations has none: readers then use the legacy list.
         "metric_specs": {
-            m: [spec.to_dict() for spec in t.metrics] for m, t in zip(names, task_objs, strict=True)
+            m: [spec.to_dict() for spec in t.metrics]
+            for m, t in zip(names, task_objs, strict=True)
+            if hasattr(t, "metrics")
         },
     }
     protocols = {
