@@ -4,6 +4,11 @@ A run directory holds ``run.json`` (the run card below), ``metrics.json``
 (``{concrete_task: {metric: value}}``) and ``examples.parquet`` (one row per scored example).
 Only `densecap_eval.results.store` writes or reads these files; bump `SCHEMA_VERSION` whenever
 a reader of the old layout would misread the new one.
+
+The run card also holds each task's metric declarations (`MetricSpec`, ``metric_specs``): what
+report, compare, the sweep grids and the dashboard show, in which order, which way is better and
+which examples column holds each outcome. Cards written before tasks declared their metrics lack
+the key and are read with `legacy_metric_specs` (the same tables as before).
 """
 
 from __future__ import annotations
