@@ -20,12 +20,14 @@ SCORE_COLUMNS: tuple[str, ...] = ("pos_scores", "neg_score")
 MAX_ROWS = 500
 
 
-def flag_column(metric: str, columns: Sequence[str]) -> str | None:
-    """The per-example flag of ``metric`` (``neg`` -> ``neg_correct``), as compare.py finds it."""
-    for name in (f"{metric}_correct", f"correct_{metric}"):
-        if name in columns:
-            return name
-    return None
+def flag_column(
+    comparison: Comparison, metric: MetricComparison, columns: Sequence[str]
+) -> str | None:
+    """The per-example column ``metric`` was compared on (``neg`` -> ``neg_correct``), as the
+    run cards declare it (`densecap_eval.results.compare.outcome_column`)."""
+    from densecap_eval.results.compare import outcome_column
+
+    return outcome_column(comparison.run_a, comparison.run_b, metric.task, metric.metric, columns)
 
 
 P_CLUSTERED = "p (photos)"

@@ -24,9 +24,12 @@ from densecap_eval.results.report import (
 )
 from densecap_eval.results.schema import (
     EXAMPLES_FILE,
-    HEADLINE_METRICS,
     NOT_REFERENCE_EXACT,
     RUN_CARD_FILE,
+    MetricSpec,
+    headline_names,
+    legacy_metric_specs,
+    merge_specs,
     reference_exact,
 )
 from densecap_eval.results.store import StoredRun, list_runs, load_metrics
@@ -37,9 +40,11 @@ if TYPE_CHECKING:
 ENV_VAR = "DENSECAP_EVAL_RESULTS"
 COUNT_METRIC = "n"
 CI_KEY = "ci"
-# Headline metrics first (same order as `densecap-eval report`), then the rest alphabetically.
-METRIC_ORDER = HEADLINE_METRICS
-# Metric names for which a smaller value is better (everything else is an accuracy or a recall).
+# A leaderboard frame's metric declarations (`MetricSpec.to_dict` of every row's task, merged):
+# its headline metrics come first, in declared order (as `densecap-eval report` shows them).
+SPECS_ATTR = "metric_specs"
+# For a metric no task declared: names for which a smaller value is better (everything else
+# is an accuracy or a recall).
 LOWER_IS_BETTER_WORDS: tuple[str, ...] = ("rank", "loss", "error")
 # Metric names that describe a run rather than score it: no "best" is marked for them.
 UNRANKED_WORDS: tuple[str, ...] = ("share",)
@@ -206,7 +211,8 @@ def leaderboard_rows(
     with ``<metric>_lo`` / ``<metric>_hi`` for its 95% interval (NaN when none was stored) and,
     for a headline metric of a run whose blind control (`blind_partners`: same model spec,
     task, split, text policy, data) is among ``runs``, ``<metric>_blind``: the control's value.
-    The blind runs keep their own rows.
+    The blind runs keep their own rows. The tasks' metric declarations ride along in
+    ``frame.attrs[SPECS_ATTR]`` (`frame_specs`).
 
     ``metrics_of`` maps a run path to its metrics.json when the caller has it cached already.
     Nested breakdowns (by length, by position) are left to the charts.
@@ -219,36 +225,16 @@ def leaderboard_rows(
     for run in runs:
         if not run.is_complete or run.card is None:
             continue
-        card = run.card
         try:
             metrics = metrics_of[run.path] if metrics_of is not None else load_metrics(run)
         except (KeyError, ResultsError):
             continue
-        started = run_date(run)
         for task, values in metrics.items():
-            row: dict[str, Any] = {
-                "model": card.label,
-                "task": task,
-                "date": pd.Timestamp(started) if started else pd.NaT,
-                "run_id": card.run_id,
-                "dataset": task_dataset(task, card.dataset.get("name")),
-                "split": card.split,
-                "blind": bool(card.blind),
-                "note": reference_note(card, task) or "",
-            }
-            for metric, value in values.items():
-                if not _is_number(value) or metric in ROW_COLUMNS:
-                    continue
-                row[metric] = value
-                if isinstance(value, float):
-                    floats.add(metric)
-                interval = _interval(values, metric)
-                if interval is not None:
-                    row[f"{metric}_lo"], row[f"{metric}_hi"] = interval
-            rows.append(row)
-            cards.append((card, task))
+            rows.append(_leaderboard_row(run, task, values, floats))
+            cards.append((run.card, task))
+    specs = merge_specs(card.specs_for(task) for card, task in cards)
     for index, blind in blind_partners(cards).items():
-        for metric in METRIC_ORDER:
+        for metric in headline_names(specs):
             if _is_number(rows[blind].get(metric)):
                 rows[index][f"{metric}{BLIND_COLUMN}"] = float(rows[blind][metric])
     frame = pd.DataFrame(rows)
@@ -260,12 +246,56 @@ def leaderboard_rows(
         # Counts (n, gallery, ...) are integers in metrics.json; keeping them an integer dtype
         # is what tells them from fractions (`count_names`) however the frame is filtered.
         frame[column] = frame[column].astype("float64" if column in floats else "Int64")
+    frame.attrs[SPECS_ATTR] = [spec.to_dict() for spec in specs]
     ordered = [*ROW_COLUMNS]
     for metric in metric_names(frame):
         ordered += [c for c in (metric, f"{metric}_lo", f"{metric}_hi", f"{metric}{BLIND_COLUMN}")
                     if c in frame.columns]  # fmt: skip
     ordered += count_names(frame)
-    return frame[ordered].reset_index(drop=True)
+    out = frame[ordered].reset_index(drop=True)
+    out.attrs[SPECS_ATTR] = frame.attrs[SPECS_ATTR]
+    return out
+
+
+def _leaderboard_row(
+    run: StoredRun, task: str, values: Mapping[str, Any], floats: set[str]
+) -> dict[str, Any]:
+    """One leaderboard row: the run's identity columns, then ``task``'s scalar metrics with
+    their intervals (the names of float-valued ones are added to ``floats``)."""
+    import pandas as pd
+
+    card = run.card
+    assert card is not None  # complete runs only
+    started = run_date(run)
+    row: dict[str, Any] = {
+        "model": card.label,
+        "task": task,
+        "date": pd.Timestamp(started) if started else pd.NaT,
+        "run_id": card.run_id,
+        "dataset": task_dataset(task, card.dataset.get("name")),
+        "split": card.split,
+        "blind": bool(card.blind),
+        "note": reference_note(card, task) or "",
+    }
+    for metric, value in values.items():
+        if not _is_number(value) or metric in ROW_COLUMNS:
+            continue
+        row[metric] = value
+        if isinstance(value, float):
+            floats.add(metric)
+        interval = _interval(values, metric)
+        if interval is not None:
+            row[f"{metric}_lo"], row[f"{metric}_hi"] = interval
+    return row
+
+
+def frame_specs(frame: pd.DataFrame) -> tuple[MetricSpec, ...]:
+    """The metric declarations a leaderboard frame carries (`leaderboard_rows`); the legacy
+    list for a frame built without them."""
+    declared = frame.attrs.get(SPECS_ATTR)
+    if declared is None:
+        return legacy_metric_specs()
+    return tuple(MetricSpec.from_dict(item) for item in declared)
 
 
 def task_dataset(task: str, card_dataset: Any = None) -> str | None:
@@ -315,11 +345,15 @@ def metric_names(frame: pd.DataFrame) -> list[str]:
     """The fraction-valued metric columns (not intervals, not counts), in display order."""
     counts = set(count_names(frame))
     names = {c for c in _value_columns(frame) if c not in counts}
-    head = [m for m in METRIC_ORDER if m in names]
+    head = [m for m in headline_names(frame_specs(frame)) if m in names]
     return head + sorted(names - set(head))
 
 
-def lower_is_better(metric: str) -> bool:
+def lower_is_better(metric: str, specs: Sequence[MetricSpec] = ()) -> bool:
+    """As the metric's declaration says; for an undeclared one, by its name."""
+    declared = next((spec for spec in specs if spec.name == metric), None)
+    if declared is not None:
+        return not declared.higher_is_better
     return any(word in metric for word in LOWER_IS_BETTER_WORDS)
 
 
@@ -355,10 +389,11 @@ def best_marks(frame: pd.DataFrame) -> pd.DataFrame:
     import pandas as pd
 
     marks = pd.DataFrame(index=frame.index)
+    specs = frame_specs(frame)
     for metric in filter(is_ranked, metric_names(frame)):
         values = pd.to_numeric(frame[metric], errors="coerce")
         by_task = values.groupby(frame["task"])
-        best = by_task.transform("min" if lower_is_better(metric) else "max")
+        best = by_task.transform("min" if lower_is_better(metric, specs) else "max")
         marks[metric] = values.notna() & (values == best)
     return marks
 
@@ -486,7 +521,7 @@ def card_table(run_a: StoredRun, run_b: StoredRun | None = None) -> pd.DataFrame
     names = list(a) + ([k for k in b if k not in a] if b is not None else [])
     rows = []
     for name in names:
-        row = {"field": name, "A": a.get(name, "")}
+        row: dict[str, Any] = {"field": name, "A": a.get(name, "")}
         if b is not None:
             row["B"] = b.get(name, "")
             row["differs"] = a.get(name) != b.get(name)

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from PIL import Image
 
+    from densecap_eval.results.store import StoredRun
+
 Outcome = Literal["all", "correct", "wrong", "disagree"]
 OUTCOMES: tuple[str, ...] = ("all", "correct", "wrong", "disagree")
 # Columns the explorer reads when a run has them; nothing else is loaded.
@@ -65,10 +67,21 @@ _TRAILING_INDEX = re.compile(r"_\d+$")
 # --------------------------------------------------------------------------- columns
 
 
-def correct_columns(columns: Iterable[str]) -> list[str]:
-    """Per-example correct flags (``neg_correct``, ``scm_correct``, ...), Neg first."""
-    found = [c for c in columns if c.endswith(CORRECT_SUFFIX)]
+def correct_columns(columns: Iterable[str], declared: Iterable[str] = ()) -> list[str]:
+    """Per-example correct flags, Neg first: the outcome columns the run's tasks declared
+    (`declared_outcome_columns`) and, for runs stored before declarations, ``*_correct``."""
+    wanted = set(declared)
+    found = [c for c in columns if c in wanted or c.endswith(CORRECT_SUFFIX)]
     return sorted(found, key=lambda c: (c != "neg_correct", c != "scm_correct", _natural(c)))
+
+
+def declared_outcome_columns(run: StoredRun) -> list[str]:
+    """The per-example outcome columns the run's tasks declared in its run card."""
+    card = run.card
+    if card is None:
+        return []
+    specs = [spec for task in card.metric_specs for spec in card.specs_for(task)]
+    return list(dict.fromkeys(spec.column for spec in specs if spec.column is not None))
 
 
 def _natural(name: str) -> list[Any]:
@@ -76,10 +89,10 @@ def _natural(name: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def explorer_columns(available: Iterable[str]) -> list[str]:
+def explorer_columns(available: Iterable[str], declared: Iterable[str] = ()) -> list[str]:
     """The columns a view of the explorer reads: the known ones a run has, plus its flags."""
     have = list(available)
-    return [c for c in EXPLORER_COLUMNS if c in have] + correct_columns(have)
+    return [c for c in EXPLORER_COLUMNS if c in have] + correct_columns(have, declared)
 
 
 def negative_type(key: Any) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
@@ -18,6 +18,9 @@ from densecap_eval.results.store import StoredRun
 from densecap_eval.results.zeroshot_summary import ELEVATER_TOTAL
 
 from . import cache, charts, compare_view, data, explorer, zeroshot_view
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 BEST_STYLE = "background-color: #d7f5dd; font-weight: 600"
 DIFF_STYLE = "background-color: #fff2b3"
@@ -215,7 +218,8 @@ def _example_charts(store: Store, rows: Any, task: str) -> None:
     by_id = {run.run_id: run for run in store.complete}
     labels = charts.series_labels(rows)
     flags = sorted({f for run_id in rows["run_id"] if run_id in by_id
-                    for f in explorer.correct_columns(_columns(by_id[run_id]))},
+                    for f in explorer.correct_columns(
+                        _columns(by_id[run_id]), explorer.declared_outcome_columns(by_id[run_id]))},
                    key=lambda c: (c != "neg_correct", c))  # fmt: skip
     if not flags:
         st.caption("These runs stored no per-example correct flags: no length breakdown.")
@@ -285,23 +289,11 @@ def explorer_page(store: Store) -> None:
         _no_complete_runs(store)
         return
     run = _pick_run("Run", runs, key="ex_run")
-    columns = _columns(run)
-    try:
-        frame = cache.examples(str(run.path), _stamp(run),
-                               tuple(explorer.explorer_columns(columns)))  # fmt: skip
-    except DensecapError as exc:
-        st.error(str(exc))
+    loaded = _explorer_examples(run)
+    if loaded is None:
         return
-    if frame.empty:
-        st.info("This run stored no examples.")
-        return
-    if "task" in frame.columns:
-        task = st.selectbox("Task", sorted(frame["task"].unique()), key="ex_task")
-        frame = frame[frame["task"] == task]
-    else:
-        task = None
-
-    flags = explorer.correct_columns(frame.columns)
+    frame, task = loaded
+    flags = explorer.correct_columns(frame.columns, explorer.declared_outcome_columns(run))
     c1, c2, c3 = st.columns(3)
     outcome = c1.radio("Show", explorer.OUTCOMES, horizontal=True, key="ex_outcome",
                        format_func=lambda o: {"disagree": "disagreeing"}.get(o, o))  # fmt: skip
@@ -312,35 +304,73 @@ def explorer_page(store: Store) -> None:
             st.warning("Only one complete run: nothing to disagree with.")
             outcome = "all"
         else:
-            other = _pick_run("Other run", others, key="ex_other")
-            wanted = [c for c in (*explorer.KEY_COLUMNS, flag) if c in _columns(other)]
-            try:
-                theirs = cache.examples(str(other.path), _stamp(other), tuple(wanted))
-            except DensecapError as exc:
-                st.error(str(exc))
+            attached = _with_other_run(frame, others, flag, task)
+            if attached is None:
                 return
-            if task is not None and "task" in theirs.columns:
-                theirs = theirs[theirs["task"] == task]
-            frame = explorer.attach_other(frame, theirs, flag)
+            frame = attached
+    spec = _example_filter(frame, c3, outcome, flag)
+    try:
+        shown = explorer.filter_examples(frame, spec)
+    except DensecapError as exc:
+        st.warning(str(exc))
+        shown = frame
+    _example_pages(shown, len(frame), _dataset_root(run))
 
+
+def _explorer_examples(run: StoredRun) -> tuple[pd.DataFrame, str | None] | None:
+    """The run's examples of the task picked (None: nothing to show, said on the page)."""
+    columns = _columns(run)
+    try:
+        frame = cache.examples(str(run.path), _stamp(run),
+                               tuple(explorer.explorer_columns(
+                                   columns, explorer.declared_outcome_columns(run))))  # fmt: skip
+    except DensecapError as exc:
+        st.error(str(exc))
+        return None
+    if frame.empty:
+        st.info("This run stored no examples.")
+        return None
+    if "task" not in frame.columns:
+        return frame, None
+    task = st.selectbox("Task", sorted(frame["task"].unique()), key="ex_task")
+    return frame[frame["task"] == task], task
+
+
+def _with_other_run(
+    frame: pd.DataFrame, others: list[StoredRun], flag: Any, task: str | None
+) -> pd.DataFrame | None:
+    """``frame`` with the picked other run's verdict on each example (None: it failed to load)."""
+    other = _pick_run("Other run", others, key="ex_other")
+    wanted = [c for c in (*explorer.KEY_COLUMNS, flag) if c in _columns(other)]
+    try:
+        theirs = cache.examples(str(other.path), _stamp(other), tuple(wanted))
+    except DensecapError as exc:
+        st.error(str(exc))
+        return None
+    if task is not None and "task" in theirs.columns:
+        theirs = theirs[theirs["task"] == task]
+    return explorer.attach_other(frame, theirs, flag)
+
+
+def _example_filter(frame: pd.DataFrame, column: Any, outcome: Any, flag: Any) -> Any:
+    """The explorer's filter from the negative-type and caption-token widgets."""
     kinds = None
     if "negative_key" in frame.columns:
         options = sorted(frame["negative_key"].map(explorer.negative_type).unique())
-        picked = c3.multiselect("Negative type", options, key="ex_kinds", placeholder="all types")
+        picked = column.multiselect("Negative type", options, key="ex_kinds",
+                                    placeholder="all types")  # fmt: skip
         kinds = tuple(picked) or None
     tokens = None
     counts = explorer.caption_tokens(frame).dropna()
     if not counts.empty and counts.min() < counts.max():
         lo, hi = int(counts.min()), int(counts.max())
         tokens = st.slider("Caption tokens (untruncated)", lo, hi, (lo, hi), key="ex_tokens")
-
-    spec = explorer.ExampleFilter(outcome=outcome, flag=flag, negative_types=kinds,
+    return explorer.ExampleFilter(outcome=outcome, flag=flag, negative_types=kinds,
                                   tokens=tokens)  # fmt: skip
-    try:
-        shown = explorer.filter_examples(frame, spec)
-    except DensecapError as exc:
-        st.warning(str(exc))
-        shown = frame
+
+
+def _example_pages(shown: pd.DataFrame, total: int, root: str | None) -> None:
+    """One page of the matching examples, with the page and page-size pickers."""
     # Few photos per page by default: each is drawn, sent and decoded by the browser.
     p1, p2 = st.columns([3, 1])
     size = int(p2.selectbox("Per page", explorer.PAGE_SIZES, key="ex_per_page"))
@@ -349,8 +379,7 @@ def explorer_page(store: Store) -> None:
         st.session_state["ex_page"] = pages
     page = p1.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1,
                            key="ex_page")  # fmt: skip
-    st.caption(f"{len(shown)} of {len(frame)} examples match; showing {size} per page.")
-    root = _dataset_root(run)
+    st.caption(f"{len(shown)} of {total} examples match; showing {size} per page.")
     for _, row in explorer.page_of(shown, int(page), size=size).iterrows():
         show_example(row, root)
 
@@ -477,7 +506,7 @@ def compare_page(store: Store) -> None:
     st.table(compare_view.agreement_table(chosen))
 
     cols_a, cols_b = _columns(run_a), _columns(run_b)
-    flag = compare_view.flag_column(chosen.metric, [c for c in cols_a if c in cols_b])
+    flag = compare_view.flag_column(result, chosen, [c for c in cols_a if c in cols_b])
     if flag is None:
         return
     try:

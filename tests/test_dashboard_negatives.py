@@ -19,6 +19,7 @@ from densecap_eval.engine.plan import ScoringPlan
 from densecap_eval.metrics.length import diff_position_fn
 from densecap_eval.results.store import RunWriter, list_runs
 from densecap_eval.synth import generate_dci
+from densecap_eval.tasks.context import ComputeContext
 from densecap_eval.tasks.negatives import NegativesTask
 
 APP = Path(data.__file__).with_name("app.py")
@@ -98,14 +99,14 @@ def neg_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         plan = ScoringPlan()
         inst.add_to_plan(plan)
         table = score_plan(scorer, plan, text_policy=policy, num_workers=0, progress=False)
-        metrics, frame = inst.compute(
-            table,
+        ctx = ComputeContext(
             bootstrap_seed=0,
             n_boot=20,
             diff_positions=diff_position_fn(scorer)[0],
             max_text_tokens=40,
             text_policy=policy,
         )
+        metrics, frame = inst.compute(table, ctx)
         config = RunConfig(text_policy=policy)
         with RunWriter(results, model_spec="fake:embedding", task=TASK, config=config) as writer:
             writer.complete(Result({TASK: metrics}, frame, config=config.to_dict()))

@@ -14,6 +14,7 @@ from densecap_eval.datasets.regions import Region
 from densecap_eval.engine.engine import score_plan
 from densecap_eval.engine.plan import ScoringPlan
 from densecap_eval.tasks.choice import ChoiceExample, ChoiceTask, decide, mean_accuracy
+from densecap_eval.tasks.context import ComputeContext
 
 
 @pytest.mark.parametrize(
@@ -55,7 +56,7 @@ def test_choice_task_equals_a_direct_computation(tmp_path: Path, scorer_cls: Any
     inst.add_to_plan(plan)
     scorer = scorer_cls()
     table = score_plan(scorer, plan, num_workers=0)
-    metrics, frame = inst.compute(table, bootstrap_seed=0, n_boot=0)
+    metrics, frame = inst.compute(table, ComputeContext(bootstrap_seed=0, n_boot=0))
     if scorer_cls is FakePairScorer:  # only the planned (crop, option) pairs were scored
         assert len(plan.pairs) == sum(len(ex.options) for ex in examples)
     reference = FakeEmbeddingScorer()

@@ -21,6 +21,7 @@ from densecap_eval.engine.engine import score_plan
 from densecap_eval.engine.plan import ScoringPlan
 from densecap_eval.synth import generate_dci
 from densecap_eval.tasks import concrete_tasks, get_task, list_tasks
+from densecap_eval.tasks.context import ComputeContext
 from densecap_eval.tasks.retrieval import lotlip_rejoin
 
 SUBTESTS = ("dci/all_swaps", "dci/all_swaps_pick5", "dci/base_swaps", "dci/all_hardest")
@@ -100,7 +101,7 @@ def test_registry_lists_the_tasks_and_expands_the_suite() -> None:
 def test_subtest_metrics_match_a_direct_computation(scored, name: str) -> None:
     scorer, _, table, instances = scored
     inst = instances[name]
-    metrics, frame = inst.compute(table, bootstrap_seed=0, n_boot=200)
+    metrics, frame = inst.compute(table, ComputeContext(bootstrap_seed=0, n_boot=200))
     examples = inst.examples
     n = len(examples)
     assert n > 0 and metrics["n"] == n == len(frame)
@@ -145,7 +146,7 @@ def test_subtest_metrics_match_a_direct_computation(scored, name: str) -> None:
 
 def test_groups_of_eight_span_photos_and_the_last_is_short(scored) -> None:
     _, _, table, instances = scored
-    _, frame = instances["dci/all_swaps"].compute(table, bootstrap_seed=0, n_boot=0)
+    _, frame = instances["dci/all_swaps"].compute(table, ComputeContext(bootstrap_seed=0, n_boot=0))
     sizes = frame.groupby("group").size().tolist()
     assert sizes == [8, 8, 2]
     assert frame.groupby("group")["image"].nunique().max() > 1  # a group holds several photos
@@ -153,7 +154,9 @@ def test_groups_of_eight_span_photos_and_the_last_is_short(scored) -> None:
 
 def test_pick5_takes_the_first_five_summaries(root: Path, scored) -> None:
     _, _, table, instances = scored
-    _, frame = instances["dci/all_swaps_pick5"].compute(table, bootstrap_seed=0, n_boot=0)
+    _, frame = instances["dci/all_swaps_pick5"].compute(
+        table, ComputeContext(bootstrap_seed=0, n_boot=0)
+    )
     assert len(frame) > 0
     for row in frame.itertuples():
         record = json.loads(
@@ -191,7 +194,7 @@ def test_length_breakdown_cut_share_and_diff_position(scored) -> None:
     fn, method = diff_position_fn(scorer)
     assert method == "word_prefix"  # the fake has count_tokens only
     metrics, frame = instances["dci/all_hardest"].compute(
-        table, bootstrap_seed=0, n_boot=0, diff_positions=fn, max_text_tokens=12
+        table, ComputeContext(bootstrap_seed=0, n_boot=0, diff_positions=fn, max_text_tokens=12)
     )
     counts = [len(p[0].split()) + 2 for p in frame["positives"]]  # the fake's tokenizer
     assert [t[0] for t in frame["pos_tokens"]] == counts  # the model's own counts stay
@@ -245,20 +248,26 @@ def test_diff_position_buckets_follow_the_text_policy_and_need_a_limit(scored) -
     inst = instances["dci/all_swaps"]
     chunked, frame = inst.compute(
         table,
-        bootstrap_seed=0,
-        n_boot=0,
-        diff_positions=fn,
-        max_text_tokens=12,
-        text_policy="chunk-mean",
+        ComputeContext(
+            bootstrap_seed=0,
+            n_boot=0,
+            diff_positions=fn,
+            max_text_tokens=12,
+            text_policy="chunk-mean",
+        ),
     )
     assert list(chunked["diff_position_buckets"]) == ["inside", "edge", "later_chunk"]
     assert list(chunked["by_diff_position"])[:3] == ["inside", "edge", "later_chunk"]
     assert "beyond" not in set(frame["diff_bucket"].dropna())
-    unknown, frame = inst.compute(table, bootstrap_seed=0, n_boot=0, diff_positions=fn)
+    unknown, frame = inst.compute(
+        table, ComputeContext(bootstrap_seed=0, n_boot=0, diff_positions=fn)
+    )
     assert unknown["diff_position_buckets"] is None and unknown["model_max_text_tokens"] is None
     assert set(unknown["by_diff_position"]) <= {"unknown", "identical"}
     assert set(frame["diff_bucket"].dropna()) <= {"unknown", "identical"}
-    none, frame = inst.compute(table, bootstrap_seed=0, n_boot=0)  # no position function
+    none, frame = inst.compute(
+        table, ComputeContext(bootstrap_seed=0, n_boot=0)
+    )  # no position function
     assert "by_diff_position" not in none and frame["diff_bucket"].isna().all()
     assert none["scm"] == unknown["scm"] == chunked["scm"]  # scores are the table's
 
@@ -266,7 +275,7 @@ def test_diff_position_buckets_follow_the_text_policy_and_need_a_limit(scored) -
 def test_examples_table_survives_parquet(scored, tmp_path: Path) -> None:
     _, _, table, instances = scored
     frames = [
-        instances[n].compute(table, bootstrap_seed=0, n_boot=0)[1]
+        instances[n].compute(table, ComputeContext(bootstrap_seed=0, n_boot=0))[1]
         for n in (*SUBTESTS, "dci/retrieval")
     ]
     frame = pd.concat(frames, ignore_index=True)
@@ -282,7 +291,7 @@ def test_examples_table_survives_parquet(scored, tmp_path: Path) -> None:
 def test_retrieval_matches_a_direct_computation(scored, root: Path) -> None:
     scorer, _, table, instances = scored
     inst = instances["dci/retrieval"]
-    metrics, frame = inst.compute(table, bootstrap_seed=0, n_boot=100)
+    metrics, frame = inst.compute(table, ComputeContext(bootstrap_seed=0, n_boot=100))
     assert inst.split == "all" and metrics["n"] == 9  # every split by default
     direct = Direct(scorer)
     s = np.array([[direct.score(r, t) for t in inst.texts] for r in inst.regions])
@@ -344,7 +353,7 @@ def test_retrieval_tie_rules_through_compute(scored, rule: str) -> None:
     inst = instances["dci/retrieval"]
     tied_table = _rounded(table)
     metrics, frame = inst.compute(
-        tied_table, bootstrap_seed=0, n_boot=0, ties=rule, max_text_tokens=12
+        tied_table, ComputeContext(bootstrap_seed=0, n_boot=0, ties=rule, max_text_tokens=12)
     )
     assert len(set(inst.texts)) == len(inst.texts)  # one gallery column per photo
     s = tied_table.matrix(inst._r.tolist(), inst._t.tolist())
@@ -367,13 +376,15 @@ def test_retrieval_default_rule_is_pessimistic_and_unknown_rules_raise(scored) -
     _, _, table, instances = scored
     inst = instances["dci/retrieval"]
     tied_table = _rounded(table)
-    default, _ = inst.compute(tied_table, bootstrap_seed=0, n_boot=0)
-    pess, _ = inst.compute(tied_table, bootstrap_seed=0, n_boot=0, ties="pessimistic")
-    first, _ = inst.compute(tied_table, bootstrap_seed=0, n_boot=0, ties="first")
+    default, _ = inst.compute(tied_table, ComputeContext(bootstrap_seed=0, n_boot=0))
+    pess, _ = inst.compute(
+        tied_table, ComputeContext(bootstrap_seed=0, n_boot=0, ties="pessimistic")
+    )
+    first, _ = inst.compute(tied_table, ComputeContext(bootstrap_seed=0, n_boot=0, ties="first"))
     assert default == pess and default["tie_rule"] == "pessimistic"
     assert first["i2t_r1"] >= pess["i2t_r1"] and first["t2i_r1"] >= pess["t2i_r1"]
     with pytest.raises(UnknownNameError, match="tie rule"):
-        inst.compute(tied_table, bootstrap_seed=0, n_boot=0, ties="lucky")
+        inst.compute(tied_table, ComputeContext(bootstrap_seed=0, n_boot=0, ties="lucky"))
 
 
 @pytest.mark.parametrize("rule", ["pessimistic", "first"])
@@ -398,7 +409,7 @@ def test_rerank_honours_the_tie_rule(root: Path, rule: str) -> None:
         pairs=pairs,
         pair_values=np.zeros(len(pairs), dtype=np.float32),
     )
-    metrics, frame = inst.compute(constant, bootstrap_seed=0, n_boot=0, ties=rule)
+    metrics, frame = inst.compute(constant, ComputeContext(bootstrap_seed=0, n_boot=0, ties=rule))
     s = first_table.matrix(inst._r.tolist(), inst._t.tolist())
     first_i2t, first_t2i, _, _ = _hand_ranks(s, rule)
     assert frame["rank_i2t_first"].tolist() == first_i2t
@@ -450,8 +461,10 @@ def test_pair_scorer_scores_only_planned_pairs_and_agrees(root: Path, scored) ->
     pair = FakePairScorer(max_text_tokens=12)
     table = score_plan(pair, plan, num_workers=0, progress=False)
     assert len(pair.scored_pairs) == len(plan.pairs)  # no pair scored twice, none unplanned
-    metrics, frame = inst.compute(table, bootstrap_seed=0, n_boot=0)
-    want, want_frame = emb_instances["dci/all_swaps"].compute(emb_table, bootstrap_seed=0, n_boot=0)
+    metrics, frame = inst.compute(table, ComputeContext(bootstrap_seed=0, n_boot=0))
+    want, want_frame = emb_instances["dci/all_swaps"].compute(
+        emb_table, ComputeContext(bootstrap_seed=0, n_boot=0)
+    )
     assert frame["scm_correct"].tolist() == want_frame["scm_correct"].tolist()
     assert frame["neg_correct"].tolist() == want_frame["neg_correct"].tolist()
     assert metrics["scm"] == want["scm"] and metrics["neg"] == want["neg"]
@@ -464,4 +477,4 @@ def test_retrieval_refuses_a_pair_table(root: Path) -> None:
     plan.need(0, 0)
     table = score_plan(FakePairScorer(), plan, num_workers=0, progress=False)
     with pytest.raises(DensecapError, match="embedding scorer"):
-        inst.compute(table, bootstrap_seed=0, n_boot=0)
+        inst.compute(table, ComputeContext(bootstrap_seed=0, n_boot=0))

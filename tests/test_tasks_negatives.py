@@ -22,6 +22,7 @@ from densecap_eval.engine.plan import ScoringPlan
 from densecap_eval.metrics.length import diff_position_fn
 from densecap_eval.synth import generate_dci
 from densecap_eval.tasks import get_task
+from densecap_eval.tasks.context import ComputeContext
 from densecap_eval.tasks.negatives import (
     EDIT_BIN_MAX,
     NegativesTask,
@@ -126,11 +127,13 @@ def _run(task, dataset, policy: str, scorer=None, seed: int = 0):
     fn, _ = diff_position_fn(scorer)
     metrics, frame = inst.compute(
         table,
-        bootstrap_seed=0,
-        n_boot=50,
-        diff_positions=fn,
-        max_text_tokens=scorer.max_text_tokens,
-        text_policy=policy,
+        ComputeContext(
+            bootstrap_seed=0,
+            n_boot=50,
+            diff_positions=fn,
+            max_text_tokens=scorer.max_text_tokens,
+            text_policy=policy,
+        ),
     )
     return inst, plan, metrics, frame
 
@@ -268,7 +271,7 @@ def test_pair_scorer_scores_only_the_planned_pairs(synth_root: Path) -> None:
     pair = FakePairScorer(max_text_tokens=12)
     table = score_plan(pair, plan, num_workers=0, progress=False)
     assert sum(pair.pair_calls) == len(plan.pairs) == len(inst.examples) + len(set(inst.images))
-    m, _ = inst.compute(table, bootstrap_seed=0, n_boot=0)
+    m, _ = inst.compute(table, ComputeContext(bootstrap_seed=0, n_boot=0))
     assert m["n"] == len(inst.examples) and m["invisible"] is None  # no positions given
     assert "by_edit_position" not in m
     assert not task.needs_gallery  # evaluation does not ask a pair scorer for a first stage
@@ -308,7 +311,9 @@ def test_bad_declarations_raise() -> None:
     with pytest.raises(DensecapError, match="source"):
         NegativesTask("t", "p", "d", "x", source="file")  # type: ignore[arg-type]
     with pytest.raises(DensecapError, match="before add_to_plan"):
-        RECORD_TASK.prepare(ListDataset([])).compute(None, bootstrap_seed=0, n_boot=0)  # type: ignore[arg-type]
+        RECORD_TASK.prepare(ListDataset([])).compute(
+            None, ComputeContext(bootstrap_seed=0, n_boot=0)
+        )  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

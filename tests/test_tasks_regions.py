@@ -15,6 +15,7 @@ from densecap_eval.core.errors import BadRecordError
 from densecap_eval.datasets.regions import Region
 from densecap_eval.engine.plan import ScoreTable, ScoringPlan
 from densecap_eval.tasks import get_task
+from densecap_eval.tasks.context import ComputeContext
 from densecap_eval.tasks.regions import RegionEntry, RegionsInstance, RegionsTask
 
 TASK = RegionsTask("test/regions", "test", dataset="test")
@@ -51,7 +52,7 @@ def test_hand_made_scores_first_index_of_the_maximum_and_ties() -> None:
     table = ScoreTable(
         text_tokens=np.full(n_texts, 3), text_cut=np.zeros(n_texts, bool), pair_scores=pairs
     )
-    metrics, frame = inst.compute(table, bootstrap_seed=0, n_boot=50)
+    metrics, frame = inst.compute(table, ComputeContext(bootstrap_seed=0, n_boot=50))
     assert frame["scm_correct"].tolist() == [True, False, False, True, False]
     assert frame["scm_tie"].tolist() == [False, False, True, True, True]
     assert metrics["scm"] == pytest.approx(2 / 5)

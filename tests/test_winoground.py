@@ -19,6 +19,7 @@ from densecap_eval.datasets.regions import open_photo
 from densecap_eval.datasets.winoground.loader import WinogroundDataset, WinogroundExample, download
 from densecap_eval.datasets.winoground.tasks import WINOGROUND, winoground_outcomes
 from densecap_eval.engine.plan import ScoreTable, ScoringPlan
+from densecap_eval.tasks.context import ComputeContext
 
 COLOURS = [(255, 0, 0), (0, 200, 0), (0, 0, 255), (240, 240, 0), (0, 220, 220), (200, 0, 200)]
 # id, caption_0, caption_1, tag, secondary_tag, collapsed_tag
@@ -282,7 +283,7 @@ def test_compute_from_hand_made_scores() -> None:
         text_cut=np.zeros(len(plan.texts), dtype=bool),
         pair_scores=values,
     )
-    metrics, frame = inst.compute(table, bootstrap_seed=0, n_boot=200)
+    metrics, frame = inst.compute(table, ComputeContext(bootstrap_seed=0, n_boot=200))
     assert metrics["text"] == pytest.approx(3 / 6)
     assert metrics["image"] == pytest.approx(3 / 6)
     assert metrics["group"] == pytest.approx(1 / 6)

@@ -6,7 +6,7 @@ dashboard go through it. `runner` runs models and stores one run per (model, tas
 
 from __future__ import annotations
 
-from densecap_eval.results.schema import SCHEMA_VERSION, RunCard
+from densecap_eval.results.schema import SCHEMA_VERSION, MetricSpec, RunCard
 from densecap_eval.results.store import (
     RunWriter,
     StoredRun,
@@ -20,6 +20,7 @@ from densecap_eval.results.store import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "MetricSpec",
     "RunCard",
     "RunWriter",
     "StoredRun",

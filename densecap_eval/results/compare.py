@@ -20,15 +20,17 @@ import csv
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import IO, TYPE_CHECKING, Any
 
 from densecap_eval.core.errors import ResultsError
 from densecap_eval.results.schema import (
-    HEADLINE_METRICS,
     INTERRUPTED,
     NOT_REFERENCE_EXACT,
+    MetricSpec,
     jsonable,
+    legacy_metric_specs,
+    merge_specs,
     reference_exact,
 )
 from densecap_eval.results.store import StoredRun, load_examples
@@ -37,8 +39,6 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-# Accuracy metrics a run may carry per-example flags for, in display order.
-COMPARED_METRICS = HEADLINE_METRICS
 # Columns that identify an example, used when both runs have them and they hold scalars.
 KEY_COLUMNS: tuple[str, ...] = ("task", "image", "entry_key", "direction", "query", "text")
 CLUSTER_COLUMN = "image"
@@ -152,13 +152,6 @@ def is_dci_subtest(task: str) -> bool:
 # --------------------------------------------------------------------------- alignment
 
 
-def _flag_column(metric: str, columns: Sequence[str], kind: str = "correct") -> str | None:
-    for name in (f"{metric}_{kind}", f"{kind}_{metric}"):
-        if name in columns:
-            return name
-    return None
-
-
 def _scalar_columns(frame: pd.DataFrame, names: Sequence[str]) -> list[str]:
     """Those of ``names`` holding scalars (a column of lists cannot be a join key)."""
     import numpy as np
@@ -219,34 +212,87 @@ def compare_runs(
 ) -> Comparison:
     """Compare two complete runs metric by metric on the examples both scored (see module doc).
 
-    ``n_perm`` random sign flips are drawn (seeded by ``seed``) for a metric on which more than
-    20 photos differ; below that all flips are enumerated.
+    The metrics are those the tasks declared with a per-example column (`MetricSpec.column`)
+    both runs hold, in declaration order. ``n_perm`` random sign flips are drawn (seeded by
+    ``seed``) for a metric on which more than 20 photos differ; below that all flips are
+    enumerated.
     """
-
-    from densecap_eval.metrics import paired
-
     cols_a, cols_b = _schema_columns_checked(run_a), _schema_columns_checked(run_b)
     shared_cols = [c for c in cols_a if c in cols_b]
-    metrics = [
-        (m, flag) for m in COMPARED_METRICS if (flag := _flag_column(m, shared_cols)) is not None
-    ]
+    candidates = _all_specs(run_a, run_b, shared_cols)
     notes = _config_notes(run_a, run_b)
-    precision_note = _precision_note(run_a, run_b)
-    if not metrics:
+    if not candidates:
         notes.append("no per-example correct flags in common; nothing to compare")
         return Comparison(run_a, run_b, [], notes)
     if "task" not in shared_cols or CLUSTER_COLUMN not in shared_cols:
         raise ResultsError(f"{run_a.path} / {run_b.path}: examples lack the task or image column")
+    merged = _merged_examples(run_a, run_b, shared_cols, candidates, notes)
 
-    tie_cols = [c for m, _ in metrics if (c := _flag_column(m, shared_cols, "tie")) is not None]
-    wanted = [c for c in KEY_COLUMNS if c in shared_cols] + [f for _, f in metrics] + tie_cols
+    precision_note = _precision_note(run_a, run_b)
+    tasks = sorted(merged["task"].unique())
+    if precision_note is not None and any(is_dci_subtest(str(t)) for t in tasks):
+        notes.append(precision_note)
+    results = []
+    for task in tasks:
+        part = merged[merged["task"] == task]
+        for spec in _task_specs(run_a, run_b, str(task), shared_cols):
+            found = _compare_metric(part, str(task), spec, shared_cols, n_boot=n_boot, seed=seed,
+                                    n_perm=n_perm)  # fmt: skip
+            if found is not None:
+                exact = precision_note is None or not is_dci_subtest(str(task))
+                results.append(found if exact else replace(found, reference_exact=False))
+    return Comparison(run_a, run_b, results, notes)
+
+
+def _task_specs(
+    run_a: StoredRun, run_b: StoredRun, task: str, shared_cols: Sequence[str]
+) -> tuple[MetricSpec, ...]:
+    """The metrics of ``task`` to compare: as declared in run A's card, else run B's, else (runs
+    stored before declarations) the legacy list; those with a column both runs hold."""
+    specs = next(
+        (
+            run.card.specs_for(task)
+            for run in (run_a, run_b)
+            if run.card is not None and task in run.card.metric_specs
+        ),
+        legacy_metric_specs(shared_cols),
+    )
+    return tuple(s for s in specs if s.column is not None and s.column in shared_cols)
+
+
+def outcome_column(
+    run_a: StoredRun, run_b: StoredRun, task: str, metric: str, shared_cols: Sequence[str]
+) -> str | None:
+    """The per-example column `compare_runs` read ``metric`` of ``task`` from (None: none)."""
+    specs = _task_specs(run_a, run_b, task, shared_cols)
+    return next((s.column for s in specs if s.name == metric), None)
+
+
+def _all_specs(
+    run_a: StoredRun, run_b: StoredRun, shared_cols: Sequence[str]
+) -> tuple[MetricSpec, ...]:
+    """Every metric some task of either run may compare (what examples.parquet columns to load)."""
+    tasks = {t for run in (run_a, run_b) if run.card is not None for t in run.card.tasks}
+    groups = [_task_specs(run_a, run_b, t, shared_cols) for t in sorted(tasks)]
+    groups.append(_task_specs(run_a, run_b, "", shared_cols))  # tasks neither card lists
+    return merge_specs(groups)
+
+
+def _merged_examples(
+    run_a: StoredRun,
+    run_b: StoredRun,
+    shared_cols: Sequence[str],
+    specs: Sequence[MetricSpec],
+    notes: list[str],
+) -> pd.DataFrame:
+    """The examples both runs scored, aligned on their identity (``<column>_a`` / ``_b``);
+    what was left out or doubled is said in ``notes``."""
+    ties = [s.tie_column for s in specs if s.tie_column is not None and s.tie_column in shared_cols]
+    keyed = [c for c in KEY_COLUMNS if c in shared_cols]
+    wanted = list(dict.fromkeys([*keyed, *(str(s.column) for s in specs), *ties]))
     frame_a = load_examples(run_a, columns=wanted)
     frame_b = load_examples(run_b, columns=wanted)
-    candidates = [c for c in KEY_COLUMNS if c in shared_cols]
-    keys = [
-        c for c in _scalar_columns(frame_a, candidates) if c in _scalar_columns(frame_b, candidates)
-    ]
-
+    keys = [c for c in _scalar_columns(frame_a, keyed) if c in _scalar_columns(frame_b, keyed)]
     for name, frame in (("A", frame_a), ("B", frame_b)):
         dupes = int(frame.duplicated(subset=keys).sum())
         if dupes:
@@ -261,52 +307,56 @@ def compare_runs(
         notes.append(
             f"{len(merged)} examples shared; {only_in[0]} only in A and {only_in[1]} only in B are left out"
         )
+    return merged
 
-    results = []
-    tasks = sorted(merged["task"].unique())
-    if precision_note is not None and any(is_dci_subtest(str(t)) for t in tasks):
-        notes.append(precision_note)
-    for task in tasks:
-        part = merged[merged["task"] == task]
-        for metric, flag in metrics:
-            fa, fb = part[f"{flag}_a"], part[f"{flag}_b"]
-            usable = fa.notna() & fb.notna()
-            if not usable.any():
-                continue
-            a = fa[usable].astype(bool).to_numpy()
-            b = fb[usable].astype(bool).to_numpy()
-            clusters = part.loc[usable, CLUSTER_COLUMN].astype(str).to_numpy()
-            counts = paired.paired_counts(a, b)
-            tie = _flag_column(metric, shared_cols, "tie")
-            ties = (
-                (int(part.loc[usable, f"{tie}_a"].fillna(False).astype(bool).sum()),
-                 int(part.loc[usable, f"{tie}_b"].fillna(False).astype(bool).sum()))
-                if tie else (None, None)
-            )  # fmt: skip
-            p_value, n_photos, test = clustered_test(a, b, clusters, n_perm=n_perm, seed=seed)
-            results.append(
-                MetricComparison(
-                    task=str(task),
-                    metric=metric,
-                    n=len(a),
-                    acc_a=float(a.mean()),
-                    acc_b=float(b.mean()),
-                    diff=float(b.mean() - a.mean()),
-                    p_value=p_value,
-                    ci=paired_cluster_bootstrap(a, b, clusters, n_boot=n_boot, seed=seed),
-                    both_correct=counts.both_correct,
-                    both_wrong=counts.both_wrong,
-                    only_a=counts.only_a,
-                    only_b=counts.only_b,
-                    ties_a=ties[0],
-                    ties_b=ties[1],
-                    p_mcnemar_indep=mcnemar_exact(counts.only_a, counts.only_b),
-                    n_photos=n_photos,
-                    test=test,
-                    reference_exact=precision_note is None or not is_dci_subtest(str(task)),
-                )
-            )
-    return Comparison(run_a, run_b, results, notes)
+
+def _compare_metric(
+    part: pd.DataFrame,
+    task: str,
+    spec: MetricSpec,
+    shared_cols: Sequence[str],
+    *,
+    n_boot: int,
+    seed: int,
+    n_perm: int,
+) -> MetricComparison | None:
+    """One metric of one task on the examples both runs decided (None: no such example)."""
+    from densecap_eval.metrics import paired
+
+    fa, fb = part[f"{spec.column}_a"], part[f"{spec.column}_b"]
+    usable = fa.notna() & fb.notna()
+    if not usable.any():
+        return None
+    a = fa[usable].astype(bool).to_numpy()
+    b = fb[usable].astype(bool).to_numpy()
+    clusters = part.loc[usable, CLUSTER_COLUMN].astype(str).to_numpy()
+    counts = paired.paired_counts(a, b)
+    tie = spec.tie_column if spec.tie_column in shared_cols else None
+    ties = (
+        (int(part.loc[usable, f"{tie}_a"].fillna(False).astype(bool).sum()),
+         int(part.loc[usable, f"{tie}_b"].fillna(False).astype(bool).sum()))
+        if tie else (None, None)
+    )  # fmt: skip
+    p_value, n_photos, test = clustered_test(a, b, clusters, n_perm=n_perm, seed=seed)
+    return MetricComparison(
+        task=task,
+        metric=spec.name,
+        n=len(a),
+        acc_a=float(a.mean()),
+        acc_b=float(b.mean()),
+        diff=float(b.mean() - a.mean()),
+        p_value=p_value,
+        ci=paired_cluster_bootstrap(a, b, clusters, n_boot=n_boot, seed=seed),
+        both_correct=counts.both_correct,
+        both_wrong=counts.both_wrong,
+        only_a=counts.only_a,
+        only_b=counts.only_b,
+        ties_a=ties[0],
+        ties_b=ties[1],
+        p_mcnemar_indep=mcnemar_exact(counts.only_a, counts.only_b),
+        n_photos=n_photos,
+        test=test,
+    )
 
 
 def _schema_columns_checked(run: StoredRun) -> list[str]:

@@ -24,11 +24,14 @@ from dataclasses import dataclass
 from typing import IO, Any, Literal
 
 from densecap_eval.results.schema import (
-    HEADLINE_METRICS,
     NOT_REFERENCE_EXACT,
     RUNNING,
+    MetricSpec,
     RunCard,
+    headline_names,
     jsonable,
+    legacy_metric_specs,
+    merge_specs,
     reference_exact,
 )
 from densecap_eval.results.store import StoredRun, list_runs, load_metrics
@@ -38,8 +41,6 @@ logger = logging.getLogger(__name__)
 ReportFormat = Literal["table", "markdown", "csv", "json"]
 REPORT_FORMATS: tuple[str, ...] = ("table", "markdown", "csv", "json")
 
-# Headline metrics, in display order; a task without any of them shows all its scalar metrics.
-MAIN_METRICS = HEADLINE_METRICS
 COUNT_METRIC = "n"
 CI_KEY = "ci"
 NOTE_COLUMN = "note"
@@ -213,21 +214,31 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def row_specs(rows: Sequence[ReportRow]) -> tuple[MetricSpec, ...]:
+    """The metrics the rows' tasks declared in their run cards (the legacy list for runs
+    stored before declarations), in declaration order."""
+    return merge_specs(
+        row.run.card.specs_for(row.task) if row.run.card is not None else legacy_metric_specs()
+        for row in rows
+    )
+
+
 def main_metrics(rows: Sequence[ReportRow]) -> list[str]:
     """The metric columns of a group of rows (same concrete task), count excluded.
 
-    The headline metrics some row has a value for, in headline order, so a task gets only its
-    own columns (a retrieval task its recalls, a DCI subtest SCM and Neg, without a column that
-    is null everywhere, such as ``scm_per_image`` where no image has two entries). An empty
-    subtest, whose headline metrics are all stored as null, keeps them (shown as ``-``). A task
-    without headline metrics shows all its scalar metrics.
+    The declared headline metrics (`row_specs`) some row has a value for, in declaration order,
+    so a task gets only its own columns (a retrieval task its recalls, a DCI subtest SCM and
+    Neg, without a column that is null everywhere, such as ``scm_per_image`` where no image has
+    two entries). An empty subtest, whose headline metrics are all stored as null, keeps them
+    (shown as ``-``). A task without headline metrics shows all its scalar metrics.
     """
+    order = headline_names(row_specs(rows))
     present = {key for row in rows for key in row.metrics}
     valued = {k for row in rows for k, v in row.metrics.items() if v is not None}
-    headline = [m for m in MAIN_METRICS if m in valued]
+    headline = [m for m in order if m in valued]
     if headline:
         return headline
-    headline = [m for m in MAIN_METRICS if m in present]
+    headline = [m for m in order if m in present]
     if headline:
         return headline
     numeric = {k for row in rows for k, v in row.metrics.items() if _is_number(v)}

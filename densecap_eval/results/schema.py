@@ -4,20 +4,65 @@ A run directory holds ``run.json`` (the run card below), ``metrics.json``
 (``{concrete_task: {metric: value}}``) and ``examples.parquet`` (one row per scored example).
 Only `densecap_eval.results.store` writes or reads these files; bump `SCHEMA_VERSION` whenever
 a reader of the old layout would misread the new one.
+
+The run card also holds each task's metric declarations (`MetricSpec`, ``metric_specs``): what
+report, compare, the sweep grids and the dashboard show, in which order, which way is better and
+which examples column holds each outcome. Cards written before tasks declared their metrics lack
+the key and are read with `legacy_metric_specs` (the same tables as before).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 SCHEMA_VERSION = 1
 
-# Headline metrics (accuracies and recalls with per-example flags), in display order; shared by
-# the report, compare and the dashboard.
-HEADLINE_METRICS: tuple[str, ...] = (
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric a task declares (as lm-eval's ``metric_list``): what report, compare, the sweep
+    grids and the dashboard show, in the order declared, and which way is better.
+
+    ``column`` is the per-example column of examples.parquet holding the outcome (a bool per
+    example; None: no per-example outcome, so compare skips it); ``tie_column`` the one that
+    says the outcome was decided on equal scores. A non-``headline`` metric is declared for its
+    direction and column but kept out of the headline tables.
+    """
+
+    name: str
+    higher_is_better: bool = True
+    column: str | None = None
+    tie_column: str | None = None
+    headline: bool = True
+    label: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MetricSpec:
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+def merge_specs(groups: Iterable[Sequence[MetricSpec]]) -> tuple[MetricSpec, ...]:
+    """The specs of several tasks or runs as one list: first declaration of a name wins, in
+    the order met."""
+    merged: dict[str, MetricSpec] = {}
+    for specs in groups:
+        for spec in specs:
+            merged.setdefault(spec.name, spec)
+    return tuple(merged.values())
+
+
+# -- runs stored before tasks declared their metrics ------------------------------------------
+# Such run cards have no ``metric_specs``: their headline metrics, in this display order, with
+# the per-example outcome in ``<metric>_correct`` (or ``correct_<metric>``) and the tie in
+# ``<metric>_tie`` (or ``tie_<metric>``) where examples.parquet has those columns.
+LEGACY_HEADLINE_METRICS: tuple[str, ...] = (
     "scm",
     "neg",
     "scm_per_image",
@@ -39,6 +84,32 @@ HEADLINE_METRICS: tuple[str, ...] = (
     "acc5",
     "mean_per_class_recall",
 )
+
+
+def _legacy_column(metric: str, kind: str, columns: Sequence[str] | None) -> str | None:
+    names = (f"{metric}_{kind}", f"{kind}_{metric}")
+    if columns is None:
+        return names[0]
+    return next((name for name in names if name in columns), None)
+
+
+def legacy_metric_specs(columns: Sequence[str] | None = None) -> tuple[MetricSpec, ...]:
+    """The specs a run card without declarations is read with (see above). ``columns``: the
+    run's examples.parquet columns, to find which naming its outcome columns use."""
+    return tuple(
+        MetricSpec(
+            name,
+            column=_legacy_column(name, "correct", columns),
+            tie_column=_legacy_column(name, "tie", columns),
+        )
+        for name in LEGACY_HEADLINE_METRICS
+    )
+
+
+def headline_names(specs: Iterable[MetricSpec]) -> list[str]:
+    return [spec.name for spec in specs if spec.headline]
+
+
 SUPPORTED_SCHEMA_VERSIONS: tuple[int, ...] = (1,)
 
 RUN_CARD_FILE = "run.json"
@@ -107,6 +178,9 @@ class RunCard:
     sweep: str | None = None
     cell: str | None = None
     cell_options: dict[str, Any] = field(default_factory=dict)
+    # Each concrete task's declared metrics (`MetricSpec.to_dict`, in display order); {} for
+    # runs stored before tasks declared them (read with `legacy_metric_specs`).
+    metric_specs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def model_spec(self) -> str:
@@ -130,6 +204,13 @@ class RunCard:
         if self.blind:
             marks.append("blind")
         return f"{self.model_spec} ({', '.join(marks)})" if marks else self.model_spec
+
+    def specs_for(self, task: str, columns: Sequence[str] | None = None) -> tuple[MetricSpec, ...]:
+        """The metrics ``task`` declared in this run, or the legacy ones for an older run."""
+        declared = self.metric_specs.get(task)
+        if declared is None:
+            return legacy_metric_specs(columns)
+        return tuple(MetricSpec.from_dict(item) for item in declared)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

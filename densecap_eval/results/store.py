@@ -368,6 +368,10 @@ class RunWriter:
 
         card = self.card
         record = dict(result.config or {})
+        # The tasks' metric declarations get their own card key (`RunCard.metric_specs`).
+        specs = record.pop("metric_specs", None)
+        if isinstance(specs, Mapping):
+            card.metric_specs = jsonable(specs)
         card.config = jsonable(record) if record else card.config
         card.tasks = list(metrics)
         if record:

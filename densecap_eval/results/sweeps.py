@@ -21,10 +21,11 @@ from densecap_eval.results.schema import (
     COMPLETE,
     CORRUPT,
     FAILED,
-    HEADLINE_METRICS,
     INTERRUPTED,
     RUNNING,
+    headline_names,
     jsonable,
+    legacy_metric_specs,
 )
 from densecap_eval.results.store import StoredRun, load_metrics
 
@@ -108,11 +109,14 @@ class GridCell:
 
 
 def headline(run: StoredRun) -> tuple[str, str, float] | None:
-    """(concrete task, metric, value) of a complete run's first headline metric with a value."""
+    """(concrete task, metric, value) of a complete run's first headline metric with a value,
+    in the order its tasks declared them (`RunCard.specs_for`)."""
     if not run.is_complete:
         return None
+    card = run.card
     for concrete, values in load_metrics(run).items():
-        for metric in HEADLINE_METRICS:
+        specs = card.specs_for(concrete) if card is not None else legacy_metric_specs()
+        for metric in headline_names(specs):
             value = values.get(metric) if isinstance(values, Mapping) else None
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return concrete, metric, float(value)

@@ -8,9 +8,13 @@
    the cache when possible). A pair scorer (VLM) on a retrieval task re-ranks the top
    ``rerank_k`` candidates of the embedding scorer ``rerank_from``: that first stage scores
    its own plan first, and every re-rank pair joins the pair scorer's plan;
-3. **compute**: each concrete task computes its metrics from the shared score table;
+3. **compute**: each concrete task computes its metrics from the shared score table and one
+   `ComputeContext` built for the run (`compute_context`: seed, resamples, tie rule, the
+   model's token limit and first-difference positions, text policy);
 4. **record**: one `RunResult` per requested task, with the run record (the config plus what
-   was resolved: the model's fingerprint and cache key, the device, the dataset fingerprint).
+   was resolved: the model's fingerprint and cache key, the device, the dataset fingerprint,
+   and each task's metric declarations, which the store writes to the run card's
+   ``metric_specs``).
 
 Under torchrun every rank runs the four phases in step (`densecap_eval.engine.distributed`): each
 plans the same tasks (checked), scores its share of the plan's batches and receives the rest,
@@ -21,11 +25,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from densecap_eval.core.config import ConfigError, RunConfig
 from densecap_eval.core.errors import DatasetError, DensecapError, TaskUnavailableError
@@ -37,7 +41,13 @@ if TYPE_CHECKING:
     from densecap_eval.datasets.records import SkippedImage
     from densecap_eval.engine.distributed import Group
     from densecap_eval.engine.plan import ScoreTable, ScoringPlan
-    from densecap_eval.tasks.base import TaskInstance
+    from densecap_eval.scorers.base import (
+        EmbeddingScorer,
+        LateInteractionScorer,
+        PairScorer,
+        Scorer,
+    )
+    from densecap_eval.tasks.base import ComputeContext, TaskInstance
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +110,7 @@ def evaluate_tasks(
     rerank_scorer = None
     if options.get("rerank_from") is not None and not isinstance(options["rerank_from"], str):
         rerank_scorer = options["rerank_from"]  # a loaded scorer: the config records its spec
-        options["rerank_from"] = str(getattr(rerank_scorer, "spec", type(rerank_scorer).__name__))
+        options["rerank_from"] = _spec(rerank_scorer)
     if config is None:
         config = RunConfig.from_options(**options)
     elif options:
@@ -131,7 +141,7 @@ def evaluate_tasks(
         scaling = {"backend": group.backend, "ranks": group.throughput()}
         if not group.is_main:  # rank 0 alone computes metrics (from the same table)
             return _scored_elsewhere(scorer, prepared, config, group.rank)
-    computed = _compute(scorer, table, prepared, config)
+    computed = _compute(table, prepared, compute_context(scorer, config))
     finished = datetime.now(timezone.utc)
     results = _record(scorer, prepared, computed, config, rerank_record, started, finished)
     if scaling:
@@ -183,7 +193,7 @@ def _plan_digest(prepared: _Prepared) -> str:
 
 
 def _scored_elsewhere(
-    scorer: Any, prepared: _Prepared, config: RunConfig, rank: int
+    scorer: Scorer, prepared: _Prepared, config: RunConfig, rank: int
 ) -> list[RunResult]:
     """What a rank other than 0 returns: no metrics (rank 0 has them) and no examples."""
     import pandas as pd
@@ -217,7 +227,7 @@ class _Prepared:
     unavailable: dict[str, str] = field(default_factory=dict)  # task -> why it cannot run
 
 
-def _plan(scorer: Any, tasks: Sequence[str], config: RunConfig) -> _Prepared:
+def _plan(scorer: Scorer, tasks: Sequence[str], config: RunConfig) -> _Prepared:
     from densecap_eval.datasets import check_options, load_dataset, options_for
     from densecap_eval.engine.plan import ScoringPlan
     from densecap_eval.tasks import concrete_tasks, get_task, needs_gallery
@@ -226,7 +236,7 @@ def _plan(scorer: Any, tasks: Sequence[str], config: RunConfig) -> _Prepared:
     members = {name: get_task(name).concrete() for name in requested}  # unknown names raise here
     concrete = concrete_tasks(requested)
     reranked: list[str] = []
-    if getattr(scorer, "kind", "embedding") == "pair":
+    if scorer.kind == "pair":
         reranked = [n for n in concrete if needs_gallery(n)]
         if reranked and config.rerank_from is None:
             raise DensecapError(
@@ -303,10 +313,15 @@ def _nothing_left(task: str, dataset: Any, instance: Any) -> DatasetError:
 
 
 def _score(
-    scorer: Any, first_scorer: Any, prepared: _Prepared, config: RunConfig, group: Group | None
+    scorer: Scorer,
+    first_scorer: Scorer | None,
+    prepared: _Prepared,
+    config: RunConfig,
+    group: Group | None,
 ) -> tuple[ScoreTable, dict[str, Any]]:
     from densecap_eval.engine.cache import EmbeddingCache
     from densecap_eval.engine.engine import score_plan
+    from densecap_eval.scorers.base import ScorerFacts
 
     cache = EmbeddingCache(config.cache_dir) if config.use_cache else None
     options: dict[str, Any] = {
@@ -324,7 +339,7 @@ def _score(
         first_plan = prepared.first_plan
         log.info("first stage %s: %d photos, %d texts", first_scorer.spec,
                  len(first_plan.regions), len(first_plan.texts))  # fmt: skip
-        first_table = score_plan(first_scorer, first_plan, **options)
+        first_table = score_plan(_for_engine(first_scorer), first_plan, **options)
         for name in prepared.reranked:
             prepared.instances[name].plan_rerank(first_table, prepared.plan, k=config.rerank_k)  # type: ignore[attr-defined]
         rerank_record = {
@@ -332,7 +347,7 @@ def _score(
             "rerank_fingerprint": _fingerprint(first_scorer),
             "rerank_k": config.rerank_k,
             "rerank_plan": {"regions": len(first_plan.regions), "texts": len(first_plan.texts)},
-            "rerank_scorer_config": _scorer_config(first_scorer),
+            "rerank_scorer_config": ScorerFacts.of(first_scorer).config,
         }
     plan = prepared.plan
     log.info("scoring %d regions and %d texts", len(plan.regions), len(plan.texts))
@@ -340,37 +355,45 @@ def _score(
         from densecap_eval.datasets.elevater.protocol import protocol_scorer
 
         scorer = protocol_scorer(scorer, config.protocol)
-    return score_plan(scorer, plan, **options), rerank_record
+    return score_plan(_for_engine(scorer), plan, **options), rerank_record
+
+
+def _for_engine(scorer: Scorer) -> EmbeddingScorer | PairScorer | LateInteractionScorer:
+    """The scorer as the engine takes it: it serves each kind by ``scorer.kind``, which the
+    loaders and `_check_first_stage` match to the kind's protocol."""
+    return cast("EmbeddingScorer | PairScorer | LateInteractionScorer", scorer)
 
 
 # -- phase 3: compute -----------------------------------------------------------------------
 
 
-def _compute(
-    scorer: Any, table: ScoreTable, prepared: _Prepared, config: RunConfig
-) -> dict[str, tuple[dict[str, Any], pd.DataFrame]]:
+def compute_context(scorer: Scorer, config: RunConfig) -> ComputeContext:
+    """What every task's metrics depend on in this run (built once, shared by every task)."""
     from densecap_eval.metrics.length import diff_position_fn
+    from densecap_eval.tasks.base import ComputeContext
 
     diff_fn, _ = diff_position_fn(scorer)
-    return {
-        name: inst.compute(
-            table,
-            bootstrap_seed=config.seed,
-            n_boot=config.n_boot,
-            diff_positions=diff_fn,
-            ties=config.ties,
-            max_text_tokens=getattr(scorer, "max_text_tokens", None),
-            text_policy=config.text_policy,
-        )
-        for name, inst in prepared.instances.items()
-    }
+    return ComputeContext(
+        bootstrap_seed=config.seed,
+        n_boot=config.n_boot,
+        diff_positions=diff_fn,
+        ties=config.ties,
+        max_text_tokens=scorer.max_text_tokens,
+        text_policy=config.text_policy,
+    )
+
+
+def _compute(
+    table: ScoreTable, prepared: _Prepared, ctx: ComputeContext
+) -> dict[str, tuple[dict[str, Any], pd.DataFrame]]:
+    return {name: inst.compute(table, ctx) for name, inst in prepared.instances.items()}
 
 
 # -- phase 4: record ------------------------------------------------------------------------
 
 
 def _record(
-    scorer: Any,
+    scorer: Scorer,
     prepared: _Prepared,
     computed: dict[str, tuple[dict[str, Any], pd.DataFrame]],
     config: RunConfig,
@@ -380,35 +403,9 @@ def _record(
 ) -> list[RunResult]:
     import pandas as pd
 
-    from densecap_eval.core.batching import default_batch_size
-    from densecap_eval.engine.cache import EmbeddingCache, ModelKey
-    from densecap_eval.metrics.length import diff_position_fn
     from densecap_eval.tasks import get_task
 
-    plan = prepared.plan
-    device = str(getattr(scorer, "device", None) or config.device)
-    record_base: dict[str, Any] = {
-        **config.to_dict(),
-        # What the run resolved: the actual device and batch size, the model's identity.
-        "requested_device": config.device,
-        "device": device,
-        "batch_size": config.batch_size
-        or default_batch_size(device, getattr(scorer, "kind", "embedding")),
-        "model": _spec(scorer),
-        "model_fingerprint": _fingerprint(scorer),
-        "model_key": ModelKey.of(scorer).to_dict() if _fingerprint(scorer) else None,
-        "model_provenance": getattr(scorer, "provenance", None) or None,
-        "preprocess_id": getattr(scorer, "preprocess_id", None),
-        "scorer_kind": getattr(scorer, "kind", None),
-        "max_text_tokens": getattr(scorer, "max_text_tokens", None),
-        "cache_dir": str(EmbeddingCache(config.cache_dir).root) if config.use_cache else None,
-        "diff_position_method": diff_position_fn(scorer)[1],
-        "plan": {"regions": len(plan.regions), "texts": len(plan.texts)},
-        "scorer_config": _scorer_config(scorer),
-    }
-    if getattr(scorer, "kind", None) == "pair":
-        record_base["plan"]["pairs"] = len(plan.pairs)
-
+    record_base = _run_record(scorer, prepared, config)
     results = []
     for name in prepared.requested:
         unavailable = {m: prepared.unavailable[m] for m in prepared.members[name]
@@ -419,27 +416,14 @@ def _record(
                                      config={**record_base, "task": name},
                                      unavailable=unavailable))  # fmt: skip
             continue
-        task_objs = [get_task(m) for m in names]
-        dataset_names = sorted({t.dataset for t in task_objs})
-        frames = [computed[m][1] for m in names]
-        record = {
-            **record_base,
-            "task": name,
-            "tasks": list(names),
-            "dataset": dataset_names[0] if len(dataset_names) == 1 else dataset_names,
-            "splits": {m: prepared.instances[m].split for m in names},
-            "dataset_fingerprint": _dataset_fingerprints(prepared, dataset_names, names),
-        }
-        protocols = {
-            m: t.protocol for m, t in zip(names, task_objs, strict=True) if hasattr(t, "protocol")
-        }
-        if protocols:
-            record["protocols"] = protocols
+        record = _task_record(prepared, record_base, name, names)
         if unavailable:
             record["unavailable"] = unavailable
         if rerank_record and any(m in prepared.reranked for m in names):
             record.update(rerank_record)
             record["reranked_tasks"] = [m for m in names if m in prepared.reranked]
+        frames = [computed[m][1] for m in names]
+        dataset_names = sorted({get_task(m).dataset for m in names})
         results.append(
             RunResult(
                 model=record["model"],
@@ -460,26 +444,94 @@ def _record(
     return results
 
 
+def _run_record(scorer: Scorer, prepared: _Prepared, config: RunConfig) -> dict[str, Any]:
+    """The part of the run record every requested task shares: the config plus what the run
+    resolved (the actual device and batch size, the model's identity, the plan's size)."""
+    from densecap_eval.core.batching import default_batch_size
+    from densecap_eval.engine.cache import EmbeddingCache, ModelKey
+    from densecap_eval.metrics.length import diff_position_fn
+    from densecap_eval.scorers.base import ScorerFacts
+
+    plan = prepared.plan
+    facts = ScorerFacts.of(scorer)
+    device = str(facts.device or config.device)
+    record: dict[str, Any] = {
+        **config.to_dict(),
+        "requested_device": config.device,
+        "device": device,
+        "batch_size": config.batch_size or default_batch_size(device, scorer.kind),
+        "model": _spec(scorer),
+        "model_fingerprint": _fingerprint(scorer),
+        "model_key": ModelKey.of(scorer).to_dict() if _fingerprint(scorer) else None,
+        "model_provenance": facts.provenance or None,
+        "preprocess_id": facts.preprocess_id,
+        "scorer_kind": scorer.kind,
+        "max_text_tokens": scorer.max_text_tokens,
+        "cache_dir": str(EmbeddingCache(config.cache_dir).root) if config.use_cache else None,
+        "diff_position_method": diff_position_fn(scorer)[1],
+        "plan": {"regions": len(plan.regions), "texts": len(plan.texts)},
+        "scorer_config": facts.config,
+    }
+    if scorer.kind == "pair":
+        record["plan"]["pairs"] = len(plan.pairs)
+    return record
+
+
+def _task_record(
+    prepared: _Prepared, record_base: dict[str, Any], name: str, names: tuple[str, ...]
+) -> dict[str, Any]:
+    """One requested task's run record: its concrete tasks, datasets, splits, fingerprints,
+    protocols and metric declarations (the run card's ``metric_specs``)."""
+    from densecap_eval.tasks import get_task
+
+    task_objs = [get_task(m) for m in names]
+    dataset_names = sorted({t.dataset for t in task_objs})
+    record = {
+        **record_base,
+        "task": name,
+        "tasks": list(names),
+        "dataset": dataset_names[0] if len(dataset_names) == 1 else dataset_names,
+        "splits": {m: prepared.instances[m].split for m in names},
+        "dataset_fingerprint": _dataset_fingerprints(prepared, dataset_names, names),
+        # A plugin task from before declarations has none: readers then use the legacy list.
+        "metric_specs": {
+            m: [spec.to_dict() for spec in t.metrics]
+            for m, t in zip(names, task_objs, strict=True)
+            if hasattr(t, "metrics")
+        },
+    }
+    protocols = {
+        m: t.protocol for m, t in zip(names, task_objs, strict=True) if hasattr(t, "protocol")
+    }
+    if protocols:
+        record["protocols"] = protocols
+    return record
+
+
 # -- helpers --------------------------------------------------------------------------------
 
 
-def _load(scorer_or_spec: Any, config: RunConfig) -> Any:
+def _load(scorer_or_spec: Any, config: RunConfig) -> Scorer:
+    from densecap_eval.scorers.base import Scorer
+
     if isinstance(scorer_or_spec, (str, os.PathLike)):
         from densecap_eval.scorers import load_scorer
 
         return load_scorer(
             str(scorer_or_spec), config.device, config.precision, text_policy=config.text_policy
         )
-    if not callable(getattr(scorer_or_spec, "count_tokens", None)):
+    if not isinstance(scorer_or_spec, Scorer):
         raise DensecapError(
             f"evaluate() needs a model spec string or a Scorer, got {type(scorer_or_spec).__name__}"
         )
     return scorer_or_spec
 
 
-def _adopt_scorer_precision(config: RunConfig, scorer: Any, *, explicit: bool) -> RunConfig:
+def _adopt_scorer_precision(config: RunConfig, scorer: Scorer, *, explicit: bool) -> RunConfig:
     """A scorer passed in loaded has its own precision: record that, refuse a contradiction."""
-    actual = getattr(scorer, "precision", None)
+    from densecap_eval.scorers.base import ScorerFacts
+
+    actual = ScorerFacts.of(scorer).precision
     if actual is None or actual == config.precision:
         return config
     if explicit:
@@ -490,27 +542,21 @@ def _adopt_scorer_precision(config: RunConfig, scorer: Any, *, explicit: bool) -
     return config.with_options(precision=actual)
 
 
-def _check_first_stage(first_scorer: Any, config: RunConfig) -> None:
-    kind = getattr(first_scorer, "kind", "embedding")
+def _check_first_stage(first_scorer: Scorer, config: RunConfig) -> None:
+    kind = first_scorer.kind
     if kind not in ("embedding", "late-interaction"):  # both rank a whole gallery
         raise DensecapError(
-            f"--rerank-from {getattr(first_scorer, 'spec', config.rerank_from)}: the first "
-            f"stage must be an embedding scorer (open_clip:, hf:, ...), not a {kind} scorer"
+            f"--rerank-from {first_scorer.spec}: the first stage must be an embedding scorer "
+            f"(open_clip:, hf:, ...), not a {kind} scorer"
         )
 
 
-def _spec(scorer: Any) -> str:
-    return str(getattr(scorer, "spec", type(scorer).__name__))
+def _spec(scorer: Scorer) -> str:
+    return str(scorer.spec)
 
 
-def _scorer_config(scorer: Any) -> dict[str, Any]:
-    """What a scorer says about its own options (a VLM's template, answer, reduce ...)."""
-    value = getattr(scorer, "config", None)
-    return dict(value) if isinstance(value, Mapping) else {}
-
-
-def _fingerprint(scorer: Any) -> str | None:
-    value = getattr(scorer, "fingerprint", None)
+def _fingerprint(scorer: Scorer) -> str | None:
+    value = scorer.fingerprint
     return str(value) if value is not None else None
 
 

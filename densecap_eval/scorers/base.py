@@ -10,9 +10,9 @@ three through `Scorer.kind`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from densecap_eval.core.config import PRECISIONS, TEXT_POLICIES, Precision, TextPolicy  # noqa: F401  (re-exported)
 
@@ -165,3 +165,37 @@ class LateInteractionScorer(Scorer, Protocol):
     def text_cut(self, texts: Sequence[str], *, policy: TextPolicy | None = None) -> list[bool]:
         """Whether the policy drops any token of each text."""
         ...
+
+
+@dataclass(frozen=True)
+class ScorerFacts:
+    """What a run records of a scorer beyond the `Scorer` protocol.
+
+    Only some backends carry these attributes (a two-tower model its device, precision,
+    preprocessing and provenance; a VLM its options ``config``), so they are read here, once,
+    and typed from then on.
+    """
+
+    device: str | None = None
+    precision: str | None = None
+    preprocess_id: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, scorer: object) -> ScorerFacts:
+        def mapping(name: str) -> dict[str, Any]:
+            value = getattr(scorer, name, None)
+            return dict(value) if isinstance(value, Mapping) else {}
+
+        def text(name: str) -> str | None:
+            value = getattr(scorer, name, None)
+            return str(value) if value is not None else None
+
+        return cls(
+            device=text("device"),
+            precision=text("precision"),
+            preprocess_id=text("preprocess_id"),
+            provenance=mapping("provenance"),
+            config=mapping("config"),
+        )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from densecap_eval.core.errors import DensecapError
+from densecap_eval.results.schema import MetricSpec
+from densecap_eval.tasks.context import ComputeContext, DiffPositionFn
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -14,7 +16,7 @@ if TYPE_CHECKING:
     from densecap_eval.datasets.records import SkippedImage
     from densecap_eval.engine.plan import ScoreTable, ScoringPlan
 
-DiffPositionFn = Callable[[Sequence[tuple[str, str]]], list[int | None]]
+__all__ = ["ComputeContext", "DiffPositionFn", "MetricSpec", "Task", "TaskInstance", "TaskSuite"]
 
 
 class TaskInstance(Protocol):
@@ -28,30 +30,28 @@ class TaskInstance(Protocol):
     def add_to_plan(self, plan: ScoringPlan) -> None: ...
 
     def compute(
-        self,
-        table: ScoreTable,
-        *,
-        bootstrap_seed: int,
-        n_boot: int,
-        diff_positions: DiffPositionFn | None = None,
-        ties: str = "pessimistic",
-        max_text_tokens: int | None = None,
-        text_policy: str = "truncate",
+        self, table: ScoreTable, ctx: ComputeContext
     ) -> tuple[dict[str, Any], pd.DataFrame]:
-        """Metrics (metrics.json's entry for this task) and one examples row per example.
-
-        ``diff_positions`` computes first-difference positions with the model's tokenizer
-        (metrics/length.py); ``ties`` is the retrieval tie rule (metrics/retrieval.py);
-        ``max_text_tokens`` (the model's own limit) and ``text_policy`` place those positions
-        in the model's window. Length breakdowns always count with the CLIP BPE reference.
-        """
+        """Metrics (metrics.json's entry for this task) and one examples row per example."""
         ...
+
+
+def outcome_metric(name: str, *, tie: bool = True, label: str = "") -> MetricSpec:
+    """A headline accuracy whose examples hold ``<name>_correct`` (and ``<name>_tie``)."""
+    return MetricSpec(
+        name, column=f"{name}_correct", tie_column=f"{name}_tie" if tie else None, label=label
+    )
 
 
 class Task(Protocol):
     name: str
     dataset: str
     description: str
+
+    @property
+    def metrics(self) -> tuple[MetricSpec, ...]:
+        """The metrics this task reports, in display order (a suite: none of its own)."""
+        ...
 
     def concrete(self) -> tuple[str, ...]: ...
 
@@ -66,6 +66,7 @@ class TaskSuite:
     members: tuple[str, ...]
     dataset: str
     description: str
+    metrics: tuple[MetricSpec, ...] = ()  # each member declares its own
 
     def concrete(self) -> tuple[str, ...]:
         return self.members

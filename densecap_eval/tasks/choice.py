@@ -31,8 +31,10 @@ import numpy as np
 from densecap_eval.core.errors import DensecapError
 from densecap_eval.datasets.records import SkippedImage
 from densecap_eval.datasets.regions import Region
-from densecap_eval.metrics.bootstrap import cluster_bootstrap_cis
-from densecap_eval.tasks.base import DiffPositionFn, ci_lists
+from densecap_eval.results.schema import MetricSpec
+from densecap_eval.tasks.base import outcome_metric
+from densecap_eval.tasks.blocks import bootstrap_ci, planned
+from densecap_eval.tasks.context import ComputeContext
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -103,6 +105,12 @@ class ChoiceTask:
     aggregate: Aggregate
     flag: str = "accuracy"  # the per-example metric name (examples' ``<flag>_correct``)
     default_split: str | None = None
+    # What the task reports (`Task.metrics`); () declares ``flag`` alone, with its columns.
+    metrics: tuple[MetricSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.metrics:
+            object.__setattr__(self, "metrics", (outcome_metric(self.flag),))
 
     def concrete(self) -> tuple[str, ...]:
         return (self.name,)
@@ -142,55 +150,48 @@ class ChoiceInstance:
                 plan.need(r, t)
 
     def compute(
-        self,
-        table: ScoreTable,
-        *,
-        bootstrap_seed: int,
-        n_boot: int,
-        diff_positions: DiffPositionFn | None = None,
-        ties: str = "pessimistic",
-        max_text_tokens: int | None = None,
-        text_policy: str = "truncate",
+        self, table: ScoreTable, ctx: ComputeContext
     ) -> tuple[dict[str, Any], pd.DataFrame]:
         """The peer's metric (``aggregate``), ``n``, ties, the share of options the policy cut
         and a bootstrap interval over photos (`TaskInstance.compute`). The retrieval tie rule,
         positions and the text policy do not apply: the peer's own ``rule`` decides."""
-        del diff_positions, ties, text_policy
-        if self._r is None or self._t is None:
-            raise DensecapError(f"{self.task}: compute() before add_to_plan()")
+        region_pos, option_pos = planned(self.task, self._r, self._t)
+        correct, tie, scores = self._decide(table, region_pos, option_pos)
+        n = len(self.examples)
+        flags = {self.spec.flag: correct.astype(np.float64)}
+        cut = [bool(table.text_cut[t].any()) for t in option_pos]
+        metrics: dict[str, Any] = {
+            **self.spec.aggregate(correct, self.examples),
+            "n": n,
+            "ties": int(tie.sum()),
+            "rule": self.spec.rule,
+            "ci": bootstrap_ci(flags, [ex.image for ex in self.examples], ctx),
+            "cut_share": float(np.mean(cut)) if n else None,
+            "model_max_text_tokens": ctx.max_text_tokens,
+        }
+        return metrics, self._frame(correct, tie, scores, cut)
+
+    def _decide(
+        self, table: ScoreTable, region_pos: np.ndarray, option_pos: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """Each example's outcome, tie and option scores under the peer's ``rule``."""
         n = len(self.examples)
         correct = np.zeros(n, dtype=bool)
         tie = np.zeros(n, dtype=bool)
         scores: list[np.ndarray] = [np.zeros(0)] * n
         # Examples with the same number of options are decided together.
         by_k: dict[int, list[int]] = {}
-        for i, texts in enumerate(self._t):
+        for i, texts in enumerate(option_pos):
             by_k.setdefault(len(texts), []).append(i)
         for idx in by_k.values():
             rows = np.asarray(idx)
-            t = np.stack([self._t[i] for i in idx])
-            s = table.scores(self._r[rows][:, None], t)
+            t = np.stack([option_pos[i] for i in idx])
+            s = table.scores(region_pos[rows][:, None], t)
             answers = np.array([self.examples[i].answer for i in idx], dtype=np.int64)
             correct[rows], tie[rows] = decide(s, answers, self.spec.rule)
             for j, i in enumerate(idx):
                 scores[i] = s[j]
-        flag = self.spec.flag
-        flags = {flag: correct.astype(np.float64)}
-        cut = [bool(table.text_cut[t].any()) for t in self._t]
-        metrics: dict[str, Any] = {
-            **self.spec.aggregate(correct, self.examples),
-            "n": n,
-            "ties": int(tie.sum()),
-            "rule": self.spec.rule,
-            "ci": ci_lists(
-                cluster_bootstrap_cis(
-                    flags, [ex.image for ex in self.examples], n_boot=n_boot, seed=bootstrap_seed
-                )
-            ),
-            "cut_share": float(np.mean(cut)) if n else None,
-            "model_max_text_tokens": max_text_tokens,
-        }
-        return metrics, self._frame(correct, tie, scores, cut)
+        return correct, tie, scores
 
     def _frame(
         self, correct: np.ndarray, tie: np.ndarray, scores: list[np.ndarray], cut: list[bool]

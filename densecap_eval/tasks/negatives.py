@@ -50,18 +50,15 @@ import numpy as np
 from densecap_eval.core.errors import BadRecordError, DensecapError
 from densecap_eval.datasets.records import ImageRecord, SkippedImage, Text
 from densecap_eval.datasets.regions import Region
-from densecap_eval.metrics.bootstrap import cluster_bootstrap_cis
 from densecap_eval.metrics.length import (
-    DEFAULT_END_TOKENS,
     IDENTICAL,
-    LENGTH_BUCKETS,
     PositionWindow,
-    length_bucket,
-    length_reference,
     position_labels,
-    reference_token_counts,
 )
-from densecap_eval.tasks.base import DiffPositionFn, accuracy, breakdown, ci_lists
+from densecap_eval.results.schema import MetricSpec
+from densecap_eval.tasks.base import accuracy, breakdown, outcome_metric
+from densecap_eval.tasks.blocks import LengthBreakdown, bootstrap_ci, planned
+from densecap_eval.tasks.context import ComputeContext
 from densecap_eval.tasks.textedits import EDIT_KINDS, generate_negatives, stable_seed
 
 if TYPE_CHECKING:
@@ -101,6 +98,11 @@ def edit_bins_record(window: PositionWindow | None, text_policy: str) -> dict[st
         # Under truncate a position from here on is hidden (invisible); else None.
         "invisible_from": last + 1 if last is not None and text_policy == "truncate" else None,
     }
+
+
+# Neg over every pair, then over the pairs whose edit the model can see (no per-example column
+# of its own: the examples' ``invisible`` says which ``neg_correct`` rows it counts).
+NEGATIVES_METRICS: tuple[MetricSpec, ...] = (outcome_metric("neg"), MetricSpec("neg_visible"))
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,10 @@ class NegativesTask:
         unknown = [k for k in self.kinds if k not in EDIT_KINDS]
         if unknown:
             raise DensecapError(f"{self.name}: unknown edit kinds {unknown} (known: {EDIT_KINDS})")
+
+    @property
+    def metrics(self) -> tuple[MetricSpec, ...]:
+        return NEGATIVES_METRICS
 
     def concrete(self) -> tuple[str, ...]:
         return (self.name,)
@@ -274,60 +280,53 @@ class NegativesInstance:
             plan.need(r, n)
 
     def compute(
-        self,
-        table: ScoreTable,
-        *,
-        bootstrap_seed: int,
-        n_boot: int,
-        diff_positions: DiffPositionFn | None = None,
-        ties: str = "pessimistic",
-        max_text_tokens: int | None = None,
-        text_policy: str = "truncate",
+        self, table: ScoreTable, ctx: ComputeContext
     ) -> tuple[dict[str, Any], pd.DataFrame]:
         """Neg, its visible part and the invisible count, by edit position and kind (module
-        doc; `TaskInstance.compute`). ``ties`` (the retrieval tie rule) is unused: a tie is
-        wrong, as in DCI's Neg, and counted in ``ties``."""
-        del ties
-        if self._r is None or self._pos is None or self._neg is None:
-            raise DensecapError(f"{self.task}: compute() before add_to_plan()")
+        doc; `TaskInstance.compute`). The retrieval tie rule is unused: a tie is wrong, as in
+        DCI's Neg, and counted in ``ties``."""
+        region_pos, pos_pos, neg_pos = planned(self.task, self._r, self._pos, self._neg)
         n = len(self.examples)
         # One call: a photo's positive and negative come from one block, so a negative the
         # model sees as its positive (an edit past the window) is the very same float.
-        both = table.scores(np.stack([self._r, self._r], 1), np.stack([self._pos, self._neg], 1))
+        both = table.scores(np.stack([region_pos, region_pos], 1), np.stack([pos_pos, neg_pos], 1))
         pos_scores, neg_scores = both[:, 0], both[:, 1]
         correct = pos_scores > neg_scores
         tie = pos_scores == neg_scores
-
-        positions: list[int | None] = [None] * n
-        known = diff_positions is not None
-        if diff_positions is not None and n:
-            positions = diff_positions([(ex.positive, ex.negative) for ex in self.examples])
-        window = None
-        if max_text_tokens is not None:
-            end_tokens = getattr(diff_positions, "end_tokens", DEFAULT_END_TOKENS)
-            window = PositionWindow(max_text_tokens, end_tokens, text_policy)
-        hidden_from = (
-            window.last_visible + 1 if window is not None and text_policy == "truncate" else None
-        )
-        invisible = np.array(
-            [
-                known and (p is None or (hidden_from is not None and p >= hidden_from))
-                for p in positions
-            ],
-            dtype=bool,
-        )
+        places = _EditPlaces.of(self.examples, ctx)
         neg = correct.astype(np.float64)
-        flags = {"neg": neg, "neg_visible": np.where(invisible, np.nan, neg)}
-        win_labels, win_order = position_labels(positions, window)
-        bins: list[str | None] = [edit_bin(p) for p in positions] if known else [None] * n
-        bin_order = edit_bin_labels() + ([IDENTICAL] if IDENTICAL in bins else [])
+        flags = {"neg": neg, "neg_visible": np.where(places.invisible, np.nan, neg)}
+        lengths = LengthBreakdown.of(ex.positive for ex in self.examples)
+        metrics = self._metrics(flags, tie, places, lengths, ctx)
+        metrics["cut_share"] = float(table.text_cut[pos_pos].mean()) if n else None
+        metrics["neg_cut_share"] = float(table.text_cut[neg_pos].mean()) if n else None
+        if places.known:
+            metrics.update(places.metrics(flags, ctx))
+        frame = self._frame(
+            scores=(pos_scores, neg_scores),
+            outcome=(correct, tie, places.invisible),
+            positions=places.positions,
+            labels=(places.bins, places.window_labels if places.known else [None] * n),
+            tokens=table,
+            lengths=(lengths.ref_tokens, lengths.labels),
+        )
+        return metrics, frame
+
+    def _metrics(
+        self,
+        flags: dict[str, np.ndarray],
+        tie: np.ndarray,
+        places: _EditPlaces,
+        lengths: LengthBreakdown,
+        ctx: ComputeContext,
+    ) -> dict[str, Any]:
+        """metrics.json's entry up to the cut shares (the position breakdowns follow them)."""
+        n = len(self.examples)
+        known, invisible = places.known, places.invisible
+        n_invisible = int(invisible.sum())
         kinds = [ex.kind for ex in self.examples]
         kind_order = [k for k in EDIT_KINDS if k in kinds] + sorted(set(kinds) - set(EDIT_KINDS))
-        ref_tokens = reference_token_counts(ex.positive for ex in self.examples)
-        len_labels = [length_bucket(t) for t in ref_tokens]
-        n_invisible = int(invisible.sum())
-
-        metrics: dict[str, Any] = {
+        return {
             "neg": accuracy(flags["neg"]),
             "neg_visible": accuracy(flags["neg_visible"]),
             "n": n,
@@ -337,36 +336,12 @@ class NegativesInstance:
             "n_images": len(set(self.images)),
             "images_without_negatives": self.images_without_negatives,
             "ties": {"neg": int(tie.sum())},
-            "ci": ci_lists(
-                cluster_bootstrap_cis(flags, self.images, n_boot=n_boot, seed=bootstrap_seed)
-            ),
+            "ci": bootstrap_ci(flags, self.images, ctx),
             "by_kind": _with_invisible(breakdown(flags, kinds, kind_order), kinds, invisible),
-            "by_length": breakdown(flags, len_labels, LENGTH_BUCKETS),
-            "length_reference": length_reference(),
-            "model_max_text_tokens": max_text_tokens,
-            "text_policy": text_policy,
-            "cut_share": float(table.text_cut[self._pos].mean()) if n else None,
-            "neg_cut_share": float(table.text_cut[self._neg].mean()) if n else None,
+            **lengths.metrics(flags),
+            "model_max_text_tokens": ctx.max_text_tokens,
+            "text_policy": ctx.text_policy,
         }
-        if known:
-            metrics["by_edit_position"] = _with_invisible(
-                breakdown(flags, bins, bin_order), bins, invisible
-            )
-            metrics["edit_position_bins"] = edit_bins_record(window, text_policy)
-            metrics["by_diff_position"] = _with_invisible(
-                breakdown(flags, win_labels, win_order), win_labels, invisible
-            )
-            metrics["diff_position_buckets"] = window.edges() if window is not None else None
-
-        frame = self._frame(
-            scores=(pos_scores, neg_scores),
-            outcome=(correct, tie, invisible),
-            positions=positions,
-            labels=(bins, win_labels if known else [None] * n),
-            tokens=table,
-            lengths=(ref_tokens, len_labels),
-        )
-        return metrics, frame
 
     def _frame(
         self,
@@ -410,6 +385,56 @@ class NegativesInstance:
             "length_bucket": lengths[1],
         }
         return pd.DataFrame(data)
+
+
+@dataclass(frozen=True)
+class _EditPlaces:
+    """Where each example's edit falls for this model: its first-difference position, the
+    window bucket and edit bin of it, and whether the model cannot see the edit."""
+
+    known: bool  # False: no position function, so no position is known
+    positions: list[int | None]
+    window: PositionWindow | None
+    invisible: np.ndarray
+    bins: list[str | None]
+    window_labels: Sequence[str | None]
+    window_order: Sequence[str]
+
+    @classmethod
+    def of(cls, examples: Sequence[NegExample], ctx: ComputeContext) -> _EditPlaces:
+        n = len(examples)
+        positions: list[int | None] = [None] * n
+        known = ctx.diff_positions is not None
+        if ctx.diff_positions is not None and n:
+            positions = ctx.diff_positions([(ex.positive, ex.negative) for ex in examples])
+        window = ctx.position_window()
+        truncated = window is not None and ctx.text_policy == "truncate"
+        hidden_from = window.last_visible + 1 if window is not None and truncated else None
+        invisible = np.array(
+            [
+                known and (p is None or (hidden_from is not None and p >= hidden_from))
+                for p in positions
+            ],
+            dtype=bool,
+        )
+        win_labels, win_order = position_labels(positions, window)
+        bins: list[str | None] = [edit_bin(p) for p in positions] if known else [None] * n
+        return cls(known, positions, window, invisible, bins, win_labels, win_order)
+
+    def metrics(self, flags: dict[str, np.ndarray], ctx: ComputeContext) -> dict[str, Any]:
+        """The breakdowns by edit position and by the model's window (known positions only)."""
+        bin_order = edit_bin_labels() + ([IDENTICAL] if IDENTICAL in self.bins else [])
+        labels = self.window_labels
+        return {
+            "by_edit_position": _with_invisible(
+                breakdown(flags, self.bins, bin_order), self.bins, self.invisible
+            ),
+            "edit_position_bins": edit_bins_record(self.window, ctx.text_policy),
+            "by_diff_position": _with_invisible(
+                breakdown(flags, labels, self.window_order), labels, self.invisible
+            ),
+            "diff_position_buckets": self.window.edges() if self.window is not None else None,
+        }
 
 
 def _pair_digest(positive: str, negative: str) -> str:

@@ -25,24 +25,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from densecap_eval.core.errors import BadRecordError, DensecapError
+from densecap_eval.core.errors import BadRecordError
 from densecap_eval.datasets.records import ImageRecord, SkippedImage
 from densecap_eval.datasets.regions import Region
 from densecap_eval.metrics import dci as dci_metrics
-from densecap_eval.metrics.bootstrap import cluster_bootstrap_cis
-from densecap_eval.metrics.length import (
-    LENGTH_BUCKETS,
-    length_bucket,
-    length_reference,
-    reference_token_counts,
-)
-from densecap_eval.tasks.base import DiffPositionFn, accuracy, breakdown, ci_lists
+from densecap_eval.results.schema import MetricSpec
+from densecap_eval.tasks.base import accuracy, outcome_metric
+from densecap_eval.tasks.blocks import LengthBreakdown, bootstrap_ci, planned
+from densecap_eval.tasks.context import ComputeContext
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from densecap_eval.engine.plan import ScoreTable, ScoringPlan
 
+REGIONS_METRICS: tuple[MetricSpec, ...] = (outcome_metric("scm"),)
 MIN_REGIONS = 2  # an image's regions compete only when there are at least two
 
 
@@ -66,6 +63,10 @@ class RegionsTask:
     text_kind: str = "caption"
     default_split: str | None = None  # None: every split, in the dataset's order
     limit: int | None = None
+
+    @property
+    def metrics(self) -> tuple[MetricSpec, ...]:
+        return REGIONS_METRICS
 
     def concrete(self) -> tuple[str, ...]:
         return (self.name,)
@@ -144,23 +145,12 @@ class RegionsInstance:
             plan.need_all(self._r[idx].tolist(), self._t[idx].tolist())
 
     def compute(
-        self,
-        table: ScoreTable,
-        *,
-        bootstrap_seed: int,
-        n_boot: int,
-        diff_positions: DiffPositionFn | None = None,
-        ties: str = "pessimistic",
-        max_text_tokens: int | None = None,
-        text_policy: str = "truncate",
+        self, table: ScoreTable, ctx: ComputeContext
     ) -> tuple[dict[str, Any], pd.DataFrame]:
-        """SCM per image and its breakdowns (module doc; `TaskInstance.compute`). ``ties`` (the
-        retrieval tie rule) is unused: SCM keeps DCI's rule (first index of the maximum) and
-        counts its ties; no negatives, so ``diff_positions`` and ``text_policy`` are unused."""
-        del diff_positions, ties, text_policy
-        if self._r is None or self._t is None:
-            raise DensecapError(f"{self.task}: compute() before add_to_plan()")
-        r, t = self._r, self._t
+        """SCM per image and its breakdowns (module doc; `TaskInstance.compute`). The retrieval
+        tie rule is unused: SCM keeps DCI's rule (first index of the maximum) and counts its
+        ties; no negatives, so positions and the text policy are unused."""
+        r, t = planned(self.task, self._r, self._t)
         n = len(self.entries)
         own = np.full(n, np.nan)
         best_other = np.full(n, np.nan)
@@ -183,8 +173,7 @@ class RegionsInstance:
 
         out = dci_metrics.scm_groups(dci_metrics.photo_group_indices(self.images), n, block)
         flags = {"scm": np.where(out.defined, out.correct, np.nan)}
-        ref_tokens = reference_token_counts(e.text for e in self.entries)
-        len_labels = [length_bucket(c) for c in ref_tokens]
+        lengths = LengthBreakdown.of(e.text for e in self.entries)
         cut = table.text_cut[t] if n else np.zeros(0, dtype=bool)
         metrics: dict[str, Any] = {
             "scm": accuracy(flags["scm"]),
@@ -194,12 +183,9 @@ class RegionsInstance:
             "excluded_images": self.excluded_images,
             "excluded_regions": self.excluded_regions,
             "ties": {"scm": int(out.tie.sum())},
-            "ci": ci_lists(
-                cluster_bootstrap_cis(flags, self.images, n_boot=n_boot, seed=bootstrap_seed)
-            ),
-            "by_length": breakdown(flags, len_labels, LENGTH_BUCKETS),
-            "length_reference": length_reference(),
-            "model_max_text_tokens": max_text_tokens,
+            "ci": bootstrap_ci(flags, self.images, ctx),
+            **lengths.metrics(flags),
+            "model_max_text_tokens": ctx.max_text_tokens,
             "cut_share": float(cut.mean()) if n else None,
         }
         frame = self._frame(
@@ -208,7 +194,7 @@ class RegionsInstance:
             group_size=group_size,
             outcome=(out.correct, out.tie),
             tokens=(table.text_tokens[t] if n else np.zeros(0, dtype=np.int64), cut),
-            lengths=(ref_tokens, len_labels),
+            lengths=(lengths.ref_tokens, lengths.labels),
         )
         return metrics, frame
 

@@ -44,16 +44,11 @@ import numpy as np
 from densecap_eval.core.errors import BadRecordError, DensecapError
 from densecap_eval.datasets.records import SkippedImage
 from densecap_eval.datasets.regions import Region
-from densecap_eval.metrics.bootstrap import cluster_bootstrap_cis
-from densecap_eval.metrics.length import (
-    LENGTH_BUCKETS,
-    length_bucket,
-    length_reference,
-    reference_token_counts,
-)
 from densecap_eval.metrics.retrieval import RECALL_KS, GalleryRanks, check_ties, recalls
 from densecap_eval.metrics.retrieval_stream import StreamedGallery, stream_gallery
-from densecap_eval.tasks.base import DiffPositionFn, breakdown, ci_lists
+from densecap_eval.results.schema import MetricSpec
+from densecap_eval.tasks.blocks import LengthBreakdown, bootstrap_ci, planned
+from densecap_eval.tasks.context import ComputeContext
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -89,6 +84,15 @@ TEXT_RULES: dict[str, Callable[[str], str]] = {
 }
 
 
+# Recall@k both ways; each example holds ``<metric>_correct`` (its tie, ``i2t_tie`` /
+# ``t2i_tie``, is the direction's, not the recall's).
+RETRIEVAL_METRICS: tuple[MetricSpec, ...] = tuple(
+    MetricSpec(f"{direction}_r{k}", column=f"{direction}_r{k}_correct")
+    for direction in ("i2t", "t2i")
+    for k in RECALL_KS
+)
+
+
 @dataclass(frozen=True)
 class RetrievalTask:
     """A retrieval protocol on a dataset (module doc); ``limit`` keeps the first N records."""
@@ -104,6 +108,10 @@ class RetrievalTask:
     text_rule: str = "raw"
     default_split: str | None = None  # None: every split, in the dataset's order
     limit: int | None = None
+
+    @property
+    def metrics(self) -> tuple[MetricSpec, ...]:
+        return RETRIEVAL_METRICS
 
     def concrete(self) -> tuple[str, ...]:
         return (self.name,)
@@ -163,22 +171,12 @@ class RetrievalInstance:
         self._t = np.array([plan.add_text(t) for t in self.texts], dtype=np.int64)
 
     def compute(
-        self,
-        table: ScoreTable,
-        *,
-        bootstrap_seed: int,
-        n_boot: int,
-        diff_positions: DiffPositionFn | None = None,
-        ties: str = "pessimistic",
-        max_text_tokens: int | None = None,
-        text_policy: str = "truncate",
+        self, table: ScoreTable, ctx: ComputeContext
     ) -> tuple[dict[str, Any], pd.DataFrame]:
         """Recalls, tie counts and the length breakdown (`TaskInstance.compute`; no negatives,
-        so ``diff_positions`` and ``text_policy`` are unused)."""
-        del diff_positions, text_policy
-        rule = check_ties(ties)
-        if self._r is None or self._t is None:
-            raise DensecapError(f"{self.task}: compute() before add_to_plan()")
+        so positions and the text policy are unused)."""
+        rule = check_ties(ctx.ties)
+        region_pos, own_text_pos = planned(self.task, self._r, self._t)
         first: GalleryRanks | None = None
         if self._rerank is not None:
             if table.kind != "pair":
@@ -191,9 +189,9 @@ class RetrievalInstance:
         else:
             streamed, _ = self._gallery(table)
             ranks = streamed.ranks[rule]
-            text_pos = self._t
+            text_pos = own_text_pos
             gallery = len(streamed.cand_t2i)  # one row per gallery column
-        n = len(self._r)
+        n = len(region_pos)
         tokens = table.text_tokens[text_pos]
         cut = table.text_cut[text_pos]
 
@@ -201,23 +199,19 @@ class RetrievalInstance:
         for direction, direction_ranks in (("i2t", ranks.i2t), ("t2i", ranks.t2i)):
             for k in RECALL_KS:
                 flags[f"{direction}_r{k}"] = (direction_ranks <= k).astype(np.float64)
-        ref_tokens = reference_token_counts(self.texts)
-        len_labels = [length_bucket(t) for t in ref_tokens]
+        lengths = LengthBreakdown.of(self.texts)
         metrics: dict[str, Any] = {
             **recalls(ranks.i2t, ranks.t2i),
             "n": n,
             "gallery": gallery,
             "tie_rule": rule,
             **_tie_counts(ranks),
-            "ci": ci_lists(
-                cluster_bootstrap_cis(flags, self.images, n_boot=n_boot, seed=bootstrap_seed)
-            ),
-            "by_length": breakdown(flags, len_labels, LENGTH_BUCKETS),
-            "length_reference": length_reference(),
-            "model_max_text_tokens": max_text_tokens,
+            "ci": bootstrap_ci(flags, self.images, ctx),
+            **lengths.metrics(flags),
+            "model_max_text_tokens": ctx.max_text_tokens,
             "cut_share": float(cut.mean()) if n else None,
         }
-        frame = self._frame(ranks, tokens, cut, flags, (ref_tokens, len_labels))
+        frame = self._frame(ranks, tokens, cut, flags, (lengths.ref_tokens, lengths.labels))
         if first is not None and self._rerank is not None:
             metrics["rerank_k"] = self._rerank.k
             metrics["first_stage"] = {**recalls(first.i2t, first.t2i), **_tie_counts(first)}

@@ -30,6 +30,8 @@ import numpy as np
 from densecap_eval.core.errors import DatasetError
 from densecap_eval.datasets.records import SkippedImage
 from densecap_eval.datasets.regions import Region
+from densecap_eval.results.schema import MetricSpec
+from densecap_eval.tasks.base import outcome_metric
 from densecap_eval.tasks.choice import ChoiceExample, ChoiceTask
 
 PROTOCOL = "dci-aro"
@@ -148,6 +150,10 @@ def attribution_metrics(correct: np.ndarray, examples: Sequence[ChoiceExample]) 
     return out
 
 
+# The macro accuracy over groups (no per-example column: it weighs groups, not examples), then
+# the plain accuracy the examples' ``accuracy_correct`` holds.
+VG_METRICS: tuple[MetricSpec, ...] = (MetricSpec("macro_accuracy"), outcome_metric("accuracy"))
+
 VG_RELATION = ChoiceTask(
     name="aro/vg_relation",
     protocol=PROTOCOL,
@@ -160,6 +166,7 @@ VG_RELATION = ChoiceTask(
     rule="first",
     aggregate=relation_metrics,
     default_split="relation",
+    metrics=VG_METRICS,
 )
 
 VG_ATTRIBUTION = ChoiceTask(
@@ -174,4 +181,5 @@ VG_ATTRIBUTION = ChoiceTask(
     rule="first",
     aggregate=attribution_metrics,
     default_split="attribution",
+    metrics=VG_METRICS,
 )

@@ -29,28 +29,38 @@ from densecap_eval.core.errors import DensecapError
 from densecap_eval.datasets.dci.records import Example, SubtestSpec
 from densecap_eval.datasets.records import SkippedImage
 from densecap_eval.metrics import dci as dci_metrics
-from densecap_eval.metrics.bootstrap import cluster_bootstrap_cis
 from densecap_eval.metrics.length import (
-    DEFAULT_END_TOKENS,
-    LENGTH_BUCKETS,
-    PositionWindow,
-    length_bucket,
-    length_reference,
     position_labels,
-    reference_token_counts,
 )
-from densecap_eval.tasks.base import (
-    DiffPositionFn,
-    accuracy,
-    as_list,
-    breakdown,
-    ci_lists,
-)
+from densecap_eval.results.schema import MetricSpec
+from densecap_eval.tasks.base import accuracy, as_list, breakdown, outcome_metric
+from densecap_eval.tasks.blocks import LengthBreakdown, bootstrap_ci, planned
+from densecap_eval.tasks.context import ComputeContext
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from densecap_eval.engine.plan import ScoreTable, ScoringPlan
+
+
+# SCM in the reference's groups, Neg, and SCM within each photo (undefined for a photo with a
+# single entry: its rows hold NA).
+SUBTEST_METRICS: tuple[MetricSpec, ...] = (
+    outcome_metric("scm"),
+    outcome_metric("neg"),
+    outcome_metric("scm_per_image"),
+)
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """A subtest's scores and outcomes (`DCISubtestInstance._score`)."""
+
+    pos_scores: np.ndarray  # (n, bag): each entry's own positives
+    neg_scores: np.ndarray  # (n,)
+    scm: dci_metrics.Outcome
+    per_image: dci_metrics.Outcome
+    neg: dci_metrics.Outcome
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,10 @@ class DCISubtestTask:
     dataset: str = "dci"
     default_split: str = "test"
     group_size: int = dci_metrics.REFERENCE_GROUP_SIZE
+
+    @property
+    def metrics(self) -> tuple[MetricSpec, ...]:
+        return SUBTEST_METRICS
 
     def concrete(self) -> tuple[str, ...]:
         return (self.name,)
@@ -124,26 +138,56 @@ class DCISubtestInstance:
             plan.need_all(r[idx].tolist(), pos[idx].ravel().tolist())
 
     def compute(
-        self,
-        table: ScoreTable,
-        *,
-        bootstrap_seed: int,
-        n_boot: int,
-        diff_positions: DiffPositionFn | None = None,
-        ties: str = "pessimistic",
-        max_text_tokens: int | None = None,
-        text_policy: str = "truncate",
+        self, table: ScoreTable, ctx: ComputeContext
     ) -> tuple[dict[str, Any], pd.DataFrame]:
-        """The subtest's metrics and examples (`TaskInstance.compute`). ``ties`` (the retrieval
-        tie rule) is unused: SCM and Neg keep the reference's rules (first index of the maximum,
-        strict ``>``) and count their ties in ``metrics["ties"]``."""
-        del ties
-        if self._regions is None or self._pos is None or self._neg is None:
-            raise DensecapError(f"{self.task}: compute() before add_to_plan()")
-        r, pos, neg = self._regions, self._pos, self._neg
-        n, bag = pos.shape
-        images = self.images
+        """The subtest's metrics and examples (`TaskInstance.compute`). The retrieval tie rule
+        is unused: SCM and Neg keep the reference's rules (first index of the maximum, strict
+        ``>``) and count their ties in ``metrics["ties"]``."""
+        r, pos, neg = planned(self.task, self._regions, self._pos, self._neg)
+        n = pos.shape[0]
+        scored = self._score(table, r, pos, neg)
+        scm_out, per_out, neg_out = scored.scm, scored.per_image, scored.neg
+        positions: list[int | None] = [None] * n
+        if ctx.diff_positions is not None and n:
+            positions = ctx.diff_positions([(ex.positives[0], ex.negative) for ex in self.examples])
+        flags = {
+            "scm": scm_out.correct.astype(np.float64),
+            "neg": neg_out.correct.astype(np.float64),
+            "scm_per_image": np.where(per_out.defined, per_out.correct, np.nan),
+        }
+        # Length by the reference tokenizer (metrics/length.py), of each entry's first positive.
+        lengths = LengthBreakdown.of(ex.positives[0] for ex in self.examples)
+        window = ctx.position_window()
+        pos_labels, pos_order = position_labels(positions, window)
+        metrics = self._metrics(
+            flags, scored, lengths, (table.text_cut[pos], table.text_cut[neg]), ctx
+        )
+        if ctx.diff_positions is not None:
+            metrics["by_diff_position"] = breakdown({"neg": flags["neg"]}, pos_labels, pos_order)
+            metrics["diff_position_buckets"] = window.edges() if window is not None else None
 
+        frame = self._frame(
+            group_of=np.arange(n, dtype=np.int64) // self.spec.group_size,
+            pos_scores=scored.pos_scores,
+            neg_scores=scored.neg_scores,
+            scm=(scm_out.correct, scm_out.tie),
+            per=(per_out.correct, per_out.tie, per_out.defined),
+            neg=(neg_out.correct, neg_out.tie),
+            tokens=(
+                table.text_tokens[pos],
+                table.text_cut[pos],
+                table.text_tokens[neg],
+                table.text_cut[neg],
+            ),
+            positions=positions,
+            diff_labels=list(pos_labels) if ctx.diff_positions is not None else [None] * n,
+            lengths=(lengths.ref_tokens, lengths.labels),
+        )
+        return metrics, frame
+
+    def _score(self, table: ScoreTable, r: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> _Scored:
+        """SCM in the reference's groups, SCM per photo and Neg, from the score table."""
+        n, bag = pos.shape
         pos_scores = np.zeros((n, bag))
         neg_scores = np.zeros(n)
 
@@ -159,85 +203,54 @@ class DCISubtestInstance:
                 neg_scores[idx] = table.scores(r[idx], neg[idx])
             return block
 
-        group_size = self.spec.group_size
         scm_out = dci_metrics.scm_groups(
-            dci_metrics.reference_group_indices(n, group_size=group_size), n, reference_block
+            dci_metrics.reference_group_indices(n, group_size=self.spec.group_size),
+            n,
+            reference_block,
         )
-        group_of = np.arange(n, dtype=np.int64) // group_size
         if table.kind == "embedding" and n:
             # The reference scores negatives in a block of their own; a negative the model sees
             # exactly as a positive of its bag (an edit past the window) is that positive's
             # float, not one a different block shape rounded differently.
             rows, cols = np.nonzero(table.text_slot[neg][:, None] == table.text_slot[pos])
             neg_scores[rows] = pos_scores[rows, cols]
-        neg_out = dci_metrics.neg_outcome(pos_scores, neg_scores)
         per_out = dci_metrics.scm_groups(
-            dci_metrics.photo_group_indices(images),
+            dci_metrics.photo_group_indices(self.images),
             n,
             lambda idx: table.matrix(r[idx].tolist(), pos[idx].ravel().tolist()),
         )
-        scm_correct, scm_tie = scm_out.correct, scm_out.tie
-        per_correct, per_tie, per_defined = per_out.correct, per_out.tie, per_out.defined
+        neg_out = dci_metrics.neg_outcome(pos_scores, neg_scores)
+        return _Scored(pos_scores, neg_scores, scm_out, per_out, neg_out)
 
-        pos_tokens = table.text_tokens[pos]
-        pos_cut = table.text_cut[pos]
-        neg_tokens = table.text_tokens[neg]
-        neg_cut = table.text_cut[neg]
-        positions: list[int | None] = [None] * n
-        if diff_positions is not None and n:
-            positions = diff_positions([(ex.positives[0], ex.negative) for ex in self.examples])
-
-        flags = {
-            "scm": scm_correct.astype(np.float64),
-            "neg": neg_out.correct.astype(np.float64),
-            "scm_per_image": np.where(per_defined, per_correct, np.nan),
-        }
-        # Length by the reference tokenizer (metrics/length.py), of each entry's first positive.
-        ref_tokens = reference_token_counts(ex.positives[0] for ex in self.examples)
-        len_labels = [length_bucket(t) for t in ref_tokens]
-        window = None
-        if max_text_tokens is not None:
-            end_tokens = getattr(diff_positions, "end_tokens", DEFAULT_END_TOKENS)
-            window = PositionWindow(max_text_tokens, end_tokens, text_policy)
-        pos_labels, pos_order = position_labels(positions, window)
-        metrics: dict[str, Any] = {
+    def _metrics(
+        self,
+        flags: dict[str, np.ndarray],
+        scored: _Scored,
+        lengths: LengthBreakdown,
+        cuts: tuple[np.ndarray, np.ndarray],
+        ctx: ComputeContext,
+    ) -> dict[str, Any]:
+        """metrics.json's entry, up to the breakdown by first-difference position."""
+        n = len(self.examples)
+        pos_cut, neg_cut = cuts
+        return {
             "scm": accuracy(flags["scm"]),
             "neg": accuracy(flags["neg"]),
             "scm_per_image": accuracy(flags["scm_per_image"]),
             "n": n,
-            "scm_per_image_n": per_out.n,
-            "scm_per_image_excluded": n - per_out.n,
+            "scm_per_image_n": scored.per_image.n,
+            "scm_per_image_excluded": n - scored.per_image.n,
             "ties": {
-                "scm": int(scm_tie.sum()),
-                "neg": int(neg_out.tie.sum()),
-                "scm_per_image": int(per_tie.sum()),
+                "scm": int(scored.scm.tie.sum()),
+                "neg": int(scored.neg.tie.sum()),
+                "scm_per_image": int(scored.per_image.tie.sum()),
             },
-            "ci": ci_lists(
-                cluster_bootstrap_cis(flags, images, n_boot=n_boot, seed=bootstrap_seed)
-            ),
-            "by_length": breakdown(flags, len_labels, LENGTH_BUCKETS),
-            "length_reference": length_reference(),
-            "model_max_text_tokens": max_text_tokens,
+            "ci": bootstrap_ci(flags, self.images, ctx),
+            **lengths.metrics(flags),
+            "model_max_text_tokens": ctx.max_text_tokens,
             "cut_share": float(pos_cut.mean()) if n else None,
             "neg_cut_share": float(neg_cut.mean()) if n else None,
         }
-        if diff_positions is not None:
-            metrics["by_diff_position"] = breakdown({"neg": flags["neg"]}, pos_labels, pos_order)
-            metrics["diff_position_buckets"] = window.edges() if window is not None else None
-
-        frame = self._frame(
-            group_of=group_of,
-            pos_scores=pos_scores,
-            neg_scores=neg_scores,
-            scm=(scm_correct, scm_tie),
-            per=(per_correct, per_tie, per_defined),
-            neg=(neg_out.correct, neg_out.tie),
-            tokens=(pos_tokens, pos_cut, neg_tokens, neg_cut),
-            positions=positions,
-            diff_labels=list(pos_labels) if diff_positions is not None else [None] * n,
-            lengths=(ref_tokens, len_labels),
-        )
-        return metrics, frame
 
     def _frame(
         self,

@@ -20,7 +20,9 @@ from densecap_eval.datasets.elevater.tasks import classifier
 from densecap_eval.datasets.elevater.wds import CLIP_BENCHMARK_NAMES, folder_name
 from densecap_eval.datasets.records import SkippedImage
 from densecap_eval.datasets.regions import Region
-from densecap_eval.tasks.base import DiffPositionFn, TaskSuite
+from densecap_eval.results.schema import MetricSpec
+from densecap_eval.tasks.base import ComputeContext, TaskSuite
+from densecap_eval.tasks.blocks import planned
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,6 +30,14 @@ if TYPE_CHECKING:
     from densecap_eval.datasets.elevater.loader import ZeroShotSample
     from densecap_eval.datasets.elevater.wds import ClipBenchmarkDataset
     from densecap_eval.engine.plan import ScoreTable, ScoringPlan
+
+
+# No per-example outcome column: compare leaves zero-shot metrics out.
+CLIP_BENCHMARK_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("acc1"),
+    MetricSpec("acc5"),
+    MetricSpec("mean_per_class_recall"),
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,10 @@ class ClipBenchmarkTask:
     @property
     def description(self) -> str:
         return f"CLIP_benchmark zero-shot wds/{CLIP_BENCHMARK_NAMES[self.key]}"
+
+    @property
+    def metrics(self) -> tuple[MetricSpec, ...]:
+        return CLIP_BENCHMARK_METRICS
 
     def concrete(self) -> tuple[str, ...]:
         return (self.name,)
@@ -99,27 +113,17 @@ class ClipBenchmarkInstance:
         import torch
         import torch.nn.functional as F
 
-        if self._r is None or self._t is None:
-            raise DensecapError(f"{self.task}: compute() before add_to_plan()")
+        region_pos, text_pos = planned(self.task, self._r, self._t)
         if table.image_embeddings is None or table.text_embeddings is None:
             raise DensecapError(f"{self.task}: zero-shot classification needs an embedding scorer")
-        w = torch.from_numpy(classifier(table.text_embeddings[self._t]))
+        w = torch.from_numpy(classifier(table.text_embeddings[text_pos]))
         img = F.normalize(torch.from_numpy(np.ascontiguousarray(
-            table.image_embeddings[self._r], dtype=np.float32)), dim=-1)  # fmt: skip
+            table.image_embeddings[region_pos], dtype=np.float32)), dim=-1)  # fmt: skip
         return (100.0 * img @ w).float().numpy()
 
     def compute(
-        self,
-        table: ScoreTable,
-        *,
-        bootstrap_seed: int,
-        n_boot: int,
-        diff_positions: DiffPositionFn | None = None,
-        ties: str = "pessimistic",
-        max_text_tokens: int | None = None,
-        text_policy: str = "truncate",
+        self, table: ScoreTable, ctx: ComputeContext
     ) -> tuple[dict[str, Any], pd.DataFrame]:
-        del bootstrap_seed, n_boot, diff_positions, ties, text_policy
         import pandas as pd
 
         from densecap_eval.metrics.clip_benchmark import clip_benchmark_metrics
@@ -129,7 +133,7 @@ class ClipBenchmarkInstance:
         metrics: dict[str, Any] = dict(clip_benchmark_metrics(labels, logits))
         metrics.update(n=len(self.images), n_classes=len(self.classnames),
                        n_templates=len(self.templates), protocol="clip_benchmark",
-                       model_max_text_tokens=max_text_tokens)  # fmt: skip
+                       model_max_text_tokens=ctx.max_text_tokens)  # fmt: skip
         pred = np.argmax(logits, axis=1)
         frame = pd.DataFrame({
             "task": [self.task] * len(labels),

@@ -30,7 +30,9 @@ from densecap_eval.datasets.elevater import catalog
 from densecap_eval.datasets.elevater.protocol import PROTOCOLS, elevater_clean
 from densecap_eval.datasets.records import SkippedImage
 from densecap_eval.datasets.regions import Region
-from densecap_eval.tasks.base import DiffPositionFn, TaskSuite
+from densecap_eval.results.schema import MetricSpec
+from densecap_eval.tasks.base import ComputeContext, TaskSuite
+from densecap_eval.tasks.blocks import planned
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,6 +41,12 @@ if TYPE_CHECKING:
     from densecap_eval.engine.plan import ScoreTable, ScoringPlan
 
 SCALE = 100.0  # ELEVATER's fixed logit scale
+
+
+# No per-example outcome column: compare leaves zero-shot metrics out.
+ZEROSHOT_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("zeroshot", label="each dataset's own ELEVATER metric"),
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,10 @@ class ZeroShotTask:
     def description(self) -> str:
         s = catalog.spec(self.key)
         return f"ELEVATER zero-shot {s.elevater_name}: {len(s.classes)} classes, {s.metric}"
+
+    @property
+    def metrics(self) -> tuple[MetricSpec, ...]:
+        return ZEROSHOT_METRICS
 
     def concrete(self) -> tuple[str, ...]:
         return (self.name,)
@@ -135,12 +147,11 @@ class ZeroShotInstance:
         """(N, C) float32 ``softmax(100 * normalize(img) @ W)``."""
         from densecap_eval.metrics.zeroshot import softmax_probs
 
-        if self._r is None or self._t is None:
-            raise DensecapError(f"{self.task}: compute() before add_to_plan()")
+        region_pos, text_pos = planned(self.task, self._r, self._t)
         if table.image_embeddings is None or table.text_embeddings is None:
             raise DensecapError(f"{self.task}: zero-shot classification needs an embedding scorer")
-        weights = classifier(table.text_embeddings[self._t])
-        return softmax_probs(table.image_embeddings[self._r], weights, scale=SCALE)
+        weights = classifier(table.text_embeddings[text_pos])
+        return softmax_probs(table.image_embeddings[region_pos], weights, scale=SCALE)
 
     def labels(self) -> np.ndarray:
         s = catalog.spec(self.key)
@@ -152,19 +163,10 @@ class ZeroShotInstance:
         return np.array([img.labels[0] for img in self.images], dtype=np.int64)
 
     def compute(
-        self,
-        table: ScoreTable,
-        *,
-        bootstrap_seed: int,
-        n_boot: int,
-        diff_positions: DiffPositionFn | None = None,
-        ties: str = "pessimistic",
-        max_text_tokens: int | None = None,
-        text_policy: str = "truncate",
+        self, table: ScoreTable, ctx: ComputeContext
     ) -> tuple[dict[str, Any], pd.DataFrame]:
         """The module doc's metrics; ELEVATER's argmax decides ties (lowest index), whatever
         the retrieval tie rule; no bootstrap (ELEVATER reports none)."""
-        del bootstrap_seed, n_boot, diff_positions, ties, text_policy
         from densecap_eval.metrics.zeroshot import elevater_metric, top1_accuracy
 
         s = catalog.spec(self.key)
@@ -187,7 +189,7 @@ class ZeroShotInstance:
             "ties": int((n_top > 1).sum()),
             "protocol": self.protocol,
             "scale": SCALE,
-            "model_max_text_tokens": max_text_tokens,
+            "model_max_text_tokens": ctx.max_text_tokens,
         }
         return metrics, self._frame(probs, pred, correct, top)
 

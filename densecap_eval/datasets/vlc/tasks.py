@@ -157,12 +157,31 @@ def build(
     dataset: Any, categories: Sequence[str]
 ) -> tuple[list[ChoiceExample], list[SkippedImage], Layout]:
     """The examples of these corpus.json categories' files (module doc, steps 1-3)."""
-    from densecap_eval.datasets.photos import photo_size
     from densecap_eval.datasets.vlc.loader import DCI_FILES
 
-    corpus = dataset.corpus()
     runs = {f.key: f for f in DCI_FILES}
-    layout_categories: dict[str, dict[str, tuple[str, ...]]] = {}
+    layout_categories = _layout(dataset, categories, runs)
+    examples: list[ChoiceExample] = []
+    skipped: list[SkippedImage] = []
+    dropped: dict[str, int] = {}
+    for category, sets in layout_categories.items():
+        for key in (k for keys in sets.values() for k in keys):
+            if key in dropped:  # a file listed twice is read once
+                continue
+            dropped[key] = _read_file(dataset, runs[key], key, category, examples, skipped)
+            if dropped[key]:
+                logger.warning("VL-CheckList %s: %d item(s) dropped before the first %d kept "
+                               "(photo missing or unreadable, or a malformed item)", key,
+                               dropped[key], CAP)  # fmt: skip
+    return examples, skipped, Layout(layout_categories, dropped)
+
+
+def _layout(
+    dataset: Any, categories: Sequence[str], runs: Mapping[str, Any]
+) -> dict[str, dict[str, tuple[str, ...]]]:
+    """Each category's sets of file keys from corpus.json, checked against the files DCI runs."""
+    corpus = dataset.corpus()
+    layout: dict[str, dict[str, tuple[str, ...]]] = {}
     for category in categories:
         if category not in corpus:
             raise DatasetError(
@@ -175,48 +194,48 @@ def build(
                     raise DatasetError(
                         f"corpus.json lists {key!r} under {category!r}, a file DCI does not run"
                     )
-        layout_categories[category] = {d: tuple(k) for d, k in corpus[category].items()}
-    examples: list[ChoiceExample] = []
-    skipped: list[SkippedImage] = []
-    dropped: dict[str, int] = {}
-    done: set[str] = set()
-    for category, sets in layout_categories.items():
-        for key in (k for keys in sets.values() for k in keys):
-            if key in done:
-                continue
-            done.add(key)
-            kept = 0
-            dropped[key] = 0
-            for entry in dataset.entries(runs[key]):
-                if kept >= CAP:
-                    break
-                try:
-                    if isinstance(entry, BadRecordError):
-                        raise entry
-                    # named by the item (items share photos: each one dropped is counted);
-                    # the reason names the photo
-                    photo_size(Path(entry.path), image=entry.id)
-                except BadRecordError as exc:
-                    skipped.append(dataset.skip(exc))
-                    dropped[key] += 1
-                    continue
-                kept += 1
-                examples.append(
-                    ChoiceExample(
-                        id=entry.id,
-                        image=entry.image,
-                        region=Region(str(Path(entry.path).absolute())),
-                        options=(entry.positive, entry.negative),
-                        answer=0,
-                        group=key,
-                        meta={"category": category, "index": entry.index},
-                    )
-                )
-            if dropped[key]:
-                logger.warning("VL-CheckList %s: %d item(s) dropped before the first %d kept "
-                               "(photo missing or unreadable, or a malformed item)", key,
-                               dropped[key], CAP)  # fmt: skip
-    return examples, skipped, Layout(layout_categories, dropped)
+        layout[category] = {d: tuple(k) for d, k in corpus[category].items()}
+    return layout
+
+
+def _read_file(
+    dataset: Any,
+    file: Any,
+    key: str,
+    category: str,
+    examples: list[ChoiceExample],
+    skipped: list[SkippedImage],
+) -> int:
+    """Append the first `CAP` usable items of one file; how many were dropped before them."""
+    from densecap_eval.datasets.photos import photo_size
+
+    kept = dropped = 0
+    for entry in dataset.entries(file):
+        if kept >= CAP:
+            break
+        try:
+            if isinstance(entry, BadRecordError):
+                raise entry
+            # named by the item (items share photos: each one dropped is counted);
+            # the reason names the photo
+            photo_size(Path(entry.path), image=entry.id)
+        except BadRecordError as exc:
+            skipped.append(dataset.skip(exc))
+            dropped += 1
+            continue
+        kept += 1
+        examples.append(
+            ChoiceExample(
+                id=entry.id,
+                image=entry.image,
+                region=Region(str(Path(entry.path).absolute())),
+                options=(entry.positive, entry.negative),
+                answer=0,
+                group=key,
+                meta={"category": category, "index": entry.index},
+            )
+        )
+    return dropped
 
 
 def _task(group: str, title: str) -> VLCGroupTask:

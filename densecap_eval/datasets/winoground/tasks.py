@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from densecap_eval.core.errors import DensecapError
 from densecap_eval.datasets.records import SkippedImage
 from densecap_eval.datasets.regions import Region
-from densecap_eval.metrics.bootstrap import cluster_bootstrap_cis
-from densecap_eval.tasks.base import DiffPositionFn, breakdown, ci_lists
+from densecap_eval.results.schema import MetricSpec
+from densecap_eval.tasks.base import breakdown, outcome_metric
+from densecap_eval.tasks.blocks import bootstrap_ci, planned
+from densecap_eval.tasks.context import ComputeContext
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,6 +78,7 @@ class WinogroundTask:
     description: str = (
         "Winoground: text, image and group scores over two images and two captions (strict)"
     )
+    metrics: tuple[MetricSpec, ...] = tuple(outcome_metric(m) for m in METRICS)
 
     def concrete(self) -> tuple[str, ...]:
         return (self.name,)
@@ -115,26 +117,16 @@ class WinogroundInstance:
                 plan.need(regions[k], texts[c])
 
     def compute(
-        self,
-        table: ScoreTable,
-        *,
-        bootstrap_seed: int,
-        n_boot: int,
-        diff_positions: DiffPositionFn | None = None,
-        ties: str = "pessimistic",
-        max_text_tokens: int | None = None,
-        text_policy: str = "truncate",
+        self, table: ScoreTable, ctx: ComputeContext
     ) -> tuple[dict[str, Any], pd.DataFrame]:
         """The module doc's metrics (`TaskInstance.compute`); the retrieval tie rule, positions
         and the text policy do not apply (the rule is strict)."""
-        del diff_positions, ties, text_policy
-        if self._r is None or self._t is None:
-            raise DensecapError(f"{self.task}: compute() before add_to_plan()")
+        region_pos, text_pos = planned(self.task, self._r, self._t)
         n = len(self.examples)
-        scores = table.scores(self._r, self._t) if n else np.zeros((0, 4))
+        scores = table.scores(region_pos, text_pos) if n else np.zeros((0, 4))
         outcomes = winoground_outcomes(scores)
         flags = {m: outcomes[m][0].astype(np.float64) for m in METRICS}
-        cut = table.text_cut[self._t].any(axis=1) if n else np.zeros(0, dtype=bool)
+        cut = table.text_cut[text_pos].any(axis=1) if n else np.zeros(0, dtype=bool)
         metrics: dict[str, Any] = {m: float(flags[m].mean()) if n else None for m in METRICS}
         metrics["n"] = n
         metrics["ties"] = {m: int(outcomes[m][1].sum()) for m in METRICS}
@@ -143,13 +135,9 @@ class WinogroundInstance:
             buckets = sorted({lab for lab in labels if lab is not None})
             if buckets:
                 metrics[key] = breakdown(flags, labels, buckets)
-        metrics["ci"] = ci_lists(
-            cluster_bootstrap_cis(
-                flags, [ex.key for ex in self.examples], n_boot=n_boot, seed=bootstrap_seed
-            )
-        )
+        metrics["ci"] = bootstrap_ci(flags, [ex.key for ex in self.examples], ctx)
         metrics["cut_share"] = float(np.mean(cut)) if n else None
-        metrics["model_max_text_tokens"] = max_text_tokens
+        metrics["model_max_text_tokens"] = ctx.max_text_tokens
         return metrics, self._frame(scores, outcomes, cut)
 
     def _frame(
