@@ -504,3 +504,21 @@ def test_a_run_leaves_tmpdir_empty(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert list(tmp.iterdir()) == []
     assert list_runs(tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    ("root", "shown"),
+    [
+        ("inside/sample", "inside/sample"),
+        ("{cwd}/inside/sample", "inside/sample"),
+        ("/elsewhere/x", "/elsewhere/x"),
+    ],
+)
+def test_the_evaluating_line_names_roots_under_the_working_directory_relatively(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, root: str, shown: str
+) -> None:
+    """A pasted session shows no machine's absolute path for data under the working directory."""
+    from densecap_eval.cli.run_cmds import _shown
+
+    monkeypatch.chdir(tmp_path)
+    assert _shown(root.format(cwd=tmp_path)) == shown

@@ -183,8 +183,18 @@ def _roots_text(request: RunRequest) -> str:
     names = request_datasets(request.tasks)
     roots = {name: request.config.root_for(name) or request.data_root for name in names}
     if len(set(roots.values())) == 1:
-        return str(next(iter(roots.values())))
-    return ", ".join(f"{name}={root}" for name, root in roots.items())
+        return _shown(next(iter(roots.values())))
+    return ", ".join(f"{name}={_shown(root)}" for name, root in roots.items())
+
+
+def _shown(root: object) -> str:
+    """A root under the working directory as a relative path (what the user would type), any
+    other as it is: a pasted session then names no machine's absolute path."""
+    path = Path(str(root))
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(root)
 
 
 def _print_throughput(runs: list[Any]) -> None:
