@@ -131,12 +131,13 @@ def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def write_wds(root: Path, key: str, n: int, seed: int, sets: dict[str, Any] | None = None) -> Path:
+def write_wds(root: Path, key: str, n: int, seed: int) -> Path:
     """CLIP_benchmark's ``wds_<name>/`` copy of ``key``: class names, templates and ``n``
-    samples (PNG and JPEG, some grey) in two tar shards; returns the folder."""
+    samples (PNG and JPEG, some grey) in two tar shards; returns the folder. Class names and
+    templates: `WDS_SETS`, else three placeholder classes."""
     from densecap_eval.datasets.elevater.wds import folder_name
 
-    classes, templates = (sets or WDS_SETS).get(key, (["one", "two", "three"], ["a {c}."]))
+    classes, templates = WDS_SETS.get(key, (["one", "two", "three"], ["a {c}."]))
     folder = root / folder_name(key)
     (folder / "test").mkdir(parents=True)
     (folder / "classnames.txt").write_text("\n".join(classes) + "\n")
