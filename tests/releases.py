@@ -410,14 +410,18 @@ RELEASES: dict[str, Release] = {
         clip_benchmark, "clip_benchmark/cifar10", _wds_bad_sample, ("1.tar#s0001",),
     ),
     "dci": Release(
-        dci, "dci/retrieval", _dci_bad_record, ("mask_data",), splits_declared=False,
+        dci, "dci/retrieval", _dci_bad_record, ("synth_000000.json", "mask_data"),
+        splits_declared=False,
     ),
     "docci": Release(
         docci, "docci/retrieval",
-        edit_jsonl("docci_descriptions.jsonlines", 1, description=""), ("line 2",),
+        edit_jsonl("docci_descriptions.jsonlines", 1, description=""),
+        ("test_00000", "docci_descriptions.jsonlines line 2"),
         splits_declared=False,
     ),
-    "elevater": Release(elevater, "elevater/cifar10", _elevater_bad_label, ("outside",)),
+    "elevater": Release(
+        elevater, "elevater/cifar10", _elevater_bad_label, ("test.txt line 1", "outside"),
+    ),
     "files": Release(
         lambda root: files(root, formats=False, extras=True), "files/retrieval",
         edit_jsonl("data.jsonl", 1, caption=""), ("row 2",), data="data.jsonl",
@@ -425,11 +429,11 @@ RELEASES: dict[str, Release] = {
     ),
     "iiw": Release(
         lambda root: iiw(root, twins=False), "iiw/retrieval",
-        edit_jsonl("datasets/IIW-400/data.jsonl", 0, IIW=""), ("IIW-400", "line 1"),
+        edit_jsonl("datasets/IIW-400/data.jsonl", 0, IIW=""), ("IIW-400/data.jsonl line 1",),
     ),
     "sharegpt4v": Release(
         sharegpt4v, "sharegpt4v/retrieval-1k", _sharegpt4v_empty_caption,
-        ("coco/train2017/000000000009.jpg",),
+        ("coco/train2017/000000000009.jpg", "share-captioner"),
     ),
     "sugarcrepe": Release(
         sugarcrepe, "sugarcrepe/swap_att",
@@ -437,7 +441,7 @@ RELEASES: dict[str, Release] = {
     ),
     "urban1k": Release(
         urban1k, "urban1k/retrieval",
-        lambda root: (root / "Urban1k" / "caption" / "4.txt").write_bytes(b""), ("4.jpg",),
+        lambda root: (root / "Urban1k" / "caption" / "4.txt").write_bytes(b""), ("4.jpg", "4.txt"),
     ),
     "vlc": Release(
         vlc, "vlc/relation",
