@@ -11,6 +11,9 @@ fails here saying so. For each dataset:
 - a missing data root names the download command (or, for a dataset that cannot be
   downloaded, how to get it).
 
+And every registered task's declared metrics (``Task.metrics``) are in the metrics.json its
+run stores, each with its per-example column in examples.parquet.
+
 Every run goes through the real CLI in-process with ``builtin:tiny`` (tests/bad_input.py's
 harness: the release is copied first and must not be written to). Each release is written once
 per module.
@@ -18,18 +21,23 @@ per module.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import pytest
-from bad_input import Case, Outcome, check_strict, run_case, skip
+from bad_input import Case, Outcome, _load_once, check_strict, run_case, skip
 from releases import RELEASES, Release
 from text_tools import FAKE_TEXT_TOOLS
 
+from densecap_eval.cli.app import main
 from densecap_eval.datasets import DOWNLOADERS, list_datasets, load_dataset
 from densecap_eval.datasets.aro import order_tasks
-from densecap_eval.tasks import get_task, list_tasks
+from densecap_eval.run import runner
+from densecap_eval.tasks import concrete_tasks, get_task, list_tasks
 
 DATASETS = list_datasets()
 
@@ -205,3 +213,64 @@ def test_a_missing_root_names_how_to_get_it(
     assert how is not None, f"{name} has no download: add how to get it to HOW_TO_GET"
     assert how in errors[0], (how, errors[0])
     assert "absent" in errors[0], errors[0]
+
+
+# --- every task's declared metrics are stored (tasks declare `metrics`: MetricSpec, ...) ----
+
+TASKS = concrete_tasks(list_tasks())
+
+
+def _signature(task: str) -> tuple[object, ...]:
+    """Tasks of one dataset with the same class and declared metrics compute alike: one run of
+    each signature covers them (ELEVATER's 20 zero-shot sets differ in their data only)."""
+    found = get_task(task)
+    return (found.dataset, type(found).__name__, tuple(found.metrics))
+
+
+@pytest.fixture(scope="module")
+def stored(
+    written: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], tuple[dict[str, Any], list[str]]]:
+    """``stored(task)``: metrics.json's entry and examples.parquet's columns of a run of
+    ``task`` (or of the task of its dataset with the same signature, run in its place); one
+    CLI run per dataset, of one task per signature."""
+    import pandas as pd
+
+    runs: dict[tuple[object, ...], tuple[dict[str, Any], list[str]]] = {}
+
+    def get(task: str) -> tuple[dict[str, Any], list[str]]:
+        if _signature(task) not in runs:
+            dataset = get_task(task).dataset
+            entry = release_of(dataset)
+            chosen: dict[tuple[object, ...], str] = {}
+            for name in [entry.task, *TASKS]:  # the release's own task first
+                if get_task(name).dataset == dataset:
+                    chosen.setdefault(_signature(name), name)
+            out = tmp_path_factory.mktemp("runs")
+            argv = ["run", "--model", "builtin:tiny", "--out", str(out), "--bootstrap", "0",
+                    "--data-root", str(_data_root(written(dataset), entry)), *entry.options,
+                    *(arg for name in chosen.values() for arg in ("--task", name))]  # fmt: skip
+            with mock.patch.object(runner, "load_scorer", _load_once):
+                assert main(argv) == 0, argv
+            for card in out.glob("*/metrics.json"):
+                metrics = json.loads(card.read_text(encoding="utf-8"))
+                columns = list(pd.read_parquet(card.parent / "examples.parquet").columns)
+                for name, entry_metrics in metrics.items():
+                    runs[_signature(name)] = (entry_metrics, columns)
+        return runs[_signature(task)]
+
+    return get
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_declared_metrics_are_in_metrics_json(
+    task: str, stored: Callable[[str], tuple[dict[str, Any], list[str]]]
+) -> None:
+    declared = get_task(task).metrics
+    assert declared, f"{task} declares no metric"
+    assert any(spec.headline for spec in declared), f"{task} declares no headline metric"
+    metrics, columns = stored(task)
+    for spec in declared:
+        assert spec.name in metrics, (task, spec.name, sorted(metrics))
+        if spec.column is not None:
+            assert spec.column in columns, (task, spec.column, columns)
