@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import sys
 import types
 from pathlib import Path
@@ -17,6 +16,8 @@ import numpy as np
 import pytest
 from fake_scorers import FakeEmbeddingScorer, load_region
 from PIL import Image
+from text_tools import FAKE_TEXT_TOOLS, fake_tagger, fake_tokenizer
+from text_tools import fake_tools as _fake_tools
 
 import densecap_eval
 from densecap_eval.core.errors import BadRecordError, DatasetError, DensecapError, DownloadError
@@ -34,38 +35,13 @@ from densecap_eval.tasks.textshuffle import (
     trigrams,
 )
 
-# --- the stand-in tools ---------------------------------------------------------------------
-
-_WORD = re.compile(r"\w+|[^\w\s]")
-_TAGS = {
-    "dog": "NN", "cat": "NN", "car": "NN", "frisbee": "NN", "park": "NN", "man": "NN",
-    "horse": "NN", "beach": "NN", "dogs": "NNS", "bikes": "NNS", "bob": "NNP",
-    "big": "JJ", "small": "JJ", "red": "JJ", "white": "JJ", "brown": "JJ", "bigger": "JJR",
-    "the": "DT", "a": "DT", "near": "IN", "on": "IN", "with": "IN", "chased": "VBD",
-    "rides": "VBZ", "catches": "VBZ", ".": ".", ",": ",",
-}  # fmt: skip
-
-
-def fake_tokenizer(text: str) -> list[str]:
-    """Whitespace and punctuation: words and each punctuation mark are tokens."""
-    return _WORD.findall(text)
-
-
-def fake_tagger(text: str) -> list[tuple[str, str]]:
-    return [(t, _TAGS.get(t.lower(), "XX")) for t in fake_tokenizer(text)]
-
-
-def _fake_tools() -> TextTools:
-    return TextTools("fake-tagger 1.0", "fake-tokenizer 1.0", lambda: (fake_tagger, fake_tokenizer))
-
-
-aro_order.TEXT_TOOLS.register("test-fake", _fake_tools)
+# --- the stand-in tools (tests/text_tools.py) ----------------------------------------------
 
 
 @pytest.fixture
 def fake_tools(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Use the stand-in tools and a store of this test's own; returns the store folder."""
-    monkeypatch.setattr(aro_order, "DEFAULT_TEXT_TOOLS", "test-fake")
+    monkeypatch.setattr(aro_order, "DEFAULT_TEXT_TOOLS", FAKE_TEXT_TOOLS)
     monkeypatch.setenv("DENSECAP_EVAL_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache" / "aro-order"
 

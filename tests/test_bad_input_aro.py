@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import releases
 from bad_input import (
     HTML,
     HUGE_TEXT,
@@ -24,7 +25,7 @@ from bad_input import (
     put,
     skip,
 )
-from test_aro_vg import RELATION_CASES, _photos
+from test_aro_vg import RELATION_CASES
 
 TASK = "aro/vg_relation"
 FILE = "visual_genome_relation.json"
@@ -97,10 +98,7 @@ CASES: dict[str, Case] = {
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("aro") / "aro"
-    _photos(root / "images")
-    (root / FILE).write_text(json.dumps(GOOD), encoding="utf-8")
-    return root
+    return releases.aro_vg(tmp_path_factory.mktemp("aro") / "aro", attribution=False)
 
 
 test_aro_bad_input, test_enough_cases, test_aro_strict_stops_at_the_bad_record = family_tests(

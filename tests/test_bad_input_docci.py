@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import releases
 from bad_input import (
     HTML,
     HUGE_TEXT,
@@ -21,7 +22,7 @@ from bad_input import (
     put,
     skip,
 )
-from test_datasets_docci import DESCRIPTIONS, RECORDS, rec, write_release
+from test_datasets_docci import DESCRIPTIONS, RECORDS, rec
 
 TASK = "docci/retrieval"
 N = 4  # test records of the valid release
@@ -131,7 +132,7 @@ CASES: dict[str, Case] = {
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_release(tmp_path_factory.mktemp("docci") / "docci")
+    return releases.docci(tmp_path_factory.mktemp("docci") / "docci")
 
 
 test_docci_bad_input, test_enough_cases, test_docci_strict_stops_at_the_bad_record = family_tests(

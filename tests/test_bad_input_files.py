@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import releases
 from bad_input import (
     DELETE,
     HTML,
@@ -31,7 +32,6 @@ from bad_input import (
     put,
     skip,
 )
-from test_datasets_files import make_images
 
 TASK = "files/retrieval"
 COLOURS = ["red", "green", "blue", "yellow"]
@@ -166,22 +166,7 @@ CASES: dict[str, Case] = {
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import datasets
-    import pandas as pd
-
-    root = tmp_path_factory.mktemp("files") / "files"
-    make_images(root / "images", COLOURS)
-    (root / JSONL).write_text("".join(json.dumps(r) + "\n" for r in ROWS), encoding="utf-8")
-    pd.DataFrame(ROWS).to_csv(root / CSV, index=False)
-    pd.DataFrame(ROWS).to_parquet(root / PARQUET)
-    make_images(root / "folder", COLOURS)
-    meta = [{"file_name": f"{c}.png", "caption": f"a plain {c} picture"} for c in COLOURS]
-    (root / "folder" / "metadata.jsonl").write_text(
-        "".join(json.dumps(m) + "\n" for m in meta), encoding="utf-8"
-    )
-    saved = [{"image": str((root / r["image"]).resolve()), "caption": r["caption"]} for r in ROWS]
-    datasets.Dataset.from_list(saved).save_to_disk(str(root / "saved"))
-    return root
+    return releases.files(tmp_path_factory.mktemp("files") / "files")
 
 
 test_files_bad_input, test_enough_cases, test_files_strict_stops_at_the_bad_record = family_tests(

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import releases
 from bad_input import (
     DELETE,
     HTML,
@@ -23,7 +24,7 @@ from bad_input import (
     put,
     skip,
 )
-from test_datasets_iiw import DATA, write_iiw
+from test_datasets_iiw import DATA
 
 TASK = "iiw/retrieval"
 N = 7  # the pool of the valid release
@@ -79,18 +80,9 @@ CASES: dict[str, Case] = {
 }
 
 
-def _photo(root: Path, name: str) -> None:
-    from test_datasets_docci import write_photo
-
-    write_photo(root / "docci_aar" / name, 7)
-
-
 @pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = write_iiw(tmp_path_factory.mktemp("iiw") / "iiw")
-    for name in ("caf\u00e9.jpg", "cafe\u0301.jpg"):
-        _photo(root, name)
-    return root
+    return releases.iiw(tmp_path_factory.mktemp("iiw") / "iiw")
 
 
 test_iiw_bad_input, test_enough_cases, test_iiw_strict_stops_at_the_bad_record = family_tests(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import releases
 from bad_input import (
     HTML,
     HUGE_TEXT,
@@ -23,7 +24,7 @@ from bad_input import (
     put,
     skip,
 )
-from test_datasets_sharegpt4v import CAPTIONER, GOOD_CAPTIONER, _colour, _record, _save_photo
+from test_datasets_sharegpt4v import CAPTIONER, GOOD_CAPTIONER, _record, _save_photo
 
 TASK = "sharegpt4v/retrieval-1k"
 N = len(GOOD_CAPTIONER)
@@ -119,13 +120,7 @@ CASES: dict[str, Case] = {
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("sharegpt4v") / "data"
-    root.mkdir()
-    text = json.dumps(GOOD_CAPTIONER, indent=4, ensure_ascii=False)
-    (root / CAPTIONER).write_text(text, encoding="utf-8")
-    for i, rec in enumerate(GOOD_CAPTIONER):
-        _save_photo(root / rec["image"], _colour(i))
-    return root
+    return releases.sharegpt4v(tmp_path_factory.mktemp("sharegpt4v") / "data", sam10k=False)
 
 
 test_sharegpt4v_bad_input, test_enough_cases, test_sharegpt4v_strict_stops_at_the_bad_record = (

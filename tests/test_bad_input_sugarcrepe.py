@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import releases
 from bad_input import (
     HTML,
     HUGE_TEXT,
@@ -24,7 +25,7 @@ from bad_input import (
     put,
     skip,
 )
-from test_sugarcrepe import SWAP_ATT, _photos
+from test_sugarcrepe import SWAP_ATT
 
 TASK = "sugarcrepe/swap_att"
 FILE = "data/swap_att.json"
@@ -113,10 +114,7 @@ CASES: dict[str, Case] = {
 @pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sugarcrepe") / "sugarcrepe"
-    (root / "data").mkdir(parents=True)
-    (root / FILE).write_text(json.dumps(SWAP_ATT), encoding="utf-8")
-    _photos(root / PHOTOS)
-    return root
+    return releases.sugarcrepe(root, categories=["swap_att"])
 
 
 test_sugarcrepe_bad_input, test_enough_cases, test_sugarcrepe_strict_stops_at_the_bad_record = (

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import releases
 from bad_input import (
     HTML,
     HUGE_TEXT,
@@ -21,7 +22,7 @@ from bad_input import (
     put,
     skip,
 )
-from test_datasets_urban1k import CAPTIONS, write_urban1k
+from test_datasets_urban1k import CAPTIONS
 
 TASK = "urban1k/retrieval"
 N = len(CAPTIONS)
@@ -91,7 +92,7 @@ CASES: dict[str, Case] = {
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_urban1k(tmp_path_factory.mktemp("urban1k"), dict(CAPTIONS))
+    return releases.urban1k(tmp_path_factory.mktemp("urban1k")) / "Urban1k"
 
 
 test_urban1k_bad_input, test_enough_cases, test_urban1k_strict_stops_at_the_bad_record = (

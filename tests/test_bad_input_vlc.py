@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import releases
 from bad_input import (
     HTML,
     HUGE_TEXT,
@@ -27,7 +28,7 @@ from bad_input import (
     run_case,
     skip,
 )
-from test_vlc import _item, _write_tree
+from test_vlc import _item
 
 TASK = "vlc/relation"
 KEY = "Relation_spatial_vg"
@@ -118,7 +119,7 @@ CASES: dict[str, Case] = {
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _write_tree(tmp_path_factory.mktemp("vlc") / "vlc", {KEY: ITEMS})
+    return releases.vlc(tmp_path_factory.mktemp("vlc") / "vlc")
 
 
 test_vlc_bad_input, test_enough_cases, test_vlc_strict_stops_at_the_bad_record = family_tests(

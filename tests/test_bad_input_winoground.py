@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import releases
 from bad_input import (
     DELETE,
     HTML,
@@ -29,7 +30,7 @@ from bad_input import (
     put,
     skip,
 )
-from test_winoground import ROWS, write_jsonl, write_parquet
+from test_winoground import ROWS
 
 TASK = "winoground"
 N = len(ROWS)
@@ -186,14 +187,7 @@ CASES: dict[str, Case] = {
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("winoground") / "winoground"
-    write_jsonl(root / ZIPPED)
-    write_jsonl(root / FLAT)
-    with zipfile.ZipFile(root / FLAT / "data" / "images.zip") as zf:
-        zf.extractall(root / FLAT / "data")
-    (root / FLAT / "data" / "images.zip").unlink()
-    write_parquet(root / HUB)
-    return root
+    return releases.winoground(tmp_path_factory.mktemp("winoground") / "winoground")
 
 
 test_winoground_bad_input, test_enough_cases, test_winoground_strict_stops_at_the_bad_record = (

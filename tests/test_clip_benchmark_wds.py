@@ -9,10 +9,11 @@ import math
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
+from releases import WDS_SETS as SETS
+from releases import write_wds
 
 from densecap_eval.core.errors import DatasetError
 from densecap_eval.datasets.elevater.wds import ClipBenchmarkDataset, folder_name
@@ -23,38 +24,6 @@ CONFIG = {
     "vision_cfg": {"image_size": 32, "patch_size": 16, "width": 32, "layers": 1, "head_width": 16},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
-SETS = {  # key: (class names, templates)
-    "cifar10": (["cat", "dog", "ship", "frog", "truck", "bird"],
-                ["a photo of a {c}.", "a blurry photo of the {c}."]),
-    "mnist": (["0", "1", "2"], ['a photo of the number: "{c}".']),
-}  # fmt: skip
-
-
-def _write_wds(root: Path, key: str, n: int, seed: int) -> Path:
-    classes, templates = SETS[key]
-    folder = root / folder_name(key)
-    (folder / "test").mkdir(parents=True)
-    (folder / "classnames.txt").write_text("\n".join(classes) + "\n")
-    (folder / "zeroshot_classification_templates.txt").write_text("\n".join(templates) + "\n")
-    rng = np.random.default_rng(seed)
-    shards = 2
-    (folder / "test" / "nshards.txt").write_text(f"{shards}\n")
-    for shard in range(shards):
-        with tarfile.open(folder / "test" / f"{shard}.tar", "w") as tar:
-            for i in range(shard, n, shards):
-                size = (int(rng.integers(20, 90)), int(rng.integers(20, 90)))
-                img = Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8))
-                if i % 3 == 1:
-                    img = img.convert("L")
-                buf = io.BytesIO()
-                img.save(buf, format="PNG" if i % 2 else "JPEG")
-                label = str(int(rng.integers(0, len(classes) - 1))).encode()
-                ext = "png" if i % 2 else "jpg"
-                for name, data in ((f"s{i:04d}.{ext}", buf.getvalue()), (f"s{i:04d}.cls", label)):
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +33,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
 
     base = tmp_path_factory.mktemp("cbwds")
     for seed, key in enumerate(SETS):
-        _write_wds(base / "data", key, 10, seed)
+        write_wds(base / "data", key, 10, seed)
     torch.manual_seed(0)
     model = open_clip.CLIP(**CONFIG)
     (base / "m.json").write_text(json.dumps(CONFIG))
@@ -160,7 +129,7 @@ def _png() -> bytes:
 def test_one_bad_sample_is_skipped_and_named(
     tmp_path: Path, members: dict[str, bytes], reason: str
 ) -> None:
-    folder = _write_wds(tmp_path / "data", "mnist", 6, 0)
+    folder = write_wds(tmp_path / "data", "mnist", 6, 0)
     _add_to_shard(folder, members)
     ds = ClipBenchmarkDataset(tmp_path / "data", cache_dir=tmp_path / "cache")
     assert len(ds.split("mnist").samples) == 6  # every good sample still there

@@ -6,9 +6,9 @@ import json
 import pickle
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from pictures import images
 from PIL import Image
 from tiny_models import make_tiny_hf_clip, make_tiny_hf_siglip, make_tiny_hf_siglip2, one_thread
 
@@ -18,14 +18,6 @@ from densecap_eval.core.errors import ModelLoadError, TextTooLongError
 _one_thread = pytest.fixture(autouse=True)(one_thread)
 
 LONG = " ".join(f"the cube {i} is red." for i in range(8))  # 8 x 18 characters + 7 spaces = 151
-
-
-def images(n: int, seed: int = 0) -> list[Image.Image]:
-    rng = np.random.default_rng(seed)
-    sizes = [(40, 50), (32, 32), (64, 20)]
-    return [
-        Image.fromarray(rng.integers(0, 255, (*sizes[i % 3], 3), dtype=np.uint8)) for i in range(n)
-    ]
 
 
 def texts(n: int) -> list[str]:

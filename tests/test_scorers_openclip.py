@@ -6,10 +6,9 @@ import json
 import pickle
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from pictures import images
 from tiny_models import OPEN_CLIP_CONFIG, make_tiny_open_clip, one_thread
 
 from densecap_eval import EmbeddingScorer, load_scorer
@@ -19,14 +18,6 @@ LONG = " ".join(f"The object number {i} is red." for i in range(20))  # 7 senten
 
 
 _one_thread = pytest.fixture(autouse=True)(one_thread)
-
-
-def images(n: int, seed: int = 0) -> list[Image.Image]:
-    rng = np.random.default_rng(seed)
-    sizes = [(40, 50), (32, 32), (64, 20)]
-    return [
-        Image.fromarray(rng.integers(0, 255, (*sizes[i % 3], 3), dtype=np.uint8)) for i in range(n)
-    ]
 
 
 def texts(n: int) -> list[str]:

@@ -15,10 +15,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import tiny_vlm_families as tiny
 import torch
+from pictures import noise_image
 from PIL import Image
 
 from densecap_eval.core.errors import ModelLoadError
@@ -50,11 +50,6 @@ def scorer(folders: dict[str, Path], family: str, query: str = "") -> Any:
     if spec not in _SCORERS:
         _SCORERS[spec] = vlm.load_vqascore(spec, "cpu", "fp32")
     return _SCORERS[spec]
-
-
-def noise_image(seed: int, size: tuple[int, int]) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
 
 
 IMAGES = [noise_image(0, (40, 32)), noise_image(1, (24, 48)), noise_image(2, (32, 32))]

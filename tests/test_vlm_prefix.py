@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import tiny_vlms
 import torch
+from pictures import noise_image
 from PIL import Image
 
 from densecap_eval.core.errors import ModelLoadError
@@ -45,11 +45,6 @@ def scorer_for(models: dict[str, Path]) -> Any:
         return _SCORERS[spec]
 
     return get
-
-
-def noise_image(seed: int, size: tuple[int, int]) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
 
 
 # Qwen2-VL: 12, 10, 16 and 16 image tokens; the last two have the same count but different grids

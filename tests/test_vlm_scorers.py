@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tiny_vlms
 import torch
-from PIL import Image
+from pictures import noise_image
 
 from densecap_eval.core.errors import ModelLoadError, TextTooLongError
 from densecap_eval.scorers import vlm, vlm_itm
@@ -57,11 +57,6 @@ def scorer_for(models: dict[str, Path]) -> Any:
         return _SCORERS[spec]
 
     return get
-
-
-def noise_image(seed: int, size: tuple[int, int] = (40, 32)) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
 
 
 IMAGES = [noise_image(0), noise_image(1, (24, 48)), noise_image(2, (32, 32))]

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import tiny_seq2seq_vlms
 import torch
 import torch.nn.functional as F
+from pictures import noise_image
 from PIL import Image
 from tiny_models import one_thread
 
@@ -30,11 +30,6 @@ SYSTEM = (
     "gives helpful, detailed, and polite answers to the user's questions."
 )
 QUESTION = 'Does this figure show "{}"? Please answer yes or no.'
-
-
-def noise_image(seed: int, size: tuple[int, int]) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
 
 
 IMAGES = [noise_image(0, (40, 32)), noise_image(1, (24, 48)), noise_image(2, (32, 32))]
