@@ -28,7 +28,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -338,9 +338,9 @@ def score_plan(
     every ``world_size``-th batch of the uncached work, the same batches one process runs, and
     every rank returns the whole table (identical to one process's); only rank 0 shows bars.
     """
-    kind: Literal["embedding", "late-interaction", "pair"] = getattr(scorer, "kind", "embedding")
+    kind = scorer.kind
     if batch_size is None:
-        batch_size = default_batch_size(getattr(scorer, "device", "cpu"), kind)
+        batch_size = default_batch_size(scorer.device, kind)
     if batch_size < 1:
         raise DensecapError(f"batch size must be at least 1, got {batch_size}")
     hold_mmap_threshold()  # batches and strips never leave heap holes (densecap_eval/core/heap.py)
@@ -698,7 +698,7 @@ def _encode_regions(
         )
         mine = sum(len(c) for c in chunks)
         workers = default_num_workers(mine) if num_workers is None else num_workers
-        pin = _on_cuda(getattr(scorer, "device", "cpu"))
+        pin = _on_cuda(scorer.device)
         advance = bars.task("encoding regions", len(order), group=group)
         backoff = BatchBackoff(batch_size, what="regions")
         seen: dict[bytes, int] = {}  # pixel digest -> the item encoded for it

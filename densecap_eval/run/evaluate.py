@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from densecap_eval.datasets.records import SkippedImage
     from densecap_eval.engine.distributed import Group
     from densecap_eval.engine.plan import ScoreTable, ScoringPlan
+    from densecap_eval.scorers.base import Scorer
     from densecap_eval.tasks.base import TaskInstance
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class RunResult:
 
 
 def evaluate(
-    scorer_or_spec: Any, task: str, *, config: RunConfig | None = None, **options: Any
+    scorer_or_spec: Scorer | str, task: str, *, config: RunConfig | None = None, **options: Any
 ) -> RunResult:
     """Score a model (a `Scorer` or a spec string) on a task and return its metrics and examples.
 
@@ -87,7 +88,7 @@ def evaluate(
 
 
 def evaluate_tasks(
-    scorer_or_spec: Any,
+    scorer_or_spec: Scorer | str,
     tasks: Sequence[str],
     *,
     config: RunConfig | None = None,

@@ -131,7 +131,7 @@ class ClipT5:
         hidden = out.hidden_states[self.select_layer]
         if self.select_feature == "patch":
             hidden = hidden[:, 1:]
-        return self.projector(hidden)  # type: ignore[no-any-return]
+        return self.projector(hidden)
 
 
 def is_clip_t5(config: dict[str, Any]) -> bool:

@@ -28,8 +28,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from densecap_eval.core.config import Precision, TextPolicy
 from densecap_eval.core.errors import ModelLoadError
-from densecap_eval.scorers.base import Precision, TextEncoding, TextPolicy
+from densecap_eval.scorers.base import TextEncoding
 from densecap_eval.scorers.common import spec_loader
 from densecap_eval.scorers.hubfile import resolve_checkpoint
 from densecap_eval.scorers.openclip import OpenClipScorer, load_state_dict_checked, read_state_dict

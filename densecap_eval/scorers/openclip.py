@@ -17,9 +17,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from densecap_eval.core.config import Precision, TextPolicy
 from densecap_eval.core.errors import ModelLoadError
 from densecap_eval.core.paths import default_cache_dir
-from densecap_eval.scorers.base import Precision, TextPolicy
 from densecap_eval.scorers.common import (
     TwoTowerScorer,
     hash_file,

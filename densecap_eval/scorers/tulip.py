@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from densecap_eval.core.config import Precision, TextPolicy
 from densecap_eval.core.errors import ModelLoadError
-from densecap_eval.scorers.base import Precision, TextPolicy
 from densecap_eval.scorers.common import (
     TwoTowerScorer,
     provenance,

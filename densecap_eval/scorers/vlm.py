@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from densecap_eval.scorers.base import TextPolicy
+    from densecap_eval.core.config import TextPolicy
 
 log = logging.getLogger(__name__)
 
