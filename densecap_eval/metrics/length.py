@@ -262,13 +262,13 @@ class CountsTokens(Protocol):
 
 
 @runtime_checkable
-class TokenizesIds(CountsTokens, Protocol):
-    """A scorer that also gives its untruncated token ids (open_clip, TULIP, LoTLIP, ...)."""
+class TokenizesIds(Protocol):
+    """A scorer that gives its untruncated token ids (open_clip, TULIP, LoTLIP, ...)."""
 
     def tokenize_ids(self, texts: Sequence[str]) -> list[list[int]]: ...
 
 
-def diff_position_fn(scorer: CountsTokens) -> tuple[DiffPositions, str]:
+def diff_position_fn(scorer: CountsTokens | TokenizesIds) -> tuple[DiffPositions, str]:
     """(function, method name) computing first-difference positions with ``scorer``'s tokenizer."""
     if isinstance(scorer, TokenizesIds):
         tokenize_ids = scorer.tokenize_ids
