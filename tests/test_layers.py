@@ -1,10 +1,10 @@
 """Import layers: no module imports from a layer above its own, and no import circles.
 
-Layers, lowest first (docs/architecture.md): core < metrics < results < datasets (the shared
-modules directly in datasets/) < scorers < engine < tasks < datasets/<benchmark>/ (every
-sub-package of datasets) < run < synth < cli (with densecap_eval/__main__ and
-densecap_eval/__init__, which only lazily re-exports) < dashboard (the top-level dashboard/
-folder, shipped as densecap_eval.dashboard). A module may import from its own layer or a lower one.
+Layers, lowest first: core < metrics < results < datasets (the shared modules directly in
+datasets/) < scorers < engine < tasks < datasets/<benchmark>/ (every sub-package of datasets)
+< run < synth < cli (with densecap_eval/__main__ and densecap_eval/__init__, which only lazily
+re-exports) < dashboard (the top-level dashboard/ folder, shipped as densecap_eval.dashboard).
+A module may import from its own layer or a lower one.
 
 The imports are read statically (ast), at module level and inside functions alike: a deferred
 import is still a dependency. Imports under ``if TYPE_CHECKING:`` must point downward too: they
