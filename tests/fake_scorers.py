@@ -70,6 +70,7 @@ class _FakeBase:
         self.image_size = image_size
         self.version = version
         self.device = device
+        self.precision = "fp32"  # the Scorer contract's autocast dtype (part of the cache key)
         self.oom_above = oom_above
         self.oom_style = oom_style
         self.interrupt_after = interrupt_after

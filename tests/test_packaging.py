@@ -41,9 +41,27 @@ def test_the_wheel_ships_every_subpackage_and_its_data(tmp_path: Path) -> None:
 
 
 def test_public_api_is_sorted_and_resolves() -> None:
-    assert densecap_eval.__all__ == sorted(densecap_eval.__all__)
+    assert densecap_eval.__all__ == sorted(densecap_eval._EXPORTS)
     for name in densecap_eval.__all__:
         assert getattr(densecap_eval, name) is not None, name
+
+
+def test_type_checkers_see_every_public_name() -> None:
+    """The ``if TYPE_CHECKING:`` block of densecap_eval/__init__.py imports exactly __all__."""
+    import ast
+
+    tree = ast.parse(Path(densecap_eval.__file__).read_text(encoding="utf-8"))
+    (block,) = [
+        n for n in tree.body if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)
+    ]
+    seen = {
+        a.asname or a.name for n in block.body if isinstance(n, ast.ImportFrom) for a in n.names
+    }
+    assert seen == set(densecap_eval.__all__)
+    for node in block.body:  # each from the module the lazy __getattr__ reads it from
+        assert isinstance(node, ast.ImportFrom)
+        for alias in node.names:
+            assert densecap_eval._EXPORTS[alias.name] == node.module, alias.name
 
 
 def test_import_does_not_pull_in_torch() -> None:

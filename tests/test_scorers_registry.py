@@ -44,6 +44,33 @@ def test_list_models_has_a_row_for_every_prefix() -> None:
     assert {"builtin:tiny", "open_clip:ViT-B-32/laion2b_s34b_b79k"} <= examples
 
 
+def test_each_prefix_declares_its_kind_once() -> None:
+    from densecap_eval.scorers import SCORER_KINDS, scorer_kind
+
+    for prefix in SCORERS.names():
+        assert SCORERS.kind_of(prefix) in SCORER_KINDS, prefix
+    for row in list_models():  # a row's kind is its prefix's
+        assert row.kind == SCORERS.kind_of(row.prefix), row
+    assert scorer_kind("vqascore:x") == "pair" and scorer_kind("itm:x") == "pair"
+    assert scorer_kind("flair:x") == "late-interaction" and scorer_kind("hf:x") == "embedding"
+    assert scorer_kind("nosuch:x") == "unknown"
+
+
+def test_a_prefix_is_registered_with_a_kind_before_its_rows() -> None:
+    from densecap_eval.scorers.catalog import ModelCatalog, ScorerRegistry
+
+    registry = ScorerRegistry()
+    catalog = ModelCatalog(registry.kind_of)
+    row = {"family": "f", "text_limit": "7", "conversion": "none", "example": "mine:x"}
+    with pytest.raises(ValueError, match="register the prefix 'mine'"):
+        catalog.add("mine", **row)
+    with pytest.raises(ValueError, match="scorer kind 'dense'"):
+        registry.register_prefix("mine", "os.path:join", kind="dense")  # type: ignore[arg-type]
+    registry.register_prefix("mine", "os.path:join", kind="pair")
+    catalog.add("mine", **row)
+    assert [(r.prefix, r.kind) for r in catalog.rows(registry.names())] == [("mine", "pair")]
+
+
 def test_models_command_prints_the_same_rows(capsys: pytest.CaptureFixture[str]) -> None:
     import json
 

@@ -17,8 +17,8 @@ class _StderrLines(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__()
         self.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
 
-    @property  # type: ignore[override]
-    def stream(self):  # follows sys.stderr when tests or callers swap it
+    @property
+    def stream(self) -> Any:  # follows sys.stderr when tests or callers swap it
         return sys.stderr
 
     @stream.setter

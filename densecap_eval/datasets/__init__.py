@@ -8,14 +8,17 @@ what was fetched and what is left to do by hand).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from densecap_eval.core.registry import Registry
+
+if TYPE_CHECKING:
+    from densecap_eval.datasets.base import DatasetBase
 
 # Each benchmark folder below registers its loader (and download) on import; the registries
 # import every folder on first use (core/registry.py), third-party loaders come through the
 # entry-point group.
-DATASETS: Registry[Any] = Registry(
+DATASETS: Registry[type[DatasetBase]] = Registry(
     "dataset", entry_point_group="densecap_eval.datasets", discover="densecap_eval.datasets"
 )
 DOWNLOADERS: Registry[Any] = Registry("downloadable dataset", discover="densecap_eval.datasets")
@@ -23,7 +26,7 @@ DOWNLOADERS: Registry[Any] = Registry("downloadable dataset", discover="densecap
 
 def load_dataset(
     name: str, *, root: str | None = None, strict: bool = False, **options: Any
-) -> Any:
+) -> DatasetBase:
     """Open a dataset by name; ``root`` resolves from the argument, DENSECAP_EVAL_DATA, then a
     per-user default. ``options`` go to the loader (e.g. the ``files`` column mapping)."""
     from densecap_eval.core.paths import resolve_data_root

@@ -41,12 +41,15 @@ import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from densecap_eval.core.hashing import file_sha256
 from densecap_eval.datasets.regions import Region
+
+if TYPE_CHECKING:
+    from densecap_eval.scorers.base import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +79,12 @@ class ModelKey:
     device_type: str  # cpu | cuda | mps
 
     @classmethod
-    def of(cls, scorer: Any) -> ModelKey:
-        device = getattr(scorer, "device", "cpu")
-        device_type = str(getattr(device, "type", device)).split(":")[0]
+    def of(cls, scorer: Scorer) -> ModelKey:
+        # str() of a torch.device is "type[:index]"; a plain "cuda:1" string reads the same
         return cls(
             fingerprint=str(scorer.fingerprint),
-            precision=str(getattr(scorer, "precision", None) or "fp32"),
-            device_type=device_type,
+            precision=str(scorer.precision),
+            device_type=str(scorer.device).split(":")[0],
         )
 
     def to_dict(self) -> dict[str, str]:

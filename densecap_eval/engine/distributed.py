@@ -289,7 +289,18 @@ def init_from_env(
             f"WORLD_SIZE={world} but {', '.join(missing)} not set: start the processes with "
             "torchrun (torchrun --nproc-per-node N -m densecap_eval run ...)"
         )
+    _group = group = _join_torchrun(world, device, timeout)
+    if handle_sigterm:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    log.info("rank %d of %d (local %d) on %s, backend %s", group.rank, group.world_size,
+             group.local_rank, group.device or "the default device", group.backend)  # fmt: skip
+    return group
+
+
+def _join_torchrun(world: int, device: str | None, timeout: timedelta) -> Group:
+    """Set up the process group of a torchrun job (its env checked) and this rank's `Group`."""
     import torch
+    import torch.distributed as dist
 
     _die_with_launcher()
     rank = env_rank()
@@ -311,7 +322,7 @@ def init_from_env(
         timeout=timeout,
     )
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")  # counters restart with a retry
-    _group = Group(
+    return Group(
         rank=rank,
         world_size=world,
         local_rank=local_rank,
@@ -320,11 +331,6 @@ def init_from_env(
         store=dist.PrefixStore(f"densecap_eval/{attempt}", store),
         timeout=timeout,
     )
-    if handle_sigterm:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-    log.info("rank %d of %d (local %d) on %s, backend %s", rank, world, local_rank,
-             dev or "the default device", backend)  # fmt: skip
-    return _group
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

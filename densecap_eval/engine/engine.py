@@ -28,7 +28,8 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -338,49 +339,22 @@ def score_plan(
     every ``world_size``-th batch of the uncached work, the same batches one process runs, and
     every rank returns the whole table (identical to one process's); only rank 0 shows bars.
     """
-    kind: Literal["embedding", "late-interaction", "pair"] = getattr(scorer, "kind", "embedding")
+    kind = scorer.kind
     if batch_size is None:
-        batch_size = default_batch_size(getattr(scorer, "device", "cpu"), kind)
+        batch_size = default_batch_size(scorer.device, kind)
     if batch_size < 1:
         raise DensecapError(f"batch size must be at least 1, got {batch_size}")
     hold_mmap_threshold()  # batches and strips never leave heap holes (densecap_eval/core/heap.py)
     show = _progress_enabled(progress) and (group is None or group.is_main)
     with _Progress(show) as bars:
+        run = _Pass(text_policy, batch_size, cache, blind, num_workers, worker_timeout, bars, group)
         if kind == "pair":
-            return _score_pairs(
-                scorer,  # type: ignore[arg-type]
-                plan,
-                text_policy=text_policy,
-                batch_size=batch_size,
-                blind=blind,
-                num_workers=num_workers,
-                worker_timeout=worker_timeout,
-                bars=bars,
-                group=group,
-            )
+            return _score_pairs(scorer, plan, run)  # type: ignore[arg-type]
         late = scorer if kind == "late-interaction" else None
-        if late is not None:  # encoded as by an embedding scorer whose region rows are tokens
-            scorer = TokenView(late)  # type: ignore[arg-type,assignment]
-        texts = _encode_texts(
-            scorer,  # type: ignore[arg-type]
-            plan.texts,
-            policy=text_policy,
-            batch_size=batch_size,
-            cache=cache,
-            bars=bars,
-            group=group,
-        )
-        img_emb = _encode_regions(
-            scorer,  # type: ignore[arg-type]
-            plan.regions,
-            batch_size=batch_size,
-            cache=cache,
-            blind=blind,
-            num_workers=num_workers,
-            worker_timeout=worker_timeout,
-            bars=bars,
-            group=group,
-        )
+        # a late-interaction scorer is encoded as an embedding scorer whose region rows are tokens
+        tower = scorer if late is None else TokenView(late)  # type: ignore[arg-type]
+        texts = _encode_texts(tower, plan.texts, run)  # type: ignore[arg-type]
+        img_emb = _encode_regions(tower, plan.regions, run)  # type: ignore[arg-type]
     if late is not None:  # scored by its head, pair by pair, when the tasks ask
         return late_table(late, texts=texts, regions=img_emb, batch_size=batch_size)  # type: ignore[arg-type]
     assert texts.n_tokens is not None and texts.cut is not None
@@ -391,6 +365,20 @@ def score_plan(
         text_embeddings=texts.embeddings(),
         logit_fn=scorer.logits,  # type: ignore[union-attr]
     )
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """What every phase of one `score_plan` call shares (its settings, bars and group)."""
+
+    text_policy: TextPolicy
+    batch_size: int
+    cache: EmbeddingCache | None
+    blind: bool
+    num_workers: int | None
+    worker_timeout: float
+    bars: _Progress
+    group: Group | None
 
 
 def _fill(out: np.ndarray | None, rows: np.ndarray, idx: Sequence[int], n: int) -> np.ndarray:
@@ -516,16 +504,7 @@ def _reindex(group: Group | None, open_store: Callable[[], Any] | None) -> None:
     fresh.flush()
 
 
-def _encode_texts(
-    scorer: EmbeddingScorer,
-    texts: Sequence[str],
-    *,
-    policy: TextPolicy,
-    batch_size: int,
-    cache: EmbeddingCache | None,
-    bars: _Progress,
-    group: Group | None = None,
-) -> _Rows:
+def _encode_texts(scorer: EmbeddingScorer, texts: Sequence[str], run: _Pass) -> _Rows:
     """Every text's embedding, each model input encoded once (one text, one encoding).
 
     Texts that reach the model identically (equal `TwoTowerScorer.text_inputs` keys: the same
@@ -535,6 +514,7 @@ def _encode_texts(
     embedding's scores once (`densecap_eval.engine.plan.ScoreTable`).
     """
     n = len(texts)
+    policy = run.text_policy
     inputs = scorer.text_inputs(texts, policy=policy) if hasattr(scorer, "text_inputs") else None
     if inputs is not None and len(inputs.keys) != n:
         raise DensecapError(f"{scorer.spec}: text_inputs gave {len(inputs.keys)} keys for {n}")
@@ -547,16 +527,7 @@ def _encode_texts(
     cache_keys = [
         text_key(texts[i] if inputs is None else _INPUT_KEY_PREFIX + inputs.keys[i]) for i in reps
     ]
-    unique = _encode_unique_texts(
-        scorer,
-        [texts[i] for i in reps],
-        cache_keys,
-        policy=policy,
-        batch_size=batch_size,
-        cache=cache,
-        bars=bars,
-        group=group,
-    )
+    unique = _encode_unique_texts(scorer, [texts[i] for i in reps], cache_keys, run)
     rows = _Rows(n, texts=True)
     if n:
         assert unique.n_tokens is not None and unique.cut is not None
@@ -576,22 +547,17 @@ _INPUT_KEY_PREFIX = "model-input\x00"
 
 
 def _encode_unique_texts(
-    scorer: EmbeddingScorer,
-    texts: Sequence[str],
-    cache_keys: Sequence[str],
-    *,
-    policy: TextPolicy,
-    batch_size: int,
-    cache: EmbeddingCache | None,
-    bars: _Progress,
-    group: Group | None = None,
+    scorer: EmbeddingScorer, texts: Sequence[str], cache_keys: Sequence[str], run: _Pass
 ) -> _Rows:
     n = len(texts)
     rows = _Rows(n, texts=True)
+    cache = run.cache
 
     def open_store() -> Any:
         assert cache is not None
-        return cache.text_store(ModelKey.of(scorer), policy, max_tokens=scorer.max_text_tokens)
+        return cache.text_store(
+            ModelKey.of(scorer), run.text_policy, max_tokens=scorer.max_text_tokens
+        )
 
     store = open_store() if cache is not None else None
     keys: list[str] = []
@@ -608,67 +574,72 @@ def _encode_unique_texts(
             assert hit.n_tokens is not None and hit.cut is not None
             rows.fill(idx, hit.embeddings[found], hit.n_tokens[found], hit.cut[found])
 
-    holders = _cache_holders(group, rows, lookup)
+    holders = _cache_holders(run.group, rows, lookup)
     todo = [i for i in range(n) if not holders[:, i].any()]
 
     def work() -> int:
-        if not todo:
-            if store is not None:
-                store.flush()  # an index rebuilt from unlisted shards is worth keeping
-            return 0
-        counts = scorer.count_tokens([texts[i] for i in todo])
-        # Shortest first, stable: similar lengths share a batch.
-        order = [todo[j] for j in sorted(range(len(todo)), key=lambda j: counts[j])]
-        # One process: one run the backoff cuts into batches; a rank: its fixed batches.
-        chunks = [order] if group is None else _batches_of(order, batch_size, group)
-        advance = bars.task("encoding texts", len(order), group=group)
-        backoff = BatchBackoff(batch_size, what="texts")
-        done = 0
-        try:
-            for chunk in chunks:
+        return _encode_text_work(scorer, texts, todo, rows=rows, store=store, keys=keys, run=run)
 
-                def encode(a: int, b: int, c: list[int] = chunk) -> Any:
-                    return scorer.encode_texts([texts[i] for i in c[a:b]], policy=policy)
-
-                for a, b, enc in backoff.run(len(chunk), encode):
-                    idx = chunk[a:b]
-                    emb = enc.embeddings.detach().to("cpu").float().numpy()
-                    rows.fill(idx, emb, enc.n_tokens, enc.cut)
-                    if store is not None:
-                        store.put([keys[i] for i in idx], emb, n_tokens=enc.n_tokens, cut=enc.cut)
-                        crash_point("encoded")
-                    done += b - a
-                    advance(b - a)
-        finally:
-            if store is not None:
-                store.flush()
-        advance.settle()
-        return done
-
-    _share(group, rows, holders, work, "texts")
+    _share(run.group, rows, holders, work, "texts")
     if todo:
-        _reindex(group, open_store if store is not None else None)
+        _reindex(run.group, open_store if store is not None else None)
     return rows
 
 
-def _encode_regions(
+def _encode_text_work(
     scorer: EmbeddingScorer,
-    regions: Sequence[Region],
+    texts: Sequence[str],
+    todo: list[int],
     *,
-    batch_size: int,
-    cache: EmbeddingCache | None,
-    blind: bool,
-    num_workers: int | None,
-    bars: _Progress,
-    group: Group | None = None,
-    worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
-) -> _Rows:
+    rows: _Rows,
+    store: Any,
+    keys: list[str],
+    run: _Pass,
+) -> int:
+    """Encode the texts ``todo`` (this rank's batches of them) into ``rows`` and the cache."""
+    if not todo:
+        if store is not None:
+            store.flush()  # an index rebuilt from unlisted shards is worth keeping
+        return 0
+    counts = scorer.count_tokens([texts[i] for i in todo])
+    # Shortest first, stable: similar lengths share a batch.
+    order = [todo[j] for j in sorted(range(len(todo)), key=lambda j: counts[j])]
+    # One process: one run the backoff cuts into batches; a rank: its fixed batches.
+    group = run.group
+    chunks = [order] if group is None else _batches_of(order, run.batch_size, group)
+    advance = run.bars.task("encoding texts", len(order), group=group)
+    backoff = BatchBackoff(run.batch_size, what="texts")
+    done = 0
+    try:
+        for chunk in chunks:
+
+            def encode(a: int, b: int, c: list[int] = chunk) -> Any:
+                return scorer.encode_texts([texts[i] for i in c[a:b]], policy=run.text_policy)
+
+            for a, b, enc in backoff.run(len(chunk), encode):
+                idx = chunk[a:b]
+                emb = enc.embeddings.detach().to("cpu").float().numpy()
+                rows.fill(idx, emb, enc.n_tokens, enc.cut)
+                if store is not None:
+                    store.put([keys[i] for i in idx], emb, n_tokens=enc.n_tokens, cut=enc.cut)
+                    crash_point("encoded")
+                done += b - a
+                advance(b - a)
+    finally:
+        if store is not None:
+            store.flush()
+    advance.settle()
+    return done
+
+
+def _encode_regions(scorer: EmbeddingScorer, regions: Sequence[Region], run: _Pass) -> _Rows:
     n = len(regions)
     rows = _Rows(n, texts=False)
+    cache = run.cache
 
     def open_store() -> Any:
         assert cache is not None
-        return cache.image_store(ModelKey.of(scorer), scorer.preprocess_id, blind=blind)
+        return cache.image_store(ModelKey.of(scorer), scorer.preprocess_id, blind=run.blind)
 
     store = open_store() if cache is not None else None
     keys: list[str] = []
@@ -683,73 +654,98 @@ def _encode_regions(
             idx = [i for i in range(n) if keys[i] in pos]
             rows.fill(idx, hit.embeddings[[pos[keys[i]] for i in idx]])
 
-    holders = _cache_holders(group, rows, lookup)
+    holders = _cache_holders(run.group, rows, lookup)
     todo = [i for i in range(n) if not holders[:, i].any()]
 
     def work() -> int:
-        if not todo:
-            if store is not None:
-                store.flush()
-            return 0
-        order = [todo[j] for j in _order_by_photo([regions[i] for i in todo])]
-        chunks = _batches_of(order, batch_size, group)
-        dataset = _RegionBatches(
-            [[regions[i] for i in c] for c in chunks], blind=blind, preprocess=scorer.preprocess
+        return _encode_region_work(
+            scorer, regions, todo, rows=rows, store=store, keys=keys, run=run
         )
-        mine = sum(len(c) for c in chunks)
-        workers = default_num_workers(mine) if num_workers is None else num_workers
-        pin = _on_cuda(getattr(scorer, "device", "cpu"))
-        advance = bars.task("encoding regions", len(order), group=group)
-        backoff = BatchBackoff(batch_size, what="regions")
-        seen: dict[bytes, int] = {}  # pixel digest -> the item encoded for it
-        try:
-            batches = _iter_batches(dataset, workers, pin_memory=pin, timeout=worker_timeout)
-            for chunk, pixels in zip(chunks, batches, strict=True):
-                # Identical pixels are one input, encoded once in this run, so regions the model
-                # cannot tell apart tie exactly. (The cache keys regions by photo and box: a
-                # region cached by an earlier run and a new one with its pixels are two rows.)
-                digests = _pixel_digests(pixels, len(chunk))
-                fresh: list[int] = []  # positions of this batch to encode
-                copies: list[tuple[int, int]] = []  # (item, the item whose encoding it shares)
-                for j, (i, digest) in enumerate(zip(chunk, digests, strict=True)):
-                    first = i if digest is None else seen.setdefault(digest, i)
-                    if first == i:
-                        fresh.append(j)
-                    else:
-                        copies.append((i, first))
-                sub = [chunk[j] for j in fresh]
-                px = pixels if len(fresh) == len(chunk) else pixels[fresh]
 
-                # The loader's batch stays fixed; an OOM only shrinks what reaches the model.
-                def encode(a: int, b: int, px: torch.Tensor = px) -> torch.Tensor:
-                    return scorer.encode_pixels(px[a:b])
-
-                for a, b, out in backoff.run(len(sub), encode):
-                    idx = sub[a:b]
-                    emb = out.detach().to("cpu").float().numpy()
-                    rows.fill(idx, emb)
-                    if store is not None:
-                        store.put([keys[i] for i in idx], emb)
-                        crash_point("encoded")
-                    advance(b - a)
-                if copies:
-                    idx = [i for i, _ in copies]
-                    assert rows.emb is not None
-                    emb = rows.emb[[f for _, f in copies]]
-                    rows.fill(idx, emb)
-                    if store is not None:
-                        store.put([keys[i] for i in idx], emb)
-                advance(len(chunk) - len(sub))
-        finally:
-            if store is not None:
-                store.flush()
-        advance.settle()
-        return mine
-
-    _share(group, rows, holders, work, "regions")
+    _share(run.group, rows, holders, work, "regions")
     if todo:
-        _reindex(group, open_store if store is not None else None)
+        _reindex(run.group, open_store if store is not None else None)
     return rows
+
+
+def _encode_region_work(
+    scorer: EmbeddingScorer,
+    regions: Sequence[Region],
+    todo: list[int],
+    *,
+    rows: _Rows,
+    store: Any,
+    keys: list[str],
+    run: _Pass,
+) -> int:
+    """Encode the regions ``todo`` (this rank's batches of them) into ``rows`` and the cache."""
+    if not todo:
+        if store is not None:
+            store.flush()
+        return 0
+    order = [todo[j] for j in _order_by_photo([regions[i] for i in todo])]
+    chunks = _batches_of(order, run.batch_size, run.group)
+    dataset = _RegionBatches(
+        [[regions[i] for i in c] for c in chunks], blind=run.blind, preprocess=scorer.preprocess
+    )
+    mine = sum(len(c) for c in chunks)
+    workers = default_num_workers(mine) if run.num_workers is None else run.num_workers
+    pin = _on_cuda(scorer.device)
+    advance = run.bars.task("encoding regions", len(order), group=run.group)
+    backoff = BatchBackoff(run.batch_size, what="regions")
+    seen: dict[bytes, int] = {}  # pixel digest -> the item encoded for it
+    try:
+        batches = _iter_batches(dataset, workers, pin_memory=pin, timeout=run.worker_timeout)
+        for chunk, pixels in zip(chunks, batches, strict=True):
+            fresh, copies = _split_repeats(chunk, _pixel_digests(pixels, len(chunk)), seen)
+            sub = [chunk[j] for j in fresh]
+            px = pixels if len(fresh) == len(chunk) else pixels[fresh]
+
+            # The loader's batch stays fixed; an OOM only shrinks what reaches the model.
+            def encode(a: int, b: int, px: torch.Tensor = px) -> torch.Tensor:
+                return scorer.encode_pixels(px[a:b])
+
+            for a, b, out in backoff.run(len(sub), encode):
+                idx = sub[a:b]
+                emb = out.detach().to("cpu").float().numpy()
+                rows.fill(idx, emb)
+                if store is not None:
+                    store.put([keys[i] for i in idx], emb)
+                    crash_point("encoded")
+                advance(b - a)
+            if copies:
+                idx = [i for i, _ in copies]
+                assert rows.emb is not None
+                emb = rows.emb[[f for _, f in copies]]
+                rows.fill(idx, emb)
+                if store is not None:
+                    store.put([keys[i] for i in idx], emb)
+            advance(len(chunk) - len(sub))
+    finally:
+        if store is not None:
+            store.flush()
+    advance.settle()
+    return mine
+
+
+def _split_repeats(
+    chunk: list[int], digests: list[bytes | None], seen: dict[bytes, int]
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """(positions of ``chunk`` to encode, (item, the earlier item whose encoding it shares)).
+
+    Identical pixels are one input, encoded once in this run, so regions the model cannot tell
+    apart tie exactly. (The cache keys regions by photo and box: a region cached by an earlier
+    run and a new one with its pixels are two rows.) ``seen`` maps digests across batches.
+    """
+    fresh: list[int] = []
+    copies: list[tuple[int, int]] = []
+    for j, (i, digest) in enumerate(zip(chunk, digests, strict=True)):
+        first = i if digest is None else seen.setdefault(digest, i)
+        if first == i:
+            fresh.append(j)
+        else:
+            copies.append((i, first))
+    return fresh, copies
 
 
 def _pixel_digests(pixels: Any, n: int) -> list[bytes | None]:
@@ -764,72 +760,76 @@ def _pixel_digests(pixels: Any, n: int) -> list[bytes | None]:
     return [hashlib.blake2b(flat[j].tobytes(), digest_size=20).digest() for j in range(n)]
 
 
-def _score_pairs(
-    scorer: PairScorer,
-    plan: ScoringPlan,
-    *,
-    text_policy: TextPolicy,
-    batch_size: int,
-    blind: bool,
-    num_workers: int | None,
-    bars: _Progress,
-    group: Group | None = None,
-    worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
-) -> ScoreTable:
+def _score_pairs(scorer: PairScorer, plan: ScoringPlan, run: _Pass) -> ScoreTable:
     texts = plan.texts
     n_tokens = np.asarray(scorer.count_tokens(texts), dtype=np.int64).reshape(-1)
-    cut = np.asarray(scorer.text_cut(texts, policy=text_policy), dtype=bool).reshape(-1)
+    cut = np.asarray(scorer.text_cut(texts, policy=run.text_policy), dtype=bool).reshape(-1)
     pairs = plan.pairs
     values = np.zeros(len(pairs), dtype=np.float32)
 
     def work() -> tuple[np.ndarray, np.ndarray]:
         if not len(pairs):
             return np.zeros(0, dtype=np.int64), values[:0]
-        photo_rank: dict[str, int] = {}
-        for r in plan.regions:
-            photo_rank.setdefault(r.photo, len(photo_rank))
-        # By photo and region first, then text length: a VLM's image (hundreds of tokens, its
-        # vision tower) then runs once for all of a region's captions in a batch (prefix
-        # sharing), which outweighs the padding a length-first order would save on captions.
-        order = sorted(
-            range(len(pairs)),
-            key=lambda p: (
-                photo_rank[plan.regions[pairs[p, 0]].photo],
-                int(pairs[p, 0]),
-                int(n_tokens[pairs[p, 1]]),
-                int(pairs[p, 1]),
-            ),
-        )
-        chunks = _batches_of(order, batch_size, group)
-        dataset = _RegionBatches(
-            [[plan.regions[pairs[p, 0]] for p in c] for c in chunks], blind=blind, preprocess=None
-        )
-        mine = np.asarray([p for c in chunks for p in c], dtype=np.int64)
-        workers = default_num_workers(len(mine)) if num_workers is None else num_workers
-        advance = bars.task("scoring pairs", len(order), group=group)
-        backoff = BatchBackoff(batch_size, what="pairs")
-        start = time.perf_counter()
-        images_in = _iter_batches(dataset, workers, timeout=worker_timeout)
-        for chunk, images in zip(chunks, images_in, strict=True):
-            chunk_texts = [texts[pairs[p, 1]] for p in chunk]
+        return _score_pair_work(scorer, plan, _pair_order(plan, n_tokens), values, run)
 
-            def run(a: int, b: int, imgs: list[Any] = images, tx: list[str] = chunk_texts) -> Any:
-                return scorer.score_pairs(imgs[a:b], tx[a:b], policy=text_policy)
-
-            for a, b, out in backoff.run(len(chunk), run):
-                values[chunk[a:b]] = out.detach().to("cpu").float().numpy().reshape(-1)
-                advance(b - a)
-        advance.settle()
-        if group is not None:
-            seconds = time.perf_counter() - start
-            group.record("pairs", len(mine), seconds)
-            log.info("pairs: scored %d of %d here in %.2f s", len(mine), len(pairs), seconds)
-        return mine, values[mine]
-
-    if group is None:
+    if run.group is None:
         work()
     else:
-        for rank, (pos, vals) in enumerate(group.run_and_gather(work)):
-            if rank != group.rank:
+        for rank, (pos, vals) in enumerate(run.group.run_and_gather(work)):
+            if rank != run.group.rank:
                 values[pos] = vals
     return ScoreTable(text_tokens=n_tokens, text_cut=cut, pairs=pairs, pair_values=values)
+
+
+def _pair_order(plan: ScoringPlan, n_tokens: np.ndarray) -> list[int]:
+    """The plan's pairs by photo and region first, then text length.
+
+    A VLM's image (hundreds of tokens, its vision tower) then runs once for all of a region's
+    captions in a batch (prefix sharing), which outweighs the padding a length-first order
+    would save on captions.
+    """
+    pairs = plan.pairs
+    photo_rank: dict[str, int] = {}
+    for r in plan.regions:
+        photo_rank.setdefault(r.photo, len(photo_rank))
+    return sorted(
+        range(len(pairs)),
+        key=lambda p: (
+            photo_rank[plan.regions[pairs[p, 0]].photo],
+            int(pairs[p, 0]),
+            int(n_tokens[pairs[p, 1]]),
+            int(pairs[p, 1]),
+        ),
+    )
+
+
+def _score_pair_work(
+    scorer: PairScorer, plan: ScoringPlan, order: list[int], values: np.ndarray, run: _Pass
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score this rank's batches of ``order`` into ``values``; (their positions, their values)."""
+    texts, pairs, group = plan.texts, plan.pairs, run.group
+    chunks = _batches_of(order, run.batch_size, group)
+    dataset = _RegionBatches(
+        [[plan.regions[pairs[p, 0]] for p in c] for c in chunks], blind=run.blind, preprocess=None
+    )
+    mine = np.asarray([p for c in chunks for p in c], dtype=np.int64)
+    workers = default_num_workers(len(mine)) if run.num_workers is None else run.num_workers
+    advance = run.bars.task("scoring pairs", len(order), group=group)
+    backoff = BatchBackoff(run.batch_size, what="pairs")
+    start = time.perf_counter()
+    images_in = _iter_batches(dataset, workers, timeout=run.worker_timeout)
+    for chunk, images in zip(chunks, images_in, strict=True):
+        chunk_texts = [texts[pairs[p, 1]] for p in chunk]
+
+        def score(a: int, b: int, imgs: list[Any] = images, tx: list[str] = chunk_texts) -> Any:
+            return scorer.score_pairs(imgs[a:b], tx[a:b], policy=run.text_policy)
+
+        for a, b, out in backoff.run(len(chunk), score):
+            values[chunk[a:b]] = out.detach().to("cpu").float().numpy().reshape(-1)
+            advance(b - a)
+    advance.settle()
+    if group is not None:
+        seconds = time.perf_counter() - start
+        group.record("pairs", len(mine), seconds)
+        log.info("pairs: scored %d of %d here in %.2f s", len(mine), len(pairs), seconds)
+    return mine, values[mine]

@@ -73,46 +73,8 @@ def late_table(
     pairs (each carries a region's whole token matrix), a block batch ``HEAD_PAIRS_PER_ITEM``
     times as many (a block shares each region's tokens among its texts).
     """
-    import torch
-
     image_rows, text_rows = regions.embeddings(), texts.embeddings()
-    dim = int(text_rows.shape[1]) if text_rows.ndim == 2 and text_rows.shape[1] else 1
-    blocks = BatchBackoff(batch_size * HEAD_PAIRS_PER_ITEM, what="(region, text) pairs")
-    pairs = BatchBackoff(batch_size, what="(region, text) pairs")
-
-    def tokens_of(rows: np.ndarray | torch.Tensor) -> torch.Tensor:
-        flat = torch.as_tensor(rows)
-        return flat.reshape(flat.shape[0], -1, dim)
-
-    def block(img: torch.Tensor, txt: torch.Tensor) -> torch.Tensor:
-        """(R, tokens*dim) x (C, dim) -> (R, C): every region of the block with every text."""
-        r, c = img.shape[0], txt.shape[0]
-        out = torch.empty((r, c), dtype=torch.float32)
-        if not r or not c:
-            return out
-        tokens = tokens_of(img)
-        # Whole rows per forward; the back-off's size counts pairs, a row is c of them.
-        rows = BatchBackoff(max(1, blocks.size // c), what="regions x texts")
-        for a, b, part in rows.run(r, lambda a, b: scorer.score_tokens(tokens[a:b], txt)):
-            out[a:b] = part
-        blocks.size = max(1, min(blocks.size, rows.size * c))
-        return out
-
-    def elementwise(r_idx: np.ndarray, t_idx: np.ndarray) -> np.ndarray:
-        """Scores of pairs (image row r_idx[i], text row t_idx[i]), region by region."""
-        out = np.empty(len(r_idx), dtype=np.float32)
-        order = np.argsort(r_idx, kind="stable")
-
-        def run(a: int, b: int) -> torch.Tensor:
-            sel = order[a:b]
-            tokens = tokens_of(np.ascontiguousarray(image_rows[r_idx[sel]]))
-            txt = torch.from_numpy(np.ascontiguousarray(text_rows[t_idx[sel]]))
-            return scorer.score_token_pairs(tokens, txt)
-
-        for a, b, vals in pairs.run(len(order), run):
-            out[order[a:b]] = vals.detach().to("cpu", torch.float32).numpy().reshape(-1)
-        return out
-
+    head = _Head(scorer, image_rows, text_rows, batch_size)
     slots = {
         name: getattr(rows, "slot", None)
         for name, rows in (("image_slot", regions), ("text_slot", texts))
@@ -122,7 +84,65 @@ def late_table(
         text_cut=texts.cut,
         image_embeddings=image_rows,
         text_embeddings=text_rows,
-        logit_fn=block,
-        pair_fn=elementwise,
+        logit_fn=head.block,
+        pair_fn=head.elementwise,
         **{name: slot for name, slot in slots.items() if slot is not None},
     )
+
+
+class _Head:
+    """The scorer's head over the encoded rows: by blocks (every region with every text of a
+    block) or element-wise (listed pairs), each with its own OOM back-off."""
+
+    def __init__(
+        self,
+        scorer: LateInteractionScorer,
+        image_rows: np.ndarray,
+        text_rows: np.ndarray,
+        batch_size: int,
+    ) -> None:
+        self.scorer = scorer
+        self.image_rows = image_rows
+        self.text_rows = text_rows
+        self.dim = int(text_rows.shape[1]) if text_rows.ndim == 2 and text_rows.shape[1] else 1
+        self.blocks = BatchBackoff(batch_size * HEAD_PAIRS_PER_ITEM, what="(region, text) pairs")
+        self.pairs = BatchBackoff(batch_size, what="(region, text) pairs")
+
+    def tokens_of(self, rows: np.ndarray | torch.Tensor) -> torch.Tensor:
+        import torch
+
+        flat = torch.as_tensor(rows)
+        return flat.reshape(flat.shape[0], -1, self.dim)
+
+    def block(self, img: torch.Tensor, txt: torch.Tensor) -> torch.Tensor:
+        """(R, tokens*dim) x (C, dim) -> (R, C): every region of the block with every text."""
+        import torch
+
+        r, c = img.shape[0], txt.shape[0]
+        out = torch.empty((r, c), dtype=torch.float32)
+        if not r or not c:
+            return out
+        tokens = self.tokens_of(img)
+        # Whole rows per forward; the back-off's size counts pairs, a row is c of them.
+        rows = BatchBackoff(max(1, self.blocks.size // c), what="regions x texts")
+        for a, b, part in rows.run(r, lambda a, b: self.scorer.score_tokens(tokens[a:b], txt)):
+            out[a:b] = part
+        self.blocks.size = max(1, min(self.blocks.size, rows.size * c))
+        return out
+
+    def elementwise(self, r_idx: np.ndarray, t_idx: np.ndarray) -> np.ndarray:
+        """Scores of pairs (image row r_idx[i], text row t_idx[i]), region by region."""
+        import torch
+
+        out = np.empty(len(r_idx), dtype=np.float32)
+        order = np.argsort(r_idx, kind="stable")
+
+        def run(a: int, b: int) -> torch.Tensor:
+            sel = order[a:b]
+            tokens = self.tokens_of(np.ascontiguousarray(self.image_rows[r_idx[sel]]))
+            txt = torch.from_numpy(np.ascontiguousarray(self.text_rows[t_idx[sel]]))
+            return self.scorer.score_token_pairs(tokens, txt)
+
+        for a, b, vals in self.pairs.run(len(order), run):
+            out[order[a:b]] = vals.detach().to("cpu", torch.float32).numpy().reshape(-1)
+        return out

@@ -52,7 +52,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 LENGTH_REFERENCE_TOKENIZER = "openai-clip-bpe"
 LENGTH_EDGES: tuple[int, ...] = (77, 154, 248)
@@ -255,10 +255,23 @@ class DiffPositions:
         return int(value() if callable(value) else value)
 
 
-def diff_position_fn(scorer: Any) -> tuple[DiffPositions, str]:
+class CountsTokens(Protocol):
+    """What every scorer offers (`densecap_eval.scorers.base.Scorer.count_tokens`)."""
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
+
+
+@runtime_checkable
+class TokenizesIds(Protocol):
+    """A scorer that gives its untruncated token ids (open_clip, TULIP, LoTLIP, ...)."""
+
+    def tokenize_ids(self, texts: Sequence[str]) -> list[list[int]]: ...
+
+
+def diff_position_fn(scorer: CountsTokens | TokenizesIds) -> tuple[DiffPositions, str]:
     """(function, method name) computing first-difference positions with ``scorer``'s tokenizer."""
-    tokenize_ids = getattr(scorer, "tokenize_ids", None)
-    if callable(tokenize_ids):
+    if isinstance(scorer, TokenizesIds):
+        tokenize_ids = scorer.tokenize_ids
         return DiffPositions(
             lambda pairs: diff_positions_by_ids(pairs, tokenize_ids),
             "token_ids",

@@ -168,25 +168,11 @@ def sign_flip_test(
     # |T*| >= |T_obs| with a little slack, so equal sums computed in another order still tie.
     threshold = observed - 1e-9 * (1.0 + float(np.abs(nonzero).sum()))
     if m <= exact_limit:
-        sums = np.zeros(1)
-        for value in nonzero:  # all 2**m signed sums, doubling once per cluster
-            sums = np.concatenate((sums + value, sums - value))
-        p = float(np.count_nonzero(np.abs(sums) >= threshold)) / len(sums)
-        exact, n_used = True, len(sums)
+        p, n_used = _exact_p(nonzero, threshold)
+        exact = True
     else:
-        rng = np.random.default_rng(seed)
-        total = float(nonzero.sum())
-        hits, done = 0, 0
-        while done < n_perm:
-            chunk = min(_PERM_CHUNK, n_perm - done)
-            # one fair random bit per cluster and draw (1: flip its sign), 8 from each byte
-            raw = rng.integers(0, 256, size=(chunk, (m + 7) // 8), dtype=np.uint8)
-            flips = np.unpackbits(raw, axis=1, count=m).astype(np.float64)
-            sums = total - 2.0 * (flips @ nonzero)
-            hits += int(np.count_nonzero(np.abs(sums) >= threshold))
-            done += chunk
-        p = (1 + hits) / (1 + n_perm)
-        exact, n_used = False, n_perm
+        p, n_used = _sampled_p(nonzero, threshold, n_perm=n_perm, seed=seed), n_perm
+        exact = False
     return SignFlipResult(
         statistic=float(d.sum()) / scale,
         p_value=min(1.0, p),
@@ -195,6 +181,31 @@ def sign_flip_test(
         exact=exact,
         n_perm=n_used,
     )
+
+
+def _exact_p(nonzero: np.ndarray, threshold: float) -> tuple[float, int]:
+    """(p, 2**m) over all 2**m sign patterns of the m nonzero differences."""
+    sums = np.zeros(1)
+    for value in nonzero:  # all 2**m signed sums, doubling once per cluster
+        sums = np.concatenate((sums + value, sums - value))
+    return float(np.count_nonzero(np.abs(sums) >= threshold)) / len(sums), len(sums)
+
+
+def _sampled_p(nonzero: np.ndarray, threshold: float, *, n_perm: int, seed: int) -> float:
+    """(1 + hits) / (1 + n_perm) over ``n_perm`` random sign patterns drawn from ``seed``."""
+    m = len(nonzero)
+    rng = np.random.default_rng(seed)
+    total = float(nonzero.sum())
+    hits, done = 0, 0
+    while done < n_perm:
+        chunk = min(_PERM_CHUNK, n_perm - done)
+        # one fair random bit per cluster and draw (1: flip its sign), 8 from each byte
+        raw = rng.integers(0, 256, size=(chunk, (m + 7) // 8), dtype=np.uint8)
+        flips = np.unpackbits(raw, axis=1, count=m).astype(np.float64)
+        sums = total - 2.0 * (flips @ nonzero)
+        hits += int(np.count_nonzero(np.abs(sums) >= threshold))
+        done += chunk
+    return (1 + hits) / (1 + n_perm)
 
 
 def paired_sign_flip_test(

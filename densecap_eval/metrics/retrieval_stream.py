@@ -69,31 +69,14 @@ def stream_gallery(
     if n_images and (gt.min() < 0 or gt.max() >= n_columns):
         raise ValueError(f"ground-truth text columns must lie in [0, {n_columns})")
     step = rows or strip_rows(n_columns)
-    cols = np.arange(n_columns)
     k_i2t, k_t2i = min(k, n_columns), min(k, n_images)
 
-    own = np.empty(n_images, dtype=np.float32)
-    i2t_above = np.empty(n_images, dtype=np.int64)
-    i2t_equal = np.empty(n_images, dtype=np.int64)
-    i2t_equal_before = np.empty(n_images, dtype=np.int64)
-    cand_i2t = np.empty((n_images, k_i2t), dtype=np.int64)
     # Two comparison masks the size of a strip, allocated once and written in place: masks
     # and strips allocated afresh for every strip fragment the heap (glibc keeps the freed
     # blocks), and the process grew by several strips' worth with the gallery.
     masks = np.empty((2, min(step, n_images), n_columns), dtype=bool)
-    for start in range(0, n_images, step):
-        s = _scores(strip, start, min(n_images, start + step), n_columns)
-        part = slice(start, start + len(s))
-        mask, equal = masks[0, : len(s)], masks[1, : len(s)]
-        mine = s[np.arange(len(s)), gt[part]][:, None]
-        own[part] = mine[:, 0]
-        i2t_above[part] = np.count_nonzero(np.greater(s, mine, out=mask), axis=1)
-        i2t_equal[part] = np.count_nonzero(np.equal(s, mine, out=equal), axis=1)
-        equal &= np.less(cols[None, :], gt[part, None], out=mask)
-        i2t_equal_before[part] = np.count_nonzero(equal, axis=1)
-        if k_i2t:
-            cand_i2t[part] = _topk_rows(s, k_i2t)
-        del s  # before the next strip is computed: one strip alive at a time
+    i2t = _image_pass(strip, gt, n_columns, step=step, k=k_i2t, masks=masks)
+    i2t_above, i2t_equal, i2t_equal_before, cand_i2t, own = i2t
 
     # Best owner score of each column and its first owner at that score.
     best = np.full(n_columns, -np.inf, dtype=np.float32)
@@ -103,21 +86,8 @@ def stream_gallery(
     first_owner = np.full(n_columns, n_images, dtype=np.int64)
     np.minimum.at(first_owner, gt[at_best], np.flatnonzero(at_best))
 
-    t2i_above = np.zeros(n_columns, dtype=np.int64)
-    t2i_equal = np.zeros(n_columns, dtype=np.int64)
-    t2i_equal_before = np.zeros(n_columns, dtype=np.int64)
-    top_keys: np.ndarray | None = None  # (k, columns) packed keys of the best images so far
-    for start in range(0, n_images, step):
-        s = _scores(strip, start, min(n_images, start + step), n_columns)
-        image_idx = np.arange(start, start + len(s))
-        mask, equal_best = masks[0, : len(s)], masks[1, : len(s)]
-        t2i_above += np.count_nonzero(np.greater(s, best[None, :], out=mask), axis=0)
-        t2i_equal += np.count_nonzero(np.equal(s, best[None, :], out=equal_best), axis=0)
-        equal_best &= np.less(image_idx[:, None], first_owner[None, :], out=mask)
-        t2i_equal_before += np.count_nonzero(equal_best, axis=0)
-        if k_t2i:
-            top_keys = _merge_top_columns(top_keys, s, image_idx, k_t2i)
-        del s
+    t2i = _column_pass(strip, n_images, best, first_owner, step=step, k=k_t2i, masks=masks)
+    t2i_above, t2i_equal, t2i_equal_before, top_keys = t2i
     del masks
     give_back_freed()  # the last strip and the masks, before the caller builds its rows
 
@@ -131,6 +101,66 @@ def stream_gallery(
         else np.empty((n_columns, k_t2i), dtype=np.int64)
     )
     return StreamedGallery({"pessimistic": pessimistic, "first": first}, cand_i2t, cand_t2i)
+
+
+def _image_pass(
+    strip: Strip, gt: np.ndarray, n_columns: int, *, step: int, k: int, masks: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The first pass, strip by strip: each image's counts against its own column's score
+    (above, equal, equal and earlier), its top ``k`` columns, and its own score."""
+    n_images = len(gt)
+    cols = np.arange(n_columns)
+    own = np.empty(n_images, dtype=np.float32)
+    above = np.empty(n_images, dtype=np.int64)
+    equal_all = np.empty(n_images, dtype=np.int64)
+    equal_before = np.empty(n_images, dtype=np.int64)
+    cand = np.empty((n_images, k), dtype=np.int64)
+    for start in range(0, n_images, step):
+        s = _scores(strip, start, min(n_images, start + step), n_columns)
+        part = slice(start, start + len(s))
+        mask, equal = masks[0, : len(s)], masks[1, : len(s)]
+        mine = s[np.arange(len(s)), gt[part]][:, None]
+        own[part] = mine[:, 0]
+        above[part] = np.count_nonzero(np.greater(s, mine, out=mask), axis=1)
+        equal_all[part] = np.count_nonzero(np.equal(s, mine, out=equal), axis=1)
+        equal &= np.less(cols[None, :], gt[part, None], out=mask)
+        equal_before[part] = np.count_nonzero(equal, axis=1)
+        if k:
+            cand[part] = _topk_rows(s, k)
+        del s  # before the next strip is computed: one strip alive at a time
+    return above, equal_all, equal_before, cand, own
+
+
+def _column_pass(
+    strip: Strip,
+    n_images: int,
+    best: np.ndarray,
+    first_owner: np.ndarray,
+    *,
+    step: int,
+    k: int,
+    masks: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """The second pass: each column's counts against its best owner's score (above, equal,
+    equal and from an earlier image than its first owner at that score), and the packed keys
+    of its top ``k`` images."""
+    n_columns = len(best)
+    above = np.zeros(n_columns, dtype=np.int64)
+    equal_all = np.zeros(n_columns, dtype=np.int64)
+    equal_before = np.zeros(n_columns, dtype=np.int64)
+    top_keys: np.ndarray | None = None  # (k, columns) packed keys of the best images so far
+    for start in range(0, n_images, step):
+        s = _scores(strip, start, min(n_images, start + step), n_columns)
+        image_idx = np.arange(start, start + len(s))
+        mask, equal_best = masks[0, : len(s)], masks[1, : len(s)]
+        above += np.count_nonzero(np.greater(s, best[None, :], out=mask), axis=0)
+        equal_all += np.count_nonzero(np.equal(s, best[None, :], out=equal_best), axis=0)
+        equal_best &= np.less(image_idx[:, None], first_owner[None, :], out=mask)
+        equal_before += np.count_nonzero(equal_best, axis=0)
+        if k:
+            top_keys = _merge_top_columns(top_keys, s, image_idx, k)
+        del s
+    return above, equal_all, equal_before, top_keys
 
 
 def _scores(strip: Strip, start: int, stop: int, n_columns: int) -> np.ndarray:

@@ -74,7 +74,7 @@ class RunResult:
 
 
 def evaluate(
-    scorer_or_spec: Any, task: str, *, config: RunConfig | None = None, **options: Any
+    scorer_or_spec: Scorer | str, task: str, *, config: RunConfig | None = None, **options: Any
 ) -> RunResult:
     """Score a model (a `Scorer` or a spec string) on a task and return its metrics and examples.
 
@@ -96,7 +96,7 @@ def evaluate(
 
 
 def evaluate_tasks(
-    scorer_or_spec: Any,
+    scorer_or_spec: Scorer | str,
     tasks: Sequence[str],
     *,
     config: RunConfig | None = None,

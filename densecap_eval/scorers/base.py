@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+# The three kinds, declared here once; each registered prefix states its kind
+# (`densecap_eval.scorers.SCORERS`) and each scorer carries it as ``Scorer.kind``.
+ScorerKind = Literal["embedding", "late-interaction", "pair"]
+SCORER_KINDS: tuple[ScorerKind, ...] = ("embedding", "late-interaction", "pair")
+
 
 @dataclass(frozen=True)
 class TextEncoding:
@@ -48,9 +53,24 @@ class Scorer(Protocol):
     """What every scorer offers. ``score`` is float32 on CPU, shape (images, texts), higher = better."""
 
     spec: str
-    kind: Literal["embedding", "late-interaction", "pair"]
     max_text_tokens: int
     text_policy: TextPolicy
+
+    # Read-only members, so a backend may narrow them (``kind: Literal["embedding"]``).
+    @property
+    def kind(self) -> ScorerKind:
+        """Which path the engine takes: embedding, late-interaction or pair."""
+        ...
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs (part of the cache key; picks the default batch size)."""
+        ...
+
+    @property
+    def precision(self) -> Precision:
+        """The autocast dtype, fp32 | fp16 | bf16 (part of the cache key)."""
+        ...
 
     @property
     def fingerprint(self) -> str:
@@ -69,9 +89,6 @@ class EmbeddingScorer(Scorer, Protocol):
     ``preprocess`` may be a method or a picklable callable attribute (the library's own
     transform): DataLoader workers receive it, so it must not drag the model along.
     """
-
-    device: torch.device
-    precision: Precision
 
     @property
     def preprocess_id(self) -> str:
@@ -129,9 +146,6 @@ class LateInteractionScorer(Scorer, Protocol):
     (the engine's late-interaction module). ``preprocess`` is picklable, as for
     `EmbeddingScorer`.
     """
-
-    device: torch.device
-    precision: Precision
 
     @property
     def preprocess_id(self) -> str: ...
@@ -199,3 +213,16 @@ class ScorerFacts:
             provenance=mapping("provenance"),
             config=mapping("config"),
         )
+
+
+class ScorerLoader(Protocol):
+    """What the scorer registry maps a spec prefix to: `load_scorer`'s own signature."""
+
+    def __call__(
+        self,
+        spec: str,
+        device: str | None = None,
+        precision: str | None = None,
+        *,
+        text_policy: TextPolicy = "truncate",
+    ) -> Scorer: ...

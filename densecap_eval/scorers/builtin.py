@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from densecap_eval.core.config import Precision, TextPolicy
 from densecap_eval.core.errors import ModelLoadError, UnknownNameError
 from densecap_eval.core.paths import bundled_models_dir
-from densecap_eval.scorers.base import Precision, TextPolicy
 from densecap_eval.scorers.common import spec_loader
 from densecap_eval.scorers.openclip import OpenClipScorer, load_open_clip
 

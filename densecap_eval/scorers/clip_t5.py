@@ -131,7 +131,7 @@ class ClipT5:
         hidden = out.hidden_states[self.select_layer]
         if self.select_feature == "patch":
             hidden = hidden[:, 1:]
-        return self.projector(hidden)  # type: ignore[no-any-return]
+        return self.projector(hidden)
 
 
 def is_clip_t5(config: dict[str, Any]) -> bool:
@@ -294,18 +294,8 @@ def _vision(
     return model, processor
 
 
-def load_clip_t5(
-    spec: str,
-    path: str,
-    *,
-    dtype: Any,
-    tokenizer: str | None = None,
-    vision_tower: str | None = None,
-) -> ClipT5:
-    """Load a CLIP-FlanT5 release (folder or hub id) on the CPU in ``dtype``."""
-    from transformers import T5Config, T5ForConditionalGeneration
-
-    folder = resolve_folder(spec, path)
+def _release_config(spec: str, folder: Path) -> dict[str, Any]:
+    """The release's config.json, checked to be a CLIP-FlanT5 one."""
     config = read_json(folder / "config.json", spec=spec)
     if not is_clip_t5(config):
         raise ModelLoadError(
@@ -315,11 +305,22 @@ def load_clip_t5(
     for key in ("mm_hidden_size", "d_model", "vocab_size"):
         if key not in config:
             raise ModelLoadError(f"{spec}: {folder / 'config.json'} has no {key!r}")
-    t5_state, vision_state, proj_state = split_release_keys(read_weights(spec, folder))
-    if not proj_state:
-        raise ModelLoadError(f"{spec}: no mm_projector.* weights in {folder}")
-    tok_folder, tok_source = _tokenizer(spec, path, folder, tokenizer)
-    tok = SentencePieceT5(tok_folder / "spiece.model", _n_extra_ids(tok_folder))
+    return config
+
+
+def _t5(
+    spec: str,
+    folder: Path,
+    config: dict[str, Any],
+    t5_state: dict[str, Any],
+    *,
+    tok: SentencePieceT5,
+    tok_source: str,
+    dtype: Any,
+) -> tuple[Any, Any]:
+    """(T5ForConditionalGeneration, its T5Config) from the release's T5 keys, the vocabulary
+    cut to the tokenizer's length as t2v_metrics does."""
+    from transformers import T5Config, T5ForConditionalGeneration
 
     t5_fields = {
         k: v
@@ -352,6 +353,26 @@ def load_clip_t5(
     missing = sorted(set(info.get("missing_keys", ())) - tied)
     if missing:
         raise ModelLoadError(f"{spec}: T5 weights missing in {folder}: {', '.join(missing[:3])}")
+    return t5, t5_config
+
+
+def load_clip_t5(
+    spec: str,
+    path: str,
+    *,
+    dtype: Any,
+    tokenizer: str | None = None,
+    vision_tower: str | None = None,
+) -> ClipT5:
+    """Load a CLIP-FlanT5 release (folder or hub id) on the CPU in ``dtype``."""
+    folder = resolve_folder(spec, path)
+    config = _release_config(spec, folder)
+    t5_state, vision_state, proj_state = split_release_keys(read_weights(spec, folder))
+    if not proj_state:
+        raise ModelLoadError(f"{spec}: no mm_projector.* weights in {folder}")
+    tok_folder, tok_source = _tokenizer(spec, path, folder, tokenizer)
+    tok = SentencePieceT5(tok_folder / "spiece.model", _n_extra_ids(tok_folder))
+    t5, t5_config = _t5(spec, folder, config, t5_state, tok=tok, tok_source=tok_source, dtype=dtype)
 
     vision_source = vision_tower or config.get("mm_vision_tower")
     if not vision_source:

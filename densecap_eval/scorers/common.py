@@ -20,15 +20,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from densecap_eval.core.config import PRECISIONS, Precision, TextPolicy
 from densecap_eval.core.errors import ModelLoadError
 from densecap_eval.core.hashing import file_sha256, files_sha256
-from densecap_eval.scorers.base import (
-    PRECISIONS,
-    Precision,
-    TextEncoding,
-    TextInputs,
-    TextPolicy,
-)
+from densecap_eval.scorers.base import Scorer, ScorerLoader, TextEncoding, TextInputs
 from densecap_eval.scorers.text_policy import TextPlan, check_policy, plan_texts, pool_pieces
 
 if TYPE_CHECKING:
@@ -36,14 +31,14 @@ if TYPE_CHECKING:
     from PIL import Image
 
 
-def spec_loader(prefix: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def spec_loader(prefix: str) -> Callable[[Callable[..., Scorer]], ScorerLoader]:
     """Turn ``fn(rest, *, spec, device, precision, text_policy)`` into a registry loader.
 
     Registry loaders share `load_scorer`'s signature ``(spec, device=None, precision=None, *,
     text_policy="truncate")``; this strips the prefix and resolves device and precision.
     """
 
-    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap(fn: Callable[..., Scorer]) -> ScorerLoader:
         @functools.wraps(fn)
         def load(
             spec: str,
@@ -51,7 +46,7 @@ def spec_loader(prefix: str) -> Callable[[Callable[..., Any]], Callable[..., Any
             precision: str | None = None,
             *,
             text_policy: TextPolicy = "truncate",
-        ) -> Any:
+        ) -> Scorer:
             head = f"{prefix}:"
             if not spec.startswith(head):
                 raise ModelLoadError(f"model spec {spec!r} does not start with {head!r}")

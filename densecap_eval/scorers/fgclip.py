@@ -25,8 +25,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from densecap_eval.core.config import Precision, TextPolicy
 from densecap_eval.core.errors import ModelLoadError
-from densecap_eval.scorers.base import Precision, TextPolicy
 from densecap_eval.scorers.common import TwoTowerScorer, provenance, short_hash, spec_loader
 from densecap_eval.scorers.hf import TokenizerIds, config_identity, quiet_length_warning
 from densecap_eval.scorers.hf_folder import (
@@ -215,7 +215,9 @@ class FGClipScorer(TokenizerIds, TwoTowerScorer):
         return self.model.get_text_features(input_ids=ids.to(self.device))
 
 
-def load_fgclip(rest: str, *, spec: str) -> tuple[Any, Any, Any, SquareResize | None, dict]:
+def load_fgclip(
+    rest: str, *, spec: str
+) -> tuple[Any, Any, Any, SquareResize | None, dict[str, Any]]:
     """(model, tokenizer, image processor, square resize, identity) for an ``fgclip:`` spec."""
     from transformers import AutoTokenizer, CLIPImageProcessor
 

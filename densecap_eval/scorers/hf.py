@@ -39,8 +39,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+from densecap_eval.core.config import Precision, TextPolicy
 from densecap_eval.core.errors import ModelLoadError
-from densecap_eval.scorers.base import Precision, TextPolicy
 from densecap_eval.scorers.common import (
     TwoTowerScorer,
     hash_files,
@@ -167,20 +167,48 @@ def _one_line(exc: BaseException) -> str:
 
 def load_hf_parts(source: str, *, spec: str) -> tuple[Any, Any, dict[str, Any]]:
     """(model, processor, identity) from a local directory or a hub name."""
-    from transformers import AutoConfig, AutoModel
-
     source, remote = split_hf_source(source, spec=spec)
     local = Path(source).expanduser()
     is_local = local.exists()
     if is_local and not local.is_dir():
         raise ModelLoadError(f"{spec}: {local} is a file; hf: needs a model directory")
     where = str(local) if is_local else source
-    opt_in = f"hf:{where}?trust_remote_code=1"
     # Remote code resolves from local files only: the folder, or the hub cache.
     kwargs: dict[str, Any] = {"trust_remote_code": True, "local_files_only": True} if remote else {}
     own = OWN_PREFIX.get(_local_model_type(local) if is_local else "")
     if own:
         raise ModelLoadError(f"{spec}: {where} is an FG-CLIP 2 folder: load it with {own}:{where}")
+    config = _checked_config(where, kwargs, remote=remote, is_local=is_local, spec=spec)
+    model, processor = _model_and_processor(where, kwargs, remote=remote, spec=spec)
+    identity: dict[str, Any] = {"backend": "hf", "config": config_identity(config)}
+    if remote:
+        if not all(callable(getattr(model, n, None)) for n in REMOTE_ENCODERS):
+            raise ModelLoadError(
+                f"{spec}: the remote model {type(model).__name__} has no "
+                f"{' / '.join(REMOTE_ENCODERS)} (encode_text / encode_image are not used)"
+            )
+        identity["trust_remote_code"] = True
+        identity["remote_code_sha256"] = remote_code_identity(
+            local, source, getattr(config, "_commit_hash", None)
+        )
+    if is_local:
+        weights = hash_files(local, WEIGHT_PATTERNS)
+        if not weights:
+            raise ModelLoadError(f"{spec}: no weight files (*.safetensors, *.bin) in {local}")
+        identity["weights_sha256"] = weights
+    else:
+        commit = getattr(config, "_commit_hash", None)
+        identity.update(hub_weights_identity(source, commit, WEIGHT_PATTERNS))
+    return model, processor, identity
+
+
+def _checked_config(
+    where: str, kwargs: dict[str, Any], *, remote: bool, is_local: bool, spec: str
+) -> Any:
+    """The folder's or repo's config, refused with the opt-in when it needs code we would run."""
+    from transformers import AutoConfig
+
+    opt_in = f"hf:{where}?trust_remote_code=1"
     try:
         config = AutoConfig.from_pretrained(where, **kwargs)
     except Exception as exc:  # no config.json, no network, unknown repo, needs remote code ...
@@ -203,6 +231,15 @@ def load_hf_parts(source: str, *, spec: str) -> tuple[Any, Any, dict[str, Any]]:
             f"(supported: {', '.join(MODEL_TYPES)}; a folder with its own modeling code: "
             f"{opt_in})"
         )
+    return config
+
+
+def _model_and_processor(
+    where: str, kwargs: dict[str, Any], *, remote: bool, spec: str
+) -> tuple[Any, Any]:
+    """The model (refused if it would drop FG-CLIP's long tables) and its processor."""
+    from transformers import AutoModel
+
     try:
         model, info = AutoModel.from_pretrained(where, output_loading_info=True, **kwargs)
         processor = load_processor(where, kwargs)
@@ -217,26 +254,7 @@ def load_hf_parts(source: str, *, spec: str) -> tuple[Any, Any, dict[str, Any]]:
             f"{spec}: {where} holds FG-CLIP long-text tables (position_embedding_res) that "
             f"hf: would drop: load it with fgclip:{where}"
         )
-    identity: dict[str, Any] = {"backend": "hf", "config": config_identity(config)}
-    if remote:
-        if not all(callable(getattr(model, n, None)) for n in REMOTE_ENCODERS):
-            raise ModelLoadError(
-                f"{spec}: the remote model {type(model).__name__} has no "
-                f"{' / '.join(REMOTE_ENCODERS)} (encode_text / encode_image are not used)"
-            )
-        identity["trust_remote_code"] = True
-        identity["remote_code_sha256"] = remote_code_identity(
-            local, source, getattr(config, "_commit_hash", None)
-        )
-    if is_local:
-        weights = hash_files(local, WEIGHT_PATTERNS)
-        if not weights:
-            raise ModelLoadError(f"{spec}: no weight files (*.safetensors, *.bin) in {local}")
-        identity["weights_sha256"] = weights
-    else:
-        commit = getattr(config, "_commit_hash", None)
-        identity.update(hub_weights_identity(source, commit, WEIGHT_PATTERNS))
-    return model, processor, identity
+    return model, processor
 
 
 def text_limit(config: Any, tokenizer: Any, *, spec: str) -> int:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from densecap_eval.core.config import Precision, TextPolicy
 from densecap_eval.core.errors import ModelLoadError
-from densecap_eval.scorers.base import Precision, TextPolicy
 from densecap_eval.scorers.common import spec_loader
 from densecap_eval.scorers.hubfile import resolve_checkpoint
 from densecap_eval.scorers.openclip import OpenClipScorer, load_state_dict_checked, read_state_dict

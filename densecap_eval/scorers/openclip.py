@@ -17,9 +17,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from densecap_eval.core.config import Precision, TextPolicy
 from densecap_eval.core.errors import ModelLoadError
 from densecap_eval.core.paths import default_cache_dir
-from densecap_eval.scorers.base import Precision, TextPolicy
 from densecap_eval.scorers.common import (
     TwoTowerScorer,
     hash_file,
@@ -322,17 +322,8 @@ def pretrained_file_sha256(arch: str, tag: str) -> str | None:
     return hash_file(path) if path else None
 
 
-def load_open_clip(
-    arch: str,
-    *,
-    pretrained: str | None,
-    checkpoint: Path | None,
-    spec: str,
-    device: torch.device,
-    precision: Precision,
-    text_policy: TextPolicy,
-) -> OpenClipScorer:
-    """Build the model from ``arch`` (name or config JSON) and load a tag or local checkpoint."""
+def _model_config(arch: str, *, spec: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(name open_clip knows it by, its model config, preprocessing overrides) for ``arch``."""
     import open_clip
 
     preprocess_cfg: dict[str, Any] = {}
@@ -348,17 +339,22 @@ def load_open_clip(
                 f"{spec}: unknown open_clip architecture {arch!r} (see open_clip.list_models(), "
                 "or give the path of a model-config JSON)"
             )
-    if checkpoint is not None and not checkpoint.is_file():
-        raise ModelLoadError(f"{spec}: checkpoint not found: {checkpoint}")
+    return name, model_cfg, preprocess_cfg
+
+
+def _create_model(
+    name: str, preprocess_cfg: dict[str, Any], *, tag: str | None, local_weights: bool, spec: str
+) -> tuple[Any, Any]:
+    """(model on the CPU, image transform) from open_clip, with the tag's weights if any."""
+    import open_clip
 
     overrides = {
         f"image_{k}": preprocess_cfg[k]
         for k in ("mean", "std", "interpolation", "resize_mode")
         if k in preprocess_cfg
     }
-    tag = None if checkpoint is not None else pretrained
     try:
-        with _quiet_random_init(checkpoint is not None):
+        with _quiet_random_init(local_weights):
             model, _, transform = open_clip.create_model_and_transforms(
                 name,
                 pretrained=tag,
@@ -369,6 +365,29 @@ def load_open_clip(
             )
     except Exception as exc:  # unknown tag, failed download, bad config values ...
         raise ModelLoadError(f"{spec}: open_clip could not build the model: {exc}") from exc
+    return model, transform
+
+
+def load_open_clip(
+    arch: str,
+    *,
+    pretrained: str | None,
+    checkpoint: Path | None,
+    spec: str,
+    device: torch.device,
+    precision: Precision,
+    text_policy: TextPolicy,
+) -> OpenClipScorer:
+    """Build the model from ``arch`` (name or config JSON) and load a tag or local checkpoint."""
+    import open_clip
+
+    name, model_cfg, preprocess_cfg = _model_config(arch, spec=spec)
+    if checkpoint is not None and not checkpoint.is_file():
+        raise ModelLoadError(f"{spec}: checkpoint not found: {checkpoint}")
+    tag = None if checkpoint is not None else pretrained
+    model, transform = _create_model(
+        name, preprocess_cfg, tag=tag, local_weights=checkpoint is not None, spec=spec
+    )
 
     identity: dict[str, Any] = {"backend": "open_clip", "arch": name, "config": model_cfg}
     if preprocess_cfg:

@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from densecap_eval.core.config import TEXT_POLICIES, TextPolicy
 from densecap_eval.core.errors import TextTooLongError, UnknownNameError
-from densecap_eval.scorers.base import TEXT_POLICIES, TextPolicy
 
 if TYPE_CHECKING:
     import torch

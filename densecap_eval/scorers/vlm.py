@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from densecap_eval.scorers.base import TextPolicy
+    from densecap_eval.core.config import TextPolicy
 
 log = logging.getLogger(__name__)
 
@@ -501,11 +501,24 @@ class _GenerativePairScorer(common.PairScorerBase):
         image expansion, which sits inside the prefix), then its suffix; a pair whose prompt
         does not start with the prefix's tokens takes `_tail_unshared` (counted by reason).
         """
-        import torch
-
         uniq, inverse = common.unique_images(images)
         if len(uniq) == len(images):  # nothing to share: the one-forward path costs less
             return self._tail_unshared(images, texts, keep)
+        conts = self._continuations(texts, suffixes)
+        tail = _TailRows(len(texts), keep, pad_id=int(self.tokenizer.pad_token_id))
+        self._tail_prefix_groups(uniq, inverse, conts, keep, tail)
+        rest = [i for i, c in enumerate(conts) if c is None]
+        if rest:
+            logp, ids = self._tail_unshared(
+                [images[i] for i in rest], [texts[i] for i in rest], keep
+            )
+            tail.place(rest, logp, ids)
+        return tail.result()
+
+    def _continuations(
+        self, texts: Sequence[str], suffixes: Sequence[list[int]]
+    ) -> list[list[int] | None]:
+        """Each pair's tokens after the prefix's, then its suffix; None where it cannot share."""
         assert self._prefix_text is not None
         prefix = self._text_ids(self._prefix_text)
         conts: list[list[int] | None] = []
@@ -519,25 +532,24 @@ class _GenerativePairScorer(common.PairScorerBase):
                 conts.append(None)
             else:
                 conts.append(prompt_ids[len(prefix) :] + list(suffix))
+        return conts
 
+    def _tail_prefix_groups(
+        self,
+        uniq: Sequence[Image.Image],
+        inverse: Sequence[int],
+        conts: list[list[int] | None],
+        keep: int,
+        tail: _TailRows,
+    ) -> None:
+        """Score every pair with a continuation through its image's prefix, group by group,
+        into ``tail``; a pair that cannot (sliding window) gets its continuation set to None."""
+        assert self._prefix_text is not None
         used = sorted({inverse[i] for i, c in enumerate(conts) if c is not None})
         encs = {u: self._process([self._prefix_text], [uniq[u]]) for u in used}
         by_length: dict[int, list[int]] = {}
         for u in used:
             by_length.setdefault(int(encs[u]["input_ids"].shape[1]), []).append(u)
-
-        pad_id = int(self.tokenizer.pad_token_id)
-        out: torch.Tensor | None = None
-        tail_ids = torch.full((len(texts), keep), pad_id, dtype=torch.long)
-
-        def place(rows: list[int], logp: torch.Tensor, ids: torch.Tensor) -> None:
-            nonlocal out
-            if out is None:
-                out = logp.new_zeros((len(texts), keep, logp.shape[-1]))
-            index = torch.as_tensor(rows, dtype=torch.long)
-            out[index.to(out.device)] = logp
-            tail_ids[index] = ids.cpu()
-
         for length, length_group in by_length.items():
             for group, enc in _joined(length_group, encs):
                 members = set(group)
@@ -557,15 +569,7 @@ class _GenerativePairScorer(common.PairScorerBase):
                     [c for i in rows if (c := conts[i]) is not None],
                     keep,
                 )
-                place(rows, logp, ids)
-        rest = [i for i, c in enumerate(conts) if c is None]
-        if rest:
-            logp, ids = self._tail_unshared(
-                [images[i] for i in rest], [texts[i] for i in rest], keep
-            )
-            place(rest, logp, ids)
-        assert out is not None  # every pair is in a group or in `rest`
-        return out, tail_ids
+                tail.place(rows, logp, ids)
 
     def _tail_group(
         self,
@@ -827,3 +831,28 @@ load_vqascore = common.option_loader(VQAScorer, ("template", "answer", "share_pr
 load_captionlik = common.option_loader(
     CaptionLikelihoodScorer, ("prompt", "reduce", "share_prefix")
 )
+
+
+class _TailRows:
+    """The pairs' (n, keep, vocab) log-probabilities and (n, keep) token ids, filled in by
+    groups of rows (`_GenerativePairScorer._tail_shared`)."""
+
+    def __init__(self, n: int, keep: int, *, pad_id: int) -> None:
+        import torch
+
+        self.n, self.keep = n, keep
+        self.out: torch.Tensor | None = None
+        self.ids = torch.full((n, keep), pad_id, dtype=torch.long)
+
+    def place(self, rows: list[int], logp: torch.Tensor, ids: torch.Tensor) -> None:
+        import torch
+
+        if self.out is None:
+            self.out = logp.new_zeros((self.n, self.keep, logp.shape[-1]))
+        index = torch.as_tensor(rows, dtype=torch.long)
+        self.out[index.to(self.out.device)] = logp
+        self.ids[index] = ids.cpu()
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.out is not None  # every pair is in a group or in `rest`
+        return self.out, self.ids

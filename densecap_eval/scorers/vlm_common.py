@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from densecap_eval.scorers.base import TextPolicy
+    from densecap_eval.core.config import TextPolicy
 
 
 def split_spec(spec: str, prefix: str, allowed: Sequence[str]) -> tuple[str, dict[str, str]]:

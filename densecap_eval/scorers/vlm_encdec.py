@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from densecap_eval.scorers.base import TextPolicy
+    from densecap_eval.core.config import TextPolicy
 
 CLASSES = {
     "blip-2": "Blip2ForConditionalGeneration",

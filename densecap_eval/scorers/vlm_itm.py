@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from densecap_eval.scorers.base import TextPolicy
+    from densecap_eval.core.config import TextPolicy
 
 _CLASSES = {"blip": "BlipForImageTextRetrieval", "blip-2": "Blip2ForImageTextRetrieval"}
 

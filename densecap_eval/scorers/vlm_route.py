@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from densecap_eval.scorers.base import TextPolicy
+    from densecap_eval.core.config import TextPolicy
+    from densecap_eval.scorers.base import Scorer, ScorerLoader
 
 # Released CLIP-FlanT5 checkpoints, recognised by name when their config cannot be read.
 CLIP_T5_REPOS = ("zhiqiulin/clip-flant5-xxl", "zhiqiulin/clip-flant5-xl")
@@ -53,7 +54,7 @@ def seq2seq_family(path: str) -> str | None:
     return None
 
 
-def _route(prefix: str) -> Any:
+def _route(prefix: str) -> ScorerLoader:
     def load(
         spec: str,
         device: str | None = None,
@@ -61,7 +62,7 @@ def _route(prefix: str) -> Any:
         *,
         text_policy: TextPolicy = "truncate",
         batch_size: int | None = None,
-    ) -> Any:
+    ) -> Scorer:
         from densecap_eval.scorers import vlm, vlm_seq2seq
 
         body = spec[len(prefix) + 1 :] if spec.startswith(prefix + ":") else spec

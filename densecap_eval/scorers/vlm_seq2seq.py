@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from densecap_eval.scorers.base import TextPolicy
+    from densecap_eval.core.config import TextPolicy
 
 DEFAULT_TEMPLATE = 'Does this figure show "{text}"? Please answer yes or no.'
 DEFAULT_ANSWER = "Yes"

@@ -10,18 +10,23 @@ Third-party tasks register through the ``densecap_eval.tasks`` entry-point group
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from densecap_eval.core.registry import Registry
 
+if TYPE_CHECKING:
+    from densecap_eval.tasks.base import Task
+
 # Each benchmark folder under densecap_eval/datasets/ registers its own tasks (discovered on
 # first use); third-party tasks come through the entry-point group.
+# Registry[Any], not Registry[Task]: the frozen TaskSuite fails the Task protocol (settable
+# members) until tasks/base.py declares them read-only; get_task still returns a Task.
 TASKS: Registry[Any] = Registry(
     "task", entry_point_group="densecap_eval.tasks", discover="densecap_eval.datasets"
 )
 
 
-def get_task(name: str) -> Any:
+def get_task(name: str) -> Task:
     """The task (or suite) registered under ``name``; unknown names raise with the known ones."""
     return TASKS.get(name)
 
