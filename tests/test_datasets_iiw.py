@@ -24,7 +24,7 @@ from test_datasets_docci import (
 import densecap_eval
 from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
 from densecap_eval.datasets import load_dataset
-from densecap_eval.datasets.dci.download import DOWNLOADS_DIR
+from densecap_eval.datasets.download import DOWNLOADS_DIR
 from densecap_eval.datasets.iiw import loader as iiw_module
 from densecap_eval.datasets.iiw.loader import SUBSETS, IIWDataset
 from densecap_eval.datasets.records import Text
@@ -355,8 +355,8 @@ def test_download_all_three_then_photos(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     served, base = server
-    monkeypatch.setattr(iiw_module, "IIW_BASE_URL", f"{base}/datasets")
-    monkeypatch.setattr(iiw_module, "IIW_SHA256", _serve_release(served))
+    served_sources = iiw_module.annotation_sources(f"{base}/datasets", _serve_release(served))
+    monkeypatch.setattr(iiw_module, "SOURCES", {**iiw_module.SOURCES, **served_sources})
     root = tmp_path / "data"
 
     message = iiw_module.download(root, progress=False)
@@ -383,8 +383,8 @@ def test_bad_checksum_installs_nothing(
 ) -> None:
     served, base = server
     checksums = _serve_release(served)
-    monkeypatch.setattr(iiw_module, "IIW_BASE_URL", f"{base}/datasets")
-    monkeypatch.setattr(iiw_module, "IIW_SHA256", checksums | {"DCI_Test": "f" * 64})
+    bad = iiw_module.annotation_sources(f"{base}/datasets", checksums | {"DCI_Test": "f" * 64})
+    monkeypatch.setattr(iiw_module, "SOURCES", {**iiw_module.SOURCES, **bad})
     root = tmp_path / "data"
     with pytest.raises(DownloadError) as err:
         iiw_module.download(root, progress=False)

@@ -41,16 +41,22 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
-import tempfile
-import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
+from densecap_eval.datasets.archives import extract_safely, find_extracted, replace_path
 from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.download import (
+    DownloadMessage,
+    Source,
+    fetch_source,
+    staging,
+    url_and_sha256,
+    url_file_name,
+)
 from densecap_eval.datasets.photos import pixel_limit
 from densecap_eval.datasets.records import ImageRecord, RegionText, Text
 from densecap_eval.datasets.regions import Box
@@ -69,6 +75,15 @@ GDRIVE_IDS: dict[str, str] = {
     ANNOTATION_FILES[RELATION]: "1kX2iCHEv0CADL8dSO1nMdW-V0NqIAiP3",
     ANNOTATION_FILES[ATTRIBUTION]: "13tWvOrNOLHxl3Rm9cR3geAdHx2qR3-Tw",
     IMAGES_ZIP: "1qaPlrwhGNMrR3a11iopZUT_GPP_LrgP9",
+}
+SOURCES: dict[str, Source] = {
+    name: Source(
+        name,
+        f"https://drive.google.com/uc?id={file_id}",
+        "gdrive",
+        install=IMAGES_DIR if name == IMAGES_ZIP else "",
+    )
+    for name, file_id in GDRIVE_IDS.items()
 }
 BBOX_KEYS: tuple[str, str, str, str] = ("bbox_x", "bbox_y", "bbox_w", "bbox_h")
 
@@ -329,50 +344,31 @@ def download(
     by its name: ``visual_genome_relation.json`` / ``visual_genome_attribution.json`` are saved
     into ``root``; any other name is an archive (zip or tar) holding ``images/`` (and maybe the
     JSONs), extracted safely and moved into ``root``."""
-    from densecap_eval.datasets.dci.download import (
-        DOWNLOADS_DIR,
-        DownloadMessage,
-        extract_safely,
-        fetch_archive,
-        replace_path,
-    )
-    from densecap_eval.datasets.urban1k.loader import extract_zip_safely
-
     root = Path(root).expanduser()
+    url_and_sha256(url, sha256, pinned="ARO VG has no plain download to check")
     if url is None:
-        if sha256 is not None:
-            raise DownloadError("--sha256 needs --url: ARO VG has no plain download to check")
         return DownloadMessage(
             "nothing downloaded: ARO VG's files are on Google Drive (fetch them with gdown)",
             gdown_steps(root),
         )
-    if sha256 is None:
-        raise DownloadError("--url needs --sha256 (the checksum of the file at that URL)")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DownloadError(f"cannot create the data root {root}: {exc.strerror or exc}") from None
-    fname = PurePosixPath(url.split("?", 1)[0]).name
-    if fname in ANNOTATION_FILES.values():
-        path = fetch_archive(url, sha256, downloads=root, progress=progress)
+    fname = url_file_name(url)
+    mirror = Source(fname, url, "file" if fname in ANNOTATION_FILES.values() else "zip")
+    if mirror.kind == "file":
+        path = fetch_source(mirror, root, sha256=sha256, progress=progress, downloads=root)
         return DownloadMessage(f"{fname} saved to {path}", _still_missing(root))
-    archive = fetch_archive(url, sha256, downloads=root / DOWNLOADS_DIR, progress=progress)
-    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
-    try:
-        content = staging / "content"
-        content.mkdir()
-        if zipfile.is_zipfile(archive):
-            extract_zip_safely(archive, content)
-        else:
-            extract_safely(archive, content)
-        base = _find_images(content, archive)
+    archive = fetch_source(mirror, root, sha256=sha256, progress=progress)
+    with staging(root) as content:
+        extract_safely(archive, content)
+        base = find_extracted(content, lambda folder: (folder / IMAGES_DIR).is_dir())
+        if base is None:
+            raise DownloadError(
+                f"{archive.name} holds no {IMAGES_DIR}/ folder: is it {IMAGES_ZIP}?"
+            )
         done = []
         for name in (IMAGES_DIR, *ANNOTATION_FILES.values()):
             if (base / name).exists():
                 replace_path(base / name, root / name)
                 done.append(name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return DownloadMessage(
         f"{archive.name} extracted into {root}: {', '.join(done)}", _still_missing(root)
     )
@@ -385,12 +381,3 @@ def _still_missing(root: Path) -> str:
     if not missing:
         return ""
     return f"still missing in {root}: {', '.join(missing)}\n{gdown_steps(root)}"
-
-
-def _find_images(content: Path, archive: Path) -> Path:
-    """The extracted folder holding ``images/``: the top, or one folder below it."""
-    candidates = [content, *sorted(p for p in content.iterdir() if p.is_dir())]
-    for candidate in candidates:
-        if (candidate / IMAGES_DIR).is_dir():
-            return candidate
-    raise DownloadError(f"{archive.name} holds no {IMAGES_DIR}/ folder: is it {IMAGES_ZIP}?")

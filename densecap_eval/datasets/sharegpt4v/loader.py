@@ -44,6 +44,13 @@ from typing import IO, Any
 
 from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
 from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.download import (
+    DownloadMessage,
+    Source,
+    fetch_source,
+    how_to_get,
+    url_file_name,
+)
 from densecap_eval.datasets.guards import SeenIds
 from densecap_eval.datasets.records import ImageRecord, Text
 
@@ -60,14 +67,28 @@ DATA_DIR = "data"  # Long-CLIP's ShareGPT4V/data/, accepted one level down
 
 # Where the annotation files come from. No checksum is pinned (the published values were not
 # available when this was written): `download` needs the user's --sha256.
-URLS: dict[str, str] = {
-    SHARE_CAPTIONER: "https://huggingface.co/datasets/Lin-Chen/ShareGPT4V/resolve/main/"
-    + ANNOTATION_FILES[SHARE_CAPTIONER],
+_CHECK = (
+    "Hugging Face shows a file's SHA256 under 'Git LFS Details' on its page; for a GitHub file, "
+    "`sha256sum` a copy you trust"
+)
+SOURCES: dict[str, Source] = {
+    SHARE_CAPTIONER: Source(
+        ANNOTATION_FILES[SHARE_CAPTIONER],
+        "https://huggingface.co/datasets/Lin-Chen/ShareGPT4V/resolve/main/"
+        + ANNOTATION_FILES[SHARE_CAPTIONER],
+        "file",
+        size="1.49 GB",
+        check=_CHECK,
+    ),
     # In LoTLIP's repository (not on the HF dataset); branch name unconfirmed.
-    SAM_10K: "https://raw.githubusercontent.com/wuw2019/LoTLIP/main/dataloaders/share4v/"
-    + ANNOTATION_FILES[SAM_10K],
+    SAM_10K: Source(
+        ANNOTATION_FILES[SAM_10K],
+        "https://raw.githubusercontent.com/wuw2019/LoTLIP/main/dataloaders/share4v/"
+        + ANNOTATION_FILES[SAM_10K],
+        "file",
+        check=_CHECK,
+    ),
 }
-SHA256: dict[str, str | None] = {SHARE_CAPTIONER: None, SAM_10K: None}
 
 _CHUNK_CHARS = 1 << 20  # characters read per chunk by the streaming reader
 _MAX_VALUE_CHARS = 64 << 20  # one array element longer than this is a corrupt file
@@ -77,8 +98,8 @@ _TAIL_BYTES = 1 << 20  # ... and the tail, with the size
 
 
 def _how_to_get(root: Path, split: str | None = None) -> str:
-    url = f" --url {URLS[split]}" if split == SAM_10K else ""
-    return f"get it with `densecap-eval download sharegpt4v --root {root}{url} --sha256 HEX`"
+    url = f" --url {SOURCES[SAM_10K].url}" if split == SAM_10K else ""
+    return how_to_get("sharegpt4v", root, options=f"{url} --sha256 HEX")
 
 
 # --- streaming JSON array reader --------------------------------------------------------------
@@ -368,30 +389,23 @@ def download(
 
     Without ``url``: the share-captioner JSON from HF ``Lin-Chen/ShareGPT4V``. With ``url``:
     the file it names, whose name must be one of `ANNOTATION_FILES` (``share4v_sam_10k.json``
-    is in LoTLIP's repository: ``URLS["sam-10k"]``). No checksum is pinned, so ``sha256`` is
+    is in LoTLIP's repository: ``SOURCES["sam-10k"]``). No checksum is pinned, so ``sha256`` is
     required. pooch downloads to a temporary file and moves it into ``root`` only after the
     checksum matched. The photos (COCO, SA-1B, LLaVA) are never downloaded: the returned
     message says where to get them and where to put them.
     """
-    from densecap_eval.datasets.dci.download import DownloadMessage, fetch_archive
-
-    url = url or URLS[SHARE_CAPTIONER]
-    fname = PurePosixPath(url.split("?", 1)[0]).name
+    url = url or SOURCES[SHARE_CAPTIONER].url
+    fname = url_file_name(url)
     split = next((s for s, f in ANNOTATION_FILES.items() if f == fname), None)
     if split is None:
         raise DownloadError(
             f"{url} does not name a ShareGPT4V annotation file "
             f"(expected one of: {', '.join(ANNOTATION_FILES.values())})"
         )
-    digest = sha256 or SHA256[split]
-    if digest is None:
-        raise DownloadError(
-            f"{fname} has no pinned sha256 in densecap-eval: pass --sha256 HEX (Hugging Face "
-            "shows a file's SHA256 under 'Git LFS Details' on its page; for a GitHub file, "
-            "`sha256sum` a copy you trust)"
-        )
     root = Path(root).expanduser()
-    path = fetch_archive(url, digest, downloads=root, progress=progress)
+    # pooch checks the file in place: the root itself is where it stays.
+    path = fetch_source(SOURCES[split], root, url=url, sha256=sha256, progress=progress,
+                        downloads=root)  # fmt: skip
     # The CLI prints ``done`` on stdout and ``todo`` (the photos to fetch by hand) on stderr.
     return DownloadMessage(f"{ANNOTATION_FILES[split]} saved to {path}", photo_steps(root, split))
 

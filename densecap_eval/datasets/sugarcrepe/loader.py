@@ -28,14 +28,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
 from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.download import (
+    DownloadMessage,
+    Source,
+    fetch_source,
+    how_to_get,
+    install_file,
+    make_dir,
+    url_and_sha256,
+    url_file_name,
+)
 from densecap_eval.datasets.guards import SeenIds, release_path
 from densecap_eval.datasets.records import ImageRecord, Text
 from densecap_eval.datasets.sugarcrepe.categories import CATEGORIES
@@ -60,8 +69,29 @@ SUGARCREPE_SHA256: Mapping[str, str] = {
 COCO_VAL2017_URL = "http://images.cocodataset.org/zips/val2017.zip"
 
 
+def category_sources(raw_base: str, digests: Mapping[str, str]) -> dict[str, Source]:
+    """The seven ``data/<category>.json`` under ``raw_base`` (the repository at a commit)."""
+    return {
+        c: Source(
+            f"{c}.json",
+            f"{raw_base}/{DATA_DIR}/{c}.json",
+            "file",
+            install=f"{DATA_DIR}/{c}.json",
+            sha256=digests[c],
+            commit=SUGARCREPE_COMMIT,
+        )
+        for c in CATEGORIES
+    }
+
+
+SOURCES: dict[str, Source] = {
+    **category_sources(SUGARCREPE_RAW, SUGARCREPE_SHA256),
+    "photos": Source("val2017.zip", COCO_VAL2017_URL, "manual", install=str(IMAGES_DIR)),
+}
+
+
 def _how_to_get(root: Path) -> str:
-    return f"get the annotations with `densecap-eval download sugarcrepe --root {root}`"
+    return how_to_get("sugarcrepe", root, what="the annotations")
 
 
 def coco_steps(images: Path) -> str:
@@ -237,38 +267,23 @@ def download(
     sha256. With ``url`` (and its ``sha256``): that one file, whose name must be
     ``<category>.json`` (a mirror). The COCO photos are never downloaded: the message says how.
     """
-    from densecap_eval.datasets.dci.download import DOWNLOADS_DIR, DownloadMessage, fetch_archive
-
     root = Path(root).expanduser()
+    url_and_sha256(url, sha256, pinned="the seven SugarCrepe files have pinned checksums")
     if url is not None:
-        name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        name = url_file_name(url.rstrip("/"))
         category = name.removesuffix(".json")
         if category not in CATEGORIES or not name.endswith(".json"):
             raise DownloadError(
                 f"{url} does not name a SugarCrepe file "
                 f"(expected one of: {', '.join(c + '.json' for c in CATEGORIES)})"
             )
-        if sha256 is None:
-            raise DownloadError("--url needs --sha256 (the checksum of the file at that URL)")
-        wanted = {category: (url, sha256)}
+        wanted = {category: replace(SOURCES[category], url=url, sha256=sha256)}
     else:
-        if sha256 is not None:
-            raise DownloadError(
-                "--sha256 without --url: the seven SugarCrepe files have pinned checksums"
-            )
-        wanted = {
-            c: (f"{SUGARCREPE_RAW}/{DATA_DIR}/{c}.json", SUGARCREPE_SHA256[c]) for c in CATEGORIES
-        }
-    target = root / DATA_DIR
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DownloadError(f"cannot create {target}: {exc.strerror or exc}") from None
-    for category, (file_url, digest) in wanted.items():
-        fetched = fetch_archive(file_url, digest, downloads=root / DOWNLOADS_DIR, progress=progress)
-        partial = target / f".{category}.json.part"
-        shutil.copyfile(fetched, partial)
-        os.replace(partial, target / f"{category}.json")  # never a half-written file in data/
+        wanted = {c: SOURCES[c] for c in CATEGORIES}
+    target = make_dir(root / DATA_DIR)
+    for source in wanted.values():
+        fetched = fetch_source(source, root, progress=progress)
+        install_file(fetched, root / source.install)  # never a half-written file in data/
     return DownloadMessage(
         f"SugarCrepe: {', '.join(c + '.json' for c in wanted)} saved to {target} "
         f"(commit {SUGARCREPE_COMMIT[:7]}, MIT licence); evaluate with --data-root {root}",

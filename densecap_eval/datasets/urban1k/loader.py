@@ -31,15 +31,19 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
-import stat
-import tempfile
-import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
+from densecap_eval.datasets.archives import extract_zip_safely, find_extracted, replace_path
 from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.download import (
+    DownloadMessage,
+    Source,
+    fetch_source,
+    how_to_get,
+    staging,
+)
 from densecap_eval.datasets.guards import SeenIds
 from densecap_eval.datasets.records import ImageRecord, Text
 
@@ -50,15 +54,22 @@ IMAGE_DIR = "image"
 CAPTION_DIR = "caption"
 SPLIT = "test"
 
-URBAN1K_URL = "https://huggingface.co/datasets/BeichenZhang/Urban1k/resolve/main/Urban1k.zip"
-# The published checksum was not available when this loader was written: nothing is pinned,
-# so `download` needs the user's --sha256 (Hugging Face shows it on the file's page).
-URBAN1K_SHA256: str | None = None
-URBAN1K_PAGE = "https://huggingface.co/datasets/BeichenZhang/Urban1k/blob/main/Urban1k.zip"
+_HF = "https://huggingface.co/datasets/BeichenZhang/Urban1k"
+SOURCES: dict[str, Source] = {
+    # The published checksum was not available when this loader was written: nothing is
+    # pinned, so `download` needs the user's --sha256 (Hugging Face shows it on the file's page).
+    "release": Source(
+        "Urban1k.zip",
+        f"{_HF}/resolve/main/Urban1k.zip",
+        "zip",
+        install=RELEASE_DIR,
+        check=f"the SHA256 shown under 'Git LFS Details' on {_HF}/blob/main/Urban1k.zip",
+    ),
+}
 
 
 def _how_to_get(root: Path) -> str:
-    return f"get it with `densecap-eval download urban1k --root {root}`"
+    return how_to_get("urban1k", root)
 
 
 def caption_order(name: str) -> tuple[int, int, str]:
@@ -215,42 +226,22 @@ def download(
 ) -> str:
     """Fetch ``Urban1k.zip`` (pooch, sha256 checked) and extract it safely to ``root/Urban1k``.
 
-    No checksum is pinned (module constant ``URBAN1K_SHA256``), so ``sha256`` is required; a
-    mismatch deletes the download and extracts nothing. An existing ``root/Urban1k`` is
-    replaced once the new one is complete. Returns what was done, for people.
+    No checksum is pinned (`SOURCES`), so ``sha256`` is required; a mismatch deletes the
+    download and extracts nothing. An existing ``root/Urban1k`` is replaced once the new one
+    is complete. Returns what was done, for people.
     """
-    # dci.download's fetcher and its private member-name check are reused, not copied.
-    from densecap_eval.datasets.dci.download import (
-        DOWNLOADS_DIR,
-        DownloadMessage,
-        fetch_archive,
-        replace_path,
-    )
-
-    digest = sha256 or URBAN1K_SHA256
-    if digest is None:
-        raise DownloadError(
-            "Urban1k.zip has no pinned sha256 in densecap-eval: pass --sha256 HEX (the SHA256 "
-            f"shown under 'Git LFS Details' on {URBAN1K_PAGE})"
-        )
     root = Path(root).expanduser()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DownloadError(f"cannot create the data root {root}: {exc.strerror or exc}") from None
-    archive = fetch_archive(
-        url or URBAN1K_URL, digest, downloads=root / DOWNLOADS_DIR, progress=progress
-    )
+    archive = fetch_source(SOURCES["release"], root, url=url, sha256=sha256, progress=progress)
     target = root / RELEASE_DIR
-    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
-    try:
-        content = staging / "content"
-        content.mkdir()
+    with staging(root) as content:
         extract_zip_safely(archive, content)
-        release = _find_release(content, archive)
+        release = find_extracted(content, _is_release, preferred=(RELEASE_DIR, "Urban-1k"))
+        if release is None:
+            raise DownloadError(
+                f"{archive.name} holds no folder with {CAPTION_DIR}/ and {IMAGE_DIR}/: is it "
+                "Urban1k.zip?"
+            )
         replace_path(release, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     captions = sum(1 for p in (target / CAPTION_DIR).iterdir() if p.name.endswith(".txt"))
     images = sum(1 for p in (target / IMAGE_DIR).iterdir() if p.name.endswith(".jpg"))
     return DownloadMessage(  # nothing is left to do by hand: the zip holds the photos
@@ -259,46 +250,5 @@ def download(
     )
 
 
-def extract_zip_safely(archive: Path, dest: Path) -> None:
-    """Extract the zip ``archive`` into ``dest`` after checking every member: no absolute path,
-    no ``..``, no symbolic link, nothing but files and folders (dci.download's rules for tars)."""
-    from densecap_eval.datasets.dci.download import _unsafe_name
-
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            members = zf.infolist()
-            for member in members:
-                problem = _unsafe_name(member.filename)
-                kind = stat.S_IFMT(member.external_attr >> 16)
-                if problem is None and kind == stat.S_IFLNK:
-                    problem = "it is a symbolic link"
-                elif problem is None and kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-                    problem = "it is a device file or FIFO, not a regular file or folder"
-                if problem is not None:
-                    raise DownloadError(
-                        f"{archive.name}: refusing to extract member {member.filename!r}: "
-                        f"{problem}; nothing was extracted"
-                    )
-            zf.extractall(dest, members=members)
-    except zipfile.BadZipFile as exc:
-        raise DownloadError(f"{archive} is not a readable zip archive: {exc}") from None
-    except OSError as exc:
-        raise DownloadError(f"cannot extract {archive}: {exc.strerror or exc}") from None
-
-
-def _find_release(content: Path, archive: Path) -> Path:
-    """The extracted folder holding caption/ and image/: ``Urban1k/`` (the published zip's top
-    folder, inferred), an older ``Urban-1k/``, the top itself, or one folder below any top one."""
-    candidates = [content / RELEASE_DIR, content / "Urban-1k", content]
-    candidates += sorted(
-        p
-        for p in content.iterdir()
-        if p.is_dir() and p not in candidates and p.name != "__MACOSX"  # macOS zip metadata
-    )
-    candidates += sorted(q for p in candidates[3:] for q in p.iterdir() if q.is_dir())
-    for candidate in candidates:
-        if (candidate / CAPTION_DIR).is_dir() and (candidate / IMAGE_DIR).is_dir():
-            return candidate
-    raise DownloadError(
-        f"{archive.name} holds no folder with {CAPTION_DIR}/ and {IMAGE_DIR}/: is it Urban1k.zip?"
-    )
+def _is_release(folder: Path) -> bool:
+    return (folder / CAPTION_DIR).is_dir() and (folder / IMAGE_DIR).is_dir()

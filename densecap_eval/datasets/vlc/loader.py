@@ -33,17 +33,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import posixpath
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
+from densecap_eval.datasets.archives import extract_zip_safely, find_extracted
 from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.download import (
+    DownloadMessage,
+    Source,
+    fetch_source,
+    how_to_get,
+    install_bytes,
+    staging,
+    url_and_sha256,
+    url_file_name,
+)
 from densecap_eval.datasets.guards import unsafe_reason
 from densecap_eval.datasets.records import ImageRecord, Text
 
@@ -103,7 +111,7 @@ class VLCEntry:
 
 
 def _how_to_get(root: Path) -> str:
-    return f"get the annotations with `densecap-eval download vlc --root {root}`"
+    return how_to_get("vlc", root, what="the annotations")
 
 
 def parse_flat_yaml(text: str, *, where: str) -> dict[str, str]:
@@ -441,6 +449,17 @@ VLC_BLOBS: Mapping[str, str] = {
 }  # fmt: skip
 
 
+def blob_sources(raw_base: str, blobs: Mapping[str, str]) -> dict[str, Source]:
+    """One `Source` per file of the pinned tree (``raw_base``: the repository at the commit)."""
+    return {
+        rel: Source(rel, f"{raw_base}/{rel}", "git-blob", install=rel, commit=VLC_COMMIT, blob=blob)
+        for rel, blob in blobs.items()
+    }
+
+
+SOURCES: dict[str, Source] = blob_sources(VLC_RAW, VLC_BLOBS)
+
+
 def git_blob_id(data: bytes) -> str:
     """git's object id of a file with these bytes (``git hash-object``)."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
@@ -462,57 +481,53 @@ def download(
     fetched with pooch, extracted safely, and the same files taken from it and checked the
     same way. Photos are never downloaded: the message says how to get them.
     """
-    from densecap_eval.datasets.dci.download import DOWNLOADS_DIR, DownloadMessage, fetch_archive
-
     root = Path(root).expanduser()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DownloadError(f"cannot create the data root {root}: {exc.strerror or exc}") from None
-    staging = Path(tempfile.mkdtemp(prefix=".vlc-", dir=root))
-    try:
-        if url is not None:
-            if sha256 is None:
-                raise DownloadError("--url needs --sha256 (the checksum of the archive)")
-            from densecap_eval.datasets.urban1k.loader import extract_zip_safely
-
-            archive = fetch_archive(url, sha256, downloads=root / DOWNLOADS_DIR, progress=progress)
-            extract_zip_safely(archive, staging / "content")
-            source = _find_tree(staging / "content", archive.name)
-            files = {
-                rel: (source / rel).read_bytes() for rel in VLC_BLOBS if (source / rel).is_file()
-            }
-            missing = [rel for rel in VLC_BLOBS if rel not in files]
-            if missing:
-                raise DownloadError(f"{archive.name} lacks {len(missing)} files, e.g. {missing[0]}")
-        else:
-            if sha256 is not None:
-                raise DownloadError(
-                    "--sha256 without --url: the VL-CheckList files are pinned by their git "
-                    "blob ids at the commit DCI uses"
-                )
-            files = {rel: _fetch_raw(f"{VLC_RAW}/{rel}", progress=progress) for rel in VLC_BLOBS}
-        for rel, data in files.items():
-            got = git_blob_id(data)
-            if got != VLC_BLOBS[rel]:
-                raise DownloadError(
-                    f"{rel}: git blob id {got} is not {VLC_BLOBS[rel]} (the file at commit "
-                    f"{VLC_COMMIT[:7]}); nothing was installed"
-                )
-        for rel, data in files.items():  # all checked: now install, each file atomically
-            target = root / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(f".{target.name}.part")
-            partial.write_bytes(data)
-            os.replace(partial, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    url_and_sha256(
+        url, sha256,
+        pinned="the VL-CheckList files are pinned by their git blob ids at the commit DCI uses",
+    )  # fmt: skip
+    if url is not None:
+        files = _files_from_archive(root, url, str(sha256), progress=progress)
+    else:
+        files = {rel: _fetch_raw(source.url, progress=progress) for rel, source in SOURCES.items()}
+    _check_blobs(files)
+    for rel, data in files.items():  # all checked: now install, each file atomically
+        install_bytes(data, root / SOURCES[rel].install)
     return DownloadMessage(
         f"VL-CheckList annotations (commit {VLC_COMMIT[:7]}, the {len(DCI_FILES)} files DCI "
         f"runs, corpus.json and their yaml) saved to {root}; the repository has no licence "
         f"file; evaluate with --data-root {root}",
         image_steps(root / IMAGES_DIR),
     )
+
+
+def _files_from_archive(root: Path, url: str, sha256: str, *, progress: bool) -> dict[str, bytes]:
+    """The pinned tree's files, read from a zip of the repository (checked by the caller)."""
+    mirror = Source(url_file_name(url), url, "zip")
+    archive = fetch_source(mirror, root, sha256=sha256, progress=progress)
+    with staging(root, prefix=".vlc-") as content:
+        extract_zip_safely(archive, content)
+        source = find_extracted(content, lambda folder: (folder / CORPUS_FILE).is_file())
+        if source is None:
+            raise DownloadError(
+                f"{archive.name} holds no corpus.json: is it a VL-CheckList archive?"
+            )
+        files = {rel: (source / rel).read_bytes() for rel in SOURCES if (source / rel).is_file()}
+    missing = [rel for rel in SOURCES if rel not in files]
+    if missing:
+        raise DownloadError(f"{archive.name} lacks {len(missing)} files, e.g. {missing[0]}")
+    return files
+
+
+def _check_blobs(files: Mapping[str, bytes]) -> None:
+    """Every file's git blob id against the pinned one; DownloadError (nothing installed)."""
+    for rel, data in files.items():
+        got, pinned = git_blob_id(data), SOURCES[rel].blob
+        if got != pinned:
+            raise DownloadError(
+                f"{rel}: git blob id {got} is not {pinned} (the file at commit "
+                f"{VLC_COMMIT[:7]}); nothing was installed"
+            )
 
 
 def _fetch_raw(url: str, *, progress: bool) -> bytes:
@@ -526,12 +541,3 @@ def _fetch_raw(url: str, *, progress: bool) -> bytes:
     except requests.exceptions.RequestException as exc:
         raise DownloadError(f"cannot download {url}: {exc}") from None
     return response.content
-
-
-def _find_tree(content: Path, archive: str) -> Path:
-    """The extracted folder holding corpus.json: the top, or one folder below it (GitHub
-    archives hold ``<repo>-<commit>/``)."""
-    for candidate in [content, *sorted(p for p in content.iterdir() if p.is_dir())]:
-        if (candidate / CORPUS_FILE).is_file():
-            return candidate
-    raise DownloadError(f"{archive} holds no corpus.json: is it a VL-CheckList archive?")

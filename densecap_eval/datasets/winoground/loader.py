@@ -47,9 +47,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from densecap_eval.core.errors import BadRecordError, DatasetError
+from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
 from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.download import DownloadMessage, Source
 from densecap_eval.datasets.guards import SeenIds, iter_json_lines, missing_shards
+from densecap_eval.datasets.hub import HF_CACHE_DIR, materialise_image, quiet_hf
 from densecap_eval.datasets.records import ImageRecord, Text
 
 SPLIT = "test"
@@ -64,6 +66,8 @@ PARQUET = "parquet"
 JSONL = "jsonl"
 REQUIRED_COLUMNS = ("id", "image_0", "image_1", "caption_0", "caption_1")
 TAG_FIELDS: tuple[str, ...] = ("tag", "secondary_tag", "collapsed_tag")
+# Gated: fetched by the user with their own Hub token, never by densecap-eval.
+SOURCES: dict[str, Source] = {"release": Source(HUB_REPO, HUB_PAGE, "hf-gated", install=SUBDIR)}
 
 
 def _how_to_get(root: Path) -> str:
@@ -187,10 +191,9 @@ class WinogroundDataset(DatasetBase):
         import datasets
 
         from densecap_eval.core.paths import default_cache_dir
-        from densecap_eval.datasets.files.loader import HF_CACHE_DIR, _quiet_hf
 
         try:
-            with _quiet_hf():
+            with quiet_hf():
                 table = datasets.load_dataset(
                     "parquet",
                     data_files={SPLIT: [str(p) for p in self.files]},
@@ -322,7 +325,6 @@ def _image_file(name: str, k: int, value: Any, where: str) -> Path:
     """The content-addressed file of ``image_k`` (embedded bytes, or the bytes the 2022 layout's
     zip gave), after checking the bytes decode; BadRecordError naming ``where`` (the image's
     place in the release, not its cache copy) when missing or unusable."""
-    from densecap_eval.datasets.files.loader import _materialise
     from densecap_eval.datasets.photos import check_image_bytes
 
     if isinstance(value, BadRecordError):
@@ -336,7 +338,7 @@ def _image_file(name: str, k: int, value: Any, where: str) -> Path:
     if not data:
         raise BadRecordError(name, f"no image_{k}")
     check_image_bytes(data, image=name, where=where)
-    return _materialise(name, data, stored or f"{name}_img_{k}.png")
+    return materialise_image(name, data, stored or f"{name}_img_{k}.png")
 
 
 # --- the 2022 layout's images -------------------------------------------------------------------
@@ -396,9 +398,6 @@ def download(
 ) -> str:
     """Fetch nothing: Winoground is gated on the Hub. Returns the steps to get it by hand (and,
     when ``root`` already holds it, says so)."""
-    from densecap_eval.core.errors import DownloadError
-    from densecap_eval.datasets.dci.download import DownloadMessage
-
     del progress
     if url is not None or sha256 is not None:
         raise DownloadError(
