@@ -273,7 +273,7 @@ def test_not_json_lines(root: Path) -> None:
 
 def test_unknown_split_and_missing_photo_folder(root: Path) -> None:
     ds = IIWDataset(root)
-    with pytest.raises(DatasetError, match="unknown IIW split 'test'"):
+    with pytest.raises(DatasetError, match="unknown split 'test' of IIW"):
         ds.records("test")
     shutil.rmtree(root / "docci_aar")
     assert len(list(ds.records("DOCCI_Test"))) == 2  # other subsets still readable
@@ -289,7 +289,7 @@ def test_fingerprint(root: Path) -> None:
     pool_fp = ds.fingerprint(ds.splits())
     assert pool_fp == IIWDataset(root).fingerprint(list(reversed(SUBSETS)))
     assert ds.fingerprint(["IIW-400"]) != pool_fp
-    with pytest.raises(DatasetError, match="unknown IIW split"):
+    with pytest.raises(DatasetError, match="unknown split"):
         ds.fingerprint(["test"])
     path = root / "datasets" / "DCI_Test" / "data.jsonl"
     path.write_text(path.read_text() + "\n")

@@ -38,7 +38,6 @@ read; the JSON file unreadable as a list of cases is `DatasetError` (exit 1).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Iterator, Sequence
@@ -48,7 +47,7 @@ from typing import Any
 
 from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
 from densecap_eval.datasets.archives import extract_safely, find_extracted, replace_path
-from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.base import DatasetBase, FingerprintFile
 from densecap_eval.datasets.download import (
     DownloadMessage,
     Source,
@@ -86,10 +85,6 @@ SOURCES: dict[str, Source] = {
     for name, file_id in GDRIVE_IDS.items()
 }
 BBOX_KEYS: tuple[str, str, str, str] = ("bbox_x", "bbox_y", "bbox_w", "bbox_h")
-
-
-def _how_to_get(root: Path) -> str:
-    return f"`densecap-eval download aro-vg --root {root}` prints the gdown steps"
 
 
 def drive_link(file_id: str) -> str:
@@ -139,19 +134,23 @@ class AROVGDataset(DatasetBase):
     name = "aro-vg"
     title = "ARO VG"
 
+    @classmethod
+    def how_to_get(cls, root: Path) -> str:
+        return f"`densecap-eval download aro-vg --root {root}` prints the gdown steps"
+
     def __init__(self, root: str | Path, *, strict: bool = False) -> None:
-        super().__init__(root, strict=strict, hint=_how_to_get(Path(root)))
+        super().__init__(root, strict=strict)
         self.image_dir = self.root / IMAGES_DIR
         if not self.image_dir.is_dir():
             raise DatasetError(
                 f"{self.image_dir} not found: ARO VG needs images/ (from {IMAGES_ZIP}); "
-                f"{_how_to_get(self.root)}"
+                f"{self.how_to_get(self.root)}"
             )
         self._splits = [s for s, f in ANNOTATION_FILES.items() if (self.root / f).is_file()]
         if not self._splits:
             raise DatasetError(
                 f"{self.root} holds neither {' nor '.join(ANNOTATION_FILES.values())}; "
-                f"{_how_to_get(self.root)}"
+                f"{self.how_to_get(self.root)}"
             )
         self._raw: dict[str, list[Any]] = {}
 
@@ -161,33 +160,29 @@ class AROVGDataset(DatasetBase):
         """The splits whose JSON is present, relation first."""
         return list(self._splits)
 
-    def _check_split(self, split: str) -> Path:
-        if split not in ANNOTATION_FILES:
-            raise DatasetError(
-                f"unknown split {split!r} of ARO VG (known: {', '.join(ANNOTATION_FILES)})"
-            )
+    def known_splits(self) -> list[str]:
+        return list(ANNOTATION_FILES)
+
+    def annotation_path(self, split: str) -> Path:
+        """The JSON of ``split``; DatasetError (with the gdown step) when it is absent."""
+        self.check_split(split)
         path = self.root / ANNOTATION_FILES[split]
         if split not in self._splits:
             name = ANNOTATION_FILES[split]
             raise DatasetError(
                 f"{path} not found (ARO VG split {split!r}): `gdown {GDRIVE_IDS[name]} -O "
-                f"{path}`; {_how_to_get(self.root)}"
+                f"{path}`; {self.how_to_get(self.root)}"
             )
         return path
 
-    def fingerprint(self, splits: Sequence[str]) -> str:
-        """sha256 over each split's JSON name and bytes (a few MB each); photos are not read."""
-        digest = hashlib.sha256()
-        for split in splits:
-            path = self._check_split(split)
-            data = path.read_bytes()
-            digest.update(f"{path.name}\0{len(data)}\0".encode())
-            digest.update(data)
-        return digest.hexdigest()
+    def fingerprint_files(self, splits: Sequence[str]) -> list[FingerprintFile]:
+        """Each split's JSON (a few MB each), in the order asked; photos are not read."""
+        paths = [self.annotation_path(split) for split in splits]
+        return [FingerprintFile(path.name, path) for path in paths]
 
     def _load(self, split: str) -> list[Any]:
         if split not in self._raw:
-            path = self._check_split(split)
+            path = self.annotation_path(split)
             try:
                 with open(path, encoding="utf-8-sig") as f:  # a byte-order mark is harmless
                     data = json.load(f)
@@ -212,79 +207,32 @@ class AROVGDataset(DatasetBase):
         not decode (`photo_size`: decoded once per photo)."""
         from densecap_eval.datasets.photos import photo_size
 
-        for index, raw in enumerate(self._load(split)):
-            try:
-                item = self.parse(split, index, raw)
-                if check_photos:
-                    photo_size(item.path, image=item.key)
-            except BadRecordError as exc:
-                self.skip(exc)
-                continue
-            yield item
+        def parse(case: tuple[int, Any]) -> VGItem:
+            item = self.parse(split, *case)
+            if check_photos:
+                photo_size(item.path, image=item.key)
+            return item
+
+        cases = enumerate(self._load(split))
+        return self.iter_parsed(((f"{split}#{i}", (i, raw)) for i, raw in cases), parse)
 
     def parse(self, split: str, index: int, raw: Any) -> VGItem:
         """One JSON test case as a `VGItem`; BadRecordError (named ``split#index``) if unusable."""
         key = f"{split}#{index}"
-
-        def bad(reason: str) -> BadRecordError:
-            return BadRecordError(key, reason)
-
         if not isinstance(raw, dict):
-            raise bad(f"is a JSON {type(raw).__name__}, not an object")
-        image = raw.get("image_path")
-        if not isinstance(image, str) or not image.strip():
-            raise bad("has no image_path string")
-        parts = PurePosixPath(image.replace("\\", "/")).parts
-        if image.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-            raise bad(f"image_path {image!r} leaves images/")
-        bbox: list[float] = []
-        for name in BBOX_KEYS:
-            value = raw.get(name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise bad(f"{name} is {value!r}, not a number")
-            if not math.isfinite(value):
-                raise bad(f"{name} is {value!r}, not a finite number")
-            bbox.append(value)
-        x, y, w, h = bbox
-        if w < 0 or h < 0:  # Pillow raises: right < left or bottom < top
-            raise bad(f"bbox width/height ({w}, {h}) is negative")
-        left, top, right, bottom = pil_box(x, y, w, h)
-        if right <= left or bottom <= top:
-            raise bad(f"bbox (x={x}, y={y}, w={w}, h={h}) crops no pixel")
-        if (right - left) * (bottom - top) > pixel_limit():  # the crop would be a bomb
-            raise bad(
-                f"bbox (x={x}, y={y}, w={w}, h={h}) crops {right - left}x{bottom - top} pixels, "
-                f"over the {pixel_limit()}-pixel decompression-bomb limit"
-            )
-        captions = []
-        for name in ("true_caption", "false_caption"):
-            text = raw.get(name)
-            if not isinstance(text, str) or not text.strip():
-                raise bad(f"{name} is {text!r}, not a non-blank string")
-            captions.append(text)
-        relation: str | None = None
-        attributes: tuple[str, str] | None = None
-        if split == RELATION:
-            relation = raw.get("relation_name")
-            if not isinstance(relation, str):
-                raise bad(f"relation_name is {relation!r}, not a string")
-        else:
-            attrs = raw.get("attributes")
-            if (
-                not isinstance(attrs, list)
-                or len(attrs) < 2
-                or not all(isinstance(a, str) for a in attrs[:2])
-            ):
-                raise bad(f"attributes is {attrs!r}, not a list of two strings")
-            attributes = (attrs[0], attrs[1])
+            raise BadRecordError(key, f"is a JSON {type(raw).__name__}, not an object")
+        image = _image_path(key, raw)
+        x, y, w, h = _bbox(key, raw)
+        true_caption, false_caption = _captions(key, raw)
+        relation, attributes = _group(key, split, raw)
         return VGItem(
             split,
             index,
             image,
             self.image_dir / image,
             (x, y, w, h),
-            captions[0],
-            captions[1],
+            true_caption,
+            false_caption,
             relation_name=relation,
             attributes=attributes,
         )
@@ -306,6 +254,71 @@ class AROVGDataset(DatasetBase):
                     regions=(RegionText(item.box, texts, key=str(item.index)),),
                     meta={"image_path": item.image, "group": item.group, "bbox": item.bbox},
                 )
+
+
+# --- one test case -----------------------------------------------------------------------------
+
+
+def _image_path(key: str, raw: dict[str, Any]) -> str:
+    image = raw.get("image_path")
+    if not isinstance(image, str) or not image.strip():
+        raise BadRecordError(key, "has no image_path string")
+    parts = PurePosixPath(image.replace("\\", "/")).parts
+    if image.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+        raise BadRecordError(key, f"image_path {image!r} leaves images/")
+    return image
+
+
+def _bbox(key: str, raw: dict[str, Any]) -> tuple[float, float, float, float]:
+    """The four bbox values, checked to crop at least one pixel and stay under the bomb limit."""
+    bbox: list[float] = []
+    for name in BBOX_KEYS:
+        value = raw.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise BadRecordError(key, f"{name} is {value!r}, not a number")
+        if not math.isfinite(value):
+            raise BadRecordError(key, f"{name} is {value!r}, not a finite number")
+        bbox.append(value)
+    x, y, w, h = bbox
+    if w < 0 or h < 0:  # Pillow raises: right < left or bottom < top
+        raise BadRecordError(key, f"bbox width/height ({w}, {h}) is negative")
+    left, top, right, bottom = pil_box(x, y, w, h)
+    if right <= left or bottom <= top:
+        raise BadRecordError(key, f"bbox (x={x}, y={y}, w={w}, h={h}) crops no pixel")
+    if (right - left) * (bottom - top) > pixel_limit():  # the crop would be a bomb
+        raise BadRecordError(
+            key,
+            f"bbox (x={x}, y={y}, w={w}, h={h}) crops {right - left}x{bottom - top} pixels, "
+            f"over the {pixel_limit()}-pixel decompression-bomb limit",
+        )
+    return x, y, w, h
+
+
+def _captions(key: str, raw: dict[str, Any]) -> tuple[str, str]:
+    captions = []
+    for name in ("true_caption", "false_caption"):
+        text = raw.get(name)
+        if not isinstance(text, str) or not text.strip():
+            raise BadRecordError(key, f"{name} is {text!r}, not a non-blank string")
+        captions.append(text)
+    return captions[0], captions[1]
+
+
+def _group(key: str, split: str, raw: dict[str, Any]) -> tuple[str | None, tuple[str, str] | None]:
+    """(relation_name, None) for VG-R, (None, the first two attributes) for VG-A."""
+    if split == RELATION:
+        relation = raw.get("relation_name")
+        if not isinstance(relation, str):
+            raise BadRecordError(key, f"relation_name is {relation!r}, not a string")
+        return relation, None
+    attrs = raw.get("attributes")
+    if (
+        not isinstance(attrs, list)
+        or len(attrs) < 2
+        or not all(isinstance(a, str) for a in attrs[:2])
+    ):
+        raise BadRecordError(key, f"attributes is {attrs!r}, not a list of two strings")
+    return None, (attrs[0], attrs[1])
 
 
 # --- download ---------------------------------------------------------------------------------

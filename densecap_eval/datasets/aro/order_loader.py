@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
-from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.base import DatasetBase, FingerprintFile
 from densecap_eval.datasets.download import DownloadMessage, Source, fetch_source, install_file
-from densecap_eval.datasets.guards import id_key
+from densecap_eval.datasets.guards import SeenIds
 from densecap_eval.datasets.records import ImageRecord, Text
 
 SPLIT = "test"
@@ -84,20 +84,22 @@ class _OrderDataset(DatasetBase):
     image_dir: ClassVar[str] = ""  # where the photos of the published JSON live
     images_how: ClassVar[str] = ""  # how to get them, for messages
 
+    declared_splits = (SPLIT,)
+
     def __init__(self, root: str | Path, *, strict: bool = False) -> None:
-        super().__init__(root, strict=strict, hint=self._hint(Path(root)))
+        super().__init__(root, strict=strict)
         self.annotation_file = self.root / self.json_name
         if not self.annotation_file.is_file():
             raise DatasetError(
-                f"{self.title}: {self.annotation_file} not found; {self._hint(self.root)}"
+                f"{self.title}: {self.annotation_file} not found; {self.how_to_get(self.root)}"
             )
         self._records = self._read()
 
     @classmethod
-    def _hint(cls, root: Path) -> str:
+    def how_to_get(cls, root: Path) -> str:
         return (
-            f"get it with `densecap-eval download {cls.name} --root {root}`; the photos go "
-            f"under {root}/{cls.image_dir}/ ({cls.images_how})"
+            f"{super().how_to_get(root)}; the photos go under {root}/{cls.image_dir}/ "
+            f"({cls.images_how})"
         )
 
     def _read(self) -> list[OrderRecord]:
@@ -109,19 +111,17 @@ class _OrderDataset(DatasetBase):
             raise DatasetError(
                 f"{self.annotation_file}: expected a list of records, got {type(data).__name__}"
             )
-        out: list[OrderRecord] = []
-        seen: set[str] = set()
-        for index, item in enumerate(data):
-            try:
-                record = self._parse(index, item, seen)
-            except BadRecordError as exc:
-                self.skip(exc)
-                continue
-            seen.add(id_key(record.image))
-            out.append(record)
-        return out
+        return list(
+            self.iter_parsed(
+                ((f"record {index}", (index, item)) for index, item in enumerate(data)),
+                lambda pair: self._parse(*pair),
+                ids=SeenIds("image"),
+                key=lambda record: record.image,
+                image=lambda record: f"record {record.index} ({record.image})",
+            )
+        )
 
-    def _parse(self, index: int, item: Any, seen: set[str]) -> OrderRecord:
+    def _parse(self, index: int, item: Any) -> OrderRecord:
         name = f"record {index}"
         if not isinstance(item, dict):
             raise BadRecordError(name, f"not an object but {type(item).__name__}")
@@ -132,8 +132,6 @@ class _OrderDataset(DatasetBase):
         normal = posixpath.normpath(image.replace("\\", "/"))
         if posixpath.isabs(normal) or normal == ".." or normal.startswith("../"):
             raise BadRecordError(name, "its image path leaves the data root")
-        if id_key(image) in seen:  # compared after Unicode NFC (guards.id_key)
-            raise BadRecordError(name, "its image is listed twice")
         if not isinstance(captions, list) or not captions:
             raise BadRecordError(name, "'caption' is not a non-empty list")
         if not all(isinstance(c, str) for c in captions):
@@ -144,13 +142,6 @@ class _OrderDataset(DatasetBase):
         return f"{self.annotation_file}: {error.image}"
 
     # --- the Dataset protocol -----------------------------------------------------------------
-
-    def splits(self) -> list[str]:
-        return [SPLIT]
-
-    def check_split(self, split: str | None) -> None:
-        if split not in (None, SPLIT):
-            raise DatasetError(f"unknown split {split!r} of {self.title} (known: {SPLIT})")
 
     def annotations(self) -> list[OrderRecord]:
         """Every usable record, in file order (bad ones were skipped when the file was read)."""
@@ -173,13 +164,9 @@ class _OrderDataset(DatasetBase):
                 meta={"index": rec.index},
             )
 
-    def fingerprint(self, splits: Sequence[str]) -> str:
-        """sha256 of the annotation JSON's bytes (photos are not read)."""
-        from densecap_eval.core.hashing import file_sha256
-
-        for split in splits:
-            self.check_split(split)
-        return file_sha256(self.annotation_file)
+    def fingerprint_files(self, splits: Sequence[str]) -> list[FingerprintFile]:
+        """The annotation JSON (photos are not read)."""
+        return [FingerprintFile(self.json_name, self.annotation_file)]
 
 
 class COCOOrderDataset(_OrderDataset):

@@ -26,8 +26,6 @@ skipped and named (``line N`` or the id); photos are checked by the task; BOM an
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import posixpath
@@ -38,7 +36,7 @@ from typing import Any
 
 from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
 from densecap_eval.datasets.archives import extract_safely, replace_path
-from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.base import DatasetBase, FingerprintFile
 from densecap_eval.datasets.download import (
     DownloadMessage,
     Source,
@@ -50,7 +48,6 @@ from densecap_eval.datasets.download import (
 )
 from densecap_eval.datasets.guards import (
     SeenIds,
-    annotation_sha256,
     check_json_lines,
     iter_json_lines,
     plain_file_name,
@@ -77,33 +74,33 @@ _FIELDS = ("example_id", "split", "image_file", "description")
 # --- the dataset ------------------------------------------------------------------------------
 
 
-def _hint(root: Path) -> str:
-    return (
-        f"get it with `densecap-eval download docci --root {root}` (or from {DESCRIPTIONS_URL}); "
-        f"the photos go in {root / IMAGES_DIR}/ (docci_images.tar.gz, 7.1 GB, {IMAGES_URL})"
-    )
-
-
 class DOCCIDataset(DatasetBase):
     """The DOCCI release under ``root`` (the folder holding docci_descriptions.jsonlines)."""
 
     name = "docci"
     title = "DOCCI"
 
+    @classmethod
+    def how_to_get(cls, root: Path) -> str:
+        return (
+            f"{super().how_to_get(root)} (or from {DESCRIPTIONS_URL}); the photos go in "
+            f"{root / IMAGES_DIR}/ (docci_images.tar.gz, 7.1 GB, {IMAGES_URL})"
+        )
+
     def __init__(self, root: str | Path, *, strict: bool = False) -> None:
-        super().__init__(root, strict=strict, hint=_hint(Path(root)))
+        super().__init__(root, strict=strict)
         self.annotations = self.root / DESCRIPTIONS_FILE
         if not self.annotations.is_file():
-            raise DatasetError(f"{self.annotations} not found; {_hint(self.root)}")
+            raise DatasetError(f"{self.annotations} not found; {self.how_to_get(self.root)}")
         names: dict[str, None] = {}
-        for value in check_json_lines(self.annotations, hint=_hint(self.root)):
+        for value in check_json_lines(self.annotations, hint=self.how_to_get(self.root)):
             split = value.get("split")
             if isinstance(split, str) and split:
                 names.setdefault(split)
         if not names:
             raise DatasetError(
                 f"{self.annotations} has no record with a `split`: is it DOCCI's "
-                f"{DESCRIPTIONS_FILE}? {_hint(self.root)}"
+                f"{DESCRIPTIONS_FILE}? {self.how_to_get(self.root)}"
             )
         self._splits = list(names)
 
@@ -111,29 +108,25 @@ class DOCCIDataset(DatasetBase):
         """Split names in order of first appearance in the descriptions file."""
         return list(self._splits)
 
-    def _check_split(self, split: str) -> None:
-        if split not in self._splits:
-            raise DatasetError(
-                f"unknown split {split!r} in {self.annotations} (known: {', '.join(self._splits)})"
-            )
+    def splits_source(self) -> Path:
+        return self.annotations
 
     def photo_dir(self, split: str) -> Path:
         return self.root / (AAR_IMAGES_DIR if split.startswith("aar") else IMAGES_DIR)
 
-    def fingerprint(self, splits: Sequence[str]) -> str:
-        """sha256 of the descriptions file's bytes and the sorted split names."""
-        for split in splits:
-            self._check_split(split)
-        digest = hashlib.sha256(b"docci\0")
-        digest.update(annotation_sha256(self.annotations).encode())
-        digest.update(json.dumps(sorted(set(splits))).encode("utf-8"))
-        return digest.hexdigest()
+    def fingerprint_extra(self, splits: Sequence[str]) -> object:
+        """The split names (one file holds every split)."""
+        return ["docci", sorted(set(splits))]
+
+    def fingerprint_files(self, splits: Sequence[str]) -> list[FingerprintFile]:
+        """The descriptions file (photos are not read)."""
+        return [FingerprintFile(DESCRIPTIONS_FILE, self.annotations)]
 
     def records(self, split: str | None = None) -> Iterator[ImageRecord]:
         """Records of ``split`` (every split when None) in file order; see the module doc."""
         wanted = [split] if split is not None else self.splits()
         for name in wanted:
-            self._check_split(name)
+            self.check_split(name)
         for folder in dict.fromkeys(self.photo_dir(name) for name in wanted):
             if not folder.is_dir():
                 source = AAR_IMAGES_URL if folder.name == AAR_IMAGES_DIR else IMAGES_URL
@@ -146,24 +139,21 @@ class DOCCIDataset(DatasetBase):
         return self._iter(set(wanted))
 
     def _iter(self, wanted: set[str]) -> Iterator[ImageRecord]:
-        seen = SeenIds("example_id")
-        where = DESCRIPTIONS_FILE
-        for number, value, problem in iter_json_lines(self.annotations):
-            if value is None:
-                self.skip(BadRecordError(f"line {number}", f"{where} line {number}: {problem}"))
-                continue
-            split = value.get("split")
-            if isinstance(split, str) and split and split not in wanted:
-                continue  # another split's record: not checked here
-            try:
-                record = self._parse(number, value)
-                seen.check(record.id, where=f"{where} line {number}")
-            except BadRecordError as exc:
-                self.skip(exc)
-                continue
-            yield record
+        lines = (
+            (f"{DESCRIPTIONS_FILE} line {number}", (number, value, problem))
+            for number, value, problem in iter_json_lines(self.annotations)
+            if value is None or _split_of(value) in wanted or _split_of(value) is None
+        )  # another split's record is not checked here
+        return self.iter_parsed(
+            lines, lambda line: self._parse(*line), ids=SeenIds("example_id"), key=_record_id
+        )
 
-    def _parse(self, number: int, raw: Mapping[str, Any]) -> ImageRecord:
+    def _parse(
+        self, number: int, raw: Mapping[str, Any] | None, problem: str | None
+    ) -> ImageRecord:
+        if raw is None:
+            line = f"line {number}"
+            raise BadRecordError(line, f"{DESCRIPTIONS_FILE} {line}: {problem}")
         example_id = raw.get("example_id")
         image = example_id if isinstance(example_id, str) and example_id else f"line {number}"
         where = f"{DESCRIPTIONS_FILE} line {number}"
@@ -190,6 +180,16 @@ class DOCCIDataset(DatasetBase):
             split=split,
             meta={"line": number},
         )
+
+
+def _split_of(value: Mapping[str, Any]) -> str | None:
+    """A line's split when it names one (None: the record is checked, and refused, whole)."""
+    split = value.get("split")
+    return split if isinstance(split, str) and split else None
+
+
+def _record_id(record: ImageRecord) -> str:
+    return record.id
 
 
 # --- download ---------------------------------------------------------------------------------

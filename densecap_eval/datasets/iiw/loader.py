@@ -28,7 +28,6 @@ CRLF are read.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
-from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.base import DatasetBase, FingerprintFile
 from densecap_eval.datasets.download import (
     DOWNLOADS_DIR,
     DownloadMessage,
@@ -112,14 +111,6 @@ SOURCES: dict[str, Source] = {
 }
 
 
-def _hint(root: Path) -> str:
-    folders = ", ".join(f"{root / PHOTO_DIRS[s]}/" for s in SUBSETS)
-    return (
-        f"get the IIW annotations with `densecap-eval download iiw --root {root}`; "
-        f"the photos go in {folders} (from DOCCI and DCI; the download message says how)"
-    )
-
-
 def photo_name(raw: Mapping[str, Any]) -> object:
     """LoTLIP's photo name of a record: ``image`` if present, else ``image/key``, with ``.jpg``
     appended when the name does not contain ``.jpg`` (None when neither key is there)."""
@@ -134,12 +125,22 @@ class IIWDataset(DatasetBase):
 
     name = "iiw"
     title = "IIW"
+    declared_splits = SUBSETS
+    get_what = "the IIW annotations"
+
+    @classmethod
+    def how_to_get(cls, root: Path) -> str:
+        folders = ", ".join(f"{root / PHOTO_DIRS[s]}/" for s in SUBSETS)
+        return (
+            f"{super().how_to_get(root)}; the photos go in {folders} (from DOCCI and DCI; the "
+            "download message says how)"
+        )
 
     def __init__(self, root: str | Path, *, strict: bool = False) -> None:
-        super().__init__(root, strict=strict, hint=_hint(Path(root)))
+        super().__init__(root, strict=strict)
         self._files = {subset: self._find(subset) for subset in SUBSETS}
         for path in self._files.values():
-            for _ in check_json_lines(path, hint=_hint(self.root)):
+            for _ in check_json_lines(path, hint=self.how_to_get(self.root)):
                 pass
 
     def _find(self, subset: str) -> Path:
@@ -147,7 +148,7 @@ class IIWDataset(DatasetBase):
         github = self.root / GITHUB_DIR / subset / ANNOTATIONS_FILE
         found = [p for p in (flat, github) if p.is_file()]
         if not found:
-            raise DatasetError(f"{github} not found (nor {flat}); {_hint(self.root)}")
+            raise DatasetError(f"{github} not found (nor {flat}); {self.how_to_get(self.root)}")
         if len(found) == 2 and annotation_sha256(flat) != annotation_sha256(github):
             raise DatasetError(
                 f"{flat} and {github} both exist and differ: keep one of them (which one "
@@ -156,40 +157,21 @@ class IIWDataset(DatasetBase):
         return found[0]
 
     def annotation_path(self, subset: str) -> Path:
-        self._check_split(subset)
+        self.check_split(subset)
         return self._files[subset]
-
-    def splits(self) -> list[str]:
-        """The pool's subsets, in its order (records of all of them: the 612 pool)."""
-        return list(SUBSETS)
-
-    def _check_split(self, split: str) -> None:
-        if split not in SUBSETS:
-            raise DatasetError(
-                f"unknown IIW split {split!r} (known: {', '.join(SUBSETS)}; no split: the pool "
-                "of all three)"
-            )
 
     def photo_dir(self, subset: str) -> Path:
         return self.root / PHOTO_DIRS[subset]
 
-    def fingerprint(self, splits: Sequence[str]) -> str:
-        """sha256 of the annotation bytes of ``splits`` (pool order) with their names."""
-        digest = hashlib.sha256(b"iiw\0")
-        chosen = set(splits)
-        for split in chosen:
-            self._check_split(split)
-        for subset in SUBSETS:
-            if subset in chosen:
-                digest.update(subset.encode("utf-8") + b"\0")
-                digest.update(annotation_sha256(self._files[subset]).encode())
-        return digest.hexdigest()
+    def fingerprint_files(self, splits: Sequence[str]) -> list[FingerprintFile]:
+        """The annotation files of ``splits``, in pool order (photos are not read)."""
+        return [FingerprintFile(s, self._files[s]) for s in SUBSETS if s in set(splits)]
 
     def records(self, split: str | None = None) -> Iterator[ImageRecord]:
         """Records of one subset, or of the pool when ``split`` is None (module doc)."""
         subsets = [split] if split is not None else list(SUBSETS)
         for subset in subsets:
-            self._check_split(subset)
+            self.check_split(subset)
         for subset in subsets:
             if not self.photo_dir(subset).is_dir():
                 raise DatasetError(
@@ -199,23 +181,21 @@ class IIWDataset(DatasetBase):
         return self._iter(subsets)
 
     def _iter(self, subsets: list[str]) -> Iterator[ImageRecord]:
-        seen = SeenIds("photo")
-        for subset in subsets:
-            where = f"{subset}/{ANNOTATIONS_FILE}"
-            for number, value, problem in iter_json_lines(self._files[subset]):
-                try:
-                    if value is None:
-                        line = f"{subset} line {number}"
-                        raise BadRecordError(line, f"{where} line {number}: {problem}")
-                    record = self._parse(subset, number, value)
-                    seen.check(record.id, where=f"{where} line {number}")
-                except BadRecordError as exc:
-                    self.skip(exc)
-                    continue
-                yield record
+        lines = (
+            (f"{subset}/{ANNOTATIONS_FILE} line {number}", (subset, number, value, problem))
+            for subset in subsets
+            for number, value, problem in iter_json_lines(self._files[subset])
+        )
+        return self.iter_parsed(
+            lines, lambda line: self._parse(*line), ids=SeenIds("photo"), key=lambda r: r.id
+        )
 
-    def _parse(self, subset: str, number: int, raw: Mapping[str, Any]) -> ImageRecord:
+    def _parse(
+        self, subset: str, number: int, raw: Mapping[str, Any] | None, problem: str | None
+    ) -> ImageRecord:
         where = f"{subset}/{ANNOTATIONS_FILE} line {number}"
+        if raw is None:
+            raise BadRecordError(f"{subset} line {number}", f"{where}: {problem}")
         name = photo_name(raw)
         image = f"{subset}/{name}" if plain_file_name(name) else f"{subset} line {number}"
         if name is None:

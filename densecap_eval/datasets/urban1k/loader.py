@@ -28,7 +28,6 @@ first; a UTF-8 byte-order mark is dropped from the caption.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -36,12 +35,11 @@ from pathlib import Path
 
 from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
 from densecap_eval.datasets.archives import extract_zip_safely, find_extracted, replace_path
-from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.base import DatasetBase, FingerprintFile
 from densecap_eval.datasets.download import (
     DownloadMessage,
     Source,
     fetch_source,
-    how_to_get,
     staging,
 )
 from densecap_eval.datasets.guards import SeenIds
@@ -68,10 +66,6 @@ SOURCES: dict[str, Source] = {
 }
 
 
-def _how_to_get(root: Path) -> str:
-    return how_to_get("urban1k", root)
-
-
 def caption_order(name: str) -> tuple[int, int, str]:
     """Sort key of a caption file name: integer stems in numeric order, then the rest by name."""
     stem = name[: -len(".txt")] if name.endswith(".txt") else name
@@ -85,28 +79,29 @@ class Urban1kDataset(DatasetBase):
 
     name = "urban1k"
     title = "Urban1k"
+    declared_splits = (SPLIT,)
 
     def __init__(self, root: str | Path, *, strict: bool = False) -> None:
-        super().__init__(root, strict=strict, hint=_how_to_get(Path(root)))
+        super().__init__(root, strict=strict)
         self.base = self._find_base(self.root)
         self.caption_dir = self.base / CAPTION_DIR
         self.image_dir = self.base / IMAGE_DIR
         if not self.image_dir.is_dir():
             raise DatasetError(
                 f"{self.image_dir} not found: Urban1k needs image/ beside caption/; "
-                f"{_how_to_get(self.root)}"
+                f"{self.how_to_get(self.root)}"
             )
         self._names = self._caption_names()
 
-    @staticmethod
-    def _find_base(root: Path) -> Path:
+    @classmethod
+    def _find_base(cls, root: Path) -> Path:
         for base in (root, root / RELEASE_DIR):
             if (base / CAPTION_DIR).is_dir():
                 return base
         raise DatasetError(
             f"{root / CAPTION_DIR} not found (nor {root / RELEASE_DIR / CAPTION_DIR}): the "
             f"Urban1k root must hold image/ and caption/, or Urban1k/ with them; "
-            f"{_how_to_get(root)}"
+            f"{cls.how_to_get(root)}"
         )
 
     def _caption_names(self) -> list[str]:
@@ -118,42 +113,25 @@ class Urban1kDataset(DatasetBase):
             ]
         except OSError as exc:
             raise DatasetError(
-                f"cannot list {self.caption_dir}: {exc.strerror or exc}; {_how_to_get(self.root)}"
+                f"cannot list {self.caption_dir}: {exc.strerror or exc}; {self.how_to_get(self.root)}"
             ) from None
         if not names:
             raise DatasetError(
-                f"{self.caption_dir} holds no .txt caption file; {_how_to_get(self.root)}"
+                f"{self.caption_dir} holds no .txt caption file; {self.how_to_get(self.root)}"
             )
         return sorted(names, key=caption_order)
 
-    # --- splits -------------------------------------------------------------------------------
-
-    def splits(self) -> list[str]:
-        return [SPLIT]
-
-    def _check_split(self, split: str) -> None:
-        if split != SPLIT:
-            raise DatasetError(f"unknown split {split!r} of Urban1k in {self.base} (known: test)")
+    def splits_source(self) -> Path:
+        return self.base
 
     def caption_names(self) -> list[str]:
         """The caption file names, in the record order (module doc)."""
         return list(self._names)
 
-    def fingerprint(self, splits: Sequence[str]) -> str:
-        """sha256 over every caption file's name and bytes, in record order (unreadable files
-        count as their name and ``-1``); photos are not read. ~1,000 small files: cheap."""
-        for split in splits:
-            self._check_split(split)
-        digest = hashlib.sha256()
-        for name in self._names:
-            try:
-                data = (self.caption_dir / name).read_bytes()
-            except OSError:
-                digest.update(f"{name}\0-1\0".encode())
-                continue
-            digest.update(f"{name}\0{len(data)}\0".encode())
-            digest.update(data)
-        return digest.hexdigest()
+    def fingerprint_files(self, splits: Sequence[str]) -> list[FingerprintFile]:
+        """Every caption file, by name, in record order; photos are not read (~1,000 small
+        files: cheap)."""
+        return [FingerprintFile(name, self.caption_dir / name) for name in self._names]
 
     # --- records ------------------------------------------------------------------------------
 
@@ -180,24 +158,24 @@ class Urban1kDataset(DatasetBase):
 
     def records(self, split: str | None = None) -> Iterator[ImageRecord]:
         """One record per caption file (module doc), id = the photo's file name (``17.jpg``)."""
-        if split is not None:
-            self._check_split(split)
-        seen = SeenIds("caption file")
-        for name in self._names:
-            try:
-                seen.check(name, where=name, image=_image_name(name))
-                text = self.read_caption(name)
-            except BadRecordError as exc:
-                self.skip(exc)
-                continue
-            image = _image_name(name)
-            yield ImageRecord(
-                image,
-                self.image_dir / image,
-                (Text(text, role="description", kind="caption"),),
-                split=SPLIT,
-                meta={"caption_file": name},
-            )
+        self.check_split(split)
+        return self.iter_parsed(
+            ((name, name) for name in self._names),
+            self._record,
+            ids=SeenIds("caption file"),
+            key=lambda record: record.meta["caption_file"],
+            image=lambda record: record.id,
+        )
+
+    def _record(self, name: str) -> ImageRecord:
+        image = _image_name(name)
+        return ImageRecord(
+            image,
+            self.image_dir / image,
+            (Text(self.read_caption(name), role="description", kind="caption"),),
+            split=SPLIT,
+            meta={"caption_file": name},
+        )
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:
