@@ -22,13 +22,13 @@ import hashlib
 import os
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from densecap_eval.core.errors import BadRecordError, DatasetError
-from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.base import DatasetBase, FingerprintFile
 from densecap_eval.datasets.elevater.loader import ZeroShotSample
 from densecap_eval.datasets.photos import check_image_bytes
 from densecap_eval.datasets.records import ImageRecord
@@ -85,6 +85,9 @@ class ClipBenchmarkDataset(DatasetBase):
 
     def splits(self) -> list[str]:
         return self.available()
+
+    def known_splits(self) -> list[str]:
+        return list(CLIP_BENCHMARK_NAMES)
 
     def skip_where(self, error: BadRecordError) -> str | None:
         return error.image
@@ -162,15 +165,16 @@ class ClipBenchmarkDataset(DatasetBase):
                 yield ImageRecord(id=f"{k}/{s.ref}", image=s.photo, texts=(), split=k,
                                   meta={"labels": s.labels})  # fmt: skip
 
-    def fingerprint(self, splits: list[str]) -> str:
-        h = hashlib.sha256()
+    def fingerprint_files(self, splits: Sequence[str]) -> list[FingerprintFile]:
+        """Each folder's class names and templates, and its test shards by size only."""
+        files: list[FingerprintFile] = []
         for key in sorted(splits):
             folder = self.root / folder_name(key)
             for name in ("classnames.txt", "zeroshot_classification_templates.txt"):
-                h.update((folder / name).read_bytes())
+                files.append(FingerprintFile(f"{key}/{name}", folder / name))
             for tar in sorted((folder / "test").glob("*.tar")):
-                h.update(f"{tar.name}:{tar.stat().st_size}".encode())
-        return h.hexdigest()
+                files.append(FingerprintFile(f"{key}/test/{tar.name}", tar, content=False))
+        return files
 
 
 def _store(cache: Path, data: bytes, ext: str) -> Path:

@@ -26,7 +26,6 @@ a file unreadable as a JSON object is `DatasetError` (exit 1).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -34,12 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
-from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.base import DatasetBase, FingerprintFile
 from densecap_eval.datasets.download import (
     DownloadMessage,
     Source,
     fetch_source,
-    how_to_get,
     install_file,
     make_dir,
     url_and_sha256,
@@ -90,10 +88,6 @@ SOURCES: dict[str, Source] = {
 }
 
 
-def _how_to_get(root: Path) -> str:
-    return how_to_get("sugarcrepe", root, what="the annotations")
-
-
 def coco_steps(images: Path) -> str:
     """How to put the COCO-2017 val photos where the loader looks (never downloaded here)."""
     return "\n".join(
@@ -112,11 +106,12 @@ class SugarCrepeDataset(DatasetBase):
 
     name = "sugarcrepe"
     title = "SugarCrepe"
+    get_what = "the annotations"
 
     def __init__(
         self, root: str | Path, *, strict: bool = False, images_root: str | None = None
     ) -> None:
-        super().__init__(root, strict=strict, hint=_how_to_get(Path(root)))
+        super().__init__(root, strict=strict)
         self.data_dir = self._find_data_dir(self.root)
         self.images_root = (
             Path(images_root).expanduser() if images_root is not None else self.root / IMAGES_DIR
@@ -128,14 +123,14 @@ class SugarCrepeDataset(DatasetBase):
             )
         self._items: dict[str, list[tuple[str, Any]]] = {}
 
-    @staticmethod
-    def _find_data_dir(root: Path) -> Path:
+    @classmethod
+    def _find_data_dir(cls, root: Path) -> Path:
         for base in (root, root / DATA_DIR):
             if any((base / f"{c}.json").is_file() for c in CATEGORIES):
                 return base
         raise DatasetError(
             f"no SugarCrepe category file (add_obj.json ...) in {root} nor {root / DATA_DIR}; "
-            f"{_how_to_get(root)}"
+            f"{cls.how_to_get(root)}"
         )
 
     def __repr__(self) -> str:
@@ -153,23 +148,26 @@ class SugarCrepeDataset(DatasetBase):
     def path(self, category: str) -> Path:
         return self.data_dir / f"{category}.json"
 
-    def _check_split(self, category: str) -> None:
-        if category not in CATEGORIES:
-            raise DatasetError(
-                f"unknown SugarCrepe category {category!r} (known: {', '.join(CATEGORIES)})"
-            )
+    def known_splits(self) -> list[str]:
+        return list(CATEGORIES)
+
+    def _check_present(self, category: str) -> Path:
+        self.check_split(category)
         if not self.path(category).is_file():
-            raise DatasetError(f"{self.path(category)} not found; {_how_to_get(self.root)}")
+            raise DatasetError(f"{self.path(category)} not found; {self.how_to_get(self.root)}")
+        return self.path(category)
 
     def items(self, category: str) -> list[tuple[str, Any]]:
         """(key, value) of ``category``'s file, in file order (read once)."""
-        self._check_split(category)
+        self._check_present(category)
         if category not in self._items:
             path = self.path(category)
             try:
                 data = json.loads(path.read_bytes(), object_pairs_hook=_Object)
             except (OSError, ValueError, RecursionError) as exc:
-                raise DatasetError(f"cannot read {path}: {exc}; {_how_to_get(self.root)}") from None
+                raise DatasetError(
+                    f"cannot read {path}: {exc}; {self.how_to_get(self.root)}"
+                ) from None
             if not isinstance(data, _Object):
                 raise DatasetError(
                     f"{path}: expected an object of items, got {type(data).__name__}"
@@ -177,15 +175,9 @@ class SugarCrepeDataset(DatasetBase):
             self._items[category] = [*data.items(), *data.repeated]
         return self._items[category]
 
-    def fingerprint(self, splits: Sequence[str]) -> str:
-        """sha256 over each category file's name and bytes (photos are not read)."""
-        digest = hashlib.sha256()
-        for category in splits:
-            self._check_split(category)
-            data = self.path(category).read_bytes()
-            digest.update(f"{category}\0{len(data)}\0".encode())
-            digest.update(data)
-        return digest.hexdigest()
+    def fingerprint_files(self, splits: Sequence[str]) -> list[FingerprintFile]:
+        """Each category file, by category, in the order asked (photos are not read)."""
+        return [FingerprintFile(c, self._check_present(c)) for c in splits]
 
     # --- records ------------------------------------------------------------------------------
 
@@ -218,16 +210,16 @@ class SugarCrepeDataset(DatasetBase):
     def records(self, split: str | None = None) -> Iterator[ImageRecord]:
         """The items of ``split`` (a category; every present category when None), file order."""
         for category in [split] if split is not None else self.splits():
-            seen = SeenIds("key")
-            for key, value in self.items(category):
-                try:
-                    if not isinstance(value, _Repeated):
-                        seen.check(key, where=f"{category}.json", image=f"{category}/{key}")
-                    record = self.record(category, key, value)
-                except BadRecordError as exc:
-                    self.skip(exc)
-                    continue
-                yield record
+            yield from self.iter_parsed(
+                (
+                    (f"{category}.json", (category, key, value))
+                    for key, value in self.items(category)
+                ),
+                lambda item: self.record(*item),
+                ids=SeenIds("key"),
+                key=lambda record: record.meta["key"],
+                image=lambda record: record.id,
+            )
 
 
 class _Repeated:

@@ -41,12 +41,11 @@ from typing import Any
 
 from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
 from densecap_eval.datasets.archives import extract_zip_safely, find_extracted
-from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.base import DatasetBase, FingerprintFile
 from densecap_eval.datasets.download import (
     DownloadMessage,
     Source,
     fetch_source,
-    how_to_get,
     install_bytes,
     staging,
     url_and_sha256,
@@ -110,10 +109,6 @@ class VLCEntry:
         return f"{self.file}#{self.index}"
 
 
-def _how_to_get(root: Path) -> str:
-    return how_to_get("vlc", root, what="the annotations")
-
-
 def parse_flat_yaml(text: str, *, where: str) -> dict[str, str]:
     """The ``KEY: value`` lines of a corpus yaml (values unquoted); DatasetError otherwise."""
     out: dict[str, str] = {}
@@ -136,15 +131,17 @@ class VLCheckListDataset(DatasetBase):
 
     name = "vlc"
     title = "VL-CheckList"
+    declared_splits = (SPLIT,)
+    get_what = "the annotations"
 
     def __init__(
         self, root: str | Path, *, strict: bool = False, images_root: str | None = None
     ) -> None:
-        super().__init__(root, strict=strict, hint=_how_to_get(Path(root)))
+        super().__init__(root, strict=strict)
         if not (self.root / CORPUS_FILE).is_file():
             raise DatasetError(
                 f"{self.root / CORPUS_FILE} not found: the VL-CheckList root holds corpus.json, "
-                f"corpus/ and data/; {_how_to_get(self.root)}"
+                f"corpus/ and data/; {self.how_to_get(self.root)}"
             )
         self.images_root = (
             Path(images_root).expanduser() if images_root is not None else self.root / IMAGES_DIR
@@ -194,7 +191,7 @@ class VLCheckListDataset(DatasetBase):
         except (OSError, UnicodeDecodeError) as exc:
             raise DatasetError(
                 f"cannot read {path} ({getattr(exc, 'strerror', None) or exc}); "
-                f"{_how_to_get(self.root)}"
+                f"{self.how_to_get(self.root)}"
             ) from None
         config = parse_flat_yaml(text, where=str(path))
         for key in ("ANNO_PATH", "IMG_ROOT"):
@@ -217,7 +214,7 @@ class VLCheckListDataset(DatasetBase):
         try:
             items = json.loads(anno.read_bytes())
         except (OSError, ValueError, RecursionError) as exc:
-            raise DatasetError(f"cannot read {anno}: {exc}; {_how_to_get(self.root)}") from None
+            raise DatasetError(f"cannot read {anno}: {exc}; {self.how_to_get(self.root)}") from None
         if not isinstance(items, list):
             raise DatasetError(f"{anno}: expected a list of [image, texts] items")
         for index, item in enumerate(items):
@@ -246,41 +243,22 @@ class VLCheckListDataset(DatasetBase):
 
     # --- the Dataset protocol -----------------------------------------------------------------
 
-    def splits(self) -> list[str]:
-        return [SPLIT]
-
-    def _check_split(self, split: str) -> None:
-        if split != SPLIT:
-            raise DatasetError(f"unknown split {split!r} of VL-CheckList (known: {SPLIT})")
-
     def skip_where(self, error: BadRecordError) -> str:
         return f"{self.root}: {error.image}"
 
     def records(self, split: str | None = None) -> Iterator[ImageRecord]:
         """Every item of every file DCI runs, as a record (no photo is checked)."""
-        if split is not None:
-            self._check_split(split)
-        for file in DCI_FILES:
-            for entry in self.entries(file):
-                if isinstance(entry, BadRecordError):
-                    self.skip(entry)
-                    continue
-                yield ImageRecord(
-                    entry.id,
-                    entry.path,
-                    (
-                        Text(entry.positive, role="positive", kind="vlc"),
-                        Text(entry.negative, role="negative", kind="vlc"),
-                    ),
-                    split=SPLIT,
-                    meta={"file": entry.file, "index": entry.index, "image": entry.image},
-                )
+        self.check_split(split)
+        entries = (
+            (entry.id if isinstance(entry, VLCEntry) else entry.image, entry)
+            for file in DCI_FILES
+            for entry in self.entries(file)
+        )
+        return self.iter_parsed(entries, _record)
 
-    def fingerprint(self, splits: Sequence[str]) -> str:
-        """sha256 over corpus.json and each run's yaml and annotation bytes (photos unread)."""
-        for split in splits:
-            self._check_split(split)
-        digest = hashlib.sha256()
+    def fingerprint_files(self, splits: Sequence[str]) -> list[FingerprintFile]:
+        """corpus.json and each run's yaml and annotation file (photos unread), named by their
+        path below the root."""
         paths = [self.root / CORPUS_FILE]
         for file in DCI_FILES:
             paths.append(self.root / file.config)
@@ -288,20 +266,28 @@ class VLCheckListDataset(DatasetBase):
                 paths.append(self.file_config(file)[0])
             except DatasetError:
                 pass  # the yaml's own bytes (or its absence) are hashed
-        for path in paths:
-            name = (
-                path.relative_to(self.root).as_posix()
-                if path.is_relative_to(self.root)
-                else str(path)
-            )
-            try:
-                data = path.read_bytes()
-            except OSError:
-                digest.update(f"{name}\0-1\0".encode())
-                continue
-            digest.update(f"{name}\0{len(data)}\0".encode())
-            digest.update(data)
-        return digest.hexdigest()
+        return [FingerprintFile(self._label(path), path) for path in paths]
+
+    def _label(self, path: Path) -> str:
+        return (
+            path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) else str(path)
+        )
+
+
+def _record(entry: VLCEntry | BadRecordError) -> ImageRecord:
+    """An item as a record; the item's BadRecordError is raised (iter_parsed skips it)."""
+    if isinstance(entry, BadRecordError):
+        raise entry
+    return ImageRecord(
+        entry.id,
+        entry.path,
+        (
+            Text(entry.positive, role="positive", kind="vlc"),
+            Text(entry.negative, role="negative", kind="vlc"),
+        ),
+        split=SPLIT,
+        meta={"file": entry.file, "index": entry.index, "image": entry.image},
+    )
 
 
 def image_steps(images: Path) -> str:
