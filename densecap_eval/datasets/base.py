@@ -103,7 +103,7 @@ class DatasetBase:
     declared_splits: ClassVar[tuple[str, ...]] = ()
     get_what: ClassVar[str] = "it"  # what `how_to_get` says the download gets
 
-    def __init__(self, root: str | Path, *, strict: bool = False, hint: str | None = None) -> None:
+    def __init__(self, root: str | Path, *, strict: bool = False) -> None:
         self.root = Path(root)
         self.strict = strict
         self._skips = SkipLog(strict=strict)
@@ -111,7 +111,7 @@ class DatasetBase:
         if not self.root.is_dir():
             raise DatasetError(
                 f"{self.title} root {self.root} does not exist or is not a folder; "
-                f"{hint or self.how_to_get(self.root)}"
+                f"{self.how_to_get(self.root)}"
             )
 
     def __repr__(self) -> str:

@@ -33,13 +33,15 @@ class ElevaterDataset(DatasetBase):
     name: ClassVar[str] = "elevater"
     title: ClassVar[str] = "ELEVATER"
 
-    def __init__(self, root: str | Path, *, strict: bool = False, cache_dir: Path | None = None):
-        super().__init__(
-            root,
-            strict=strict,
-            hint="point --data-root at ELEVATER's DATASET.ROOT (the folder holding "
-            "classification/); `densecap-eval download elevater` says how to fill it",
+    @classmethod
+    def how_to_get(cls, root: Path) -> str:
+        return (
+            "point --data-root at ELEVATER's DATASET.ROOT (the folder holding classification/); "
+            f"`densecap-eval download elevater --root {root}` says how to fill it"
         )
+
+    def __init__(self, root: str | Path, *, strict: bool = False, cache_dir: Path | None = None):
+        super().__init__(root, strict=strict)
         from densecap_eval.core.paths import default_cache_dir
 
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()

@@ -71,10 +71,16 @@ class ClipBenchmarkDataset(DatasetBase):
     name: ClassVar[str] = "clip_benchmark"
     title: ClassVar[str] = "CLIP_benchmark wds"
 
+    @classmethod
+    def how_to_get(cls, root: Path) -> str:
+        # CLIP_benchmark's copies are not downloaded by densecap-eval (no downloader).
+        return (
+            "point --data-root at the folder holding CLIP_benchmark's wds_<name> copies (e.g. "
+            "a clone of the Hub's clip-benchmark/wds_vtab-cifar10)"
+        )
+
     def __init__(self, root: str | Path, *, strict: bool = False, cache_dir: Path | None = None):
-        super().__init__(root, strict=strict,
-                         hint="point --data-root at the folder holding CLIP_benchmark's wds_<name> "
-                         "copies (e.g. a clone of the Hub's clip-benchmark/wds_vtab-cifar10)")  # fmt: skip
+        super().__init__(root, strict=strict)
         from densecap_eval.core.paths import default_cache_dir
 
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
