@@ -134,7 +134,7 @@ def fetch_archive(url: str, sha256: str, *, downloads: Path, progress: bool = Tr
     import requests
 
     digest = normalize_sha256(sha256)
-    fname = posixpath.basename(url.split("?", 1)[0]) or "download"
+    fname = url_file_name(url) or "download"
     make_dir(downloads)
     logger.info("fetching %s into %s", url, downloads)
     pooch_logger = pooch.get_logger()
