@@ -20,9 +20,9 @@ from PIL import Image
 import densecap_eval
 from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
 from densecap_eval.datasets import load_dataset
-from densecap_eval.datasets.download import DOWNLOADS_DIR
 from densecap_eval.datasets.docci import loader as docci_module
 from densecap_eval.datasets.docci.loader import DOCCIDataset
+from densecap_eval.datasets.download import DOWNLOADS_DIR
 from densecap_eval.datasets.records import Text
 
 # --- shared helpers (also used by test_datasets_iiw.py) ---------------------------------------
