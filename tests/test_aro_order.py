@@ -304,7 +304,7 @@ def test_bad_records_are_skipped_and_named(tmp_path: Path) -> None:
         "record 1": "not an object but str",
         "record 2 (val2014/b.jpg)": "'caption' is not a non-empty list",
         "record 3 (../outside.jpg)": "its image path leaves the data root",
-        "record 4 (val2014/a.jpg)": "its image is listed twice",
+        "record 4 (val2014/a.jpg)": "record 4: image 'val2014/a.jpg' repeats the one at record 0",
         "record 5": "no 'image' path",
         "record 6 (val2014/c.jpg)": "'caption' holds something that is not a string",
     }

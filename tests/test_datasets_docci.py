@@ -20,9 +20,9 @@ from PIL import Image
 import densecap_eval
 from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
 from densecap_eval.datasets import load_dataset
-from densecap_eval.datasets.dci.download import DOWNLOADS_DIR
 from densecap_eval.datasets.docci import loader as docci_module
 from densecap_eval.datasets.docci.loader import DOCCIDataset
+from densecap_eval.datasets.download import DOWNLOADS_DIR
 from densecap_eval.datasets.records import Text
 
 # --- shared helpers (also used by test_datasets_iiw.py) ---------------------------------------
@@ -419,7 +419,7 @@ def test_unsafe_archive_extracts_nothing(server: tuple[Path, str], tmp_path: Pat
 
 
 def test_no_pinned_checksum_means_sha256_is_required(tmp_path: Path) -> None:
-    assert docci_module.DESCRIPTIONS_URL not in docci_module.KNOWN_SHA256
+    assert docci_module.SOURCES["descriptions"].sha256 is None
     with pytest.raises(DownloadError) as err:
         docci_module.download(tmp_path / "data", progress=False)  # refused before any network
     message = one_line(err.value)

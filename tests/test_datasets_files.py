@@ -22,7 +22,8 @@ import densecap_eval
 from densecap_eval.core.errors import BadRecordError, DatasetError
 from densecap_eval.core.paths import default_cache_dir
 from densecap_eval.datasets import load_dataset
-from densecap_eval.datasets.files.loader import IMAGES_DIR, FilesDataset
+from densecap_eval.datasets.files.loader import FilesDataset
+from densecap_eval.datasets.hub import IMAGES_DIR
 from densecap_eval.datasets.records import ImageRecord, SkippedImage
 from densecap_eval.datasets.regions import Region
 

@@ -24,7 +24,7 @@ from test_datasets_docci import (
 import densecap_eval
 from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
 from densecap_eval.datasets import load_dataset
-from densecap_eval.datasets.dci.download import DOWNLOADS_DIR
+from densecap_eval.datasets.download import DOWNLOADS_DIR
 from densecap_eval.datasets.iiw import loader as iiw_module
 from densecap_eval.datasets.iiw.loader import SUBSETS, IIWDataset
 from densecap_eval.datasets.records import Text
@@ -273,7 +273,7 @@ def test_not_json_lines(root: Path) -> None:
 
 def test_unknown_split_and_missing_photo_folder(root: Path) -> None:
     ds = IIWDataset(root)
-    with pytest.raises(DatasetError, match="unknown IIW split 'test'"):
+    with pytest.raises(DatasetError, match="unknown split 'test' of IIW"):
         ds.records("test")
     shutil.rmtree(root / "docci_aar")
     assert len(list(ds.records("DOCCI_Test"))) == 2  # other subsets still readable
@@ -289,7 +289,7 @@ def test_fingerprint(root: Path) -> None:
     pool_fp = ds.fingerprint(ds.splits())
     assert pool_fp == IIWDataset(root).fingerprint(list(reversed(SUBSETS)))
     assert ds.fingerprint(["IIW-400"]) != pool_fp
-    with pytest.raises(DatasetError, match="unknown IIW split"):
+    with pytest.raises(DatasetError, match="unknown split"):
         ds.fingerprint(["test"])
     path = root / "datasets" / "DCI_Test" / "data.jsonl"
     path.write_text(path.read_text() + "\n")
@@ -355,8 +355,8 @@ def test_download_all_three_then_photos(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     served, base = server
-    monkeypatch.setattr(iiw_module, "IIW_BASE_URL", f"{base}/datasets")
-    monkeypatch.setattr(iiw_module, "IIW_SHA256", _serve_release(served))
+    served_sources = iiw_module.annotation_sources(f"{base}/datasets", _serve_release(served))
+    monkeypatch.setattr(iiw_module, "SOURCES", {**iiw_module.SOURCES, **served_sources})
     root = tmp_path / "data"
 
     message = iiw_module.download(root, progress=False)
@@ -383,8 +383,8 @@ def test_bad_checksum_installs_nothing(
 ) -> None:
     served, base = server
     checksums = _serve_release(served)
-    monkeypatch.setattr(iiw_module, "IIW_BASE_URL", f"{base}/datasets")
-    monkeypatch.setattr(iiw_module, "IIW_SHA256", checksums | {"DCI_Test": "f" * 64})
+    bad = iiw_module.annotation_sources(f"{base}/datasets", checksums | {"DCI_Test": "f" * 64})
+    monkeypatch.setattr(iiw_module, "SOURCES", {**iiw_module.SOURCES, **bad})
     root = tmp_path / "data"
     with pytest.raises(DownloadError) as err:
         iiw_module.download(root, progress=False)

@@ -81,7 +81,8 @@ def test_splits_and_unknown_split(tmp_path: Path) -> None:
     )
     ds = DCIDataset(str(root))
     assert ds.base == root / "densely_captioned_images"
-    assert ds.splits() == {"train": ["b.json"], "valid": [], "test": ["a.json", "b.json"]}
+    assert ds.split_members() == {"train": ["b.json"], "valid": [], "test": ["a.json", "b.json"]}
+    assert ds.splits() == ["train", "valid", "test"]
     assert ds.split("test") == ["a.json", "b.json"]
     assert ds.record_path("a.json") == root / "densely_captioned_images/complete/a.json"
     with pytest.raises(DatasetError, match=r"unknown split 'dev'.*known: test, train, valid"):

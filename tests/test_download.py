@@ -15,6 +15,7 @@ from dci_records import add_sdci, make_mask, make_record, photo_bytes, write_rel
 
 from densecap_eval.cli.app import main
 from densecap_eval.core.errors import DatasetError, DownloadError, UnknownNameError
+from densecap_eval.datasets import download as shared
 from densecap_eval.datasets.dci import download as dl
 
 RELEASE = "densely_captioned_images"
@@ -86,7 +87,7 @@ def _download(root: Path, url: str, sha: str) -> int:
 
 def _leftovers(root: Path) -> list[str]:
     """Anything in root besides the kept download folder."""
-    return sorted(p.name for p in root.iterdir() if p.name != dl.DOWNLOADS_DIR)
+    return sorted(p.name for p in root.iterdir() if p.name != shared.DOWNLOADS_DIR)
 
 
 # --- the good path ----------------------------------------------------------------------------
@@ -109,7 +110,7 @@ def test_download_extracts_release_and_names_sa1b_for_missing_photos(
     assert json.loads((base / "complete" / "a.json").read_text()) == _records()["a.json"]
     assert (base / "photos").is_dir() and not any((base / "photos").iterdir())
     assert _leftovers(root) == [RELEASE]  # no staging folder left behind
-    assert (root / dl.DOWNLOADS_DIR / "dci.tar.gz").is_file()  # kept: a re-run fetches nothing
+    assert (root / shared.DOWNLOADS_DIR / "dci.tar.gz").is_file()  # kept: a re-run fetches nothing
 
     out, err = capsys.readouterr()
     assert f"annotations extracted to {base}" in out
@@ -206,7 +207,7 @@ def test_wrong_checksum_extracts_nothing(
     )
     assert err.count("\n") == 1
     assert _leftovers(root) == []
-    assert list((root / dl.DOWNLOADS_DIR).iterdir()) == []  # pooch deleted the bad file
+    assert list((root / shared.DOWNLOADS_DIR).iterdir()) == []  # pooch deleted the bad file
 
 
 def _escape_members(tmp_path: Path) -> dict[str, list]:
@@ -339,14 +340,14 @@ def test_dci_wrapper_returns_the_message(server: tuple[Path, str], tmp_path: Pat
     url, sha = serve_archive(*server, release_members())
     message = dl.download(tmp_path, url=url, sha256=sha, progress=False)
     base = tmp_path / RELEASE
-    assert isinstance(message, str) and isinstance(message, dl.DownloadMessage)
+    assert isinstance(message, str) and isinstance(message, shared.DownloadMessage)
     assert message.done == f"annotations extracted to {base}"
     assert message.todo.startswith(f"0 of 2 photos are usable in {base / 'photos'}")
     assert str(message) == f"{message.done}\n{message.todo}"
     for name in ("a.jpg", "b.jpg"):
         (base / "photos" / name).write_bytes(photo_bytes(8, 8))
     again = dl.download(tmp_path, url=url, sha256=sha, progress=False)
-    assert isinstance(again, dl.DownloadMessage) and again.todo == ""
+    assert isinstance(again, shared.DownloadMessage) and again.todo == ""
     assert again.done.endswith(f"all 2 photos named by 2 records are in {base / 'photos'}")
     with pytest.raises(DownloadError, match="--url needs --sha256"):
         dl.download(tmp_path, url=url)
@@ -408,18 +409,20 @@ def test_verify_photos_needs_a_release(tmp_path: Path) -> None:
 
 PUBLISHED = [
     (
-        dl.DCI_ANNOTATIONS_URL,
-        dl.DCI_ANNOTATIONS_SHA256,
+        dl.SOURCES["annotations"].url,
+        dl.SOURCES["annotations"].sha256,
         "https://dl.fbaipublicfiles.com/densely_captioned_images/dci.tar.gz",
         "d865c244150168d3f25daaad0bf5b70b2123cf3e83ca7b0e207d5b26943c5fc7",
     ),
     (
-        *dl.DCI_ADAPTERS["dci_pick1"],
+        dl.SOURCES["dci_pick1"].url,
+        dl.SOURCES["dci_pick1"].sha256,
         "https://dl.fbaipublicfiles.com/densely_captioned_images/dci_pick1.tar.gz",
         "225b9e1c88a00a2dd62cd5b0e23d4133efbbffe8d28b6de796ba894db1a2aa6a",
     ),
     (
-        *dl.DCI_ADAPTERS["dci_pick1_nl0"],
+        dl.SOURCES["dci_pick1_nl0"].url,
+        dl.SOURCES["dci_pick1_nl0"].sha256,
         "https://dl.fbaipublicfiles.com/densely_captioned_images/dci_pick1_nl0.tar.gz",
         "2943daaba2489492c274284631223e02933cc9436db201c23abe5939ed01d446",
     ),
@@ -433,9 +436,9 @@ def test_published_locations(url: str, sha: str, expected_url: str, expected_sha
 
 def test_sha256_forms() -> None:
     digest = "ab" * 32
-    assert dl.normalize_sha256(f"sha256:{digest.upper()}") == digest
+    assert shared.normalize_sha256(f"sha256:{digest.upper()}") == digest
     with pytest.raises(DownloadError, match="64 hexadecimal"):
-        dl.normalize_sha256("md5:abc")
+        shared.normalize_sha256("md5:abc")
 
 
 def test_download_adapter(server: tuple[Path, str], tmp_path: Path) -> None:

@@ -165,8 +165,7 @@ def _serve(served: Path, monkeypatch: pytest.MonkeyPatch, base: str) -> dict[str
         data = json.dumps({"0": SWAP_ATT["0"], "c": c}).encode()
         (served / "data" / f"{c}.json").write_bytes(data)
         files[c], digests[c] = data, hashlib.sha256(data).hexdigest()
-    monkeypatch.setattr(sc, "SUGARCREPE_RAW", base)
-    monkeypatch.setattr(sc, "SUGARCREPE_SHA256", digests)
+    monkeypatch.setattr(sc, "SOURCES", {**sc.SOURCES, **sc.category_sources(base, digests)})
     return files
 
 
@@ -187,8 +186,9 @@ def test_download_checksum_mismatch_and_url_mode(
 ) -> None:
     served, base = server
     files = _serve(served, monkeypatch, base)
-    bad = {**sc.SUGARCREPE_SHA256, "swap_obj": "0" * 64}
-    monkeypatch.setattr(sc, "SUGARCREPE_SHA256", bad)
+    digests = {c: hashlib.sha256(data).hexdigest() for c, data in files.items()}
+    bad = sc.category_sources(base, {**digests, "swap_obj": "0" * 64})
+    monkeypatch.setattr(sc, "SOURCES", {**sc.SOURCES, **bad})
     root = tmp_path / "root"
     with pytest.raises(DownloadError, match="checksum mismatch"):
         sc.download(root, progress=False)

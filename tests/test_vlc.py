@@ -297,8 +297,8 @@ def test_download_checks_git_blob_ids(
     for rel, data in SMALL.items():
         (served / rel).parent.mkdir(parents=True, exist_ok=True)
         (served / rel).write_bytes(data)
-    monkeypatch.setattr(vlc_data, "VLC_RAW", base)
-    monkeypatch.setattr(vlc_data, "VLC_BLOBS", {r: git_blob_id(d) for r, d in SMALL.items()})
+    blobs = {r: git_blob_id(d) for r, d in SMALL.items()}
+    monkeypatch.setattr(vlc_data, "SOURCES", vlc_data.blob_sources(base, blobs))
     root = tmp_path / "root"
     message = vlc_data.download(root, progress=False)
     for rel, data in SMALL.items():
@@ -320,7 +320,8 @@ def test_download_from_an_archive(
         for rel, data in SMALL.items():
             zf.writestr(f"VL-CheckList-3bb214e/{rel}", data)
     (served / "vlc.zip").write_bytes(buffer.getvalue())
-    monkeypatch.setattr(vlc_data, "VLC_BLOBS", {r: git_blob_id(d) for r, d in SMALL.items()})
+    blobs = {r: git_blob_id(d) for r, d in SMALL.items()}
+    monkeypatch.setattr(vlc_data, "SOURCES", vlc_data.blob_sources(base, blobs))
     digest = hashlib.sha256(buffer.getvalue()).hexdigest()
     root = tmp_path / "root"
     vlc_data.download(root, url=f"{base}/vlc.zip", sha256=digest, progress=False)

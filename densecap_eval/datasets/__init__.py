@@ -1,8 +1,13 @@
 """Dataset loaders, one module each, registered by name (see `load_dataset`).
 
-Every loader yields the neutral records of `densecap_eval.datasets.records`; ``DOWNLOADERS``
-maps a dataset to its ``download(root, *, url, sha256, progress) -> str`` (the message says
-what was fetched and what is left to do by hand).
+Every loader subclasses `densecap_eval.datasets.base.DatasetBase` and yields the neutral records
+of `densecap_eval.datasets.records`. ``DOWNLOADERS`` maps a dataset to its ``download(root, *,
+url, sha256, progress) -> str`` (a `densecap_eval.datasets.download.DownloadMessage`: what was
+fetched, and what is left to do by hand); each benchmark declares its ``SOURCES`` and fetches
+through `densecap_eval.datasets.download` and `densecap_eval.datasets.archives`.
+
+Shared modules (any benchmark folder may import them, never another benchmark's files): base,
+records, guards, photos, regions, download, archives, hub.
 """
 
 from __future__ import annotations

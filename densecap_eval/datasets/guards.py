@@ -24,7 +24,7 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any
+from typing import Any, TypeGuard
 
 from densecap_eval.core.errors import BadRecordError, DatasetError
 
@@ -62,6 +62,46 @@ def iter_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, st
                 yield number, value, None
         except OSError as exc:
             raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def check_json_lines(path: Path, *, hint: str) -> Iterator[dict[str, Any]]:
+    """The objects of ``path`` (a whole-input check, not the records): `DatasetError` naming the
+    file, the first problem and ``hint`` when no line holds a JSON object."""
+    first_problem: str | None = None
+    found = 0
+    for number, value, problem in iter_json_lines(path):
+        if value is None:
+            first_problem = first_problem or f"line {number}: {problem}"
+            continue
+        found += 1
+        yield value
+    if not found:
+        what = f"first problem: {first_problem}" if first_problem else "the file is empty"
+        raise DatasetError(
+            f"{path} is not JSON Lines (no line holds a JSON object; {what}); {hint}"
+        )
+
+
+def plain_file_name(name: object) -> TypeGuard[str]:
+    """Whether ``name`` is a non-empty string naming a file directly inside a folder."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and "\0" not in name
+    )
+
+
+def annotation_sha256(path: Path) -> str:
+    """sha256 of an annotation file (`densecap_eval.core.hashing`, memoised); a read error is the
+    dataset's problem, named with the file."""
+    from densecap_eval.core.hashing import file_sha256
+
+    try:
+        return file_sha256(path, persist=False)
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def unsafe_reason(relative: str) -> str | None:

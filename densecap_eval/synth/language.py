@@ -151,14 +151,28 @@ def _base_templates(scene: Scene, rng: np.random.Generator) -> list[Template]:
         T["up"] = thing(scene, upper)
     if lower is not None:
         T["lo"] = thing(scene, lower)
-    scene_word = "an outdoor" if scene.setting == "outdoor" else "an indoor"
+    main = _main_template(
+        scene, objs, key_of, T, both_backgrounds=upper is not None and lower is not None
+    )
+    extra = _extra_templates(scene, objs, key_of, T, rng)
+    order = rng.permutation(len(extra))
+    return [main] + [extra[int(i)] for i in order]
+
+
+def _main_template(
+    scene: Scene,
+    objs: list[Node],
+    key_of: dict[int, str],
+    T: dict[str, Thing],
+    *,
+    both_backgrounds: bool,
+) -> Template:
+    """The first summary: every object with a layout fact, so all three negative kinds exist."""
     bg_clause = ""
     bg_words: dict[str, str] = {}
-    if upper is not None and lower is not None:
+    if both_backgrounds:
         bg_clause = ", with {up.np} {bgrel} {lo.np}"
         bg_words = {"bgrel": "above"}
-
-    # The first summary names every object with a layout fact, so all three negative kinds exist.
     main = Template("", {}, dict(bg_words))
     pieces: list[str] = []
     used: set[int] = set()
@@ -195,7 +209,19 @@ def _base_templates(scene: Scene, rng: np.random.Generator) -> list[Template]:
     if not main.words:  # no relation, position or background: still give layout a handle
         main.fmt = main.fmt[:-1] + ", all {ori}."
         main.words["ori"] = "upright"
+    return main
 
+
+def _extra_templates(
+    scene: Scene,
+    objs: list[Node],
+    key_of: dict[int, str],
+    T: dict[str, Thing],
+    rng: np.random.Generator,
+) -> list[Template]:
+    """The other summaries (listing, positions, relations, backgrounds, parts, a colour), in a
+    fixed order before the caller shuffles them."""
+    scene_word = "an outdoor" if scene.setting == "outdoor" else "an indoor"
     extra: list[Template] = []
     names = [f"{{o{i}.np}}" for i in range(len(objs))]
     listing = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
@@ -239,8 +265,7 @@ def _base_templates(scene: Scene, rng: np.random.Generator) -> list[Template]:
             )
     if objs:
         extra.append(Template("{o0.noun_phrase} in the picture is {o0.color}.", {"o0": T["o0"]}))
-    order = rng.permutation(len(extra))
-    return [main] + [extra[int(i)] for i in order]
+    return extra
 
 
 def object_templates(scene: Scene, obj: Node, rng: np.random.Generator) -> list[Template]:

@@ -325,14 +325,7 @@ def _plan(
 ) -> tuple[str, dict[str, str], float, list[_PlannedObject], np.ndarray]:
     """Setting, background nouns/colours, horizon, objects (in drawing order) and colour jitter."""
     setting = "outdoor" if rng.random() < 0.7 else "indoor"
-    if setting == "outdoor":
-        upper, lower = "sky", _pick(rng, GROUNDS_OUTDOOR)
-    else:
-        upper, lower = "wall", "floor"
-    upper_color = _pick(rng, BACKGROUNDS[upper])
-    lower_options = [c for c in BACKGROUNDS[lower] if c != upper_color] or list(BACKGROUNDS[lower])
-    lower_color = _pick(rng, lower_options)
-    backgrounds = {upper: upper_color, lower: lower_color}
+    backgrounds = _plan_backgrounds(rng, setting)
     horizon = float(rng.uniform(0.38, 0.58)) * height
 
     kinds_pool = list(OUTDOOR_KINDS if setting == "outdoor" else INDOOR_KINDS)
@@ -353,28 +346,7 @@ def _plan(
     planned: list[_PlannedObject] = []
     for i, kind in enumerate(kinds):
         size = sizes[i] if kind != "kite" or sizes[i] != "large" else "medium-sized"
-        lo, hi = _SIZE_HEIGHT[size]
-        h = float(rng.uniform(lo, hi)) * height
-        aspect = float(rng.uniform(*_ASPECT[kind]))
-        w = h * aspect
-        if w > 0.8 * width:  # keep wide objects inside a plausible frame
-            w = 0.8 * width
-            h = w / aspect
-        cx = float(rng.uniform(0.12, 0.88)) * width
-        if i == edge_object:  # run past the left or right edge by 5-25% of the object's width
-            over = float(rng.uniform(0.05, 0.25)) * w
-            cx = (w / 2 - over) if rng.random() < 0.5 else (width - w / 2 + over)
-        if kind == "kite":
-            top = float(rng.uniform(0.02, 0.2)) * height
-            bottom = top + h
-        else:
-            bottom = float(rng.uniform(horizon + 0.15 * (height - horizon), height * 0.99))
-            if i == edge_object and rng.random() < 0.4:
-                bottom = height + float(rng.uniform(0.03, 0.12)) * h
-            top = bottom - h
-            if top < 2:
-                top, bottom = 2.0, 2.0 + h
-        box = (cx - w / 2, top, cx + w / 2, bottom)
+        box = _plan_box(rng, kind, size, (width, height), horizon, at_edge=i == edge_object)
         planned.append(
             _PlannedObject(kind, free[int(colour_order[i])], size, box, int(rng.integers(2)))
         )
@@ -382,6 +354,72 @@ def _plan(
     planned.sort(key=lambda o: (o.kind != "kite", o.box[3]))
     jitter = rng.integers(-14, 15, size=(32, 3)).astype(np.int16)
     return setting, backgrounds, horizon, planned, jitter
+
+
+def _plan_backgrounds(rng: np.random.Generator, setting: str) -> dict[str, str]:
+    """The upper and lower background nouns and their (different) colours."""
+    if setting == "outdoor":
+        upper, lower = "sky", _pick(rng, GROUNDS_OUTDOOR)
+    else:
+        upper, lower = "wall", "floor"
+    upper_color = _pick(rng, BACKGROUNDS[upper])
+    lower_options = [c for c in BACKGROUNDS[lower] if c != upper_color] or list(BACKGROUNDS[lower])
+    lower_color = _pick(rng, lower_options)
+    return {upper: upper_color, lower: lower_color}
+
+
+def _plan_box(
+    rng: np.random.Generator,
+    kind: str,
+    size: str,
+    frame: tuple[int, int],
+    horizon: float,
+    *,
+    at_edge: bool,
+) -> tuple[float, float, float, float]:
+    """One object's box: kites in the sky, the rest standing below the horizon; an object
+    ``at_edge`` runs past the left or right edge (and sometimes the bottom)."""
+    width, height = frame
+    lo, hi = _SIZE_HEIGHT[size]
+    h = float(rng.uniform(lo, hi)) * height
+    aspect = float(rng.uniform(*_ASPECT[kind]))
+    w = h * aspect
+    if w > 0.8 * width:  # keep wide objects inside a plausible frame
+        w = 0.8 * width
+        h = w / aspect
+    cx = float(rng.uniform(0.12, 0.88)) * width
+    if at_edge:  # run past the left or right edge by 5-25% of the object's width
+        over = float(rng.uniform(0.05, 0.25)) * w
+        cx = (w / 2 - over) if rng.random() < 0.5 else (width - w / 2 + over)
+    if kind == "kite":
+        top = float(rng.uniform(0.02, 0.2)) * height
+        bottom = top + h
+    else:
+        bottom = float(rng.uniform(horizon + 0.15 * (height - horizon), height * 0.99))
+        if at_edge and rng.random() < 0.4:
+            bottom = height + float(rng.uniform(0.03, 0.12)) * h
+        top = bottom - h
+        if top < 2:
+            top, bottom = 2.0, 2.0 + h
+    return (cx - w / 2, top, cx + w / 2, bottom)
+
+
+@dataclass(slots=True)
+class _Canvas:
+    """The photo being drawn and what every drawing phase needs of it."""
+
+    pixels: np.ndarray  # (height, width, 3) uint8
+    upper_region: np.ndarray  # bool: the rows above the horizon
+    jitter: np.ndarray
+    layers: list[_Layer] = field(default_factory=list)  # back to front
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.pixels.shape[1], self.pixels.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.pixels.shape[0], self.pixels.shape[1])
 
 
 def build_scene(
@@ -394,42 +432,60 @@ def build_scene(
 ) -> Scene:
     """Draw one scene. ``twin`` (0/1) forces twin photos of one plan to differ in a texture."""
     setting, backgrounds, horizon, planned, jitter = _plan(plan_rng, width, height)
-    size = (width, height)
-    (upper, upper_color), (lower, lower_color) = backgrounds.items()
-
     # Details: textures and part colours (twins differ here).
     textures = [_pick(detail_rng, TEXTURES) for _ in planned]
     if twin in (0, 1) and planned:
         first = TEXTURES.index(textures[0])
         textures[0] = TEXTURES[(first // 2) * 2 + twin]  # twins: plain/striped or dotted/checkered
+    canvas = _paint_backgrounds(width, height, backgrounds, int(horizon), jitter)
+    if next(iter(backgrounds)) == "sky" and int(horizon) > 60:
+        _draw_clouds(canvas, detail_rng, int(horizon))
+    part_colors = _draw_objects(canvas, detail_rng, planned, textures)
+    covered, full_by_object = _visible_pixels(canvas)
 
-    # Draw list, back to front: (owner key, mask, rgb, texture or None).
-    canvas = np.empty((height, width, 3), dtype=np.uint8)
-    horizon_row = int(horizon)
-    ramp = _row_ramp(height)  # (height, 1): a gentle vertical gradient, one colour per row
+    scene = Scene(width, height, setting, Image.fromarray(canvas.pixels, "RGB"), twin=twin)
+    _annotate_backgrounds(scene, canvas, detail_rng, backgrounds, covered)
+    object_nodes = _annotate_objects(scene, canvas, detail_rng, planned, textures, part_colors)
+    _relate_objects(scene, list(object_nodes.values()), full_by_object, object_nodes)
+    return scene
+
+
+def _paint_backgrounds(
+    width: int, height: int, backgrounds: dict[str, str], horizon_row: int, jitter: np.ndarray
+) -> _Canvas:
+    """The two backgrounds, each a gentle vertical gradient (one colour per row)."""
+    (_, upper_color), (_, lower_color) = backgrounds.items()
+    pixels = np.empty((height, width, 3), dtype=np.uint8)
+    ramp = _row_ramp(height)  # (height, 1)
     rows = np.empty((height, 3), dtype=np.uint8)
     rows[:horizon_row] = np.clip(_rgb(upper_color, jitter[0]) * ramp[:horizon_row], 0, 255)
     rows[horizon_row:] = np.clip(_rgb(lower_color, jitter[1]) * ramp[horizon_row:][::-1], 0, 255)
-    canvas[:] = rows[:, None, :]
+    pixels[:] = rows[:, None, :]
     upper_region = np.zeros((height, width), dtype=bool)
     upper_region[:horizon_row] = True
+    return _Canvas(pixels, upper_region, jitter)
 
-    patterns = _patterns(width, height)
-    layers: list[_Layer] = []
 
-    if upper == "sky" and horizon_row > 60:
-        for c in range(int(detail_rng.integers(0, 3))):
-            cw = float(detail_rng.uniform(0.08, 0.16)) * width
-            ch = cw * 0.45
-            cx = float(detail_rng.uniform(0.1, 0.9)) * width
-            cy = float(detail_rng.uniform(0.08, 0.6)) * horizon_row
-            cbox = (cx - cw / 2, cy - ch / 2, cx + cw / 2, cy + ch / 2)
-            layer = _draw_shape(("cloud", c, ""), size, cbox, "ellipse", (0, 0, 1, 1))
-            if layer is not None:
-                layer.mask &= upper_region[layer.sl]
-                _paint(canvas[layer.sl], layer.mask, _rgb("white", jitter[2]))
-                layers.append(layer)
+def _draw_clouds(canvas: _Canvas, rng: np.random.Generator, horizon_row: int) -> None:
+    width = canvas.size[0]
+    for c in range(int(rng.integers(0, 3))):
+        cw = float(rng.uniform(0.08, 0.16)) * width
+        ch = cw * 0.45
+        cx = float(rng.uniform(0.1, 0.9)) * width
+        cy = float(rng.uniform(0.08, 0.6)) * horizon_row
+        cbox = (cx - cw / 2, cy - ch / 2, cx + cw / 2, cy + ch / 2)
+        layer = _draw_shape(("cloud", c, ""), canvas.size, cbox, "ellipse", (0, 0, 1, 1))
+        if layer is not None:
+            layer.mask &= canvas.upper_region[layer.sl]
+            _paint(canvas.pixels[layer.sl], layer.mask, _rgb("white", canvas.jitter[2]))
+            canvas.layers.append(layer)
 
+
+def _draw_objects(
+    canvas: _Canvas, rng: np.random.Generator, planned: list[_PlannedObject], textures: list[str]
+) -> list[dict[str, str]]:
+    """Each object back to front (its shadow, body and parts); returns its part colours."""
+    patterns = _patterns(*canvas.size)
     part_colors: list[dict[str, str]] = []
     for i, obj in enumerate(planned):
         colours: dict[str, str] = {}
@@ -437,40 +493,46 @@ def build_scene(
             options = [
                 c for c in _PART_COLORS[noun] if c != obj.color and c not in colours.values()
             ]
-            colours[noun] = _pick(detail_rng, options)
+            colours[noun] = _pick(rng, options)
         part_colors.append(colours)
-        if obj.kind != "kite" and detail_rng.random() < 0.5:  # a shadow on the ground
-            x0, y0, x1, y1 = obj.box
-            sw = (x1 - x0) * 0.5
-            sbox = (x1 - sw * 0.6, y1 - 0.06 * (y1 - y0), x1 + sw * 0.6, y1 + 0.02 * (y1 - y0))
-            layer = _draw_shape(("shadow", i, ""), size, sbox, "ellipse", (0, 0, 1, 1))
-            if layer is not None:
-                layer.mask &= ~upper_region[layer.sl]
-                region = canvas[layer.sl]
-                _paint(region, layer.mask, (region.astype(np.uint16) * 3 // 5).astype(np.uint8))
-                layers.append(layer)
+        if obj.kind != "kite" and rng.random() < 0.5:  # a shadow on the ground
+            _draw_shadow(canvas, i, obj.box)
         for noun, prim, coords in _shapes(obj.kind, obj.variant):
-            layer = _draw_shape(("obj", i, noun), size, obj.box, prim, coords)
+            layer = _draw_shape(("obj", i, noun), canvas.size, obj.box, prim, coords)
             if layer is None:
                 continue
-            region = canvas[layer.sl]
+            region = canvas.pixels[layer.sl]
             if noun == "body":
-                _paint(region, layer.mask, _rgb(obj.color, jitter[3 + i]))
+                _paint(region, layer.mask, _rgb(obj.color, canvas.jitter[3 + i]))
                 if textures[i] != "plain":
-                    _paint(
-                        region,
-                        layer.mask & patterns[textures[i]][layer.sl],
-                        _texture_rgb(obj.color),
-                    )
+                    texture = layer.mask & patterns[textures[i]][layer.sl]
+                    _paint(region, texture, _texture_rgb(obj.color))
             else:
-                _paint(region, layer.mask, _rgb(colours[noun], jitter[8 + len(layers) % 24]))
-            layers.append(layer)
+                jitter = canvas.jitter[8 + len(canvas.layers) % 24]
+                _paint(region, layer.mask, _rgb(colours[noun], jitter))
+            canvas.layers.append(layer)
+    return part_colors
 
-    # Visible pixels: walk front to back, removing what is already covered.
-    shape = (height, width)
+
+def _draw_shadow(canvas: _Canvas, i: int, box: tuple[float, float, float, float]) -> None:
+    x0, y0, x1, y1 = box
+    sw = (x1 - x0) * 0.5
+    sbox = (x1 - sw * 0.6, y1 - 0.06 * (y1 - y0), x1 + sw * 0.6, y1 + 0.02 * (y1 - y0))
+    layer = _draw_shape(("shadow", i, ""), canvas.size, sbox, "ellipse", (0, 0, 1, 1))
+    if layer is not None:
+        layer.mask &= ~canvas.upper_region[layer.sl]
+        region = canvas.pixels[layer.sl]
+        _paint(region, layer.mask, (region.astype(np.uint16) * 3 // 5).astype(np.uint8))
+        canvas.layers.append(layer)
+
+
+def _visible_pixels(canvas: _Canvas) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Walk the layers front to back, removing what is already covered: sets each layer's
+    ``visible``; returns the covered pixels and each object's full (unoccluded) mask."""
+    shape = canvas.shape
     covered = np.zeros(shape, dtype=bool)
     full_by_object: dict[int, np.ndarray] = {}
-    for layer in reversed(layers):
+    for layer in reversed(canvas.layers):
         kind, i, _ = layer.owner
         layer.visible = layer.mask & ~covered[layer.sl]
         if kind != "shadow":  # shadows are painted on the ground, under everything
@@ -479,61 +541,73 @@ def build_scene(
             if i not in full_by_object:
                 full_by_object[i] = np.zeros(shape, dtype=bool)
             full_by_object[i][layer.sl] |= layer.mask
+    return covered, full_by_object
 
-    scene = Scene(width, height, setting, Image.fromarray(canvas, "RGB"), twin=twin)
 
-    def add(node: Node, nominal: BoundsTuple | None = None) -> Node | None:
-        b = _mask_bounds(node.mask)
-        if b is None:
-            return None
-        node.area = int(np.count_nonzero(node.mask))
-        node.bounds = _overrun(b, nominal, width, height) if nominal is not None else b
-        node.idx = len(scene.nodes)
-        scene.nodes.append(node)
-        if node.parent >= 0:
-            scene.nodes[node.parent].children.append(node.idx)
-        return node
+def _add(scene: Scene, node: Node, nominal: BoundsTuple | None = None) -> Node | None:
+    """Add ``node`` to the scene (None when its mask is empty), under its parent."""
+    b = _mask_bounds(node.mask)
+    if b is None:
+        return None
+    node.area = int(np.count_nonzero(node.mask))
+    node.bounds = _overrun(b, nominal, scene.width, scene.height) if nominal is not None else b
+    node.idx = len(scene.nodes)
+    scene.nodes.append(node)
+    if node.parent >= 0:
+        scene.nodes[node.parent].children.append(node.idx)
+    return node
 
-    # Backgrounds first (top level), their details (clouds, shadows) as children.
-    upper_node = add(Node(0, "background", upper, upper_color, upper_region & ~covered))
+
+def _annotate_backgrounds(
+    scene: Scene,
+    canvas: _Canvas,
+    rng: np.random.Generator,
+    backgrounds: dict[str, str],
+    covered: np.ndarray,
+) -> None:
+    """Backgrounds first (top level), their details (clouds, shadows) as children."""
+    (upper, upper_color), (lower, lower_color) = backgrounds.items()
+    upper_region = canvas.upper_region
+    upper_node = _add(scene, Node(0, "background", upper, upper_color, upper_region & ~covered))
     lower_vis = ~upper_region & ~covered
-    lower_node = add(
-        Node(
-            0, "background", lower, lower_color, lower_vis, quality=_quality(detail_rng, 0.12, 0.08)
-        )
-    )
-    for layer in layers:
+    quality = _quality(rng, 0.12, 0.08)
+    lower_node = _add(scene, Node(0, "background", lower, lower_color, lower_vis, quality=quality))
+    for layer in canvas.layers:
         kind, _, _ = layer.owner
         vis = layer.visible if layer.visible is not None else layer.mask
         if kind == "cloud" and upper_node is not None and np.count_nonzero(vis) > 80:
-            q = _quality(detail_rng, 0.5, 0.0)
-            detail = Node(
-                0,
-                "detail",
-                "cloud",
-                "white",
-                layer.full(vis, shape),
-                parent=upper_node.idx,
-                quality=q,
-            )
-            add(detail, layer.nominal)
+            q = _quality(rng, 0.5, 0.0)
+            full = layer.full(vis, canvas.shape)
+            cloud = Node(0, "detail", "cloud", "white", full, parent=upper_node.idx, quality=q)
+            _add(scene, cloud, layer.nominal)
         elif kind == "shadow" and lower_node is not None and np.count_nonzero(vis) > 80:
-            detail = Node(
-                0, "detail", "", "", layer.full(vis, shape), parent=lower_node.idx, quality=2
-            )
-            add(detail, layer.nominal)
+            full = layer.full(vis, canvas.shape)
+            shadow = Node(0, "detail", "", "", full, parent=lower_node.idx, quality=2)
+            _add(scene, shadow, layer.nominal)
 
+
+def _annotate_objects(
+    scene: Scene,
+    canvas: _Canvas,
+    rng: np.random.Generator,
+    planned: list[_PlannedObject],
+    textures: list[str],
+    part_colors: list[dict[str, str]],
+) -> dict[int, Node]:
+    """Each object visible enough to annotate (plan index -> node), with its position and parts."""
+    shape = canvas.shape
     object_nodes: dict[int, Node] = {}
     for i, obj in enumerate(planned):
-        own = [ly for ly in layers if ly.owner[0] == "obj" and ly.owner[1] == i]
+        own = [ly for ly in canvas.layers if ly.owner[0] == "obj" and ly.owner[1] == i]
         vis = np.zeros(shape, dtype=bool)
         for ly in own:
             vis[ly.sl] |= ly.visible if ly.visible is not None else ly.mask
         nominal = (int(obj.box[0]), int(obj.box[1]), round(obj.box[2]), round(obj.box[3]))
         if np.count_nonzero(vis) < 400:  # hidden behind nearer objects: not annotated
             continue
-        q = _quality(detail_rng, 0.05, 0.0)
-        node = add(
+        q = _quality(rng, 0.05, 0.0)
+        node = _add(
+            scene,
             Node(
                 0, "object", obj.kind, obj.color, vis, quality=q, texture=textures[i], size=obj.size
             ),
@@ -542,41 +616,50 @@ def build_scene(
         if node is None:
             continue
         object_nodes[i] = node
-        cx, _ = _centre(_mask_bounds(vis) or node.bounds)
-        third = width / 3.0
-        margin = 0.04 * width
-        if cx < third - margin:
-            node.position = "on the left"
-        elif cx > 2 * third + margin:
-            node.position = "on the right"
-        elif third + margin < cx < 2 * third - margin:
-            node.position = "in the middle"
-        # Parts: one mask per drawn part, grouped by noun for counts and placements.
-        groups: dict[str, list[Node]] = {}
-        for ly in own:
-            noun = ly.owner[2]
-            pvis = ly.visible if ly.visible is not None else ly.mask
-            if noun == "body" or np.count_nonzero(pvis) < 40:
-                continue
-            q = _quality(detail_rng, 0.2, 0.1)
-            part = add(
-                Node(
-                    0,
-                    "part",
-                    noun,
-                    part_colors[i][noun],
-                    ly.full(pvis, shape),
-                    parent=node.idx,
-                    quality=q,
-                ),
-                ly.nominal,
-            )
-            if part is not None:
-                groups.setdefault(noun, []).append(part)
+        node.position = _position(_centre(_mask_bounds(vis) or node.bounds)[0], scene.width)
+        groups = _annotate_parts(scene, rng, node, own, part_colors[i], shape)
         _place_parts(scene, node, obj.box, groups)
+    return object_nodes
 
-    _relate_objects(scene, list(object_nodes.values()), full_by_object, object_nodes)
-    return scene
+
+def _position(cx: float, width: int) -> str:
+    """Left, right or middle third (with margins); "" near a border between thirds."""
+    third = width / 3.0
+    margin = 0.04 * width
+    if cx < third - margin:
+        return "on the left"
+    if cx > 2 * third + margin:
+        return "on the right"
+    if third + margin < cx < 2 * third - margin:
+        return "in the middle"
+    return ""
+
+
+def _annotate_parts(
+    scene: Scene,
+    rng: np.random.Generator,
+    node: Node,
+    own: list[_Layer],
+    colours: dict[str, str],
+    shape: tuple[int, int],
+) -> dict[str, list[Node]]:
+    """One node per drawn part, grouped by noun for counts and placements."""
+    groups: dict[str, list[Node]] = {}
+    for ly in own:
+        noun = ly.owner[2]
+        pvis = ly.visible if ly.visible is not None else ly.mask
+        if noun == "body" or np.count_nonzero(pvis) < 40:
+            continue
+        q = _quality(rng, 0.2, 0.1)
+        full = ly.full(pvis, shape)
+        part = _add(
+            scene,
+            Node(0, "part", noun, colours[noun], full, parent=node.idx, quality=q),
+            ly.nominal,
+        )
+        if part is not None:
+            groups.setdefault(noun, []).append(part)
+    return groups
 
 
 def _place_parts(

@@ -38,19 +38,24 @@ read; the JSON file unreadable as a list of cases is `DatasetError` (exit 1).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import shutil
-import tempfile
-import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
-from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.archives import extract_safely, find_extracted, replace_path
+from densecap_eval.datasets.base import DatasetBase, FingerprintFile
+from densecap_eval.datasets.download import (
+    DownloadMessage,
+    Source,
+    fetch_source,
+    staging,
+    url_and_sha256,
+    url_file_name,
+)
 from densecap_eval.datasets.photos import pixel_limit
 from densecap_eval.datasets.records import ImageRecord, RegionText, Text
 from densecap_eval.datasets.regions import Box
@@ -70,11 +75,16 @@ GDRIVE_IDS: dict[str, str] = {
     ANNOTATION_FILES[ATTRIBUTION]: "13tWvOrNOLHxl3Rm9cR3geAdHx2qR3-Tw",
     IMAGES_ZIP: "1qaPlrwhGNMrR3a11iopZUT_GPP_LrgP9",
 }
+SOURCES: dict[str, Source] = {
+    name: Source(
+        name,
+        f"https://drive.google.com/uc?id={file_id}",
+        "gdrive",
+        install=IMAGES_DIR if name == IMAGES_ZIP else "",
+    )
+    for name, file_id in GDRIVE_IDS.items()
+}
 BBOX_KEYS: tuple[str, str, str, str] = ("bbox_x", "bbox_y", "bbox_w", "bbox_h")
-
-
-def _how_to_get(root: Path) -> str:
-    return f"`densecap-eval download aro-vg --root {root}` prints the gdown steps"
 
 
 def drive_link(file_id: str) -> str:
@@ -124,19 +134,23 @@ class AROVGDataset(DatasetBase):
     name = "aro-vg"
     title = "ARO VG"
 
+    @classmethod
+    def how_to_get(cls, root: Path) -> str:
+        return f"`densecap-eval download aro-vg --root {root}` prints the gdown steps"
+
     def __init__(self, root: str | Path, *, strict: bool = False) -> None:
-        super().__init__(root, strict=strict, hint=_how_to_get(Path(root)))
+        super().__init__(root, strict=strict)
         self.image_dir = self.root / IMAGES_DIR
         if not self.image_dir.is_dir():
             raise DatasetError(
                 f"{self.image_dir} not found: ARO VG needs images/ (from {IMAGES_ZIP}); "
-                f"{_how_to_get(self.root)}"
+                f"{self.how_to_get(self.root)}"
             )
         self._splits = [s for s, f in ANNOTATION_FILES.items() if (self.root / f).is_file()]
         if not self._splits:
             raise DatasetError(
                 f"{self.root} holds neither {' nor '.join(ANNOTATION_FILES.values())}; "
-                f"{_how_to_get(self.root)}"
+                f"{self.how_to_get(self.root)}"
             )
         self._raw: dict[str, list[Any]] = {}
 
@@ -146,33 +160,29 @@ class AROVGDataset(DatasetBase):
         """The splits whose JSON is present, relation first."""
         return list(self._splits)
 
-    def _check_split(self, split: str) -> Path:
-        if split not in ANNOTATION_FILES:
-            raise DatasetError(
-                f"unknown split {split!r} of ARO VG (known: {', '.join(ANNOTATION_FILES)})"
-            )
+    def known_splits(self) -> list[str]:
+        return list(ANNOTATION_FILES)
+
+    def annotation_path(self, split: str) -> Path:
+        """The JSON of ``split``; DatasetError (with the gdown step) when it is absent."""
+        self.check_split(split)
         path = self.root / ANNOTATION_FILES[split]
         if split not in self._splits:
             name = ANNOTATION_FILES[split]
             raise DatasetError(
                 f"{path} not found (ARO VG split {split!r}): `gdown {GDRIVE_IDS[name]} -O "
-                f"{path}`; {_how_to_get(self.root)}"
+                f"{path}`; {self.how_to_get(self.root)}"
             )
         return path
 
-    def fingerprint(self, splits: Sequence[str]) -> str:
-        """sha256 over each split's JSON name and bytes (a few MB each); photos are not read."""
-        digest = hashlib.sha256()
-        for split in splits:
-            path = self._check_split(split)
-            data = path.read_bytes()
-            digest.update(f"{path.name}\0{len(data)}\0".encode())
-            digest.update(data)
-        return digest.hexdigest()
+    def fingerprint_files(self, splits: Sequence[str]) -> list[FingerprintFile]:
+        """Each split's JSON (a few MB each), in the order asked; photos are not read."""
+        paths = [self.annotation_path(split) for split in splits]
+        return [FingerprintFile(path.name, path) for path in paths]
 
     def _load(self, split: str) -> list[Any]:
         if split not in self._raw:
-            path = self._check_split(split)
+            path = self.annotation_path(split)
             try:
                 with open(path, encoding="utf-8-sig") as f:  # a byte-order mark is harmless
                     data = json.load(f)
@@ -197,79 +207,32 @@ class AROVGDataset(DatasetBase):
         not decode (`photo_size`: decoded once per photo)."""
         from densecap_eval.datasets.photos import photo_size
 
-        for index, raw in enumerate(self._load(split)):
-            try:
-                item = self.parse(split, index, raw)
-                if check_photos:
-                    photo_size(item.path, image=item.key)
-            except BadRecordError as exc:
-                self.skip(exc)
-                continue
-            yield item
+        def parse(case: tuple[int, Any]) -> VGItem:
+            item = self.parse(split, *case)
+            if check_photos:
+                photo_size(item.path, image=item.key)
+            return item
+
+        cases = enumerate(self._load(split))
+        return self.iter_parsed(((f"{split}#{i}", (i, raw)) for i, raw in cases), parse)
 
     def parse(self, split: str, index: int, raw: Any) -> VGItem:
         """One JSON test case as a `VGItem`; BadRecordError (named ``split#index``) if unusable."""
         key = f"{split}#{index}"
-
-        def bad(reason: str) -> BadRecordError:
-            return BadRecordError(key, reason)
-
         if not isinstance(raw, dict):
-            raise bad(f"is a JSON {type(raw).__name__}, not an object")
-        image = raw.get("image_path")
-        if not isinstance(image, str) or not image.strip():
-            raise bad("has no image_path string")
-        parts = PurePosixPath(image.replace("\\", "/")).parts
-        if image.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-            raise bad(f"image_path {image!r} leaves images/")
-        bbox: list[float] = []
-        for name in BBOX_KEYS:
-            value = raw.get(name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise bad(f"{name} is {value!r}, not a number")
-            if not math.isfinite(value):
-                raise bad(f"{name} is {value!r}, not a finite number")
-            bbox.append(value)
-        x, y, w, h = bbox
-        if w < 0 or h < 0:  # Pillow raises: right < left or bottom < top
-            raise bad(f"bbox width/height ({w}, {h}) is negative")
-        left, top, right, bottom = pil_box(x, y, w, h)
-        if right <= left or bottom <= top:
-            raise bad(f"bbox (x={x}, y={y}, w={w}, h={h}) crops no pixel")
-        if (right - left) * (bottom - top) > pixel_limit():  # the crop would be a bomb
-            raise bad(
-                f"bbox (x={x}, y={y}, w={w}, h={h}) crops {right - left}x{bottom - top} pixels, "
-                f"over the {pixel_limit()}-pixel decompression-bomb limit"
-            )
-        captions = []
-        for name in ("true_caption", "false_caption"):
-            text = raw.get(name)
-            if not isinstance(text, str) or not text.strip():
-                raise bad(f"{name} is {text!r}, not a non-blank string")
-            captions.append(text)
-        relation: str | None = None
-        attributes: tuple[str, str] | None = None
-        if split == RELATION:
-            relation = raw.get("relation_name")
-            if not isinstance(relation, str):
-                raise bad(f"relation_name is {relation!r}, not a string")
-        else:
-            attrs = raw.get("attributes")
-            if (
-                not isinstance(attrs, list)
-                or len(attrs) < 2
-                or not all(isinstance(a, str) for a in attrs[:2])
-            ):
-                raise bad(f"attributes is {attrs!r}, not a list of two strings")
-            attributes = (attrs[0], attrs[1])
+            raise BadRecordError(key, f"is a JSON {type(raw).__name__}, not an object")
+        image = _image_path(key, raw)
+        x, y, w, h = _bbox(key, raw)
+        true_caption, false_caption = _captions(key, raw)
+        relation, attributes = _group(key, split, raw)
         return VGItem(
             split,
             index,
             image,
             self.image_dir / image,
             (x, y, w, h),
-            captions[0],
-            captions[1],
+            true_caption,
+            false_caption,
             relation_name=relation,
             attributes=attributes,
         )
@@ -291,6 +254,71 @@ class AROVGDataset(DatasetBase):
                     regions=(RegionText(item.box, texts, key=str(item.index)),),
                     meta={"image_path": item.image, "group": item.group, "bbox": item.bbox},
                 )
+
+
+# --- one test case -----------------------------------------------------------------------------
+
+
+def _image_path(key: str, raw: dict[str, Any]) -> str:
+    image = raw.get("image_path")
+    if not isinstance(image, str) or not image.strip():
+        raise BadRecordError(key, "has no image_path string")
+    parts = PurePosixPath(image.replace("\\", "/")).parts
+    if image.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+        raise BadRecordError(key, f"image_path {image!r} leaves images/")
+    return image
+
+
+def _bbox(key: str, raw: dict[str, Any]) -> tuple[float, float, float, float]:
+    """The four bbox values, checked to crop at least one pixel and stay under the bomb limit."""
+    bbox: list[float] = []
+    for name in BBOX_KEYS:
+        value = raw.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise BadRecordError(key, f"{name} is {value!r}, not a number")
+        if not math.isfinite(value):
+            raise BadRecordError(key, f"{name} is {value!r}, not a finite number")
+        bbox.append(value)
+    x, y, w, h = bbox
+    if w < 0 or h < 0:  # Pillow raises: right < left or bottom < top
+        raise BadRecordError(key, f"bbox width/height ({w}, {h}) is negative")
+    left, top, right, bottom = pil_box(x, y, w, h)
+    if right <= left or bottom <= top:
+        raise BadRecordError(key, f"bbox (x={x}, y={y}, w={w}, h={h}) crops no pixel")
+    if (right - left) * (bottom - top) > pixel_limit():  # the crop would be a bomb
+        raise BadRecordError(
+            key,
+            f"bbox (x={x}, y={y}, w={w}, h={h}) crops {right - left}x{bottom - top} pixels, "
+            f"over the {pixel_limit()}-pixel decompression-bomb limit",
+        )
+    return x, y, w, h
+
+
+def _captions(key: str, raw: dict[str, Any]) -> tuple[str, str]:
+    captions = []
+    for name in ("true_caption", "false_caption"):
+        text = raw.get(name)
+        if not isinstance(text, str) or not text.strip():
+            raise BadRecordError(key, f"{name} is {text!r}, not a non-blank string")
+        captions.append(text)
+    return captions[0], captions[1]
+
+
+def _group(key: str, split: str, raw: dict[str, Any]) -> tuple[str | None, tuple[str, str] | None]:
+    """(relation_name, None) for VG-R, (None, the first two attributes) for VG-A."""
+    if split == RELATION:
+        relation = raw.get("relation_name")
+        if not isinstance(relation, str):
+            raise BadRecordError(key, f"relation_name is {relation!r}, not a string")
+        return relation, None
+    attrs = raw.get("attributes")
+    if (
+        not isinstance(attrs, list)
+        or len(attrs) < 2
+        or not all(isinstance(a, str) for a in attrs[:2])
+    ):
+        raise BadRecordError(key, f"attributes is {attrs!r}, not a list of two strings")
+    return None, (attrs[0], attrs[1])
 
 
 # --- download ---------------------------------------------------------------------------------
@@ -329,50 +357,31 @@ def download(
     by its name: ``visual_genome_relation.json`` / ``visual_genome_attribution.json`` are saved
     into ``root``; any other name is an archive (zip or tar) holding ``images/`` (and maybe the
     JSONs), extracted safely and moved into ``root``."""
-    from densecap_eval.datasets.dci.download import (
-        DOWNLOADS_DIR,
-        DownloadMessage,
-        extract_safely,
-        fetch_archive,
-        replace_path,
-    )
-    from densecap_eval.datasets.urban1k.loader import extract_zip_safely
-
     root = Path(root).expanduser()
+    url_and_sha256(url, sha256, pinned="ARO VG has no plain download to check")
     if url is None:
-        if sha256 is not None:
-            raise DownloadError("--sha256 needs --url: ARO VG has no plain download to check")
         return DownloadMessage(
             "nothing downloaded: ARO VG's files are on Google Drive (fetch them with gdown)",
             gdown_steps(root),
         )
-    if sha256 is None:
-        raise DownloadError("--url needs --sha256 (the checksum of the file at that URL)")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DownloadError(f"cannot create the data root {root}: {exc.strerror or exc}") from None
-    fname = PurePosixPath(url.split("?", 1)[0]).name
-    if fname in ANNOTATION_FILES.values():
-        path = fetch_archive(url, sha256, downloads=root, progress=progress)
+    fname = url_file_name(url)
+    mirror = Source(fname, url, "file" if fname in ANNOTATION_FILES.values() else "zip")
+    if mirror.kind == "file":
+        path = fetch_source(mirror, root, sha256=sha256, progress=progress, downloads=root)
         return DownloadMessage(f"{fname} saved to {path}", _still_missing(root))
-    archive = fetch_archive(url, sha256, downloads=root / DOWNLOADS_DIR, progress=progress)
-    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
-    try:
-        content = staging / "content"
-        content.mkdir()
-        if zipfile.is_zipfile(archive):
-            extract_zip_safely(archive, content)
-        else:
-            extract_safely(archive, content)
-        base = _find_images(content, archive)
+    archive = fetch_source(mirror, root, sha256=sha256, progress=progress)
+    with staging(root) as content:
+        extract_safely(archive, content)
+        base = find_extracted(content, lambda folder: (folder / IMAGES_DIR).is_dir())
+        if base is None:
+            raise DownloadError(
+                f"{archive.name} holds no {IMAGES_DIR}/ folder: is it {IMAGES_ZIP}?"
+            )
         done = []
         for name in (IMAGES_DIR, *ANNOTATION_FILES.values()):
             if (base / name).exists():
                 replace_path(base / name, root / name)
                 done.append(name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return DownloadMessage(
         f"{archive.name} extracted into {root}: {', '.join(done)}", _still_missing(root)
     )
@@ -385,12 +394,3 @@ def _still_missing(root: Path) -> str:
     if not missing:
         return ""
     return f"still missing in {root}: {', '.join(missing)}\n{gdown_steps(root)}"
-
-
-def _find_images(content: Path, archive: Path) -> Path:
-    """The extracted folder holding ``images/``: the top, or one folder below it."""
-    candidates = [content, *sorted(p for p in content.iterdir() if p.is_dir())]
-    for candidate in candidates:
-        if (candidate / IMAGES_DIR).is_dir():
-            return candidate
-    raise DownloadError(f"{archive.name} holds no {IMAGES_DIR}/ folder: is it {IMAGES_ZIP}?")

@@ -21,16 +21,15 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
-from densecap_eval.datasets.base import DatasetBase
-from densecap_eval.datasets.guards import id_key
+from densecap_eval.datasets.base import DatasetBase, FingerprintFile
+from densecap_eval.datasets.download import DownloadMessage, Source, fetch_source, install_file
+from densecap_eval.datasets.guards import SeenIds
 from densecap_eval.datasets.records import ImageRecord, Text
 
 SPLIT = "test"
@@ -39,14 +38,35 @@ COCO_JSON = "coco_karpathy_test.json"
 FLICKR_JSON = "flickr30k_test.json"
 COCO_JSON_URL = f"{_BASE_URL}/{COCO_JSON}"
 FLICKR_JSON_URL = f"{_BASE_URL}/{FLICKR_JSON}"
-# No sha256 is published for either file and none was pinned from a verified copy, so
-# `download_*` needs --sha256. For the COCO file, Salesforce LAVIS's dataset config
+# For the COCO file, Salesforce LAVIS's dataset config
 # (lavis/configs/datasets/coco/defaults_cap.yaml) lists this md5, to check a copy against.
-COCO_JSON_SHA256: str | None = None
-FLICKR_JSON_SHA256: str | None = None
 COCO_JSON_MD5_LAVIS = "3ff34b0ef2db02d01c37399f6a2a6cd1"
 COCO_IMAGES_URL = "http://images.cocodataset.org/zips/val2014.zip"
 FLICKR_REQUEST_URL = "https://forms.illinois.edu/sec/229675"  # as ARO's Flickr30k_Order names it
+
+# No sha256 is published for either JSON and none was pinned from a verified copy, so
+# `download_*` needs --sha256.
+SOURCES: dict[str, Source] = {
+    COCO_JSON: Source(
+        COCO_JSON,
+        COCO_JSON_URL,
+        "file",
+        check=(
+            f"no sha256 is published; Salesforce LAVIS lists md5 {COCO_JSON_MD5_LAVIS} for this "
+            "file, to check a copy before taking its sha256"
+        ),
+    ),
+    FLICKR_JSON: Source(
+        FLICKR_JSON,
+        FLICKR_JSON_URL,
+        "file",
+        check="no sha256 or md5 is published; take the sha256 of a copy you trust",
+    ),
+    "val2014": Source("val2014.zip", COCO_IMAGES_URL, "manual", install="val2014", size="6 GB"),
+    "flickr30k-images": Source(
+        "flickr30k-images", FLICKR_REQUEST_URL, "manual", install="flickr30k-images"
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -64,20 +84,22 @@ class _OrderDataset(DatasetBase):
     image_dir: ClassVar[str] = ""  # where the photos of the published JSON live
     images_how: ClassVar[str] = ""  # how to get them, for messages
 
+    declared_splits = (SPLIT,)
+
     def __init__(self, root: str | Path, *, strict: bool = False) -> None:
-        super().__init__(root, strict=strict, hint=self._hint(Path(root)))
+        super().__init__(root, strict=strict)
         self.annotation_file = self.root / self.json_name
         if not self.annotation_file.is_file():
             raise DatasetError(
-                f"{self.title}: {self.annotation_file} not found; {self._hint(self.root)}"
+                f"{self.title}: {self.annotation_file} not found; {self.how_to_get(self.root)}"
             )
         self._records = self._read()
 
     @classmethod
-    def _hint(cls, root: Path) -> str:
+    def how_to_get(cls, root: Path) -> str:
         return (
-            f"get it with `densecap-eval download {cls.name} --root {root}`; the photos go "
-            f"under {root}/{cls.image_dir}/ ({cls.images_how})"
+            f"{super().how_to_get(root)}; the photos go under {root}/{cls.image_dir}/ "
+            f"({cls.images_how})"
         )
 
     def _read(self) -> list[OrderRecord]:
@@ -89,19 +111,17 @@ class _OrderDataset(DatasetBase):
             raise DatasetError(
                 f"{self.annotation_file}: expected a list of records, got {type(data).__name__}"
             )
-        out: list[OrderRecord] = []
-        seen: set[str] = set()
-        for index, item in enumerate(data):
-            try:
-                record = self._parse(index, item, seen)
-            except BadRecordError as exc:
-                self.skip(exc)
-                continue
-            seen.add(id_key(record.image))
-            out.append(record)
-        return out
+        return list(
+            self.iter_parsed(
+                ((f"record {index}", (index, item)) for index, item in enumerate(data)),
+                lambda pair: self._parse(*pair),
+                ids=SeenIds("image"),
+                key=lambda record: record.image,
+                image=lambda record: f"record {record.index} ({record.image})",
+            )
+        )
 
-    def _parse(self, index: int, item: Any, seen: set[str]) -> OrderRecord:
+    def _parse(self, index: int, item: Any) -> OrderRecord:
         name = f"record {index}"
         if not isinstance(item, dict):
             raise BadRecordError(name, f"not an object but {type(item).__name__}")
@@ -112,8 +132,6 @@ class _OrderDataset(DatasetBase):
         normal = posixpath.normpath(image.replace("\\", "/"))
         if posixpath.isabs(normal) or normal == ".." or normal.startswith("../"):
             raise BadRecordError(name, "its image path leaves the data root")
-        if id_key(image) in seen:  # compared after Unicode NFC (guards.id_key)
-            raise BadRecordError(name, "its image is listed twice")
         if not isinstance(captions, list) or not captions:
             raise BadRecordError(name, "'caption' is not a non-empty list")
         if not all(isinstance(c, str) for c in captions):
@@ -124,13 +142,6 @@ class _OrderDataset(DatasetBase):
         return f"{self.annotation_file}: {error.image}"
 
     # --- the Dataset protocol -----------------------------------------------------------------
-
-    def splits(self) -> list[str]:
-        return [SPLIT]
-
-    def check_split(self, split: str | None) -> None:
-        if split not in (None, SPLIT):
-            raise DatasetError(f"unknown split {split!r} of {self.title} (known: {SPLIT})")
 
     def annotations(self) -> list[OrderRecord]:
         """Every usable record, in file order (bad ones were skipped when the file was read)."""
@@ -153,13 +164,9 @@ class _OrderDataset(DatasetBase):
                 meta={"index": rec.index},
             )
 
-    def fingerprint(self, splits: Sequence[str]) -> str:
-        """sha256 of the annotation JSON's bytes (photos are not read)."""
-        from densecap_eval.core.hashing import file_sha256
-
-        for split in splits:
-            self.check_split(split)
-        return file_sha256(self.annotation_file)
+    def fingerprint_files(self, splits: Sequence[str]) -> list[FingerprintFile]:
+        """The annotation JSON (photos are not read)."""
+        return [FingerprintFile(self.json_name, self.annotation_file)]
 
 
 class COCOOrderDataset(_OrderDataset):
@@ -195,14 +202,8 @@ def download_coco(
     """Fetch ``coco_karpathy_test.json`` into ``root`` (sha256 required: none is pinned) and
     say how to add the COCO 2014 validation photos."""
     root = Path(root).expanduser()
-    checksum_hint = (
-        f"no sha256 is published; Salesforce LAVIS lists md5 {COCO_JSON_MD5_LAVIS} for this "
-        "file, to check a copy before taking its sha256"
-    )
-    target, count = _fetch_json(
-        root, COCO_JSON, url or COCO_JSON_URL, sha256 or COCO_JSON_SHA256, progress, checksum_hint
-    )
-    return _message(
+    target, count = _fetch_json(root, SOURCES[COCO_JSON], url, sha256, progress)
+    return DownloadMessage(
         f"{COCO_JSON} saved to {target} ({count} photos listed)",
         f"COCO-Order also needs the COCO 2014 validation photos: download {COCO_IMAGES_URL} "
         f"(about 6 GB) and unzip it in {root}, so that {root}/val2014/COCO_val2014_*.jpg "
@@ -220,15 +221,8 @@ def download_flickr30k(
     """Fetch ``flickr30k_test.json`` into ``root`` (sha256 required: none is pinned) and say
     how to request and place the Flickr30k photos."""
     root = Path(root).expanduser()
-    target, count = _fetch_json(
-        root,
-        FLICKR_JSON,
-        url or FLICKR_JSON_URL,
-        sha256 or FLICKR_JSON_SHA256,
-        progress,
-        "no sha256 or md5 is published; take the sha256 of a copy you trust",
-    )
-    return _message(
+    target, count = _fetch_json(root, SOURCES[FLICKR_JSON], url, sha256, progress)
+    return DownloadMessage(
         f"{FLICKR_JSON} saved to {target} ({count} photos listed)",
         f"Flickr30k-Order also needs the Flickr30k photos, given on request: fill in the form "
         f"at {FLICKR_REQUEST_URL}, then unpack flickr30k-images/ in {root}, so that "
@@ -238,40 +232,15 @@ def download_flickr30k(
 
 
 def _fetch_json(
-    root: Path, name: str, url: str, sha256: str | None, progress: bool, checksum_hint: str
+    root: Path, source: Source, url: str | None, sha256: str | None, progress: bool
 ) -> tuple[Path, int]:
-    """Download ``url`` (pooch, sha256 checked, kept under root's downloads folder), check it
-    is a JSON list and put it at ``root/name`` atomically; returns (path, number of records)."""
-    from densecap_eval.datasets.dci.download import DOWNLOADS_DIR, fetch_archive
-
-    if sha256 is None:
-        raise DownloadError(
-            f"{name} has no pinned sha256 in densecap-eval: pass --sha256 HEX ({checksum_hint})"
-        )
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DownloadError(f"cannot create the data root {root}: {exc.strerror or exc}") from None
-    fetched = fetch_archive(url, sha256, downloads=root / DOWNLOADS_DIR, progress=progress)
+    """Download the source (pooch, sha256 checked, kept under root's downloads folder), check
+    it is a JSON list and put it at ``root/<name>`` atomically; returns (path, record count)."""
+    fetched = fetch_source(source, root, url=url, sha256=sha256, progress=progress)
     try:
         data = json.loads(fetched.read_bytes())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise DownloadError(f"{fetched} is not readable JSON: {exc}") from None
     if not isinstance(data, list):
-        raise DownloadError(f"{fetched} is not a list of records: is it {name}?")
-    target = root / name
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{name}.")
-    os.close(fd)
-    try:
-        shutil.copyfile(fetched, tmp)
-        os.replace(tmp, target)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise DownloadError(f"cannot write {target}: {exc.strerror or exc}") from None
-    return target, len(data)
-
-
-def _message(done: str, todo: str) -> str:
-    from densecap_eval.datasets.dci.download import DownloadMessage
-
-    return DownloadMessage(done, todo)
+        raise DownloadError(f"{fetched} is not a list of records: is it {source.name}?")
+    return install_file(fetched, root / source.name), len(data)

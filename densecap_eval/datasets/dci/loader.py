@@ -16,7 +16,7 @@ from typing import Any
 
 from densecap_eval.core.errors import BadRecordError, DatasetError
 from densecap_eval.core.paths import get_data_hint
-from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.base import DatasetBase, FingerprintFile
 from densecap_eval.datasets.dci.layout import (
     PHOTOS_DIR,
     RECORDS_DIR,
@@ -37,13 +37,17 @@ class DCIDataset(DatasetBase):
     name = "dci"
     title = "DCI"
 
+    @classmethod
+    def how_to_get(cls, root: Path) -> str:
+        return get_data_hint(cls.name, root)
+
     def __init__(self, root: str | Path, *, strict: bool = False) -> None:
-        super().__init__(root, strict=strict, hint=get_data_hint("dci", Path(root)))
+        super().__init__(root, strict=strict)
         self.base = self.root / RELEASE_DIR
         if not self.base.is_dir():
             raise DatasetError(
                 f"{self.base} not found: the DCI root must contain {RELEASE_DIR}/; "
-                f"{get_data_hint('dci', self.root)}"
+                f"{self.how_to_get(self.root)}"
             )
         self._splits = read_splits(self.base / SPLITS_FILE)
         for folder in (RECORDS_DIR, PHOTOS_DIR):
@@ -54,29 +58,43 @@ class DCIDataset(DatasetBase):
 
     # --- splits -------------------------------------------------------------------------------
 
-    def splits(self) -> dict[str, list[str]]:
+    def splits(self) -> list[str]:
+        """Split names, in splits.json's order."""
+        return list(self._splits)
+
+    def known_splits(self) -> list[str]:
+        return sorted(self._splits)
+
+    def splits_source(self) -> Path:
+        return self.base / SPLITS_FILE
+
+    def split_members(self) -> dict[str, list[str]]:
         """Split name -> record file names, as in splits.json."""
         return {name: list(names) for name, names in self._splits.items()}
 
     def split(self, split: str) -> list[str]:
         """Record file names of one split, in file order."""
-        try:
-            return list(self._splits[split])
-        except KeyError:
-            known = ", ".join(sorted(self._splits)) or "none"
-            raise DatasetError(
-                f"unknown split {split!r} in {self.base / SPLITS_FILE} (known: {known})"
-            ) from None
+        self.check_split(split)
+        return list(self._splits[split])
+
+    def fingerprint_files(self, splits: Sequence[str]) -> list[FingerprintFile]:
+        """splits.json and, by size only, each record of ``splits`` (sorted, deduplicated)."""
+        records = [
+            FingerprintFile(f"{split}/{name}", self.record_path(name), content=False)
+            for split in sorted(set(splits))
+            for name in self.split(split)
+        ]
+        return [FingerprintFile(SPLITS_FILE, self.base / SPLITS_FILE), *records]
 
     def fingerprint(self, splits: Sequence[str]) -> str:
         """sha256 of splits.json's bytes and the ``[split, name, byte size]`` of each record of
-        ``splits`` (size -1 when unreadable), splits sorted and deduplicated.
+        `fingerprint_files` (size -1 when unreadable): the files `fingerprint_files` lists.
 
-        Cheap (one stat per record) and unchanged by copying the release (no mtimes); photos are
-        not read. Raises `DatasetError` for an unknown split.
+        DCI keeps this digest rather than the base's, so the fingerprints stored with earlier
+        DCI runs still match (tests/test_dci_loader.py pins the formula). Cheap (one stat per
+        record) and unchanged by copying the release (no mtimes); photos are not read.
         """
-        digest = hashlib.sha256()
-        digest.update((self.base / SPLITS_FILE).read_bytes())
+        digest = hashlib.sha256((self.base / SPLITS_FILE).read_bytes())
         for split in sorted(set(splits)):
             for name in self.split(split):
                 try:
@@ -117,13 +135,8 @@ class DCIDataset(DatasetBase):
 
     def iter_records(self, split: str) -> Iterator[DCIRecord]:
         """Records of ``split`` in order, one at a time; bad ones are skipped loudly (or raise)."""
-        for name in self.split(split):
-            try:
-                record = self.load_record(name)
-            except BadRecordError as exc:
-                self.skip(exc)
-                continue
-            yield record
+        names = self.split(split)
+        return self.iter_parsed(((name, name) for name in names), self.load_record)
 
     def skip_where(self, error: BadRecordError) -> str:
         return str(self.record_path(error.image))

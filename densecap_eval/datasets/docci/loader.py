@@ -15,7 +15,7 @@ bad line (invalid JSON, a missing field, an empty description) is skipped loudly
 number, or raises under ``strict``. No photo is opened here.
 
 `download` fetches what the release serves without an account, checked against a sha256 (see
-its doc); the JSON Lines reading helpers here are shared with the IIW loader.
+its doc).
 
 Bad input (docs/data.md, one policy for every family): the descriptions file missing, empty or
 with no JSON object on any line is `DatasetError` (exit 1); a line that is not UTF-8, not JSON or
@@ -26,20 +26,32 @@ skipped and named (``line N`` or the id); photos are checked by the task; BOM an
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import posixpath
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
 from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
-from densecap_eval.datasets.base import DatasetBase
-from densecap_eval.datasets.guards import SeenIds, iter_json_lines
+from densecap_eval.datasets.archives import extract_safely, replace_path
+from densecap_eval.datasets.base import DatasetBase, FingerprintFile
+from densecap_eval.datasets.download import (
+    DownloadMessage,
+    Source,
+    fetch_source,
+    how_to_get,
+    install_file,
+    staging,
+    url_file_name,
+)
+from densecap_eval.datasets.guards import (
+    SeenIds,
+    check_json_lines,
+    iter_json_lines,
+    plain_file_name,
+)
 from densecap_eval.datasets.records import ImageRecord, Text
 
 logger = logging.getLogger(__name__)
@@ -54,67 +66,12 @@ DESCRIPTIONS_URL = f"{RELEASE_URL}/{DESCRIPTIONS_FILE}"
 IMAGES_URL = f"{RELEASE_URL}/docci_images.tar.gz"  # 7.1 GB, extracts to images/
 AAR_IMAGES_URL = f"{RELEASE_URL}/docci_images_aar.tar.gz"  # 3.6 GB, extracts to images_aar/
 
-# sha256 of the published files, by URL. Google's bucket publishes only md5/crc32c (no sha256)
-# and none was verified here, so none is pinned: every DOCCI download needs --sha256. A value
-# added here must come from the actual file, never from pooch printing what it downloaded.
-KNOWN_SHA256: dict[str, str] = {}
-
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _JSONL_SUFFIXES = (".jsonlines", ".jsonl")
 _FIELDS = ("example_id", "split", "image_file", "description")
 
 
-# --- JSON Lines (shared with iiw.py) -----------------------------------------------------------
-
-
-def check_json_lines(path: Path, *, hint: str) -> Iterator[dict[str, Any]]:
-    """The objects of ``path`` (a whole-input check, not the records): `DatasetError` naming the
-    file, the first problem and ``hint`` when no line holds a JSON object."""
-    first_problem: str | None = None
-    found = 0
-    for number, value, problem in iter_json_lines(path):
-        if value is None:
-            first_problem = first_problem or f"line {number}: {problem}"
-            continue
-        found += 1
-        yield value
-    if not found:
-        what = f"first problem: {first_problem}" if first_problem else "the file is empty"
-        raise DatasetError(
-            f"{path} is not JSON Lines (no line holds a JSON object; {what}); {hint}"
-        )
-
-
-def plain_file_name(name: object) -> TypeGuard[str]:
-    """Whether ``name`` is a non-empty string naming a file directly inside a folder."""
-    return (
-        isinstance(name, str)
-        and name not in ("", ".", "..")
-        and "/" not in name
-        and "\\" not in name
-        and "\0" not in name
-    )
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of an annotation file (`densecap_eval.core.hashing`, memoised); a read error is the
-    dataset's problem, named with the file."""
-    from densecap_eval.core.hashing import file_sha256 as sha256_of
-
-    try:
-        return sha256_of(path, persist=False)
-    except OSError as exc:
-        raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
 # --- the dataset ------------------------------------------------------------------------------
-
-
-def _hint(root: Path) -> str:
-    return (
-        f"get it with `densecap-eval download docci --root {root}` (or from {DESCRIPTIONS_URL}); "
-        f"the photos go in {root / IMAGES_DIR}/ (docci_images.tar.gz, 7.1 GB, {IMAGES_URL})"
-    )
 
 
 class DOCCIDataset(DatasetBase):
@@ -123,20 +80,27 @@ class DOCCIDataset(DatasetBase):
     name = "docci"
     title = "DOCCI"
 
+    @classmethod
+    def how_to_get(cls, root: Path) -> str:
+        return (
+            f"{super().how_to_get(root)} (or from {DESCRIPTIONS_URL}); the photos go in "
+            f"{root / IMAGES_DIR}/ (docci_images.tar.gz, 7.1 GB, {IMAGES_URL})"
+        )
+
     def __init__(self, root: str | Path, *, strict: bool = False) -> None:
-        super().__init__(root, strict=strict, hint=_hint(Path(root)))
+        super().__init__(root, strict=strict)
         self.annotations = self.root / DESCRIPTIONS_FILE
         if not self.annotations.is_file():
-            raise DatasetError(f"{self.annotations} not found; {_hint(self.root)}")
+            raise DatasetError(f"{self.annotations} not found; {self.how_to_get(self.root)}")
         names: dict[str, None] = {}
-        for value in check_json_lines(self.annotations, hint=_hint(self.root)):
+        for value in check_json_lines(self.annotations, hint=self.how_to_get(self.root)):
             split = value.get("split")
             if isinstance(split, str) and split:
                 names.setdefault(split)
         if not names:
             raise DatasetError(
                 f"{self.annotations} has no record with a `split`: is it DOCCI's "
-                f"{DESCRIPTIONS_FILE}? {_hint(self.root)}"
+                f"{DESCRIPTIONS_FILE}? {self.how_to_get(self.root)}"
             )
         self._splits = list(names)
 
@@ -144,29 +108,25 @@ class DOCCIDataset(DatasetBase):
         """Split names in order of first appearance in the descriptions file."""
         return list(self._splits)
 
-    def _check_split(self, split: str) -> None:
-        if split not in self._splits:
-            raise DatasetError(
-                f"unknown split {split!r} in {self.annotations} (known: {', '.join(self._splits)})"
-            )
+    def splits_source(self) -> Path:
+        return self.annotations
 
     def photo_dir(self, split: str) -> Path:
         return self.root / (AAR_IMAGES_DIR if split.startswith("aar") else IMAGES_DIR)
 
-    def fingerprint(self, splits: Sequence[str]) -> str:
-        """sha256 of the descriptions file's bytes and the sorted split names."""
-        for split in splits:
-            self._check_split(split)
-        digest = hashlib.sha256(b"docci\0")
-        digest.update(file_sha256(self.annotations).encode())
-        digest.update(json.dumps(sorted(set(splits))).encode("utf-8"))
-        return digest.hexdigest()
+    def fingerprint_extra(self, splits: Sequence[str]) -> object:
+        """The split names (one file holds every split)."""
+        return ["docci", sorted(set(splits))]
+
+    def fingerprint_files(self, splits: Sequence[str]) -> list[FingerprintFile]:
+        """The descriptions file (photos are not read)."""
+        return [FingerprintFile(DESCRIPTIONS_FILE, self.annotations)]
 
     def records(self, split: str | None = None) -> Iterator[ImageRecord]:
         """Records of ``split`` (every split when None) in file order; see the module doc."""
         wanted = [split] if split is not None else self.splits()
         for name in wanted:
-            self._check_split(name)
+            self.check_split(name)
         for folder in dict.fromkeys(self.photo_dir(name) for name in wanted):
             if not folder.is_dir():
                 source = AAR_IMAGES_URL if folder.name == AAR_IMAGES_DIR else IMAGES_URL
@@ -179,24 +139,21 @@ class DOCCIDataset(DatasetBase):
         return self._iter(set(wanted))
 
     def _iter(self, wanted: set[str]) -> Iterator[ImageRecord]:
-        seen = SeenIds("example_id")
-        where = DESCRIPTIONS_FILE
-        for number, value, problem in iter_json_lines(self.annotations):
-            if value is None:
-                self.skip(BadRecordError(f"line {number}", f"{where} line {number}: {problem}"))
-                continue
-            split = value.get("split")
-            if isinstance(split, str) and split and split not in wanted:
-                continue  # another split's record: not checked here
-            try:
-                record = self._parse(number, value)
-                seen.check(record.id, where=f"{where} line {number}")
-            except BadRecordError as exc:
-                self.skip(exc)
-                continue
-            yield record
+        lines = (
+            (f"{DESCRIPTIONS_FILE} line {number}", (number, value, problem))
+            for number, value, problem in iter_json_lines(self.annotations)
+            if value is None or _split_of(value) in wanted or _split_of(value) is None
+        )  # another split's record is not checked here
+        return self.iter_parsed(
+            lines, lambda line: self._parse(*line), ids=SeenIds("example_id"), key=_record_id
+        )
 
-    def _parse(self, number: int, raw: Mapping[str, Any]) -> ImageRecord:
+    def _parse(
+        self, number: int, raw: Mapping[str, Any] | None, problem: str | None
+    ) -> ImageRecord:
+        if raw is None:
+            line = f"line {number}"
+            raise BadRecordError(line, f"{DESCRIPTIONS_FILE} {line}: {problem}")
         example_id = raw.get("example_id")
         image = example_id if isinstance(example_id, str) and example_id else f"line {number}"
         where = f"{DESCRIPTIONS_FILE} line {number}"
@@ -225,7 +182,46 @@ class DOCCIDataset(DatasetBase):
         )
 
 
+def _split_of(value: Mapping[str, Any]) -> str | None:
+    """A line's split when it names one (None: the record is checked, and refused, whole)."""
+    split = value.get("split")
+    return split if isinstance(split, str) and split else None
+
+
+def _record_id(record: ImageRecord) -> str:
+    return record.id
+
+
 # --- download ---------------------------------------------------------------------------------
+
+# Google's bucket publishes only md5/crc32c (no sha256) and none was verified here, so none is
+# pinned: every DOCCI download needs --sha256. A value added here must come from the actual
+# file, never from pooch printing what it downloaded.
+_NO_SHA256 = (
+    "the DOCCI release publishes none: pass the checksum of that file from a copy you trust"
+)
+SOURCES: dict[str, Source] = {
+    "descriptions": Source(DESCRIPTIONS_FILE, DESCRIPTIONS_URL, "file", size="10.5 MB",
+                           check=_NO_SHA256),
+    "images": Source("docci_images.tar.gz", IMAGES_URL, "tar", install=IMAGES_DIR,
+                     size="7.1 GB", check=_NO_SHA256),
+    "aar_images": Source("docci_images_aar.tar.gz", AAR_IMAGES_URL, "tar",
+                         install=AAR_IMAGES_DIR, size="3.6 GB", check=_NO_SHA256),
+}  # fmt: skip
+
+
+def _source_of(url: str) -> Source:
+    """The declared source a URL fetches (by its file name; a mirror keeps the release's
+    names): a ``.jsonlines`` file or a ``.tar.gz`` of photos."""
+    fname = url_file_name(url)
+    by_name = {s.name: s for s in SOURCES.values()}
+    if fname in by_name:
+        return replace(by_name[fname], url=url)
+    if fname.endswith(_ARCHIVE_SUFFIXES):
+        return replace(SOURCES["images"], name=fname, url=url)
+    if fname.endswith(_JSONL_SUFFIXES):
+        return replace(SOURCES["descriptions"], name=fname, url=url)
+    raise DownloadError(f"{url}: expected a .jsonlines file or a .tar.gz of photos, not {fname!r}")
 
 
 def download(
@@ -241,66 +237,39 @@ def download(
     ``url`` defaults to the descriptions file; a ``.jsonlines`` file is put in ``root`` under
     its release name, a ``.tar.gz`` (``docci_images.tar.gz``, ``docci_images_aar.tar.gz``) is
     extracted safely and its ``images/`` / ``images_aar/`` folder installed in ``root``. No
-    sha256 is pinned for the release (`KNOWN_SHA256`), so ``sha256`` is required: a bad
-    checksum deletes the download and installs nothing. Downloads stay in ``root/.downloads/``.
+    sha256 is pinned for the release (`SOURCES`), so ``sha256`` is required: a bad checksum
+    deletes the download and installs nothing. Downloads stay in ``root/.downloads/``.
     """
-    from densecap_eval.datasets.dci.download import (
-        DOWNLOADS_DIR,
-        DownloadMessage,
-        extract_safely,
-        fetch_archive,
-        replace_path,
-    )
-
     root = Path(root).expanduser()
-    url = url or DESCRIPTIONS_URL
-    digest = sha256 or KNOWN_SHA256.get(url)
-    fname = posixpath.basename(url.split("?", 1)[0])
-    if digest is None:
-        raise DownloadError(
-            f"no sha256 is pinned for {url} (the DOCCI release publishes none): pass "
-            "--sha256 HEX, the checksum of that file from a copy you trust, or put the file "
-            f"in {root} by hand"
-        )
-    is_archive = fname.endswith(_ARCHIVE_SUFFIXES)
-    if not (is_archive or fname.endswith(_JSONL_SUFFIXES)):
-        raise DownloadError(
-            f"{url}: expected a .jsonlines file or a .tar.gz of photos, not {fname!r}"
-        )
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DownloadError(f"cannot create the data root {root}: {exc.strerror or exc}") from None
-    downloads = root / DOWNLOADS_DIR
-    fetched = fetch_archive(url, digest, downloads=downloads, progress=progress)
-    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
-    try:
-        if is_archive:
-            content = staging / "content"
-            content.mkdir()
-            extract_safely(fetched, content)
-            installed = [d for d in (IMAGES_DIR, AAR_IMAGES_DIR) if (content / d).is_dir()]
-            if not installed:
-                raise DownloadError(
-                    f"{fname} holds no {IMAGES_DIR}/ or {AAR_IMAGES_DIR}/ folder: is it "
-                    "docci_images.tar.gz?"
-                )
-            for folder in installed:
-                replace_path(content / folder, root / folder)
-            what = " and ".join(f"{root / d}/" for d in installed)
-            done = [f"extracted {fname} into {what} (the archive stays in {downloads}/)"]
-        else:
-            target = METADATA_FILE if fname == METADATA_FILE else DESCRIPTIONS_FILE
-            shutil.copyfile(fetched, staging / target)
-            os.replace(staging / target, root / target)
-            done = [f"fetched {fname} into {root / target}"]
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    logger.info("%s", done[0])
+    source = _source_of(url or DESCRIPTIONS_URL)
+    fetched = fetch_source(source, root, sha256=sha256, progress=progress)
+    if source.kind == "tar":
+        done = _install_photos(fetched, root)
+    else:
+        target = METADATA_FILE if source.name == METADATA_FILE else DESCRIPTIONS_FILE
+        install_file(fetched, root / target)
+        done = f"fetched {source.name} into {root / target}"
+    logger.info("%s", done)
     todo = _still_to_do(root)
     if not todo:
-        return DownloadMessage("\n".join([*done, f"{root} is ready for docci/retrieval"]))
-    return DownloadMessage("\n".join(done), "\n".join(["still to do by hand:", *todo]))
+        return DownloadMessage("\n".join([done, f"{root} is ready for docci/retrieval"]))
+    return DownloadMessage(done, "\n".join(["still to do by hand:", *todo]))
+
+
+def _install_photos(archive: Path, root: Path) -> str:
+    """Extract a photo archive and move its ``images/`` / ``images_aar/`` into ``root``."""
+    with staging(root) as content:
+        extract_safely(archive, content)
+        installed = [d for d in (IMAGES_DIR, AAR_IMAGES_DIR) if (content / d).is_dir()]
+        if not installed:
+            raise DownloadError(
+                f"{archive.name} holds no {IMAGES_DIR}/ or {AAR_IMAGES_DIR}/ folder: is it "
+                "docci_images.tar.gz?"
+            )
+        for folder in installed:
+            replace_path(content / folder, root / folder)
+    what = " and ".join(f"{root / d}/" for d in installed)
+    return f"extracted {archive.name} into {what} (the archive stays in {archive.parent}/)"
 
 
 def _still_to_do(root: Path) -> list[str]:
@@ -308,8 +277,8 @@ def _still_to_do(root: Path) -> list[str]:
     steps: list[str] = []
     if not (root / DESCRIPTIONS_FILE).is_file():
         steps.append(
-            f"- the descriptions: `densecap-eval download docci --root {root} --sha256 HEX` "
-            f"({DESCRIPTIONS_URL}, 10.5 MB)"
+            f"- the descriptions: {how_to_get('docci', root, what='them', options=' --sha256 HEX')}"
+            f" ({DESCRIPTIONS_URL}, 10.5 MB)"
         )
     if not (root / IMAGES_DIR).is_dir():
         steps.append(

@@ -8,14 +8,13 @@ the class index(es) in ``meta["labels"]`` and point at the decoded photo (`photo
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from densecap_eval.core.errors import BadRecordError
-from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.base import DatasetBase, FingerprintFile
 from densecap_eval.datasets.elevater import catalog, layout
 from densecap_eval.datasets.elevater.photos import ELEVATER_SIZE, ZipPhotos
 from densecap_eval.datasets.records import ImageRecord
@@ -34,13 +33,15 @@ class ElevaterDataset(DatasetBase):
     name: ClassVar[str] = "elevater"
     title: ClassVar[str] = "ELEVATER"
 
-    def __init__(self, root: str | Path, *, strict: bool = False, cache_dir: Path | None = None):
-        super().__init__(
-            root,
-            strict=strict,
-            hint="point --data-root at ELEVATER's DATASET.ROOT (the folder holding "
-            "classification/); `densecap-eval download elevater` says how to fill it",
+    @classmethod
+    def how_to_get(cls, root: Path) -> str:
+        return (
+            "point --data-root at ELEVATER's DATASET.ROOT (the folder holding classification/); "
+            f"`densecap-eval download elevater --root {root}` says how to fill it"
         )
+
+    def __init__(self, root: str | Path, *, strict: bool = False, cache_dir: Path | None = None):
+        super().__init__(root, strict=strict)
         from densecap_eval.core.paths import default_cache_dir
 
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -52,6 +53,9 @@ class ElevaterDataset(DatasetBase):
 
     def splits(self) -> list[str]:
         return self.available()
+
+    def known_splits(self) -> list[str]:
+        return list(catalog.dataset_keys())
 
     def skip_where(self, error: BadRecordError) -> str | None:
         return error.image
@@ -92,20 +96,17 @@ class ElevaterDataset(DatasetBase):
                     meta={"labels": s.labels},
                 )
 
-    def fingerprint(self, splits: Sequence[str]) -> str:
-        """sha256 over each dataset's index and label map bytes and its zips' sizes."""
-        h = hashlib.sha256()
+    def fingerprint_files(self, splits: Sequence[str]) -> list[FingerprintFile]:
+        """Each dataset's index and label map files, and its zips by size only."""
+        files: list[FingerprintFile] = []
         for key in sorted(splits):
             spec = catalog.spec(key)
             folder = layout.dataset_dir(self.root, spec)
-            h.update(key.encode())
-            for name in layout.required_files(spec):
-                path = folder / name
-                if name in spec.test_files:
-                    h.update(f"{name}:{path.stat().st_size if path.is_file() else -1}".encode())
-                elif path.is_file():
-                    h.update(path.read_bytes())
-        return h.hexdigest()
+            files += [
+                FingerprintFile(f"{key}/{name}", folder / name, content=name not in spec.test_files)
+                for name in layout.required_files(spec)
+            ]
+        return files
 
     def describe(self) -> dict[str, Any]:
         return {"available": self.available(), "known": list(catalog.dataset_keys())}

@@ -22,13 +22,13 @@ import hashlib
 import os
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from densecap_eval.core.errors import BadRecordError, DatasetError
-from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.base import DatasetBase, FingerprintFile
 from densecap_eval.datasets.elevater.loader import ZeroShotSample
 from densecap_eval.datasets.photos import check_image_bytes
 from densecap_eval.datasets.records import ImageRecord
@@ -71,10 +71,16 @@ class ClipBenchmarkDataset(DatasetBase):
     name: ClassVar[str] = "clip_benchmark"
     title: ClassVar[str] = "CLIP_benchmark wds"
 
+    @classmethod
+    def how_to_get(cls, root: Path) -> str:
+        # CLIP_benchmark's copies are not downloaded by densecap-eval (no downloader).
+        return (
+            "point --data-root at the folder holding CLIP_benchmark's wds_<name> copies (e.g. "
+            "a clone of the Hub's clip-benchmark/wds_vtab-cifar10)"
+        )
+
     def __init__(self, root: str | Path, *, strict: bool = False, cache_dir: Path | None = None):
-        super().__init__(root, strict=strict,
-                         hint="point --data-root at the folder holding CLIP_benchmark's wds_<name> "
-                         "copies (e.g. a clone of the Hub's clip-benchmark/wds_vtab-cifar10)")  # fmt: skip
+        super().__init__(root, strict=strict)
         from densecap_eval.core.paths import default_cache_dir
 
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -85,6 +91,9 @@ class ClipBenchmarkDataset(DatasetBase):
 
     def splits(self) -> list[str]:
         return self.available()
+
+    def known_splits(self) -> list[str]:
+        return list(CLIP_BENCHMARK_NAMES)
 
     def skip_where(self, error: BadRecordError) -> str | None:
         return error.image
@@ -162,15 +171,16 @@ class ClipBenchmarkDataset(DatasetBase):
                 yield ImageRecord(id=f"{k}/{s.ref}", image=s.photo, texts=(), split=k,
                                   meta={"labels": s.labels})  # fmt: skip
 
-    def fingerprint(self, splits: list[str]) -> str:
-        h = hashlib.sha256()
+    def fingerprint_files(self, splits: Sequence[str]) -> list[FingerprintFile]:
+        """Each folder's class names and templates, and its test shards by size only."""
+        files: list[FingerprintFile] = []
         for key in sorted(splits):
             folder = self.root / folder_name(key)
             for name in ("classnames.txt", "zeroshot_classification_templates.txt"):
-                h.update((folder / name).read_bytes())
+                files.append(FingerprintFile(f"{key}/{name}", folder / name))
             for tar in sorted((folder / "test").glob("*.tar")):
-                h.update(f"{tar.name}:{tar.stat().st_size}".encode())
-        return h.hexdigest()
+                files.append(FingerprintFile(f"{key}/test/{tar.name}", tar, content=False))
+        return files
 
 
 def _store(cache: Path, data: bytes, ext: str) -> Path:

@@ -60,15 +60,11 @@ with no usable row left is refused by the evaluation (exit 1).
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
-import io
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,12 +73,11 @@ from typing import Any
 from densecap_eval.core.errors import BadRecordError, DatasetError
 from densecap_eval.datasets.base import SkipLog
 from densecap_eval.datasets.guards import iter_json_lines
+from densecap_eval.datasets.hub import HF_CACHE_DIR, materialise_image, quiet_hf
 from densecap_eval.datasets.records import ImageRecord, RegionText, SkippedImage, Text
 from densecap_eval.datasets.regions import Box
 
 ALL_SPLIT = "all"  # the split of an input that holds one table
-IMAGES_DIR = "files-images"  # under the densecap cache dir: embedded images, by content
-HF_CACHE_DIR = "hf-datasets"  # under the densecap cache dir: Hugging Face's arrow copies
 # How users map a column, for error messages (the CLI passes dataset options through).
 OPTION_HINT = "--dataset-option {option}=NAME on the command line, {option}= in Python"
 
@@ -108,7 +103,6 @@ _SPLIT_DIRS = (
     "dev",
 )
 _SAVED_FILES = ("dataset_dict.json", "state.json")
-_IMAGE_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp"}
 _BOX_SPLIT = re.compile(r"[\s,;]+")
 _EPS = 1e-6  # float noise allowed when rounding box edges outward
 
@@ -211,7 +205,7 @@ class FilesDataset:
                 raise DatasetError(f"{self.root} has no rows")
             return {ALL_SPLIT: lines}
         try:
-            with _quiet_hf():
+            with quiet_hf():
                 if self.format == "save_to_disk":
                     loaded = datasets.load_from_disk(str(self.root))
                 elif self.format == "imagefolder":
@@ -396,7 +390,7 @@ class FilesDataset:
                 name, f"image is neither a path nor an image (found {type(value).__name__})"
             )
         if data:
-            path = _materialise(name, data, stored)
+            path = materialise_image(name, data, stored)
             label = Path(stored).name if stored else f"row {number}"
             return path, f"sha256:{path.stem}", label
         if not stored or not stored.strip():
@@ -600,38 +594,6 @@ def _header_size(path: Path) -> tuple[int, int] | str:
         return f"image {path} cannot be read ({exc})"
 
 
-def _materialise(name: str, data: bytes, stored: str | None) -> Path:
-    """Write embedded image bytes once to the content-addressed images folder; its path."""
-    from PIL import Image, UnidentifiedImageError
-
-    from densecap_eval.core.paths import default_cache_dir
-
-    what = f"embedded image {stored}" if stored else "embedded image"
-    try:
-        with Image.open(io.BytesIO(data)) as img:  # the header only: which format
-            fmt = img.format or ""
-    except UnidentifiedImageError:
-        raise BadRecordError(name, f"{what} is not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise BadRecordError(name, f"{what} cannot be read ({exc})") from None
-    suffix = _IMAGE_SUFFIX.get(fmt) or (Path(stored).suffix.lower() if stored else "") or ".img"
-    folder = default_cache_dir() / IMAGES_DIR
-    target = folder / f"{hashlib.sha256(data).hexdigest()}{suffix}"
-    if target.is_file():
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)  # atomic: concurrent writers write the same bytes
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return target
-
-
 def _no_rows(root: Path, fmt: str) -> bool:
     """Whether a table file (or an imagefolder's metadata file) holds no data rows."""
     if root.is_dir():
@@ -667,20 +629,3 @@ def _one_line(exc: BaseException) -> str:
         inner = inner.__cause__
     text = str(inner).strip().splitlines()
     return text[0] if text else type(inner).__name__
-
-
-@contextlib.contextmanager
-def _quiet_hf() -> Iterator[None]:
-    """Hugging Face's progress bars and info logs off while loading, then as they were."""
-    import datasets
-
-    bars = datasets.is_progress_bar_enabled()
-    level = datasets.logging.get_verbosity()
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its errors become ours
-    try:
-        yield
-    finally:
-        datasets.logging.set_verbosity(level)
-        if bars:
-            datasets.enable_progress_bars()

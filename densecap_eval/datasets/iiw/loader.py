@@ -28,24 +28,30 @@ CRLF are read.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
-from densecap_eval.datasets.base import DatasetBase
-from densecap_eval.datasets.docci.loader import (
-    AAR_IMAGES_URL,
-    IMAGES_URL,
+from densecap_eval.datasets.base import DatasetBase, FingerprintFile
+from densecap_eval.datasets.download import (
+    DOWNLOADS_DIR,
+    DownloadMessage,
+    Source,
+    fetch_source,
+    install_file,
+    make_dir,
+    url_and_sha256,
+)
+from densecap_eval.datasets.guards import (
+    SeenIds,
+    annotation_sha256,
     check_json_lines,
-    file_sha256,
+    iter_json_lines,
     plain_file_name,
 )
-from densecap_eval.datasets.guards import SeenIds, iter_json_lines
 from densecap_eval.datasets.records import ImageRecord, Text
 
 SUBSETS = ("DOCCI_Test", "IIW-400", "DCI_Test")  # the pool, in LoTLIP's order
@@ -64,12 +70,45 @@ IIW_SHA256 = {
 }
 
 
-def _hint(root: Path) -> str:
-    folders = ", ".join(f"{root / PHOTO_DIRS[s]}/" for s in SUBSETS)
-    return (
-        f"get the IIW annotations with `densecap-eval download iiw --root {root}`; "
-        f"the photos go in {folders} (from DOCCI and DCI; the download message says how)"
-    )
+def annotation_sources(base_url: str, digests: dict[str, str]) -> dict[str, Source]:
+    """The three subsets' files under ``base_url`` (``.../datasets``), checked against
+    ``digests``; installed where the repository keeps them."""
+    return {
+        subset: Source(
+            ANNOTATIONS_FILE,
+            f"{base_url}/{subset}/{ANNOTATIONS_FILE}",
+            "file",
+            install=f"{GITHUB_DIR}/{subset}/{ANNOTATIONS_FILE}",
+            sha256=digests[subset],
+            commit=IIW_COMMIT,
+        )
+        for subset in SUBSETS
+    }
+
+
+SOURCES: dict[str, Source] = {
+    **annotation_sources(IIW_BASE_URL, IIW_SHA256),
+    # The photos come from DOCCI and DCI (never fetched here: see `_photo_step`).
+    "DOCCI_Test photos": Source(
+        "docci_images.tar.gz",
+        "https://storage.googleapis.com/docci/data/docci_images.tar.gz",
+        "manual",
+        install=PHOTO_DIRS["DOCCI_Test"],
+    ),
+    "IIW-400 photos": Source(
+        "docci_images_aar.tar.gz",
+        "https://storage.googleapis.com/docci/data/docci_images_aar.tar.gz",
+        "manual",
+        install=PHOTO_DIRS["IIW-400"],
+        size="3.6 GB",
+    ),
+    "DCI_Test photos": Source(
+        "sa_000138.tar",
+        "https://ai.meta.com/datasets/segment-anything-downloads/",
+        "manual",
+        install=PHOTO_DIRS["DCI_Test"],
+    ),
+}
 
 
 def photo_name(raw: Mapping[str, Any]) -> object:
@@ -86,12 +125,22 @@ class IIWDataset(DatasetBase):
 
     name = "iiw"
     title = "IIW"
+    declared_splits = SUBSETS
+    get_what = "the IIW annotations"
+
+    @classmethod
+    def how_to_get(cls, root: Path) -> str:
+        folders = ", ".join(f"{root / PHOTO_DIRS[s]}/" for s in SUBSETS)
+        return (
+            f"{super().how_to_get(root)}; the photos go in {folders} (from DOCCI and DCI; the "
+            "download message says how)"
+        )
 
     def __init__(self, root: str | Path, *, strict: bool = False) -> None:
-        super().__init__(root, strict=strict, hint=_hint(Path(root)))
+        super().__init__(root, strict=strict)
         self._files = {subset: self._find(subset) for subset in SUBSETS}
         for path in self._files.values():
-            for _ in check_json_lines(path, hint=_hint(self.root)):
+            for _ in check_json_lines(path, hint=self.how_to_get(self.root)):
                 pass
 
     def _find(self, subset: str) -> Path:
@@ -99,8 +148,8 @@ class IIWDataset(DatasetBase):
         github = self.root / GITHUB_DIR / subset / ANNOTATIONS_FILE
         found = [p for p in (flat, github) if p.is_file()]
         if not found:
-            raise DatasetError(f"{github} not found (nor {flat}); {_hint(self.root)}")
-        if len(found) == 2 and file_sha256(flat) != file_sha256(github):
+            raise DatasetError(f"{github} not found (nor {flat}); {self.how_to_get(self.root)}")
+        if len(found) == 2 and annotation_sha256(flat) != annotation_sha256(github):
             raise DatasetError(
                 f"{flat} and {github} both exist and differ: keep one of them (which one "
                 f"`densecap-eval download iiw --root {self.root}` would write: {github})"
@@ -108,40 +157,21 @@ class IIWDataset(DatasetBase):
         return found[0]
 
     def annotation_path(self, subset: str) -> Path:
-        self._check_split(subset)
+        self.check_split(subset)
         return self._files[subset]
-
-    def splits(self) -> list[str]:
-        """The pool's subsets, in its order (records of all of them: the 612 pool)."""
-        return list(SUBSETS)
-
-    def _check_split(self, split: str) -> None:
-        if split not in SUBSETS:
-            raise DatasetError(
-                f"unknown IIW split {split!r} (known: {', '.join(SUBSETS)}; no split: the pool "
-                "of all three)"
-            )
 
     def photo_dir(self, subset: str) -> Path:
         return self.root / PHOTO_DIRS[subset]
 
-    def fingerprint(self, splits: Sequence[str]) -> str:
-        """sha256 of the annotation bytes of ``splits`` (pool order) with their names."""
-        digest = hashlib.sha256(b"iiw\0")
-        chosen = set(splits)
-        for split in chosen:
-            self._check_split(split)
-        for subset in SUBSETS:
-            if subset in chosen:
-                digest.update(subset.encode("utf-8") + b"\0")
-                digest.update(file_sha256(self._files[subset]).encode())
-        return digest.hexdigest()
+    def fingerprint_files(self, splits: Sequence[str]) -> list[FingerprintFile]:
+        """The annotation files of ``splits``, in pool order (photos are not read)."""
+        return [FingerprintFile(s, self._files[s]) for s in SUBSETS if s in set(splits)]
 
     def records(self, split: str | None = None) -> Iterator[ImageRecord]:
         """Records of one subset, or of the pool when ``split`` is None (module doc)."""
         subsets = [split] if split is not None else list(SUBSETS)
         for subset in subsets:
-            self._check_split(subset)
+            self.check_split(subset)
         for subset in subsets:
             if not self.photo_dir(subset).is_dir():
                 raise DatasetError(
@@ -151,23 +181,21 @@ class IIWDataset(DatasetBase):
         return self._iter(subsets)
 
     def _iter(self, subsets: list[str]) -> Iterator[ImageRecord]:
-        seen = SeenIds("photo")
-        for subset in subsets:
-            where = f"{subset}/{ANNOTATIONS_FILE}"
-            for number, value, problem in iter_json_lines(self._files[subset]):
-                try:
-                    if value is None:
-                        line = f"{subset} line {number}"
-                        raise BadRecordError(line, f"{where} line {number}: {problem}")
-                    record = self._parse(subset, number, value)
-                    seen.check(record.id, where=f"{where} line {number}")
-                except BadRecordError as exc:
-                    self.skip(exc)
-                    continue
-                yield record
+        lines = (
+            (f"{subset}/{ANNOTATIONS_FILE} line {number}", (subset, number, value, problem))
+            for subset in subsets
+            for number, value, problem in iter_json_lines(self._files[subset])
+        )
+        return self.iter_parsed(
+            lines, lambda line: self._parse(*line), ids=SeenIds("photo"), key=lambda r: r.id
+        )
 
-    def _parse(self, subset: str, number: int, raw: Mapping[str, Any]) -> ImageRecord:
+    def _parse(
+        self, subset: str, number: int, raw: Mapping[str, Any] | None, problem: str | None
+    ) -> ImageRecord:
         where = f"{subset}/{ANNOTATIONS_FILE} line {number}"
+        if raw is None:
+            raise BadRecordError(f"{subset} line {number}", f"{where}: {problem}")
         name = photo_name(raw)
         image = f"{subset}/{name}" if plain_file_name(name) else f"{subset} line {number}"
         if name is None:
@@ -197,27 +225,26 @@ class IIWDataset(DatasetBase):
 def _photo_step(root: Path, subset: str) -> str:
     """How to fill ``subset``'s photo folder (one line)."""
     folder = root / PHOTO_DIRS[subset]
+    photos = SOURCES[f"{subset} photos"]
     if subset == "DOCCI_Test":
         return (
             f"copy DOCCI's test photos into {folder}/: `mkdir -p {folder} && cp "
             f"DOCCI_ROOT/images/test_*.jpg {folder}/` (DOCCI_ROOT/images/ comes from "
-            f"docci_images.tar.gz, {IMAGES_URL}; see `densecap-eval download docci`)"
+            f"{photos.name}, {photos.url}; see `densecap-eval download docci`)"
         )
     if subset == "IIW-400":
         return (
             f"copy DOCCI's AAR photos aar_test_04600 ... aar_test_04999 into {folder}/: "
             f"`mkdir -p {folder} && cp DOCCI_ROOT/images_aar/aar_test_04[6-9]??.jpg {folder}/` "
-            f"(DOCCI_ROOT/images_aar/ comes from docci_images_aar.tar.gz, 3.6 GB, "
-            f"{AAR_IMAGES_URL}; LoTLIP's data_preprocess.py copies aar_train_<same number>.jpg "
+            f"(DOCCI_ROOT/images_aar/ comes from {photos.name}, {photos.size}, "
+            f"{photos.url}; LoTLIP's data_preprocess.py copies aar_train_<same number>.jpg "
             "under the aar_test_ name when the aar_test_ file is absent)"
         )
-    from densecap_eval.datasets.dci.download import SA1B_ARCHIVE, SA1B_URL
-
     return (
         f"copy DCI's photos into {folder}/: `mkdir -p {folder} && cp "
         f"DCI_ROOT/densely_captioned_images/photos/sa_*.jpg {folder}/` or "
-        f"`tar -xf {SA1B_ARCHIVE} -C {folder} --wildcards '*.jpg'` (the SA-1B archive, from "
-        f"{SA1B_URL} after accepting its licence)"
+        f"`tar -xf {photos.name} -C {folder} --wildcards '*.jpg'` (the SA-1B archive, from "
+        f"{photos.url} after accepting its licence)"
     )
 
 
@@ -246,43 +273,24 @@ def download(
     ``url`` (a mirror of one file, ``.../<subset>/data.jsonl``): that file, ``sha256`` required.
     A bad checksum deletes the download and installs nothing.
     """
-    from densecap_eval.datasets.dci.download import (
-        DOWNLOADS_DIR,
-        DownloadMessage,
-        fetch_archive,
-    )
-
     root = Path(root).expanduser()
+    url_and_sha256(url, sha256, pinned="the three IIW files have their own pinned checksums")
+    jobs: list[tuple[str, Source, str | None]]
     if url is None:
-        if sha256 is not None:
-            raise DownloadError(
-                "--sha256 needs --url: the three IIW files have their own pinned checksums"
-            )
-        jobs = [(f"{IIW_BASE_URL}/{s}/{ANNOTATIONS_FILE}", IIW_SHA256[s], s) for s in SUBSETS]
+        jobs = [(subset, SOURCES[subset], None) for subset in SUBSETS]
     else:
-        if sha256 is None:
-            raise DownloadError("--url needs --sha256 (the checksum of the file at that URL)")
-        jobs = [(url, sha256, _subset_of(url))]
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DownloadError(f"cannot create the data root {root}: {exc.strerror or exc}") from None
-    downloads = root / DOWNLOADS_DIR / "iiw"
+        subset = _subset_of(url)
+        jobs = [(subset, replace(SOURCES[subset], url=url), sha256)]
+    downloads = make_dir(root) / DOWNLOADS_DIR / "iiw"
     fetched = [
-        (subset, fetch_archive(u, digest, downloads=downloads / subset, progress=progress))
-        for u, digest, subset in jobs
-    ]
-    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
-    try:
-        for subset, path in fetched:
-            target = root / GITHUB_DIR / subset / ANNOTATIONS_FILE
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, staging / subset)
-            os.replace(staging / subset, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        (subset, source, fetch_source(source, root, sha256=digest, progress=progress,
+                                      downloads=downloads / subset))
+        for subset, source, digest in jobs
+    ]  # fmt: skip
+    for _, source, path in fetched:  # all fetched and checked: now install
+        install_file(path, root / source.install)
     done = [
-        f"fetched {', '.join(s for s, _ in fetched)} into {root / GITHUB_DIR}/<subset>/"
+        f"fetched {', '.join(s for s, _, _ in fetched)} into {root / GITHUB_DIR}/<subset>/"
         f"{ANNOTATIONS_FILE}"
     ]
     present, todo = _photo_report(root)

@@ -34,7 +34,6 @@ unopened.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -43,7 +42,14 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
-from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.base import DatasetBase, FingerprintFile
+from densecap_eval.datasets.download import (
+    DownloadMessage,
+    Source,
+    fetch_source,
+    how_to_get,
+    url_file_name,
+)
 from densecap_eval.datasets.guards import SeenIds
 from densecap_eval.datasets.records import ImageRecord, Text
 
@@ -60,25 +66,34 @@ DATA_DIR = "data"  # Long-CLIP's ShareGPT4V/data/, accepted one level down
 
 # Where the annotation files come from. No checksum is pinned (the published values were not
 # available when this was written): `download` needs the user's --sha256.
-URLS: dict[str, str] = {
-    SHARE_CAPTIONER: "https://huggingface.co/datasets/Lin-Chen/ShareGPT4V/resolve/main/"
-    + ANNOTATION_FILES[SHARE_CAPTIONER],
+_CHECK = (
+    "Hugging Face shows a file's SHA256 under 'Git LFS Details' on its page; for a GitHub file, "
+    "`sha256sum` a copy you trust"
+)
+SOURCES: dict[str, Source] = {
+    SHARE_CAPTIONER: Source(
+        ANNOTATION_FILES[SHARE_CAPTIONER],
+        "https://huggingface.co/datasets/Lin-Chen/ShareGPT4V/resolve/main/"
+        + ANNOTATION_FILES[SHARE_CAPTIONER],
+        "file",
+        size="1.49 GB",
+        check=_CHECK,
+    ),
     # In LoTLIP's repository (not on the HF dataset); branch name unconfirmed.
-    SAM_10K: "https://raw.githubusercontent.com/wuw2019/LoTLIP/main/dataloaders/share4v/"
-    + ANNOTATION_FILES[SAM_10K],
+    SAM_10K: Source(
+        ANNOTATION_FILES[SAM_10K],
+        "https://raw.githubusercontent.com/wuw2019/LoTLIP/main/dataloaders/share4v/"
+        + ANNOTATION_FILES[SAM_10K],
+        "file",
+        check=_CHECK,
+    ),
 }
-SHA256: dict[str, str | None] = {SHARE_CAPTIONER: None, SAM_10K: None}
 
 _CHUNK_CHARS = 1 << 20  # characters read per chunk by the streaming reader
 _MAX_VALUE_CHARS = 64 << 20  # one array element longer than this is a corrupt file
 _FULL_HASH_BYTES = 256 << 20  # files up to this size are hashed whole by `fingerprint`
 _HEAD_BYTES = 64 << 20  # for larger ones: the head (every record a 1k/10k task reads) ...
 _TAIL_BYTES = 1 << 20  # ... and the tail, with the size
-
-
-def _how_to_get(root: Path, split: str | None = None) -> str:
-    url = f" --url {URLS[split]}" if split == SAM_10K else ""
-    return f"get it with `densecap-eval download sharegpt4v --root {root}{url} --sha256 HEX`"
 
 
 # --- streaming JSON array reader --------------------------------------------------------------
@@ -217,8 +232,13 @@ class ShareGPT4VDataset(DatasetBase):
     name = "sharegpt4v"
     title = "ShareGPT4V"
 
+    @classmethod
+    def how_to_get(cls, root: Path, split: str | None = None) -> str:
+        url = f" --url {SOURCES[SAM_10K].url}" if split == SAM_10K else ""
+        return how_to_get(cls.name, root, options=f"{url} --sha256 HEX")
+
     def __init__(self, root: str | Path, *, strict: bool = False) -> None:
-        super().__init__(root, strict=strict, hint=_how_to_get(Path(root)))
+        super().__init__(root, strict=strict)
         for base in (self.root, self.root / DATA_DIR):
             present = [s for s, f in ANNOTATION_FILES.items() if (base / f).is_file()]
             if present:
@@ -229,7 +249,7 @@ class ShareGPT4VDataset(DatasetBase):
             files = " or ".join(ANNOTATION_FILES.values())
             raise DatasetError(
                 f"no ShareGPT4V annotation file in {self.root} (nor in {self.root / DATA_DIR}): "
-                f"looked for {files}; {_how_to_get(self.root)}"
+                f"looked for {files}; {self.how_to_get(self.root)}"
             )
 
     # --- splits -------------------------------------------------------------------------------
@@ -238,35 +258,35 @@ class ShareGPT4VDataset(DatasetBase):
         """The splits whose annotation file is present, in `ANNOTATION_FILES` order."""
         return list(self._splits)
 
+    def known_splits(self) -> list[str]:
+        return list(ANNOTATION_FILES)
+
+    def splits_source(self) -> Path:
+        return self.base
+
     def annotation_path(self, split: str) -> Path:
+        self.check_split(split)
         if split not in self._splits:
-            if split in ANNOTATION_FILES:
-                raise DatasetError(
-                    f"{self.base / ANNOTATION_FILES[split]} not found (split {split!r}); "
-                    f"{_how_to_get(self.root, split)}"
-                )
             raise DatasetError(
-                f"unknown split {split!r} of ShareGPT4V in {self.base} "
-                f"(present: {', '.join(self._splits)}; known: {', '.join(ANNOTATION_FILES)})"
+                f"{self.base / ANNOTATION_FILES[split]} not found (split {split!r}); "
+                f"{self.how_to_get(self.root, split)}"
             )
         return self.base / ANNOTATION_FILES[split]
 
-    def fingerprint(self, splits: Sequence[str]) -> str:
-        """sha256 over each split's file name, size and bytes, splits sorted and deduplicated.
+    def fingerprint_files(self, splits: Sequence[str]) -> list[FingerprintFile]:
+        """Each split's file, splits sorted and deduplicated.
 
-        A file over 256 MiB (the 1.49 GB share-captioner file) contributes its size, its first
+        A file over 256 MiB (the 1.49 GB share-captioner file) counts by its size, its first
         64 MiB (every record a 1k task reads, and then some) and its last 1 MiB instead of all
         its bytes, so a run does not re-read 1.5 GB: an edit deeper inside that keeps the size
         would go unnoticed.
         """
-        digest = hashlib.sha256()
-        for split in sorted(set(splits)):
-            path = self.annotation_path(split)
-            try:
-                digest.update(json.dumps([split, path.name, _file_digest(path)]).encode())
-            except OSError as exc:
-                raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
-        return digest.hexdigest()
+        sample = (_FULL_HASH_BYTES, _HEAD_BYTES, _TAIL_BYTES)
+        paths = {split: self.annotation_path(split) for split in sorted(set(splits))}
+        return [
+            FingerprintFile(f"{split}/{path.name}", path, sample=sample)
+            for split, path in paths.items()
+        ]
 
     # --- records ------------------------------------------------------------------------------
 
@@ -274,15 +294,15 @@ class ShareGPT4VDataset(DatasetBase):
         """Records of ``split`` (every split present when None), streamed in file order."""
         for name in [split] if split else list(self._splits):
             path = self.annotation_path(name)
-            seen = SeenIds("image")  # a photo listed twice would be two gallery items
-            for index, raw in enumerate(iter_json_array(path)):
-                try:
-                    record = self._parse(name, path.name, index, raw)
-                    seen.check(record.id, where=f"record {index} of {path.name}")
-                except BadRecordError as exc:
-                    self.skip(exc)
-                    continue
-                yield record
+            yield from self.iter_parsed(
+                (
+                    (f"record {index} of {path.name}", (name, path.name, index, raw))
+                    for index, raw in enumerate(iter_json_array(path))
+                ),
+                lambda item: self._parse(*item),
+                ids=SeenIds("image"),  # a photo listed twice would be two gallery items
+                key=lambda record: record.id,
+            )
 
     def _parse(self, split: str, file: str, index: int, raw: Any) -> ImageRecord:
         where = f"record {index} of {file}"
@@ -333,27 +353,6 @@ class ShareGPT4VDataset(DatasetBase):
         return next((c for c in candidates if c.is_file()), primary)
 
 
-def _file_digest(path: Path) -> list[Any]:
-    """[size, sha256 hex] of the file, or of its head and tail past `_FULL_HASH_BYTES`."""
-    size = path.stat().st_size
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        if size <= _FULL_HASH_BYTES:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-            return [size, digest.hexdigest()]
-        remaining = _HEAD_BYTES
-        while remaining:
-            block = fh.read(min(remaining, 1 << 20))
-            if not block:
-                break
-            digest.update(block)
-            remaining -= len(block)
-        fh.seek(size - _TAIL_BYTES)
-        digest.update(fh.read(_TAIL_BYTES))
-    return [size, "head+tail", digest.hexdigest()]
-
-
 # --- download ---------------------------------------------------------------------------------
 
 
@@ -368,30 +367,23 @@ def download(
 
     Without ``url``: the share-captioner JSON from HF ``Lin-Chen/ShareGPT4V``. With ``url``:
     the file it names, whose name must be one of `ANNOTATION_FILES` (``share4v_sam_10k.json``
-    is in LoTLIP's repository: ``URLS["sam-10k"]``). No checksum is pinned, so ``sha256`` is
+    is in LoTLIP's repository: ``SOURCES["sam-10k"]``). No checksum is pinned, so ``sha256`` is
     required. pooch downloads to a temporary file and moves it into ``root`` only after the
     checksum matched. The photos (COCO, SA-1B, LLaVA) are never downloaded: the returned
     message says where to get them and where to put them.
     """
-    from densecap_eval.datasets.dci.download import DownloadMessage, fetch_archive
-
-    url = url or URLS[SHARE_CAPTIONER]
-    fname = PurePosixPath(url.split("?", 1)[0]).name
+    url = url or SOURCES[SHARE_CAPTIONER].url
+    fname = url_file_name(url)
     split = next((s for s, f in ANNOTATION_FILES.items() if f == fname), None)
     if split is None:
         raise DownloadError(
             f"{url} does not name a ShareGPT4V annotation file "
             f"(expected one of: {', '.join(ANNOTATION_FILES.values())})"
         )
-    digest = sha256 or SHA256[split]
-    if digest is None:
-        raise DownloadError(
-            f"{fname} has no pinned sha256 in densecap-eval: pass --sha256 HEX (Hugging Face "
-            "shows a file's SHA256 under 'Git LFS Details' on its page; for a GitHub file, "
-            "`sha256sum` a copy you trust)"
-        )
     root = Path(root).expanduser()
-    path = fetch_archive(url, digest, downloads=root, progress=progress)
+    # pooch checks the file in place: the root itself is where it stays.
+    path = fetch_source(SOURCES[split], root, url=url, sha256=sha256, progress=progress,
+                        downloads=root)  # fmt: skip
     # The CLI prints ``done`` on stdout and ``todo`` (the photos to fetch by hand) on stderr.
     return DownloadMessage(f"{ANNOTATION_FILES[split]} saved to {path}", photo_steps(root, split))
 

@@ -26,16 +26,23 @@ a file unreadable as a JSON object is `DatasetError` (exit 1).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
-from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.base import DatasetBase, FingerprintFile
+from densecap_eval.datasets.download import (
+    DownloadMessage,
+    Source,
+    fetch_source,
+    install_file,
+    make_dir,
+    url_and_sha256,
+    url_file_name,
+)
 from densecap_eval.datasets.guards import SeenIds, release_path
 from densecap_eval.datasets.records import ImageRecord, Text
 from densecap_eval.datasets.sugarcrepe.categories import CATEGORIES
@@ -60,8 +67,25 @@ SUGARCREPE_SHA256: Mapping[str, str] = {
 COCO_VAL2017_URL = "http://images.cocodataset.org/zips/val2017.zip"
 
 
-def _how_to_get(root: Path) -> str:
-    return f"get the annotations with `densecap-eval download sugarcrepe --root {root}`"
+def category_sources(raw_base: str, digests: Mapping[str, str]) -> dict[str, Source]:
+    """The seven ``data/<category>.json`` under ``raw_base`` (the repository at a commit)."""
+    return {
+        c: Source(
+            f"{c}.json",
+            f"{raw_base}/{DATA_DIR}/{c}.json",
+            "file",
+            install=f"{DATA_DIR}/{c}.json",
+            sha256=digests[c],
+            commit=SUGARCREPE_COMMIT,
+        )
+        for c in CATEGORIES
+    }
+
+
+SOURCES: dict[str, Source] = {
+    **category_sources(SUGARCREPE_RAW, SUGARCREPE_SHA256),
+    "photos": Source("val2017.zip", COCO_VAL2017_URL, "manual", install=str(IMAGES_DIR)),
+}
 
 
 def coco_steps(images: Path) -> str:
@@ -82,11 +106,12 @@ class SugarCrepeDataset(DatasetBase):
 
     name = "sugarcrepe"
     title = "SugarCrepe"
+    get_what = "the annotations"
 
     def __init__(
         self, root: str | Path, *, strict: bool = False, images_root: str | None = None
     ) -> None:
-        super().__init__(root, strict=strict, hint=_how_to_get(Path(root)))
+        super().__init__(root, strict=strict)
         self.data_dir = self._find_data_dir(self.root)
         self.images_root = (
             Path(images_root).expanduser() if images_root is not None else self.root / IMAGES_DIR
@@ -98,14 +123,14 @@ class SugarCrepeDataset(DatasetBase):
             )
         self._items: dict[str, list[tuple[str, Any]]] = {}
 
-    @staticmethod
-    def _find_data_dir(root: Path) -> Path:
+    @classmethod
+    def _find_data_dir(cls, root: Path) -> Path:
         for base in (root, root / DATA_DIR):
             if any((base / f"{c}.json").is_file() for c in CATEGORIES):
                 return base
         raise DatasetError(
             f"no SugarCrepe category file (add_obj.json ...) in {root} nor {root / DATA_DIR}; "
-            f"{_how_to_get(root)}"
+            f"{cls.how_to_get(root)}"
         )
 
     def __repr__(self) -> str:
@@ -123,23 +148,26 @@ class SugarCrepeDataset(DatasetBase):
     def path(self, category: str) -> Path:
         return self.data_dir / f"{category}.json"
 
-    def _check_split(self, category: str) -> None:
-        if category not in CATEGORIES:
-            raise DatasetError(
-                f"unknown SugarCrepe category {category!r} (known: {', '.join(CATEGORIES)})"
-            )
+    def known_splits(self) -> list[str]:
+        return list(CATEGORIES)
+
+    def _check_present(self, category: str) -> Path:
+        self.check_split(category)
         if not self.path(category).is_file():
-            raise DatasetError(f"{self.path(category)} not found; {_how_to_get(self.root)}")
+            raise DatasetError(f"{self.path(category)} not found; {self.how_to_get(self.root)}")
+        return self.path(category)
 
     def items(self, category: str) -> list[tuple[str, Any]]:
         """(key, value) of ``category``'s file, in file order (read once)."""
-        self._check_split(category)
+        self._check_present(category)
         if category not in self._items:
             path = self.path(category)
             try:
                 data = json.loads(path.read_bytes(), object_pairs_hook=_Object)
             except (OSError, ValueError, RecursionError) as exc:
-                raise DatasetError(f"cannot read {path}: {exc}; {_how_to_get(self.root)}") from None
+                raise DatasetError(
+                    f"cannot read {path}: {exc}; {self.how_to_get(self.root)}"
+                ) from None
             if not isinstance(data, _Object):
                 raise DatasetError(
                     f"{path}: expected an object of items, got {type(data).__name__}"
@@ -147,15 +175,9 @@ class SugarCrepeDataset(DatasetBase):
             self._items[category] = [*data.items(), *data.repeated]
         return self._items[category]
 
-    def fingerprint(self, splits: Sequence[str]) -> str:
-        """sha256 over each category file's name and bytes (photos are not read)."""
-        digest = hashlib.sha256()
-        for category in splits:
-            self._check_split(category)
-            data = self.path(category).read_bytes()
-            digest.update(f"{category}\0{len(data)}\0".encode())
-            digest.update(data)
-        return digest.hexdigest()
+    def fingerprint_files(self, splits: Sequence[str]) -> list[FingerprintFile]:
+        """Each category file, by category, in the order asked (photos are not read)."""
+        return [FingerprintFile(c, self._check_present(c)) for c in splits]
 
     # --- records ------------------------------------------------------------------------------
 
@@ -188,16 +210,16 @@ class SugarCrepeDataset(DatasetBase):
     def records(self, split: str | None = None) -> Iterator[ImageRecord]:
         """The items of ``split`` (a category; every present category when None), file order."""
         for category in [split] if split is not None else self.splits():
-            seen = SeenIds("key")
-            for key, value in self.items(category):
-                try:
-                    if not isinstance(value, _Repeated):
-                        seen.check(key, where=f"{category}.json", image=f"{category}/{key}")
-                    record = self.record(category, key, value)
-                except BadRecordError as exc:
-                    self.skip(exc)
-                    continue
-                yield record
+            yield from self.iter_parsed(
+                (
+                    (f"{category}.json", (category, key, value))
+                    for key, value in self.items(category)
+                ),
+                lambda item: self.record(*item),
+                ids=SeenIds("key"),
+                key=lambda record: record.meta["key"],
+                image=lambda record: record.id,
+            )
 
 
 class _Repeated:
@@ -237,38 +259,23 @@ def download(
     sha256. With ``url`` (and its ``sha256``): that one file, whose name must be
     ``<category>.json`` (a mirror). The COCO photos are never downloaded: the message says how.
     """
-    from densecap_eval.datasets.dci.download import DOWNLOADS_DIR, DownloadMessage, fetch_archive
-
     root = Path(root).expanduser()
+    url_and_sha256(url, sha256, pinned="the seven SugarCrepe files have pinned checksums")
     if url is not None:
-        name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        name = url_file_name(url.rstrip("/"))
         category = name.removesuffix(".json")
         if category not in CATEGORIES or not name.endswith(".json"):
             raise DownloadError(
                 f"{url} does not name a SugarCrepe file "
                 f"(expected one of: {', '.join(c + '.json' for c in CATEGORIES)})"
             )
-        if sha256 is None:
-            raise DownloadError("--url needs --sha256 (the checksum of the file at that URL)")
-        wanted = {category: (url, sha256)}
+        wanted = {category: replace(SOURCES[category], url=url, sha256=sha256)}
     else:
-        if sha256 is not None:
-            raise DownloadError(
-                "--sha256 without --url: the seven SugarCrepe files have pinned checksums"
-            )
-        wanted = {
-            c: (f"{SUGARCREPE_RAW}/{DATA_DIR}/{c}.json", SUGARCREPE_SHA256[c]) for c in CATEGORIES
-        }
-    target = root / DATA_DIR
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DownloadError(f"cannot create {target}: {exc.strerror or exc}") from None
-    for category, (file_url, digest) in wanted.items():
-        fetched = fetch_archive(file_url, digest, downloads=root / DOWNLOADS_DIR, progress=progress)
-        partial = target / f".{category}.json.part"
-        shutil.copyfile(fetched, partial)
-        os.replace(partial, target / f"{category}.json")  # never a half-written file in data/
+        wanted = {c: SOURCES[c] for c in CATEGORIES}
+    target = make_dir(root / DATA_DIR)
+    for source in wanted.values():
+        fetched = fetch_source(source, root, progress=progress)
+        install_file(fetched, root / source.install)  # never a half-written file in data/
     return DownloadMessage(
         f"SugarCrepe: {', '.join(c + '.json' for c in wanted)} saved to {target} "
         f"(commit {SUGARCREPE_COMMIT[:7]}, MIT licence); evaluate with --data-root {root}",

@@ -28,18 +28,20 @@ first; a UTF-8 byte-order mark is dropped from the caption.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import shutil
-import stat
-import tempfile
-import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
-from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.archives import extract_zip_safely, find_extracted, replace_path
+from densecap_eval.datasets.base import DatasetBase, FingerprintFile
+from densecap_eval.datasets.download import (
+    DownloadMessage,
+    Source,
+    fetch_source,
+    staging,
+)
 from densecap_eval.datasets.guards import SeenIds
 from densecap_eval.datasets.records import ImageRecord, Text
 
@@ -50,15 +52,18 @@ IMAGE_DIR = "image"
 CAPTION_DIR = "caption"
 SPLIT = "test"
 
-URBAN1K_URL = "https://huggingface.co/datasets/BeichenZhang/Urban1k/resolve/main/Urban1k.zip"
-# The published checksum was not available when this loader was written: nothing is pinned,
-# so `download` needs the user's --sha256 (Hugging Face shows it on the file's page).
-URBAN1K_SHA256: str | None = None
-URBAN1K_PAGE = "https://huggingface.co/datasets/BeichenZhang/Urban1k/blob/main/Urban1k.zip"
-
-
-def _how_to_get(root: Path) -> str:
-    return f"get it with `densecap-eval download urban1k --root {root}`"
+_HF = "https://huggingface.co/datasets/BeichenZhang/Urban1k"
+SOURCES: dict[str, Source] = {
+    # The published checksum was not available when this loader was written: nothing is
+    # pinned, so `download` needs the user's --sha256 (Hugging Face shows it on the file's page).
+    "release": Source(
+        "Urban1k.zip",
+        f"{_HF}/resolve/main/Urban1k.zip",
+        "zip",
+        install=RELEASE_DIR,
+        check=f"the SHA256 shown under 'Git LFS Details' on {_HF}/blob/main/Urban1k.zip",
+    ),
+}
 
 
 def caption_order(name: str) -> tuple[int, int, str]:
@@ -74,28 +79,29 @@ class Urban1kDataset(DatasetBase):
 
     name = "urban1k"
     title = "Urban1k"
+    declared_splits = (SPLIT,)
 
     def __init__(self, root: str | Path, *, strict: bool = False) -> None:
-        super().__init__(root, strict=strict, hint=_how_to_get(Path(root)))
+        super().__init__(root, strict=strict)
         self.base = self._find_base(self.root)
         self.caption_dir = self.base / CAPTION_DIR
         self.image_dir = self.base / IMAGE_DIR
         if not self.image_dir.is_dir():
             raise DatasetError(
                 f"{self.image_dir} not found: Urban1k needs image/ beside caption/; "
-                f"{_how_to_get(self.root)}"
+                f"{self.how_to_get(self.root)}"
             )
         self._names = self._caption_names()
 
-    @staticmethod
-    def _find_base(root: Path) -> Path:
+    @classmethod
+    def _find_base(cls, root: Path) -> Path:
         for base in (root, root / RELEASE_DIR):
             if (base / CAPTION_DIR).is_dir():
                 return base
         raise DatasetError(
             f"{root / CAPTION_DIR} not found (nor {root / RELEASE_DIR / CAPTION_DIR}): the "
             f"Urban1k root must hold image/ and caption/, or Urban1k/ with them; "
-            f"{_how_to_get(root)}"
+            f"{cls.how_to_get(root)}"
         )
 
     def _caption_names(self) -> list[str]:
@@ -107,42 +113,25 @@ class Urban1kDataset(DatasetBase):
             ]
         except OSError as exc:
             raise DatasetError(
-                f"cannot list {self.caption_dir}: {exc.strerror or exc}; {_how_to_get(self.root)}"
+                f"cannot list {self.caption_dir}: {exc.strerror or exc}; {self.how_to_get(self.root)}"
             ) from None
         if not names:
             raise DatasetError(
-                f"{self.caption_dir} holds no .txt caption file; {_how_to_get(self.root)}"
+                f"{self.caption_dir} holds no .txt caption file; {self.how_to_get(self.root)}"
             )
         return sorted(names, key=caption_order)
 
-    # --- splits -------------------------------------------------------------------------------
-
-    def splits(self) -> list[str]:
-        return [SPLIT]
-
-    def _check_split(self, split: str) -> None:
-        if split != SPLIT:
-            raise DatasetError(f"unknown split {split!r} of Urban1k in {self.base} (known: test)")
+    def splits_source(self) -> Path:
+        return self.base
 
     def caption_names(self) -> list[str]:
         """The caption file names, in the record order (module doc)."""
         return list(self._names)
 
-    def fingerprint(self, splits: Sequence[str]) -> str:
-        """sha256 over every caption file's name and bytes, in record order (unreadable files
-        count as their name and ``-1``); photos are not read. ~1,000 small files: cheap."""
-        for split in splits:
-            self._check_split(split)
-        digest = hashlib.sha256()
-        for name in self._names:
-            try:
-                data = (self.caption_dir / name).read_bytes()
-            except OSError:
-                digest.update(f"{name}\0-1\0".encode())
-                continue
-            digest.update(f"{name}\0{len(data)}\0".encode())
-            digest.update(data)
-        return digest.hexdigest()
+    def fingerprint_files(self, splits: Sequence[str]) -> list[FingerprintFile]:
+        """Every caption file, by name, in record order; photos are not read (~1,000 small
+        files: cheap)."""
+        return [FingerprintFile(name, self.caption_dir / name) for name in self._names]
 
     # --- records ------------------------------------------------------------------------------
 
@@ -169,24 +158,24 @@ class Urban1kDataset(DatasetBase):
 
     def records(self, split: str | None = None) -> Iterator[ImageRecord]:
         """One record per caption file (module doc), id = the photo's file name (``17.jpg``)."""
-        if split is not None:
-            self._check_split(split)
-        seen = SeenIds("caption file")
-        for name in self._names:
-            try:
-                seen.check(name, where=name, image=_image_name(name))
-                text = self.read_caption(name)
-            except BadRecordError as exc:
-                self.skip(exc)
-                continue
-            image = _image_name(name)
-            yield ImageRecord(
-                image,
-                self.image_dir / image,
-                (Text(text, role="description", kind="caption"),),
-                split=SPLIT,
-                meta={"caption_file": name},
-            )
+        self.check_split(split)
+        return self.iter_parsed(
+            ((name, name) for name in self._names),
+            self._record,
+            ids=SeenIds("caption file"),
+            key=lambda record: record.meta["caption_file"],
+            image=lambda record: record.id,
+        )
+
+    def _record(self, name: str) -> ImageRecord:
+        image = _image_name(name)
+        return ImageRecord(
+            image,
+            self.image_dir / image,
+            (Text(self.read_caption(name), role="description", kind="caption"),),
+            split=SPLIT,
+            meta={"caption_file": name},
+        )
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:
@@ -215,42 +204,22 @@ def download(
 ) -> str:
     """Fetch ``Urban1k.zip`` (pooch, sha256 checked) and extract it safely to ``root/Urban1k``.
 
-    No checksum is pinned (module constant ``URBAN1K_SHA256``), so ``sha256`` is required; a
-    mismatch deletes the download and extracts nothing. An existing ``root/Urban1k`` is
-    replaced once the new one is complete. Returns what was done, for people.
+    No checksum is pinned (`SOURCES`), so ``sha256`` is required; a mismatch deletes the
+    download and extracts nothing. An existing ``root/Urban1k`` is replaced once the new one
+    is complete. Returns what was done, for people.
     """
-    # dci.download's fetcher and its private member-name check are reused, not copied.
-    from densecap_eval.datasets.dci.download import (
-        DOWNLOADS_DIR,
-        DownloadMessage,
-        fetch_archive,
-        replace_path,
-    )
-
-    digest = sha256 or URBAN1K_SHA256
-    if digest is None:
-        raise DownloadError(
-            "Urban1k.zip has no pinned sha256 in densecap-eval: pass --sha256 HEX (the SHA256 "
-            f"shown under 'Git LFS Details' on {URBAN1K_PAGE})"
-        )
     root = Path(root).expanduser()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DownloadError(f"cannot create the data root {root}: {exc.strerror or exc}") from None
-    archive = fetch_archive(
-        url or URBAN1K_URL, digest, downloads=root / DOWNLOADS_DIR, progress=progress
-    )
+    archive = fetch_source(SOURCES["release"], root, url=url, sha256=sha256, progress=progress)
     target = root / RELEASE_DIR
-    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
-    try:
-        content = staging / "content"
-        content.mkdir()
+    with staging(root) as content:
         extract_zip_safely(archive, content)
-        release = _find_release(content, archive)
+        release = find_extracted(content, _is_release, preferred=(RELEASE_DIR, "Urban-1k"))
+        if release is None:
+            raise DownloadError(
+                f"{archive.name} holds no folder with {CAPTION_DIR}/ and {IMAGE_DIR}/: is it "
+                "Urban1k.zip?"
+            )
         replace_path(release, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     captions = sum(1 for p in (target / CAPTION_DIR).iterdir() if p.name.endswith(".txt"))
     images = sum(1 for p in (target / IMAGE_DIR).iterdir() if p.name.endswith(".jpg"))
     return DownloadMessage(  # nothing is left to do by hand: the zip holds the photos
@@ -259,46 +228,5 @@ def download(
     )
 
 
-def extract_zip_safely(archive: Path, dest: Path) -> None:
-    """Extract the zip ``archive`` into ``dest`` after checking every member: no absolute path,
-    no ``..``, no symbolic link, nothing but files and folders (dci.download's rules for tars)."""
-    from densecap_eval.datasets.dci.download import _unsafe_name
-
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            members = zf.infolist()
-            for member in members:
-                problem = _unsafe_name(member.filename)
-                kind = stat.S_IFMT(member.external_attr >> 16)
-                if problem is None and kind == stat.S_IFLNK:
-                    problem = "it is a symbolic link"
-                elif problem is None and kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-                    problem = "it is a device file or FIFO, not a regular file or folder"
-                if problem is not None:
-                    raise DownloadError(
-                        f"{archive.name}: refusing to extract member {member.filename!r}: "
-                        f"{problem}; nothing was extracted"
-                    )
-            zf.extractall(dest, members=members)
-    except zipfile.BadZipFile as exc:
-        raise DownloadError(f"{archive} is not a readable zip archive: {exc}") from None
-    except OSError as exc:
-        raise DownloadError(f"cannot extract {archive}: {exc.strerror or exc}") from None
-
-
-def _find_release(content: Path, archive: Path) -> Path:
-    """The extracted folder holding caption/ and image/: ``Urban1k/`` (the published zip's top
-    folder, inferred), an older ``Urban-1k/``, the top itself, or one folder below any top one."""
-    candidates = [content / RELEASE_DIR, content / "Urban-1k", content]
-    candidates += sorted(
-        p
-        for p in content.iterdir()
-        if p.is_dir() and p not in candidates and p.name != "__MACOSX"  # macOS zip metadata
-    )
-    candidates += sorted(q for p in candidates[3:] for q in p.iterdir() if q.is_dir())
-    for candidate in candidates:
-        if (candidate / CAPTION_DIR).is_dir() and (candidate / IMAGE_DIR).is_dir():
-            return candidate
-    raise DownloadError(
-        f"{archive.name} holds no folder with {CAPTION_DIR}/ and {IMAGE_DIR}/: is it Urban1k.zip?"
-    )
+def _is_release(folder: Path) -> bool:
+    return (folder / CAPTION_DIR).is_dir() and (folder / IMAGE_DIR).is_dir()

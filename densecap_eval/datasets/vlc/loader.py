@@ -33,17 +33,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import posixpath
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
-from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.datasets.archives import extract_zip_safely, find_extracted
+from densecap_eval.datasets.base import DatasetBase, FingerprintFile
+from densecap_eval.datasets.download import (
+    DownloadMessage,
+    Source,
+    fetch_source,
+    install_bytes,
+    staging,
+    url_and_sha256,
+    url_file_name,
+)
 from densecap_eval.datasets.guards import unsafe_reason
 from densecap_eval.datasets.records import ImageRecord, Text
 
@@ -102,10 +109,6 @@ class VLCEntry:
         return f"{self.file}#{self.index}"
 
 
-def _how_to_get(root: Path) -> str:
-    return f"get the annotations with `densecap-eval download vlc --root {root}`"
-
-
 def parse_flat_yaml(text: str, *, where: str) -> dict[str, str]:
     """The ``KEY: value`` lines of a corpus yaml (values unquoted); DatasetError otherwise."""
     out: dict[str, str] = {}
@@ -128,15 +131,17 @@ class VLCheckListDataset(DatasetBase):
 
     name = "vlc"
     title = "VL-CheckList"
+    declared_splits = (SPLIT,)
+    get_what = "the annotations"
 
     def __init__(
         self, root: str | Path, *, strict: bool = False, images_root: str | None = None
     ) -> None:
-        super().__init__(root, strict=strict, hint=_how_to_get(Path(root)))
+        super().__init__(root, strict=strict)
         if not (self.root / CORPUS_FILE).is_file():
             raise DatasetError(
                 f"{self.root / CORPUS_FILE} not found: the VL-CheckList root holds corpus.json, "
-                f"corpus/ and data/; {_how_to_get(self.root)}"
+                f"corpus/ and data/; {self.how_to_get(self.root)}"
             )
         self.images_root = (
             Path(images_root).expanduser() if images_root is not None else self.root / IMAGES_DIR
@@ -186,7 +191,7 @@ class VLCheckListDataset(DatasetBase):
         except (OSError, UnicodeDecodeError) as exc:
             raise DatasetError(
                 f"cannot read {path} ({getattr(exc, 'strerror', None) or exc}); "
-                f"{_how_to_get(self.root)}"
+                f"{self.how_to_get(self.root)}"
             ) from None
         config = parse_flat_yaml(text, where=str(path))
         for key in ("ANNO_PATH", "IMG_ROOT"):
@@ -209,7 +214,7 @@ class VLCheckListDataset(DatasetBase):
         try:
             items = json.loads(anno.read_bytes())
         except (OSError, ValueError, RecursionError) as exc:
-            raise DatasetError(f"cannot read {anno}: {exc}; {_how_to_get(self.root)}") from None
+            raise DatasetError(f"cannot read {anno}: {exc}; {self.how_to_get(self.root)}") from None
         if not isinstance(items, list):
             raise DatasetError(f"{anno}: expected a list of [image, texts] items")
         for index, item in enumerate(items):
@@ -238,41 +243,22 @@ class VLCheckListDataset(DatasetBase):
 
     # --- the Dataset protocol -----------------------------------------------------------------
 
-    def splits(self) -> list[str]:
-        return [SPLIT]
-
-    def _check_split(self, split: str) -> None:
-        if split != SPLIT:
-            raise DatasetError(f"unknown split {split!r} of VL-CheckList (known: {SPLIT})")
-
     def skip_where(self, error: BadRecordError) -> str:
         return f"{self.root}: {error.image}"
 
     def records(self, split: str | None = None) -> Iterator[ImageRecord]:
         """Every item of every file DCI runs, as a record (no photo is checked)."""
-        if split is not None:
-            self._check_split(split)
-        for file in DCI_FILES:
-            for entry in self.entries(file):
-                if isinstance(entry, BadRecordError):
-                    self.skip(entry)
-                    continue
-                yield ImageRecord(
-                    entry.id,
-                    entry.path,
-                    (
-                        Text(entry.positive, role="positive", kind="vlc"),
-                        Text(entry.negative, role="negative", kind="vlc"),
-                    ),
-                    split=SPLIT,
-                    meta={"file": entry.file, "index": entry.index, "image": entry.image},
-                )
+        self.check_split(split)
+        entries = (
+            (entry.id if isinstance(entry, VLCEntry) else entry.image, entry)
+            for file in DCI_FILES
+            for entry in self.entries(file)
+        )
+        return self.iter_parsed(entries, _record)
 
-    def fingerprint(self, splits: Sequence[str]) -> str:
-        """sha256 over corpus.json and each run's yaml and annotation bytes (photos unread)."""
-        for split in splits:
-            self._check_split(split)
-        digest = hashlib.sha256()
+    def fingerprint_files(self, splits: Sequence[str]) -> list[FingerprintFile]:
+        """corpus.json and each run's yaml and annotation file (photos unread), named by their
+        path below the root."""
         paths = [self.root / CORPUS_FILE]
         for file in DCI_FILES:
             paths.append(self.root / file.config)
@@ -280,20 +266,28 @@ class VLCheckListDataset(DatasetBase):
                 paths.append(self.file_config(file)[0])
             except DatasetError:
                 pass  # the yaml's own bytes (or its absence) are hashed
-        for path in paths:
-            name = (
-                path.relative_to(self.root).as_posix()
-                if path.is_relative_to(self.root)
-                else str(path)
-            )
-            try:
-                data = path.read_bytes()
-            except OSError:
-                digest.update(f"{name}\0-1\0".encode())
-                continue
-            digest.update(f"{name}\0{len(data)}\0".encode())
-            digest.update(data)
-        return digest.hexdigest()
+        return [FingerprintFile(self._label(path), path) for path in paths]
+
+    def _label(self, path: Path) -> str:
+        return (
+            path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) else str(path)
+        )
+
+
+def _record(entry: VLCEntry | BadRecordError) -> ImageRecord:
+    """An item as a record; the item's BadRecordError is raised (iter_parsed skips it)."""
+    if isinstance(entry, BadRecordError):
+        raise entry
+    return ImageRecord(
+        entry.id,
+        entry.path,
+        (
+            Text(entry.positive, role="positive", kind="vlc"),
+            Text(entry.negative, role="negative", kind="vlc"),
+        ),
+        split=SPLIT,
+        meta={"file": entry.file, "index": entry.index, "image": entry.image},
+    )
 
 
 def image_steps(images: Path) -> str:
@@ -441,6 +435,17 @@ VLC_BLOBS: Mapping[str, str] = {
 }  # fmt: skip
 
 
+def blob_sources(raw_base: str, blobs: Mapping[str, str]) -> dict[str, Source]:
+    """One `Source` per file of the pinned tree (``raw_base``: the repository at the commit)."""
+    return {
+        rel: Source(rel, f"{raw_base}/{rel}", "git-blob", install=rel, commit=VLC_COMMIT, blob=blob)
+        for rel, blob in blobs.items()
+    }
+
+
+SOURCES: dict[str, Source] = blob_sources(VLC_RAW, VLC_BLOBS)
+
+
 def git_blob_id(data: bytes) -> str:
     """git's object id of a file with these bytes (``git hash-object``)."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
@@ -462,57 +467,53 @@ def download(
     fetched with pooch, extracted safely, and the same files taken from it and checked the
     same way. Photos are never downloaded: the message says how to get them.
     """
-    from densecap_eval.datasets.dci.download import DOWNLOADS_DIR, DownloadMessage, fetch_archive
-
     root = Path(root).expanduser()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DownloadError(f"cannot create the data root {root}: {exc.strerror or exc}") from None
-    staging = Path(tempfile.mkdtemp(prefix=".vlc-", dir=root))
-    try:
-        if url is not None:
-            if sha256 is None:
-                raise DownloadError("--url needs --sha256 (the checksum of the archive)")
-            from densecap_eval.datasets.urban1k.loader import extract_zip_safely
-
-            archive = fetch_archive(url, sha256, downloads=root / DOWNLOADS_DIR, progress=progress)
-            extract_zip_safely(archive, staging / "content")
-            source = _find_tree(staging / "content", archive.name)
-            files = {
-                rel: (source / rel).read_bytes() for rel in VLC_BLOBS if (source / rel).is_file()
-            }
-            missing = [rel for rel in VLC_BLOBS if rel not in files]
-            if missing:
-                raise DownloadError(f"{archive.name} lacks {len(missing)} files, e.g. {missing[0]}")
-        else:
-            if sha256 is not None:
-                raise DownloadError(
-                    "--sha256 without --url: the VL-CheckList files are pinned by their git "
-                    "blob ids at the commit DCI uses"
-                )
-            files = {rel: _fetch_raw(f"{VLC_RAW}/{rel}", progress=progress) for rel in VLC_BLOBS}
-        for rel, data in files.items():
-            got = git_blob_id(data)
-            if got != VLC_BLOBS[rel]:
-                raise DownloadError(
-                    f"{rel}: git blob id {got} is not {VLC_BLOBS[rel]} (the file at commit "
-                    f"{VLC_COMMIT[:7]}); nothing was installed"
-                )
-        for rel, data in files.items():  # all checked: now install, each file atomically
-            target = root / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(f".{target.name}.part")
-            partial.write_bytes(data)
-            os.replace(partial, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    url_and_sha256(
+        url, sha256,
+        pinned="the VL-CheckList files are pinned by their git blob ids at the commit DCI uses",
+    )  # fmt: skip
+    if url is not None:
+        files = _files_from_archive(root, url, str(sha256), progress=progress)
+    else:
+        files = {rel: _fetch_raw(source.url, progress=progress) for rel, source in SOURCES.items()}
+    _check_blobs(files)
+    for rel, data in files.items():  # all checked: now install, each file atomically
+        install_bytes(data, root / SOURCES[rel].install)
     return DownloadMessage(
         f"VL-CheckList annotations (commit {VLC_COMMIT[:7]}, the {len(DCI_FILES)} files DCI "
         f"runs, corpus.json and their yaml) saved to {root}; the repository has no licence "
         f"file; evaluate with --data-root {root}",
         image_steps(root / IMAGES_DIR),
     )
+
+
+def _files_from_archive(root: Path, url: str, sha256: str, *, progress: bool) -> dict[str, bytes]:
+    """The pinned tree's files, read from a zip of the repository (checked by the caller)."""
+    mirror = Source(url_file_name(url), url, "zip")
+    archive = fetch_source(mirror, root, sha256=sha256, progress=progress)
+    with staging(root, prefix=".vlc-") as content:
+        extract_zip_safely(archive, content)
+        source = find_extracted(content, lambda folder: (folder / CORPUS_FILE).is_file())
+        if source is None:
+            raise DownloadError(
+                f"{archive.name} holds no corpus.json: is it a VL-CheckList archive?"
+            )
+        files = {rel: (source / rel).read_bytes() for rel in SOURCES if (source / rel).is_file()}
+    missing = [rel for rel in SOURCES if rel not in files]
+    if missing:
+        raise DownloadError(f"{archive.name} lacks {len(missing)} files, e.g. {missing[0]}")
+    return files
+
+
+def _check_blobs(files: Mapping[str, bytes]) -> None:
+    """Every file's git blob id against the pinned one; DownloadError (nothing installed)."""
+    for rel, data in files.items():
+        got, pinned = git_blob_id(data), SOURCES[rel].blob
+        if got != pinned:
+            raise DownloadError(
+                f"{rel}: git blob id {got} is not {pinned} (the file at commit "
+                f"{VLC_COMMIT[:7]}); nothing was installed"
+            )
 
 
 def _fetch_raw(url: str, *, progress: bool) -> bytes:
@@ -526,12 +527,3 @@ def _fetch_raw(url: str, *, progress: bool) -> bytes:
     except requests.exceptions.RequestException as exc:
         raise DownloadError(f"cannot download {url}: {exc}") from None
     return response.content
-
-
-def _find_tree(content: Path, archive: str) -> Path:
-    """The extracted folder holding corpus.json: the top, or one folder below it (GitHub
-    archives hold ``<repo>-<commit>/``)."""
-    for candidate in [content, *sorted(p for p in content.iterdir() if p.is_dir())]:
-        if (candidate / CORPUS_FILE).is_file():
-            return candidate
-    raise DownloadError(f"{archive} holds no corpus.json: is it a VL-CheckList archive?")

@@ -38,8 +38,6 @@ Winoground's columns is `DatasetError` (exit 1).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -47,9 +45,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from densecap_eval.core.errors import BadRecordError, DatasetError
-from densecap_eval.datasets.base import DatasetBase
+from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadError
+from densecap_eval.datasets.base import DatasetBase, FingerprintFile
+from densecap_eval.datasets.download import DownloadMessage, Source
 from densecap_eval.datasets.guards import SeenIds, iter_json_lines, missing_shards
+from densecap_eval.datasets.hub import HF_CACHE_DIR, materialise_image, quiet_hf
 from densecap_eval.datasets.records import ImageRecord, Text
 
 SPLIT = "test"
@@ -64,13 +64,8 @@ PARQUET = "parquet"
 JSONL = "jsonl"
 REQUIRED_COLUMNS = ("id", "image_0", "image_1", "caption_0", "caption_1")
 TAG_FIELDS: tuple[str, ...] = ("tag", "secondary_tag", "collapsed_tag")
-
-
-def _how_to_get(root: Path) -> str:
-    return (
-        f"Winoground is gated on the Hugging Face Hub: see `densecap-eval download winoground "
-        f"--root {root}` for the steps"
-    )
+# Gated: fetched by the user with their own Hub token, never by densecap-eval.
+SOURCES: dict[str, Source] = {"release": Source(HUB_REPO, HUB_PAGE, "hf-gated", install=SUBDIR)}
 
 
 @dataclass(frozen=True)
@@ -97,14 +92,22 @@ class WinogroundDataset(DatasetBase):
 
     name = "winoground"
     title = "Winoground"
+    declared_splits = (SPLIT,)
+
+    @classmethod
+    def how_to_get(cls, root: Path) -> str:
+        return (
+            f"Winoground is gated on the Hugging Face Hub: see `densecap-eval download winoground "
+            f"--root {root}` for the steps"
+        )
 
     def __init__(self, root: str | Path, *, strict: bool = False) -> None:
-        super().__init__(root, strict=strict, hint=_how_to_get(Path(root)))
+        super().__init__(root, strict=strict)
         self.base, self.layout, self.files = self._find(self.root)
         self._examples: list[WinogroundExample] | None = None
 
-    @staticmethod
-    def _find(root: Path) -> tuple[Path, str, list[Path]]:
+    @classmethod
+    def _find(cls, root: Path) -> tuple[Path, str, list[Path]]:
         """(release folder, layout, the annotation files)."""
         for base in (root, root / SUBDIR):
             data = base / DATA_DIR
@@ -114,7 +117,7 @@ class WinogroundDataset(DatasetBase):
                 if missing:  # an interrupted snapshot: scoring the rest would drop examples
                     raise DatasetError(
                         f"{data} is missing {', '.join(missing)} (the other shards are there): "
-                        f"the download is incomplete; run it again. {_how_to_get(root)}"
+                        f"the download is incomplete; run it again. {cls.how_to_get(root)}"
                     )
                 return base, PARQUET, parquet
             if (data / EXAMPLES_FILE).is_file():
@@ -122,47 +125,37 @@ class WinogroundDataset(DatasetBase):
         raise DatasetError(
             f"no Winoground data in {root}: expected {DATA_DIR}/test-*.parquet (the Hub's "
             f"layout) or {DATA_DIR}/{EXAMPLES_FILE} with {DATA_DIR}/{IMAGES_ZIP} (the 2022 "
-            f"layout), there or under {SUBDIR}/; {_how_to_get(root)}"
+            f"layout), there or under {SUBDIR}/; {cls.how_to_get(root)}"
         )
 
     # --- the Dataset protocol -----------------------------------------------------------------
 
-    def splits(self) -> list[str]:
-        return [SPLIT]
+    def splits_source(self) -> Path:
+        return self.base
 
-    def _check_split(self, split: str | None) -> None:
-        if split is not None and split != SPLIT:
-            raise DatasetError(
-                f"unknown split {split!r} of Winoground in {self.base} (known: test)"
-            )
-
-    def fingerprint(self, splits: Sequence[str]) -> str:
-        """sha256 of the layout and the annotation files' bytes (the parquet files hold the
-        images too); for the 2022 layout also each zip member's name, size and CRC-32."""
-        for split in splits:
-            self._check_split(split)
-        digest = hashlib.sha256()
-        digest.update(json.dumps([self.layout, [p.name for p in self.files]]).encode())
-        for path in self.files:
-            with path.open("rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
+    def fingerprint_extra(self, splits: Sequence[str]) -> object:
+        """The layout and its files' names; for the 2022 layout also each zip member's name,
+        size and CRC-32 (the zip's bytes are not read)."""
+        extra: list[object] = [self.layout, [p.name for p in self.files]]
         archive = self.base / DATA_DIR / IMAGES_ZIP
         if self.layout == JSONL and archive.is_file():
             try:
                 with zipfile.ZipFile(archive) as zf:
-                    members = [[i.filename, i.file_size, i.CRC] for i in zf.infolist()]
+                    extra.append([[i.filename, i.file_size, i.CRC] for i in zf.infolist()])
             except (OSError, zipfile.BadZipFile):
-                members = [["unreadable", archive.stat().st_size]]
-            digest.update(json.dumps(members).encode())
-        return digest.hexdigest()
+                extra.append([["unreadable", archive.stat().st_size]])
+        return extra
+
+    def fingerprint_files(self, splits: Sequence[str]) -> list[FingerprintFile]:
+        """The annotation files (the parquet files hold the images too)."""
+        return [FingerprintFile(path.name, path) for path in self.files]
 
     def skip_where(self, error: BadRecordError) -> str:
         return f"{self.files[0] if self.layout == JSONL else self.base / DATA_DIR}: {error.image}"
 
     def examples(self, split: str | None = None) -> list[WinogroundExample]:
         """The usable examples in stored order (read, and their images written, once)."""
-        self._check_split(split)
+        self.check_split(split)
         if self._examples is None:
             rows = self._parquet_rows() if self.layout == PARQUET else self._jsonl_rows()
             self._examples = self._parse_rows(rows)
@@ -187,10 +180,9 @@ class WinogroundDataset(DatasetBase):
         import datasets
 
         from densecap_eval.core.paths import default_cache_dir
-        from densecap_eval.datasets.files.loader import HF_CACHE_DIR, _quiet_hf
 
         try:
-            with _quiet_hf():
+            with quiet_hf():
                 table = datasets.load_dataset(
                     "parquet",
                     data_files={SPLIT: [str(p) for p in self.files]},
@@ -199,14 +191,14 @@ class WinogroundDataset(DatasetBase):
                 )
         except Exception as exc:  # whatever the reader raises, the table is unreadable
             raise DatasetError(
-                f"cannot read {self.base / DATA_DIR} as parquet: {exc}; {_how_to_get(self.root)}"
+                f"cannot read {self.base / DATA_DIR} as parquet: {exc}; {self.how_to_get(self.root)}"
             ) from exc
         missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
         if missing:
             raise DatasetError(
                 f"{self.base / DATA_DIR}: the parquet table has no {', '.join(missing)} column "
                 f"(columns: {', '.join(table.column_names) or 'none'}): it is not Winoground's; "
-                f"{_how_to_get(self.root)}"
+                f"{self.how_to_get(self.root)}"
             )
         for column, feature in table.features.items():
             if isinstance(feature, datasets.Image) and feature.decode:
@@ -223,13 +215,13 @@ class WinogroundDataset(DatasetBase):
         if not archive.is_file() and not folder.is_dir():
             raise DatasetError(
                 f"{archive} not found (nor an unzipped {folder}/): the 2022 layout keeps its "
-                f"images there; {_how_to_get(self.root)}"
+                f"images there; {self.how_to_get(self.root)}"
             )
         lines = list(iter_json_lines(path))  # the shared policy: one bad line, one bad row
         if lines and all(raw is None for _, raw, _ in lines):
             raise DatasetError(
                 f"{path} is not JSON Lines (no line holds a JSON object; line {lines[0][0]}: "
-                f"{lines[0][2]}); {_how_to_get(self.root)}"
+                f"{lines[0][2]}); {self.how_to_get(self.root)}"
             )
         zf = _open_zip(archive) if archive.is_file() else None
         try:
@@ -249,18 +241,19 @@ class WinogroundDataset(DatasetBase):
                 zf.close()
 
     def _parse_rows(self, rows: Iterator[Mapping[str, Any]]) -> list[WinogroundExample]:
-        out: list[WinogroundExample] = []
-        seen = SeenIds("id")
-        for number, raw in enumerate(rows, start=1):
-            row = int(raw.get("__row__", number))
-            try:
-                ex = _parse_row(raw, row)
-                seen.check(ex.id, where=f"row {row}", image=ex.key)
-            except BadRecordError as exc:
-                self.skip(exc)
-                continue
-            out.append(ex)
-        return out
+        numbered = (
+            (f"row {row}", (raw, row))
+            for row, raw in ((int(raw.get("__row__", n)), raw) for n, raw in enumerate(rows, 1))
+        )
+        return list(
+            self.iter_parsed(
+                numbered,
+                lambda item: _parse_row(*item),
+                ids=SeenIds("id"),
+                key=lambda ex: ex.id,
+                image=lambda ex: ex.key,
+            )
+        )
 
 
 # --- rows -------------------------------------------------------------------------------------
@@ -322,7 +315,6 @@ def _image_file(name: str, k: int, value: Any, where: str) -> Path:
     """The content-addressed file of ``image_k`` (embedded bytes, or the bytes the 2022 layout's
     zip gave), after checking the bytes decode; BadRecordError naming ``where`` (the image's
     place in the release, not its cache copy) when missing or unusable."""
-    from densecap_eval.datasets.files.loader import _materialise
     from densecap_eval.datasets.photos import check_image_bytes
 
     if isinstance(value, BadRecordError):
@@ -336,7 +328,7 @@ def _image_file(name: str, k: int, value: Any, where: str) -> Path:
     if not data:
         raise BadRecordError(name, f"no image_{k}")
     check_image_bytes(data, image=name, where=where)
-    return _materialise(name, data, stored or f"{name}_img_{k}.png")
+    return materialise_image(name, data, stored or f"{name}_img_{k}.png")
 
 
 # --- the 2022 layout's images -------------------------------------------------------------------
@@ -396,9 +388,6 @@ def download(
 ) -> str:
     """Fetch nothing: Winoground is gated on the Hub. Returns the steps to get it by hand (and,
     when ``root`` already holds it, says so)."""
-    from densecap_eval.core.errors import DownloadError
-    from densecap_eval.datasets.dci.download import DownloadMessage
-
     del progress
     if url is not None or sha256 is not None:
         raise DownloadError(
