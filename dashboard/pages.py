@@ -597,6 +597,12 @@ def zeroshot_page(store: Store) -> None:
     wide = st.column_config.TextColumn(width="medium")  # long specs must not push columns off
     st.dataframe(table, hide_index=True, key="zs_table", height=_height(len(table)),
                  column_config={"model": wide, zeroshot_view.BASE_COLUMN: wide})  # fmt: skip
+    protocols = cache.zeroshot_protocols(str(store.results_dir), store.fingerprint)
+    if len(protocols):
+        st.subheader("Protocols side by side")
+        st.caption(zeroshot_view.PROTOCOLS_NOTE)
+        st.dataframe(protocols, hide_index=True, key="zs_protocols",
+                     height=_height(len(protocols)), column_config={"model": wide})  # fmt: skip
     axes = zeroshot_view.axis_names(summaries)
     if not axes:
         st.info("No long-caption result (DCI, */retrieval) for these models: nothing to plot.")

@@ -15,6 +15,8 @@ from densecap_eval.results.zeroshot_summary import (
     ELEVATER_TOTAL,
     HEADER,
     ZeroShotSummary,
+    compare_protocols,
+    protocol_table,
     summarise,
     table_cells,
 )
@@ -36,6 +38,27 @@ def summaries_of(runs: Sequence[StoredRun]) -> list[ZeroShotSummary]:
     from densecap_eval.results.report import rows_for_runs
 
     return summarise(rows_for_runs(runs, on_skip=lambda run: None))
+
+
+PROTOCOLS_NOTE = (
+    "A model that ran a dataset under two protocols or more gets both numbers, each labelled "
+    "with its protocol, its metric and the images it is over: elevater (ELEVATER's classes, "
+    "templates, softmax and metric, the model's own preprocessing), elevater-dci (DCI's run: "
+    "ImageNet mean/std, ELEVATER's prompt cleaning), clip_benchmark (CLIP_benchmark's own wds "
+    "copy, class names, templates and metrics). They read different copies and splits of the "
+    "data, so they are never averaged into one number."
+)
+
+
+def protocols_frame(runs: Sequence[StoredRun]) -> pd.DataFrame:
+    """The report's protocols-side-by-side table of the complete runs (empty when no model ran
+    a dataset under two protocols)."""
+    import pandas as pd
+
+    from densecap_eval.results.report import rows_for_runs
+
+    header, body = protocol_table(compare_protocols(rows_for_runs(runs, on_skip=lambda r: None)))
+    return pd.DataFrame(body, columns=header)
 
 
 def base_spec(spec: str | None) -> str | None:
