@@ -144,6 +144,8 @@ def _main_job(
         unavailable.append(task)
         typer.echo(f"error: {message}", err=True)
 
+    absent: list[str] = []  # a partial suite: said once, loudly, after the run; not a failure
+
     try:
         runs = run_and_store(
             request,
@@ -152,6 +154,7 @@ def _main_job(
                 on_stored=on_stored,
                 on_model=on_model,
                 on_unavailable=on_unavailable,
+                on_absent=lambda task, message: absent.append(f"  {message}"),
             ),
         )
     except KeyboardInterrupt:
@@ -160,6 +163,10 @@ def _main_job(
         ) from None
     if skipped:
         _warn(f"{len(skipped)} image(s) skipped; the run cards list them with their reasons")
+    if absent:
+        _warn(f"{len(absent)} task(s) of a suite not run: their data is not under the data "
+              "root, so the suite's result is partial (the others ran and are stored):\n"
+              + "\n".join(absent))  # fmt: skip
     if group is not None:
         _print_throughput(runs)
         distributed.shutdown()

@@ -28,7 +28,12 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from densecap_eval.core.config import ConfigError, RunConfig
-from densecap_eval.core.errors import DatasetError, DensecapError, TaskUnavailableError
+from densecap_eval.core.errors import (
+    DataAbsentError,
+    DatasetError,
+    DensecapError,
+    TaskUnavailableError,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,6 +67,8 @@ class RunResult:
     finished_at: datetime | None = None
     # Concrete tasks that could not run here (a missing optional tool), with the message.
     unavailable: dict[str, str] = field(default_factory=dict)
+    # Those of them whose data is just not under the root (`DataAbsentError`): a partial suite.
+    absent: tuple[str, ...] = ()
 
 
 def evaluate(
@@ -221,6 +228,7 @@ class _Prepared:
     first_plan: ScoringPlan  # the re-ranking first stage's (empty without re-ranking)
     reranked: list[str]
     unavailable: dict[str, str] = field(default_factory=dict)  # task -> why it cannot run
+    absent: set[str] = field(default_factory=set)  # those whose data is not under the root
 
 
 def _plan(scorer: Any, tasks: Sequence[str], config: RunConfig) -> _Prepared:
@@ -262,7 +270,11 @@ def _plan(scorer: Any, tasks: Sequence[str], config: RunConfig) -> _Prepared:
                 prepared.datasets[task.dataset], split=config.split, seed=config.seed, **extra
             )
         except TaskUnavailableError as exc:  # the other tasks still run
-            log.error("%s", exc)
+            if isinstance(exc, DataAbsentError):  # a partial suite: the caller says it once
+                log.info("%s", exc)
+                prepared.absent.add(name)
+            else:
+                log.error("%s", exc)
             prepared.unavailable[name] = str(exc)
             continue
         if _n_examples(instance) == 0:  # nothing left to score must never look like a result
@@ -461,6 +473,7 @@ def _record(
                 started_at=started,
                 finished_at=finished,
                 unavailable=unavailable,
+                absent=tuple(m for m in unavailable if m in prepared.absent),
             )
         )
     return results

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from densecap_eval.core.errors import DensecapError, TaskUnavailableError
+from densecap_eval.core.errors import DataAbsentError, DensecapError
 from densecap_eval.datasets.elevater.tasks import classifier
 from densecap_eval.datasets.elevater.wds import CLIP_BENCHMARK_NAMES, folder_name
 from densecap_eval.datasets.records import SkippedImage
@@ -55,9 +55,10 @@ class ClipBenchmarkTask:
         if split not in (None, "test", "all"):
             raise DensecapError(f"{self.name}: CLIP_benchmark zero-shot uses the test split only")
         if self.key not in dataset.available():
-            raise TaskUnavailableError(
+            raise DataAbsentError(
                 f"{self.name}: {dataset.root / folder_name(self.key)} is missing (CLIP_benchmark's "
-                f"wds/{CLIP_BENCHMARK_NAMES[self.key]} copy)"
+                f"wds/{CLIP_BENCHMARK_NAMES[self.key]} copy); `densecap-eval download "
+                f"elevater/{self.key}` says how to get it"
             )
         data = dataset.split(self.key)
         return ClipBenchmarkInstance(
