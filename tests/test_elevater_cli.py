@@ -137,3 +137,19 @@ def test_a_failed_dataset_in_a_suite_still_fails_the_run(
     err = capsys.readouterr().err
     assert "error: " in err and "elevater/mnist could not run here" in err
     assert "18 task(s) of a suite not run" in err
+
+
+def test_decoded_photos_follow_cache_dir(
+    release: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ELEVATER's zip members are decoded into <--cache-dir>/elevater-photos/, not the per-user
+    cache; without --cache-dir they go to the per-user cache, as the embeddings do."""
+    user = tmp_path / "user-cache"
+    monkeypatch.setenv("DENSECAP_EVAL_CACHE", str(user))
+    assert _run(release, tmp_path, "--task", "elevater/cifar10") == 0
+    photos = list((tmp_path / "cache" / "elevater-photos").rglob("*.*"))
+    assert len(photos) >= 4 and not (user / "elevater-photos").exists()
+    code = main(["run", "--model", "builtin:tiny", "--data-root", str(release), "--out",
+                 str(tmp_path / "res2"), "--bootstrap", "0", "--workers", "0", "--task",
+                 "elevater/cifar10"])  # fmt: skip
+    assert code == 0 and len(list((user / "elevater-photos").rglob("*.*"))) == len(photos)

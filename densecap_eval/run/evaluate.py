@@ -232,7 +232,7 @@ class _Prepared:
 
 
 def _plan(scorer: Any, tasks: Sequence[str], config: RunConfig) -> _Prepared:
-    from densecap_eval.datasets import check_options, load_dataset, options_for
+    from densecap_eval.datasets import check_options, load_dataset
     from densecap_eval.engine.plan import ScoringPlan
     from densecap_eval.tasks import concrete_tasks, get_task, needs_gallery
 
@@ -259,7 +259,7 @@ def _plan(scorer: Any, tasks: Sequence[str], config: RunConfig) -> _Prepared:
         task = get_task(name)
         if task.dataset not in prepared.datasets:
             root = config.root_for(task.dataset)
-            options = options_for(task.dataset, dict(config.dataset_options))
+            options = _loader_options(task.dataset, config)
             prepared.datasets[task.dataset] = load_dataset(
                 task.dataset, root=str(root), strict=config.strict, **options
             )
@@ -290,6 +290,17 @@ def _plan(scorer: Any, tasks: Sequence[str], config: RunConfig) -> _Prepared:
     if prepared.unavailable and not prepared.instances:
         raise TaskUnavailableError(next(iter(prepared.unavailable.values())))
     return prepared
+
+
+def _loader_options(dataset: str, config: RunConfig) -> dict[str, Any]:
+    """A loader's options: its ``--dataset-option`` values, and the run's --cache-dir for a
+    loader that keeps files derived from the data in a cache (ELEVATER's decoded photos)."""
+    from densecap_eval.datasets import accepted_options, options_for
+
+    options = options_for(dataset, dict(config.dataset_options))
+    if config.cache_dir is not None and "cache_dir" in accepted_options(dataset):
+        options.setdefault("cache_dir", config.cache_dir)
+    return options
 
 
 def _n_examples(instance: Any) -> int | None:
