@@ -615,9 +615,13 @@ def zeroshot_page(store: Store) -> None:
     missing = sorted({s.model for s in summaries} - set(shown["model"]))
     notes = [
         "One point per model; a hollow point's mean is over a partial set of datasets. A dashed "
-        "line joins a LoRA fine-tune (lora:ADAPTER@BASE) to its base; other model families do "
-        "not name their base, so their points stand alone."
+        "line joins a fine-tune to its base where its spec (lora:ADAPTER@BASE) or its run card "
+        "names the base."
     ]
+    unknown = zeroshot_view.unknown_bases(summaries)
+    if unknown:
+        notes.append(f"Base not named, so not linked (no guess from a checkpoint's name): "
+                     f"{', '.join(unknown)}.")  # fmt: skip
     if missing:
         notes.append(f"Not on the chart (no {axis} result): {', '.join(missing)}.")
     st.caption(" ".join(notes))

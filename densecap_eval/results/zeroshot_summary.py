@@ -36,6 +36,7 @@ class ZeroShotSummary:
     t2i_r1: float | None = None
     i2t_r1: float | None = None
     spec: str | None = None  # the run's model spec (a lora:ADAPTER@BASE names its base)
+    base: str | None = None  # the base model's spec where the run card names one (model.base)
     # every long-caption retrieval task: task -> (T2I R@1, I2T R@1), for the dashboard's axis
     retrieval: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
@@ -68,7 +69,10 @@ def summarise(rows: Sequence[ReportRow]) -> list[ZeroShotSummary]:
                 summary = by_model.setdefault(row.model, ZeroShotSummary(row.model))
                 summary.scores[row.task] = value
                 card = row.run.card if row.run is not None else None
-                summary.spec = card.model_spec if card is not None else summary.spec
+                if card is not None:
+                    named = card.model.get("base")
+                    summary.spec = card.model_spec
+                    summary.base = named if isinstance(named, str) else summary.base
     for row in rows:
         found = by_model.get(row.model)
         if found is None:
