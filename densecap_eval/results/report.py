@@ -403,7 +403,8 @@ def _zeroshot_markdown(rows: Sequence[ReportRow]) -> list[str]:
     for title, header, body in sections(rows):
         lines = [f"## {title}", ""]
         lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|")
+        lines.append("|" + "|".join("---" if i == 0 or name == "dataset" else "---:"
+                                    for i, name in enumerate(header)) + "|")  # fmt: skip
         lines.extend("| " + " | ".join(cells) + " |" for cells in body)
         out.append("\n".join(lines))
     return out
