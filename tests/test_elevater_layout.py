@@ -252,3 +252,20 @@ def test_download_cli_takes_name_slash_dataset(
     assert "0 of 20 test splits present" in capsys.readouterr().out
     assert main(["download", "dci/x", "--root", str(tmp_path)]) != 0
     assert "dataset 'dci' has no parts" in capsys.readouterr().err
+
+
+def test_inspect_says_what_is_there(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from densecap_eval.cli.app import main
+
+    write_dataset(tmp_path / "data", "mnist", images=3)
+    write_dataset(tmp_path / "data", "kitti-distance", images=2)
+    assert main(["inspect", "elevater", "--root", str(tmp_path / "data")]) == 0
+    out = capsys.readouterr().out
+    assert "ELEVATER datasets under" in out and "2 of 20 present" in out
+    assert "kitti-distance: 2 photos, 4 classes, accuracy" in out
+    assert "mnist: 3 photos, 10 classes, accuracy" in out
+    assert "absent: cifar10, cifar100," in out and "download elevater/<key>" in out
+    assert main(["inspect", "elevater", "--root", str(tmp_path / "data"), "--format", "json"]) == 0
+    about = json.loads(capsys.readouterr().out)["about"]
+    assert about["available"] == ["kitti-distance", "mnist"]
+    assert about["datasets"]["mnist"]["images"] == 3 and len(about["absent"]) == 18

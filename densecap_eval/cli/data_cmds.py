@@ -250,6 +250,8 @@ def _print_profile(report: dict[str, Any]) -> None:
         f"{report['dataset']} {split} at {report['root']}: {report['records']} records, "
         f"{len(report['skipped'])} skipped"
     )
+    for line in report.get("about", {}).get("lines", []):  # the loader's own account
+        typer.echo(line)
     console = Console(highlight=False)
     title = "OpenAI CLIP tokens per description (untruncated)"
     console.print(_profile_table(report["tokens"], report["limits"], title))
