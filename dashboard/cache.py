@@ -102,3 +102,9 @@ def zeroshot_summaries(
 ) -> list[ZeroShotSummary]:
     """Each model's ELEVATER mean and long-caption metrics (the report's aggregation)."""
     return zeroshot_view.summaries_of(store_runs(results_dir, fingerprint))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def zeroshot_protocols(results_dir: str, fingerprint: tuple[tuple[str, int], ...]) -> pd.DataFrame:
+    """The zero-shot protocols side by side, where a model ran a dataset under two or more."""
+    return zeroshot_view.protocols_frame(store_runs(results_dir, fingerprint))

@@ -626,6 +626,12 @@ def zeroshot_page(store: Store) -> None:
     wide = st.column_config.TextColumn(width="medium")  # long specs must not push columns off
     st.dataframe(table, hide_index=True, key="zs_table", height=_height(len(table)),
                  column_config={"model": wide, zeroshot_view.BASE_COLUMN: wide})  # fmt: skip
+    protocols = cache.zeroshot_protocols(str(store.results_dir), store.fingerprint)
+    if len(protocols):
+        st.subheader("Protocols side by side")
+        st.caption(zeroshot_view.PROTOCOLS_NOTE)
+        st.dataframe(protocols, hide_index=True, key="zs_protocols",
+                     height=_height(len(protocols)), column_config={"model": wide})  # fmt: skip
     axes = zeroshot_view.axis_names(summaries)
     if not axes:
         st.info("No long-caption result (DCI, */retrieval) for these models: nothing to plot.")
@@ -638,9 +644,13 @@ def zeroshot_page(store: Store) -> None:
     missing = sorted({s.model for s in summaries} - set(shown["model"]))
     notes = [
         "One point per model; a hollow point's mean is over a partial set of datasets. A dashed "
-        "line joins a LoRA fine-tune (lora:ADAPTER@BASE) to its base; other model families do "
-        "not name their base, so their points stand alone."
+        "line joins a fine-tune to its base where its spec (lora:ADAPTER@BASE) or its run card "
+        "names the base."
     ]
+    unknown = zeroshot_view.unknown_bases(summaries)
+    if unknown:
+        notes.append(f"Base not named, so not linked (no guess from a checkpoint's name): "
+                     f"{', '.join(unknown)}.")  # fmt: skip
     if missing:
         notes.append(f"Not on the chart (no {axis} result): {', '.join(missing)}.")
     st.caption(" ".join(notes))

@@ -2,8 +2,10 @@
 trade-off chart (zero-shot mean against one long-caption score, fine-tunes linked to their base).
 
 The aggregation is the report's (`densecap_eval.results.zeroshot_summary`); this module only
-shapes it for Streamlit and Altair. A fine-tune's base is known from its spec alone for
-``lora:ADAPTER@BASE``; other families do not name one.
+shapes it for Streamlit and Altair. A fine-tune is linked to its base when its spec names it
+(``lora:ADAPTER@BASE``) or its run card does (``model.base``); the long-caption families whose
+spec names only the checkpoint (``longclip:``, ``fgclip:``, ``lotlip:``, ``tulip:`` ...) are listed
+as "base not named" rather than linked by a guess.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from densecap_eval.results.zeroshot_summary import (
     ELEVATER_TOTAL,
     HEADER,
     ZeroShotSummary,
+    compare_protocols,
+    protocol_table,
     summarise,
     table_cells,
 )
@@ -38,18 +42,45 @@ def summaries_of(runs: Sequence[StoredRun]) -> list[ZeroShotSummary]:
     return summarise(rows_for_runs(runs, on_skip=lambda run: None))
 
 
-def base_spec(spec: str | None) -> str | None:
-    """The base model spec of a ``lora:ADAPTER@BASE`` spec, else None (no known base)."""
+PROTOCOLS_NOTE = (
+    "A model that ran a dataset under two protocols or more gets both numbers, each labelled "
+    "with its protocol, its metric and the images it is over: elevater (ELEVATER's classes, "
+    "templates, softmax and metric, the model's own preprocessing), elevater-dci (DCI's run: "
+    "ImageNet mean/std, ELEVATER's prompt cleaning), clip_benchmark (CLIP_benchmark's own wds "
+    "copy, class names, templates and metrics). They read different copies and splits of the "
+    "data, so they are never averaged into one number."
+)
+
+
+def protocols_frame(runs: Sequence[StoredRun]) -> pd.DataFrame:
+    """The report's protocols-side-by-side table of the complete runs (empty when no model ran
+    a dataset under two protocols)."""
+    import pandas as pd
+
+    from densecap_eval.results.report import rows_for_runs
+
+    header, body = protocol_table(compare_protocols(rows_for_runs(runs, on_skip=lambda r: None)))
+    return pd.DataFrame(body, columns=header)
+
+
+# Long-caption families whose spec names the checkpoint only, not the model it was trained from.
+NO_BASE_NAMED: tuple[str, ...] = ("longclip:", "fgclip:", "fgclip2:", "lotlip:", "tulip:")
+UNKNOWN_BASE = "not named"
+
+
+def base_spec(spec: str | None, named: str | None = None) -> str | None:
+    """The base model spec of a fine-tune: the one a ``lora:ADAPTER@BASE`` spec names, else the
+    one its run card names (``named``), else None: no guess from a checkpoint's name."""
     from densecap_eval.core.errors import ModelLoadError
     from densecap_eval.scorers.lora import parse_spec
 
     if spec is None or not spec.startswith("lora:"):
-        return None
+        return named
     rest = spec[len("lora:") :]
     try:
         adapter, _ = parse_spec(rest, spec=spec)
     except ModelLoadError:
-        return None
+        return named
     return rest[len(adapter) + 1 :]
 
 
@@ -57,11 +88,19 @@ def bases(summaries: Sequence[ZeroShotSummary]) -> dict[str, list[str]]:
     """Fine-tune label -> the labels of its base's summaries (same spec, any protocol)."""
     out: dict[str, list[str]] = {}
     for s in summaries:
-        wanted = base_spec(s.spec)
+        wanted = base_spec(s.spec, s.base)
         found = [b.model for b in summaries if wanted is not None and b.spec == wanted]
         if found:
             out[s.model] = found
     return out
+
+
+def unknown_bases(summaries: Sequence[ZeroShotSummary]) -> list[str]:
+    """The long-caption fine-tunes (Long-CLIP, FG-CLIP, LoTLIP, TULIP) whose base neither the
+    spec nor the run card names: the page says so instead of guessing a link."""
+    return [s.model for s in summaries
+            if s.spec is not None and s.spec.startswith(NO_BASE_NAMED)
+            and base_spec(s.spec, s.base) is None]  # fmt: skip
 
 
 def table(summaries: Sequence[ZeroShotSummary]) -> pd.DataFrame:
@@ -70,8 +109,9 @@ def table(summaries: Sequence[ZeroShotSummary]) -> pd.DataFrame:
     import pandas as pd
 
     frame = pd.DataFrame(table_cells(summaries), columns=list(HEADER))
-    linked = bases(summaries)
-    frame[BASE_COLUMN] = [", ".join(linked.get(s.model, [])) or "-" for s in summaries]
+    linked, unknown = bases(summaries), set(unknown_bases(summaries))
+    frame[BASE_COLUMN] = [", ".join(linked.get(s.model, []))
+                          or (UNKNOWN_BASE if s.model in unknown else "-") for s in summaries]  # fmt: skip
     return frame
 
 

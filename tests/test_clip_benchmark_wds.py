@@ -9,6 +9,7 @@ import math
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -135,3 +136,71 @@ def test_one_bad_sample_is_skipped_and_named(
     assert len(ds.split("mnist").samples) == 6  # every good sample still there
     assert len(ds.skipped) == 1 and reason in ds.skipped[0].reason
     assert ds.skipped[0].image.startswith("1.tar#bad")
+
+
+@pytest.mark.filterwarnings("ignore:WebDataset\\(shardshuffle")
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_multilabel_voc_equals_clip_benchmark(setup: tuple[Path, str, Path]) -> None:
+    """VOC 2007 multilabel in the wds layout (``npy`` 0/1 targets, dataset_type.txt): the same
+    photos as ELEVATER's synthetic VOC (a class without positives); clip-benchmark's own
+    `build_dataset` + `evaluate` give its non-interpolated mAP over all 20 classes."""
+    import gc
+
+    import open_clip
+    from clip_benchmark.datasets.builder import build_dataset
+    from clip_benchmark.metrics import zeroshot_classification as cb
+    from safetensors.torch import load_file
+
+    from densecap_eval.datasets.elevater import catalog
+    from densecap_eval.datasets.elevater.synth import write_dataset, write_wds_copy
+
+    _, spec, base = setup
+    elevater, wds = base / "voc-elevater", base / "voc-wds"
+    write_dataset(elevater, "voc2007classification", images=12)
+    folder = write_wds_copy(elevater, "voc2007classification", wds)
+    assert folder.name == "wds_voc2007_multilabel"
+    split = ClipBenchmarkDataset(wds, cache_dir=base / "cache").split("voc2007classification")
+    assert split.multilabel and len(split.samples) == 12
+    assert any(len(s.labels) > 1 for s in split.samples)  # several labels on one photo
+
+    (result,) = evaluate_tasks(spec, ["clip_benchmark/voc2007classification"], data_root=wds,
+                               n_boot=0, progress=False, cache_dir=base / "cache",
+                               num_workers=0)  # fmt: skip
+    ours = result.metrics["clip_benchmark/voc2007classification"]
+    model = open_clip.CLIP(**CONFIG)
+    model.load_state_dict(load_file(str(base / "m.safetensors")))
+    model.eval()
+    ds = build_dataset("wds/voc2007_multilabel", root=str(folder),
+                       transform=open_clip.image_transform(32, is_train=False), split="test")  # fmt: skip
+    loader = torch.utils.data.DataLoader(ds.batched(5), batch_size=None)
+    loader.dataset.classes = ds.classes  # type: ignore[attr-defined]
+    assert ds.classes == list(catalog.spec("voc2007classification").classes)
+    expected = cb.evaluate(model, loader, open_clip.tokenize, ds.classes, ds.templates, "cpu",
+                           amp=False)  # fmt: skip
+    assert set(expected) == {"mean_average_precision"}
+    assert ours["mean_average_precision"] == pytest.approx(
+        expected["mean_average_precision"], abs=1e-12
+    )
+    assert ours["n"] == 12 and ours["n_classes"] == 20
+    del loader, ds
+    gc.collect()
+
+
+def test_a_bad_multilabel_target_is_skipped_and_named(tmp_path: Path) -> None:
+    from densecap_eval.datasets.elevater.synth import write_dataset, write_wds_copy
+
+    write_dataset(tmp_path / "e", "voc2007classification", images=4)
+    folder = write_wds_copy(tmp_path / "e", "voc2007classification", tmp_path / "w")
+    buf = io.BytesIO()
+    np.save(buf, np.full(20, 2.0))
+    _add_to_shard(folder, {"bad1.png": _png(), "bad1.npy": buf.getvalue(),
+                           "bad2.png": _png(), "bad2.npy": b"not numpy",
+                           "bad3.png": _png(), "bad3.cls": b"1"})  # fmt: skip
+    ds = ClipBenchmarkDataset(tmp_path / "w", cache_dir=tmp_path / "cache")
+    assert len(ds.split("voc2007classification").samples) == 4
+    reasons = sorted(s.reason for s in ds.skipped)
+    assert len(reasons) == 3
+    assert any("not a 0/1 vector of 20 classes" in r for r in reasons)
+    assert any("not a numpy array" in r for r in reasons)
+    assert any("no image or no npy" in r for r in reasons)

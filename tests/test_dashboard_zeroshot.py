@@ -163,3 +163,34 @@ def test_screenshot_script_skips_the_page_without_elevater_runs(
     assert script.PAGES["zeroshot"] == "Zero-shot vs long captions"
     assert script.has_content("zeroshot", zs_store[0])
     assert not script.has_content("zeroshot", tmp_path)  # no runs at all
+
+
+def test_long_caption_fine_tunes_link_only_when_a_base_is_named() -> None:
+    """Long-CLIP / FG-CLIP / LoTLIP / TULIP specs name a checkpoint, not its base: linked when
+    the run card names the base, else listed as "not named" (never guessed from the name)."""
+    from densecap_eval.results.zeroshot_summary import ZeroShotSummary
+
+    def summary(model: str, base: str | None = None) -> ZeroShotSummary:
+        s = ZeroShotSummary(model, {"elevater/cifar10": 0.5}, scm=0.5, spec=model, base=base)
+        return s
+
+    clip = "open_clip:ViT-B-16/openai"
+    summaries = [
+        summary(clip),
+        summary("longclip:/m/longclip-B.pt", base=clip),  # the run card names its base
+        summary("fgclip:/m/fg-clip-base"),
+        summary("tulip:/m/tulip.pt"),
+        summary("lotlip:/m/lotlip.pt?bert=/m/bert"),
+        summary("hf:/m/plain-clip"),
+    ]
+    assert zeroshot_view.base_spec("longclip:/m/x.pt") is None
+    assert zeroshot_view.base_spec("longclip:/m/x.pt", clip) == clip
+    assert zeroshot_view.bases(summaries) == {"longclip:/m/longclip-B.pt": [clip]}
+    assert zeroshot_view.unknown_bases(summaries) == [
+        "fgclip:/m/fg-clip-base", "tulip:/m/tulip.pt", "lotlip:/m/lotlip.pt?bert=/m/bert",
+    ]  # fmt: skip
+    column = list(zeroshot_view.table(summaries)[zeroshot_view.BASE_COLUMN])
+    assert column == ["-", clip, "not named", "not named", "not named", "-"]
+    shown = zeroshot_view.points(summaries, "DCI SCM")
+    links = zeroshot_view.links(summaries, shown)
+    assert sorted(set(links["link"])) == [f"{clip} → longclip:/m/longclip-B.pt"]

@@ -214,3 +214,58 @@ def test_download_says_what_is_there_and_what_is_missing(tmp_path: Path) -> None
         message.todo
     )
     assert "mnist:" not in message.todo
+
+
+def test_download_one_dataset_says_exactly_how(tmp_path: Path) -> None:
+    from densecap_eval.core.errors import DownloadError
+
+    write_dataset(tmp_path, "mnist", images=2)
+    here = download(tmp_path, part="mnist")
+    assert "present (test.txt, val.zip, labels.txt)" in here.done and here.todo == ""
+    assert f"wds/mnist copy (its own split, not ELEVATER's) at {tmp_path / 'wds_mnist'}/" in (
+        here.done
+    )
+    assert "git clone https://huggingface.co/datasets/clip-benchmark/wds_mnist" in here.done
+    gone = download(tmp_path, part="voc2007classification")
+    assert "missing test_ic.txt, test.zip, labels.txt" in gone.done
+    assert "wds/voc2007_multilabel copy" in gone.done
+    assert f"python download_datasets.py --ds voc-2007-classification --output_dir {tmp_path}" in (
+        gone.todo
+    )
+    assert "pip install vision-datasets==0.2.17" in gone.todo
+    assert f"{tmp_path / 'classification/voc2007_20211007'}/" in gone.todo
+    assert "CLIP_benchmark has no copy" in download(tmp_path, part="hateful-memes").done
+    with pytest.raises(DownloadError, match="no ELEVATER dataset 'nope'; known: cifar10"):
+        download(tmp_path, part="nope")
+
+
+def test_download_cli_takes_name_slash_dataset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from densecap_eval.cli.app import main
+
+    assert main(["download", "elevater/kitti-distance", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr()
+    assert "elevater/kitti-distance (ELEVATER's kitti-distance: coco layout" in out.out
+    assert "--ds kitti-distance --output_dir" in out.err
+    assert main(["download", "elevater", "--root", str(tmp_path)]) == 0
+    assert "0 of 20 test splits present" in capsys.readouterr().out
+    assert main(["download", "dci/x", "--root", str(tmp_path)]) != 0
+    assert "dataset 'dci' has no parts" in capsys.readouterr().err
+
+
+def test_inspect_says_what_is_there(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from densecap_eval.cli.app import main
+
+    write_dataset(tmp_path / "data", "mnist", images=3)
+    write_dataset(tmp_path / "data", "kitti-distance", images=2)
+    assert main(["inspect", "elevater", "--root", str(tmp_path / "data")]) == 0
+    out = capsys.readouterr().out
+    assert "ELEVATER datasets under" in out and "2 of 20 present" in out
+    assert "kitti-distance: 2 photos, 4 classes, accuracy" in out
+    assert "mnist: 3 photos, 10 classes, accuracy" in out
+    assert "absent: cifar10, cifar100," in out and "download elevater/<key>" in out
+    assert main(["inspect", "elevater", "--root", str(tmp_path / "data"), "--format", "json"]) == 0
+    about = json.loads(capsys.readouterr().out)["about"]
+    assert about["available"] == ["kitti-distance", "mnist"]
+    assert about["datasets"]["mnist"]["images"] == 3 and len(about["absent"]) == 18

@@ -43,3 +43,14 @@ def test_all_twenty_is_not_partial() -> None:
     (s,) = summarise([_row("A", f"elevater/{k}", zeroshot=0.5) for k in dataset_keys()])
     assert (s.count, s.partial, s.mean) == (20, False, 0.5)
     assert table_cells([s])[0][2] == "20/20"
+
+
+def test_the_run_card_may_name_the_base() -> None:
+    from types import SimpleNamespace
+
+    card = SimpleNamespace(model={"spec": "longclip:/m/b.pt", "base": "hf:openai/clip"},
+                           model_spec="longclip:/m/b.pt")  # fmt: skip
+    row = ReportRow("run", "longclip:/m/b.pt", "elevater/cifar10", {"zeroshot": 0.5},
+                    "complete", SimpleNamespace(card=card))  # type: ignore[arg-type]  # fmt: skip
+    (s,) = summarise([row])
+    assert (s.spec, s.base) == ("longclip:/m/b.pt", "hf:openai/clip")

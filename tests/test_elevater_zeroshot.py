@@ -168,3 +168,48 @@ def test_elevater_cleaning_leaves_clip_token_ids_alone() -> None:
     assert (
         elevater_clean("a photo of a head of a  crocodile.") == "a photo of a head of a crocodile."
     )
+
+
+def test_caltech101_with_absent_classes_equals_vision_evaluation(
+    setup: tuple[Path, str, Path],
+) -> None:
+    """caltech-101 (mean-per-class) on 12 photos: 12 of its 102 classes in the test labels.
+    Class order and prompts are ELEVATER's (``background`` is class 4, 34 templates); the
+    probabilities equal the reference's, and the metric equals vision-evaluation 0.2.9's
+    BalancedAccuracyScoreEvaluator, which keeps only the classes present: the argmax over all
+    102 classes (CLIP_benchmark's formula) gives another number here."""
+    import open_clip
+    from safetensors.torch import load_file
+    from test_elevater_metrics import _reference
+
+    from densecap_eval.datasets.elevater.synth import write_dataset
+    from densecap_eval.datasets.elevater.tasks import prompt_texts
+
+    _, spec, base = setup
+    root = base / "caltech"
+    write_dataset(root, "caltech101", images=12, seed=1)
+    (result,) = evaluate_tasks(spec, ["elevater/caltech101"], data_root=root,
+                               protocol="elevater-dci", n_boot=0, progress=False,
+                               cache_dir=base / "cache", num_workers=0)  # fmt: skip
+    m = result.metrics["elevater/caltech101"]
+    s = catalog.spec("caltech101")
+    texts = prompt_texts("caltech101", "elevater-dci")
+    assert (len(texts), len(texts[0])) == (102, 34) == (m["n_classes"], m["n_templates"])
+    assert texts[4][0] == "a photo of a background." and s.classes[37] == "centered face"
+    model = open_clip.CLIP(**CONFIG)
+    model.load_state_dict(load_file(str(base / "m.safetensors")))
+    model.eval()
+    probs, labels = _reference_probs(root, "caltech101", model)
+    ours = np.array(result.examples["probs"].tolist(), dtype=np.float32)
+    # Scorers hand over L2-normalised embeddings, which ELEVATER's order normalises once more:
+    # one float32 rounding of the cosines (~1e-7), times the scale 100, over 102 classes.
+    np.testing.assert_allclose(ours, probs, rtol=2e-5, atol=1e-6)
+    assert len(set(labels.tolist())) == 12 < 102  # 90 classes absent from the test labels
+    assert result.examples["labels"].tolist() == [[int(x)] for x in labels]
+    expected = _reference("mean-per-class", labels, ours)
+    assert m["metric"] == "mean-per-class"
+    assert m["zeroshot"] == pytest.approx(expected, abs=1e-12)
+    from densecap_eval.metrics.clip_benchmark import mean_per_class_recall
+
+    unfiltered = mean_per_class_recall(labels, ours)  # argmax over all 102 classes
+    assert m["zeroshot"] != pytest.approx(unfiltered, abs=1e-9)  # the column filter matters

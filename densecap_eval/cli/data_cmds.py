@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from enum import Enum
+from inspect import signature as inspect_signature
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -74,6 +75,7 @@ def download(
     from densecap_eval.core.paths import resolve_data_root
     from densecap_eval.datasets import DOWNLOADERS
 
+    dataset, _, part = dataset.partition("/")  # NAME/PART: one set of a collection
     _known_dataset(dataset)
     if dataset not in DOWNLOADERS:
         raise DensecapError(
@@ -92,8 +94,11 @@ def download(
         _verify_dci(data_root, url=url, sha256=sha256)
         return
     downloader = DOWNLOADERS.get(dataset)
+    extra = {"part": part} if part else {}
+    if part and "part" not in inspect_signature(downloader).parameters:
+        raise DensecapError(f"dataset {dataset!r} has no parts: `densecap-eval download {dataset}`")
     typer.echo(f"downloading {url or _default_source(dataset)} into {data_root}")
-    message = downloader(data_root, url=url, sha256=sha256, progress=progress)
+    message = downloader(data_root, url=url, sha256=sha256, progress=progress, **extra)
     # A downloader returns a str; DCI's (a DownloadMessage) keeps what is left to do apart.
     done, todo = getattr(message, "done", str(message)), getattr(message, "todo", "")
     if done:
@@ -239,6 +244,8 @@ def _print_profile(report: dict[str, Any]) -> None:
         f"{report['dataset']} {split} at {report['root']}: {report['records']} records, "
         f"{len(report['skipped'])} skipped"
     )
+    for line in report.get("about", {}).get("lines", []):  # the loader's own account
+        typer.echo(line)
     console = Console(highlight=False)
     title = "OpenAI CLIP tokens per description (untruncated)"
     console.print(_profile_table(report["tokens"], report["limits"], title))

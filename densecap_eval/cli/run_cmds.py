@@ -130,6 +130,10 @@ def _main_job(
         _warn(
             f"{len(printer.skipped)} image(s) skipped; the run cards list them with their reasons"
         )
+    if printer.absent:
+        _warn(f"{len(printer.absent)} task(s) of a suite not run: their data is not under the "
+              "data root, so the suite's result is partial (the others ran and are stored):\n"
+              + "\n".join(printer.absent))  # fmt: skip
     if group is not None:
         _print_throughput(runs)
         distributed.shutdown()
@@ -153,12 +157,14 @@ class _RunPrinter:
         self.request = request
         self.skipped: list[str] = []
         self.unavailable: list[str] = []
+        self.absent: list[str] = []  # a partial suite: said once, loudly, after the run
 
     def events(self) -> RunEvents:
         from densecap_eval.run.runner import RunEvents
 
         return RunEvents(on_skipped=self.on_skipped, on_stored=self.on_stored,
-                         on_model=self.on_model, on_unavailable=self.on_unavailable)  # fmt: skip
+                         on_model=self.on_model, on_unavailable=self.on_unavailable,
+                         on_absent=self.on_absent)  # fmt: skip
 
     def on_skipped(self, image: str, reason: str) -> None:
         self.skipped.append(image)
@@ -174,6 +180,9 @@ class _RunPrinter:
     def on_unavailable(self, task: str, message: str) -> None:
         self.unavailable.append(task)
         typer.echo(f"error: {message}", err=True)
+
+    def on_absent(self, task: str, message: str) -> None:
+        self.absent.append(f"  {message}")
 
 
 def _roots_text(request: RunRequest) -> str:

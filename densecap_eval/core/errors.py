@@ -57,3 +57,9 @@ class DownloadError(DensecapError):
 class TaskUnavailableError(DensecapError):
     """A task cannot run on this machine (an optional tool is missing); the run's other tasks
     still run, and this one is reported as failed with the message (which says how to fix it)."""
+
+
+class DataAbsentError(TaskUnavailableError):
+    """A suite member's data is simply not under the data root (nothing is broken): the suite's
+    other members run and are stored, the suite reads as partial, and the run is not failed for
+    it when something was scored; the message says how to get the data."""

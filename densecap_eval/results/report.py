@@ -407,17 +407,18 @@ def render_markdown(rows: Sequence[ReportRow]) -> str:
 
 
 def _zeroshot_markdown(rows: Sequence[ReportRow]) -> list[str]:
-    """The "zero-shot vs long captions" section (results/zeroshot_summary.py), when any."""
-    from densecap_eval.results.zeroshot_summary import HEADER, summarise, table_cells
+    """The "zero-shot vs long captions" sections (results/zeroshot_summary.py), when any."""
+    from densecap_eval.results.zeroshot_summary import sections
 
-    summaries = summarise(rows)
-    if not summaries:
-        return []
-    lines = ["## zero-shot classification vs long captions", ""]
-    lines.append("| " + " | ".join(HEADER) + " |")
-    lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(HEADER))) + "|")
-    lines.extend("| " + " | ".join(cells) + " |" for cells in table_cells(summaries))
-    return ["\n".join(lines)]
+    out = []
+    for title, header, body in sections(rows):
+        lines = [f"## {title}", ""]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join("---" if i == 0 or name == "dataset" else "---:"
+                                    for i, name in enumerate(header)) + "|")  # fmt: skip
+        lines.extend("| " + " | ".join(cells) + " |" for cells in body)
+        out.append("\n".join(lines))
+    return out
 
 
 def render_csv(rows: Sequence[ReportRow]) -> str:
@@ -493,18 +494,18 @@ def _zeroshot_table(rows: Sequence[ReportRow]) -> list[Any]:
     from rich import box
     from rich.table import Table
 
-    from densecap_eval.results.zeroshot_summary import HEADER, summarise, table_cells
+    from densecap_eval.results.zeroshot_summary import sections
 
-    summaries = summarise(rows)
-    if not summaries:
-        return []
-    table = Table(title="zero-shot classification vs long captions", title_justify="left",
-                  box=box.SIMPLE_HEAD)  # fmt: skip
-    for i, name in enumerate(HEADER):
-        table.add_column(name, justify="left" if i in (0, 5) else "right", no_wrap=True)
-    for cells in table_cells(summaries):
-        table.add_row(*cells)
-    return [table]
+    out = []
+    for title, header, body in sections(rows):
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+        for i, name in enumerate(header):
+            text = i == 0 or name in ("retrieval", "dataset")
+            table.add_column(name, justify="left" if text else "right", no_wrap=True)
+        for cells in body:
+            table.add_row(*cells)
+        out.append(table)
+    return out
 
 
 def print_report(

@@ -6,6 +6,11 @@ over the ELEVATER datasets that were run (the latest run of each), how many of t
 (``partial`` when fewer: a plain mean over 19 datasets must not pass for the suite's number),
 and, when the same results hold them, DCI's SCM / Neg (``dci/all_swaps``) and long-caption
 retrieval R@1 (the first ``*/retrieval*`` task found, named).
+
+Where one model ran a dataset under two protocols or more (``elevater/<key>`` under
+``--protocol default`` and ``elevater-dci``, ``clip_benchmark/<key>``), `compare_protocols` puts
+the numbers side by side, each labelled with its protocol, metric and image count: they are
+never averaged into one (docs/protocols/elevater.md says why they differ).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class ZeroShotSummary:
     t2i_r1: float | None = None
     i2t_r1: float | None = None
     spec: str | None = None  # the run's model spec (a lora:ADAPTER@BASE names its base)
+    base: str | None = None  # the base model's spec where the run card names one (model.base)
     # every long-caption retrieval task: task -> (T2I R@1, I2T R@1), for the dashboard's axis
     retrieval: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
@@ -63,7 +69,10 @@ def summarise(rows: Sequence[ReportRow]) -> list[ZeroShotSummary]:
                 summary = by_model.setdefault(row.model, ZeroShotSummary(row.model))
                 summary.scores[row.task] = value
                 card = row.run.card if row.run is not None else None
-                summary.spec = card.model_spec if card is not None else summary.spec
+                if card is not None:
+                    named = card.model.get("base")
+                    summary.spec = card.model_spec
+                    summary.base = named if isinstance(named, str) else summary.base
     for row in rows:
         found = by_model.get(row.model)
         if found is None:
@@ -97,4 +106,129 @@ def table_cells(summaries: Sequence[ZeroShotSummary]) -> list[list[str]]:
         count = f"{s.count}/{ELEVATER_TOTAL}" + (" partial" if s.partial else "")
         out.append([s.model, _pct(s.mean), count, _pct(s.scm), _pct(s.neg),
                     s.retrieval_task or "-", _pct(s.t2i_r1), _pct(s.i2t_r1)])  # fmt: skip
+    return out
+
+
+# --------------------------------------------------------------------------- protocols side by side
+
+CLIP_BENCHMARK_PREFIX = "clip_benchmark/"
+PROTOCOLS: tuple[str, ...] = ("elevater", "elevater-dci", "clip_benchmark")
+# CLIP_benchmark's metric that asks what ELEVATER's metric of the same dataset asks.
+CLIP_BENCHMARK_METRIC: dict[str, str] = {
+    "accuracy": "acc1",
+    "mean-per-class": "mean_per_class_recall",
+    "11point_mAP": "mean_average_precision",
+}
+
+
+@dataclass(frozen=True)
+class ProtocolScore:
+    """One dataset's number under one protocol: the metric's name, its value, the image count."""
+
+    metric: str
+    value: float
+    n: int | None
+
+
+@dataclass
+class ProtocolComparison:
+    """One model's numbers on one dataset (DCI's key) under each protocol that was run."""
+
+    model: str  # the report label without its protocol mark
+    dataset: str
+    scores: dict[str, ProtocolScore] = field(default_factory=dict)  # protocol -> score
+
+
+def without_protocol(label: str) -> str:
+    """A report label with its ``protocol ...`` mark dropped (the other marks kept), so runs of
+    one model under two protocols share a line."""
+    head, sep, marks = label.rpartition(" (")
+    if not sep or not marks.endswith(")"):
+        return label
+    kept = [m for m in marks[:-1].split(", ") if not m.startswith("protocol ")]
+    return f"{head} ({', '.join(kept)})" if kept else head
+
+
+def _protocol_of(row: ReportRow) -> tuple[str, str] | None:
+    """(protocol, DCI's dataset key) of an ``elevater/`` or ``clip_benchmark/`` row, else None."""
+    if row.task.startswith(ELEVATER_PREFIX):
+        dci = row.metrics.get("protocol") == "elevater-dci"
+        return ("elevater-dci" if dci else "elevater"), row.task[len(ELEVATER_PREFIX) :]
+    if row.task.startswith(CLIP_BENCHMARK_PREFIX):
+        return "clip_benchmark", row.task[len(CLIP_BENCHMARK_PREFIX) :]
+    return None
+
+
+def _score(protocol: str, metrics: dict[str, Any], asked: str | None) -> ProtocolScore | None:
+    """A protocol's number: ELEVATER's ``zeroshot``; for CLIP_benchmark the metric of its dict
+    that asks what ELEVATER's ``asked`` metric asks (mean-per-class: mean_per_class_recall),
+    else mAP on a multilabel set, else acc1."""
+    if protocol == "clip_benchmark":
+        name = CLIP_BENCHMARK_METRIC.get(asked or "", "")
+        if name not in metrics:
+            name = "mean_average_precision" if "mean_average_precision" in metrics else "acc1"
+        label = name
+    else:
+        name, label = "zeroshot", str(metrics.get("metric", "zeroshot"))
+    value = _number(metrics.get(name))
+    n = metrics.get("n")
+    return None if value is None else ProtocolScore(label, value, n if isinstance(n, int) else None)
+
+
+def compare_protocols(rows: Sequence[ReportRow]) -> list[ProtocolComparison]:
+    """Per model and dataset run under two protocols or more, each protocol's number (the latest
+    run of each), in order of first appearance. Each protocol reads its own copy of the data:
+    ``n`` says how many images each number is over."""
+    latest: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for row in rows:  # oldest first: a later run replaces the earlier one
+        tagged = _protocol_of(row)
+        if tagged is not None:
+            key = (without_protocol(row.model), tagged[1])
+            latest.setdefault(key, {})[tagged[0]] = row.metrics
+    out = []
+    for (model, dataset), by_protocol in latest.items():
+        asked = next(
+            (str(m.get("metric")) for p, m in by_protocol.items() if p != "clip_benchmark"), None
+        )
+        kept: dict[str, ProtocolScore] = {}
+        for protocol in PROTOCOLS:
+            score = (
+                _score(protocol, by_protocol[protocol], asked) if protocol in by_protocol else None
+            )
+            if score is not None:
+                kept[protocol] = score
+        if len(kept) > 1:
+            out.append(ProtocolComparison(model, dataset, kept))
+    return out
+
+
+def protocol_table(
+    comparisons: Sequence[ProtocolComparison],
+) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): model, dataset, then one column per protocol present, each cell
+    ``value% (metric, n=N)``, ``-`` where that protocol was not run."""
+    shown = [p for p in PROTOCOLS if any(p in c.scores for c in comparisons)]
+    body = []
+    for c in comparisons:
+        cells = [c.model, c.dataset]
+        for protocol in shown:
+            s = c.scores.get(protocol)
+            n = "" if s is None or s.n is None else f", n={s.n}"
+            cells.append("-" if s is None else f"{_pct(s.value)} ({s.metric}{n})")
+        body.append(cells)
+    return ["model", "dataset", *shown], body
+
+
+def sections(rows: Sequence[ReportRow]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The report's zero-shot tables as (title, header, rows): the per-model summary, then the
+    protocols side by side where a model ran a dataset under two or more."""
+    out = []
+    summaries = summarise(rows)
+    if summaries:
+        out.append(("zero-shot classification vs long captions", list(HEADER),
+                    table_cells(summaries)))  # fmt: skip
+    comparisons = compare_protocols(rows)
+    if comparisons:
+        header, body = protocol_table(comparisons)
+        out.append(("zero-shot protocols side by side", header, body))
     return out

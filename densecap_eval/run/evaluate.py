@@ -32,7 +32,12 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from densecap_eval.core.config import ConfigError, RunConfig
-from densecap_eval.core.errors import DatasetError, DensecapError, TaskUnavailableError
+from densecap_eval.core.errors import (
+    DataAbsentError,
+    DatasetError,
+    DensecapError,
+    TaskUnavailableError,
+)
 from densecap_eval.run.ranks import everywhere as _everywhere
 
 if TYPE_CHECKING:
@@ -71,6 +76,8 @@ class RunResult:
     finished_at: datetime | None = None
     # Concrete tasks that could not run here (a missing optional tool), with the message.
     unavailable: dict[str, str] = field(default_factory=dict)
+    # Those of them whose data is just not under the root (`DataAbsentError`): a partial suite.
+    absent: tuple[str, ...] = ()
 
 
 def evaluate(
@@ -225,10 +232,11 @@ class _Prepared:
     first_plan: ScoringPlan  # the re-ranking first stage's (empty without re-ranking)
     reranked: list[str]
     unavailable: dict[str, str] = field(default_factory=dict)  # task -> why it cannot run
+    absent: set[str] = field(default_factory=set)  # those whose data is not under the root
 
 
 def _plan(scorer: Scorer, tasks: Sequence[str], config: RunConfig) -> _Prepared:
-    from densecap_eval.datasets import check_options, load_dataset, options_for
+    from densecap_eval.datasets import check_options, load_dataset
     from densecap_eval.engine.plan import ScoringPlan
     from densecap_eval.tasks import concrete_tasks, get_task, needs_gallery
 
@@ -255,7 +263,7 @@ def _plan(scorer: Scorer, tasks: Sequence[str], config: RunConfig) -> _Prepared:
         task = get_task(name)
         if task.dataset not in prepared.datasets:
             root = config.root_for(task.dataset)
-            options = options_for(task.dataset, dict(config.dataset_options))
+            options = _loader_options(task.dataset, config)
             prepared.datasets[task.dataset] = load_dataset(
                 task.dataset, root=str(root), strict=config.strict, **options
             )
@@ -266,7 +274,11 @@ def _plan(scorer: Scorer, tasks: Sequence[str], config: RunConfig) -> _Prepared:
                 prepared.datasets[task.dataset], split=config.split, seed=config.seed, **extra
             )
         except TaskUnavailableError as exc:  # the other tasks still run
-            log.error("%s", exc)
+            if isinstance(exc, DataAbsentError):  # a partial suite: the caller says it once
+                log.info("%s", exc)
+                prepared.absent.add(name)
+            else:
+                log.error("%s", exc)
             prepared.unavailable[name] = str(exc)
             continue
         if _n_examples(instance) == 0:  # nothing left to score must never look like a result
@@ -282,6 +294,17 @@ def _plan(scorer: Scorer, tasks: Sequence[str], config: RunConfig) -> _Prepared:
     if prepared.unavailable and not prepared.instances:
         raise TaskUnavailableError(next(iter(prepared.unavailable.values())))
     return prepared
+
+
+def _loader_options(dataset: str, config: RunConfig) -> dict[str, Any]:
+    """A loader's options: its ``--dataset-option`` values, and the run's --cache-dir for a
+    loader that keeps files derived from the data in a cache (ELEVATER's decoded photos)."""
+    from densecap_eval.datasets import accepted_options, options_for
+
+    options = options_for(dataset, dict(config.dataset_options))
+    if config.cache_dir is not None and "cache_dir" in accepted_options(dataset):
+        options.setdefault("cache_dir", config.cache_dir)
+    return options
 
 
 def _n_examples(instance: Any) -> int | None:
@@ -439,6 +462,7 @@ def _record(
                 started_at=started,
                 finished_at=finished,
                 unavailable=unavailable,
+                absent=tuple(m for m in unavailable if m in prepared.absent),
             )
         )
     return results

@@ -163,6 +163,8 @@ def inspect_records(
     for record in dataset.records(split):
         profile.add(record.texts)
     skipped = [item.to_dict() for item in dataset.skipped[skipped_before:]]
+    # A loader's own account of what is there (ELEVATER: each of its datasets, present or not).
+    about = dataset.describe() if callable(getattr(dataset, "describe", None)) else None
     return {
         "dataset": name or getattr(dataset, "name", type(dataset).__name__),
         "root": str(dataset.root),
@@ -174,6 +176,7 @@ def inspect_records(
         "tokenizer": TOKENIZER_NAME,
         "limits": list(PROFILE_LIMITS),
         "tokens": profile.tokens(),
+        **({"about": about} if about is not None else {}),
     }
 
 

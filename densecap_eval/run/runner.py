@@ -113,6 +113,8 @@ class RunEvents:
     on_model: Callable[[str], None] = lambda spec: None
     # A task that could not run here (a missing optional tool): (task, message).
     on_unavailable: Callable[[str, str], None] = lambda task, message: None
+    # A suite member whose data is not under the root, the others stored: (task, message).
+    on_absent: Callable[[str, str], None] = lambda task, message: None
 
 
 def check_model_spec(spec: str) -> None:
@@ -282,7 +284,10 @@ def _store(
                 seen.add(key)
                 events.on_skipped(*key)
         for task, message in getattr(result, "unavailable", {}).items():
-            events.on_unavailable(task, message)
+            # Data not under the root leaves a partial suite, not a failed run, as long as
+            # something of the suite was scored.
+            only_absent = task in getattr(result, "absent", ()) and result.metrics
+            (events.on_absent if only_absent else events.on_unavailable)(task, message)
         if not result.metrics:  # none of its tasks could run: failed, with the reason
             writer.fail("; ".join(dict.fromkeys(getattr(result, "unavailable", {}).values())))
             continue

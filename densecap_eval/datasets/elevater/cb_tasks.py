@@ -4,7 +4,8 @@ As ``clip_benchmark.metrics.zeroshot_classification`` computes it: every class's
 (``template.format(c=name)``, the folder's own class names and templates) are encoded, each
 normalised, the mean renormalised (the same ensembling as ELEVATER); the scores are the raw
 ``100 * normalize(img) @ W`` logits in float32 (no softmax); the metrics are acc1, acc5 (null
-below 5 classes), mean_per_class_recall (`densecap_eval.metrics.clip_benchmark`). The run
+below 5 classes), mean_per_class_recall, or on a multilabel set (VOC 2007) the non-interpolated
+mean_average_precision over all classes (`densecap_eval.metrics.clip_benchmark`). The run
 uses the model's own preprocessing and tokenizer, in fp32 (CLIP_benchmark's ``--no_amp``).
 """
 
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from densecap_eval.core.errors import DensecapError, TaskUnavailableError
+from densecap_eval.core.errors import DataAbsentError, DensecapError
 from densecap_eval.datasets.elevater.tasks import classifier
 from densecap_eval.datasets.elevater.wds import CLIP_BENCHMARK_NAMES, folder_name
 from densecap_eval.datasets.records import SkippedImage
@@ -68,14 +69,16 @@ class ClipBenchmarkTask:
         if split not in (None, "test", "all"):
             raise DensecapError(f"{self.name}: CLIP_benchmark zero-shot uses the test split only")
         if self.key not in dataset.available():
-            raise TaskUnavailableError(
+            raise DataAbsentError(
                 f"{self.name}: {dataset.root / folder_name(self.key)} is missing (CLIP_benchmark's "
-                f"wds/{CLIP_BENCHMARK_NAMES[self.key]} copy)"
+                f"wds/{CLIP_BENCHMARK_NAMES[self.key]} copy); `densecap-eval download "
+                f"elevater/{self.key}` says how to get it"
             )
         data = dataset.split(self.key)
         return ClipBenchmarkInstance(
-            self.name, self.key, data.classnames, data.templates, data.samples, split=self.key
-        )
+            self.name, self.key, data.classnames, data.templates, data.samples, split=self.key,
+            multilabel=data.multilabel,
+        )  # fmt: skip
 
 
 TASKS: dict[str, ClipBenchmarkTask] = {k: ClipBenchmarkTask(k) for k in CLIP_BENCHMARK_NAMES}
@@ -97,6 +100,7 @@ class ClipBenchmarkInstance:
     split: str
     skipped: list[SkippedImage] = field(default_factory=list)
     needs_embedding: bool = True
+    multilabel: bool = False  # labels are a 0/1 matrix; the metric is mean_average_precision
     _r: np.ndarray | None = field(default=None, repr=False)
     _t: np.ndarray | None = field(default=None, repr=False)
 
@@ -121,6 +125,15 @@ class ClipBenchmarkInstance:
             table.image_embeddings[region_pos], dtype=np.float32)), dim=-1)  # fmt: skip
         return (100.0 * img @ w).float().numpy()
 
+    def labels(self) -> np.ndarray:
+        """(N,) class indices, or the (N, C) 0/1 matrix of a multilabel set."""
+        if not self.multilabel:
+            return np.array([s.labels[0] for s in self.images], dtype=np.int64)
+        out = np.zeros((len(self.images), len(self.classnames)), dtype=np.int64)
+        for i, s in enumerate(self.images):
+            out[i, list(s.labels)] = 1
+        return out
+
     def compute(
         self, table: ScoreTable, ctx: ComputeContext
     ) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -129,19 +142,19 @@ class ClipBenchmarkInstance:
         from densecap_eval.metrics.clip_benchmark import clip_benchmark_metrics
 
         logits = self.logits(table)
-        labels = np.array([s.labels[0] for s in self.images], dtype=np.int64)
+        labels = self.labels()
         metrics: dict[str, Any] = dict(clip_benchmark_metrics(labels, logits))
         metrics.update(n=len(self.images), n_classes=len(self.classnames),
                        n_templates=len(self.templates), protocol="clip_benchmark",
                        model_max_text_tokens=ctx.max_text_tokens)  # fmt: skip
         pred = np.argmax(logits, axis=1)
         frame = pd.DataFrame({
-            "task": [self.task] * len(labels),
-            "split": [self.split] * len(labels),
+            "task": [self.task] * len(self.images),
+            "split": [self.split] * len(self.images),
             "image": [s.ref for s in self.images],
             "labels": [list(s.labels) for s in self.images],
             "prediction": pred.astype(np.int64),
-            "correct": pred == labels,
+            "correct": [int(p) in s.labels for p, s in zip(pred, self.images, strict=True)],
             "logits": [row.tolist() for row in logits],
         })  # fmt: skip
         return metrics, frame

@@ -109,4 +109,23 @@ class ElevaterDataset(DatasetBase):
         return files
 
     def describe(self) -> dict[str, Any]:
-        return {"available": self.available(), "known": list(catalog.dataset_keys())}
+        """What is under the root: per dataset found, its photos read (after `records`) and
+        skipped, classes and metric; the absent ones with the command that says how to get
+        them; ``lines``: the same as text (`densecap-eval inspect elevater`)."""
+        found = self.available()
+        absent = [k for k in catalog.dataset_keys() if k not in found]
+        datasets: dict[str, Any] = {}
+        lines = [f"ELEVATER datasets under {self.root}: {len(found)} of "
+                 f"{len(catalog.dataset_keys())} present"]  # fmt: skip
+        for key in found:
+            s = catalog.spec(key)
+            n = len(self._samples[key]) if key in self._samples else None
+            datasets[key] = {"images": n, "classes": len(s.classes), "metric": s.metric,
+                             "folder": s.root_folder}  # fmt: skip
+            lines.append(f"  {key}: {'?' if n is None else n} photos, {len(s.classes)} classes, "
+                         f"{s.metric} ({s.root_folder}/)")  # fmt: skip
+        if absent:
+            lines.append(f"  absent: {', '.join(absent)} (`densecap-eval download "
+                         "elevater/<key>` says how to get each)")  # fmt: skip
+        return {"available": found, "known": list(catalog.dataset_keys()), "datasets": datasets,
+                "absent": absent, "lines": lines}  # fmt: skip

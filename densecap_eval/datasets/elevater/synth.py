@@ -110,3 +110,55 @@ def write_release(
     for key in chosen:
         write_dataset(root, key, images=images, seed=seed)
     return chosen
+
+
+def write_wds_copy(elevater_root: Path, key: str, wds_root: Path, *, shards: int = 2) -> Path:
+    """The same photos as ELEVATER's ``key`` under ``elevater_root``, written in CLIP_benchmark's
+    ``wds`` layout (`densecap_eval.datasets.elevater.wds`) under ``wds_root``: each zip member's
+    bytes as stored, ELEVATER's class names and templates (``{}`` as ``{c}``), ``cls`` for a
+    single-label set, a 0/1 ``npy`` vector and ``dataset_type.txt`` = multilabel for VOC. Both
+    protocols then score the same images; returns the folder."""
+    import numpy as np
+
+    from densecap_eval.datasets.elevater.wds import folder_name
+
+    spec = catalog.spec(key)
+    samples = layout.read_samples(elevater_root, spec, lambda exc: None)
+    folder = wds_root / folder_name(key)
+    (folder / "test").mkdir(parents=True, exist_ok=True)
+    (folder / "classnames.txt").write_text("\n".join(spec.classes) + "\n", encoding="utf-8")
+    templates = "\n".join(t.replace("{}", "{c}") for t in spec.templates) + "\n"
+    (folder / "zeroshot_classification_templates.txt").write_text(templates, encoding="utf-8")
+    if spec.multilabel:
+        (folder / "dataset_type.txt").write_text("multilabel\n", encoding="utf-8")
+    (folder / "test" / "nshards.txt").write_text(f"{shards}\n", encoding="utf-8")
+    zips = {name: zipfile.ZipFile(layout.dataset_dir(elevater_root, spec) / name)
+            for name in spec.test_files}  # fmt: skip
+    for shard in range(shards):
+        parts: list[tuple[str, bytes]] = []
+        for i in range(shard, len(samples), shards):
+            s = samples[i]
+            ext = s.member.rsplit(".", 1)[-1].lower()
+            parts.append((f"s{i:05d}.{ext}", zips[s.zip_name].read(s.member)))
+            if spec.multilabel:
+                vector = np.zeros(len(spec.classes), dtype=np.float64)
+                vector[list(s.labels)] = 1.0
+                buf = io.BytesIO()
+                np.save(buf, vector)
+                parts.append((f"s{i:05d}.npy", buf.getvalue()))
+            else:
+                parts.append((f"s{i:05d}.cls", str(s.labels[0]).encode()))
+        _write_tar(folder / "test" / f"{shard}.tar", parts)
+    for archive in zips.values():
+        archive.close()
+    return folder
+
+
+def _write_tar(path: Path, members: Sequence[tuple[str, bytes]]) -> None:
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1633564800  # fixed: same seed, same bytes
+            tar.addfile(info, io.BytesIO(data))

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from densecap_eval.core.errors import DensecapError, TaskUnavailableError
+from densecap_eval.core.errors import DataAbsentError, DensecapError
 from densecap_eval.datasets.elevater import catalog
 from densecap_eval.datasets.elevater.protocol import PROTOCOLS, elevater_clean
 from densecap_eval.datasets.records import SkippedImage
@@ -87,9 +87,10 @@ class ZeroShotTask:
             raise DensecapError(f"{self.name}: unknown protocol {protocol!r}")
         s = catalog.spec(self.key)
         if self.key not in dataset.available():
-            raise TaskUnavailableError(
+            raise DataAbsentError(
                 f"{self.name}: {dataset.root / s.root_folder} is missing (ELEVATER's "
-                f"{s.elevater_name}); `densecap-eval download elevater` says how to get it"
+                f"{s.elevater_name}); `densecap-eval download elevater/{self.key}` says how to "
+                "get it"
             )
         # The loader's "splits" are its datasets: the split is the key (the test split's).
         return ZeroShotInstance(

@@ -4,21 +4,24 @@ CLIP_benchmark (1.6.x, ``datasets/builder.py build_wds_dataset``) reads a self-c
 ``test/nshards.txt`` (an int) and ``test/{0..n-1}.tar``, whose samples are a ``__key__`` with an
 image (the first of ``webp``, ``png``, ``jpg``, ``jpeg``) and ``cls`` (an int), plus
 ``classnames.txt`` and ``zeroshot_classification_templates.txt`` (one per line, ``{c}``
-placeholders, each line stripped). Its own copies are named ``wds_<name>`` with ``/`` as ``-``
+placeholders, each line stripped). When ``dataset_type.txt`` says ``multilabel`` (VOC 2007), a
+sample's label is an ``npy`` 0/1 vector over the classes instead of ``cls``. Its own copies are named ``wds_<name>`` with ``/`` as ``-``
 (``wds_vtab-cifar10``). The root given to densecap-eval holds those folders.
 
 Photos are decoded as stored (Pillow, no EXIF rotation), then converted to RGB by the model's
 preprocessing: exactly what the engine does with a file, so each image member is copied as it
 is to the photo cache. The class names and templates are the folder's own.
 
-`CLIP_BENCHMARK_NAMES` pairs DCI's ELEVATER keys with CLIP_benchmark's standard ``wds`` list
-(``benchmark/webdatasets.txt``); Hateful Memes and Food-101 have no copy there, and its
-``voc2007`` is single-label (cropped boxes), not ELEVATER's multilabel VOC.
+`CLIP_BENCHMARK_NAMES` pairs DCI's ELEVATER keys with CLIP_benchmark's dataset names (its
+``vtab+`` list); Hateful Memes and Food-101 have no copy there. VOC 2007 is its
+``voc2007_multilabel`` (ELEVATER's VOC is multilabel; CLIP_benchmark's ``voc2007`` is single-label
+crops of the boxes, another task).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tarfile
 import tempfile
@@ -40,7 +43,7 @@ CLIP_BENCHMARK_NAMES: dict[str, str] = {
     "kitti-distance": "vtab/kitti_closest_vehicle_distance", "mnist": "mnist",
     "flower102": "vtab/flowers", "oxford-iiit-pets": "vtab/pets", "patchcamelyon": "vtab/pcam",
     "rendered-sst2": "renderedsst2", "resisc45-clip": "vtab/resisc45", "stanfordcar": "cars",
-    "voc2007classification": "voc2007",
+    "voc2007classification": "voc2007_multilabel",
 }  # fmt: skip
 IMAGE_EXTENSIONS: tuple[str, ...] = ("webp", "png", "jpg", "jpeg")
 
@@ -54,6 +57,7 @@ class WdsSplit:
     classnames: list[str]
     templates: list[str]
     samples: list[ZeroShotSample]
+    multilabel: bool = False  # dataset_type.txt says multilabel: labels from a 0/1 ``npy``
 
 
 def _text(path: Path) -> str:
@@ -110,8 +114,10 @@ class ClipBenchmarkDataset(DatasetBase):
         templates = [line.strip() for line in _text(templates_file).splitlines()]
         kind_file = folder / "dataset_type.txt"
         kind = _text(kind_file).strip().lower() if kind_file.is_file() else "classification"
-        if kind != "classification":
-            raise DatasetError(f"{kind_file} says {kind!r}: only single-label sets are read here")
+        if kind not in ("classification", "multilabel"):
+            raise DatasetError(
+                f"{kind_file} says {kind!r}: only classification and multilabel sets are read here"
+            )
         try:
             nshards = int(_text(folder / "test" / "nshards.txt").strip())
         except ValueError:
@@ -120,10 +126,10 @@ class ClipBenchmarkDataset(DatasetBase):
             ) from None
         out: list[ZeroShotSample] = []
         for shard in range(nshards):
-            out.extend(self._shard(folder / "test" / f"{shard}.tar", len(classnames)))
-        return WdsSplit(classnames, templates, out)
+            out.extend(self._shard(folder / "test" / f"{shard}.tar", len(classnames), kind))
+        return WdsSplit(classnames, templates, out, multilabel=kind == "multilabel")
 
-    def _shard(self, path: Path, n_classes: int) -> list[ZeroShotSample]:
+    def _shard(self, path: Path, n_classes: int, kind: str) -> list[ZeroShotSample]:
         groups: dict[str, dict[str, bytes]] = {}
         try:
             with tarfile.open(path) as tar:
@@ -148,20 +154,17 @@ class ClipBenchmarkDataset(DatasetBase):
             where = f"{path.name}#{key}"
             try:
                 image_ext = next((e for e in IMAGE_EXTENSIONS if e in parts), None)
-                if image_ext is None or "cls" not in parts:
-                    raise BadRecordError(where, "has no image or no cls")
-                try:
-                    label = int(parts["cls"].decode("utf-8").strip())
-                except (UnicodeDecodeError, ValueError):
-                    raise BadRecordError(where, "cls is not an integer") from None
-                if not 0 <= label < n_classes:
-                    raise BadRecordError(where, f"cls {label} is outside 0..{n_classes - 1}")
+                label_ext = "npy" if kind == "multilabel" else "cls"
+                if image_ext is None or label_ext not in parts:
+                    raise BadRecordError(where, f"has no image or no {label_ext}")
+                read = _multilabel if kind == "multilabel" else _single_label
+                labels = read(parts[label_ext], n_classes, where)
                 data = parts[image_ext]
                 check_image_bytes(data, image=where, where=where)
             except BadRecordError as exc:
                 self.skip(exc)
                 continue
-            out.append(ZeroShotSample(where, _store(cache, data, image_ext), (label,)))
+            out.append(ZeroShotSample(where, _store(cache, data, image_ext), labels))
         return out
 
     def records(self, split: str | None = None) -> Iterator[ImageRecord]:
@@ -200,6 +203,31 @@ class ShardIndex(FingerprintFile):
                         digest.update(fh.read() if fh is not None else b"")
         except (OSError, tarfile.TarError):
             digest.update(b"unreadable\0")  # the loader names the broken shard when it reads it
+
+
+def _single_label(data: bytes, n_classes: int, where: str) -> tuple[int, ...]:
+    """A ``cls`` member: one class index (webdataset's ``int(text)``)."""
+    try:
+        label = int(data.decode("utf-8").strip())
+    except (UnicodeDecodeError, ValueError):
+        raise BadRecordError(where, "cls is not an integer") from None
+    if not 0 <= label < n_classes:
+        raise BadRecordError(where, f"cls {label} is outside 0..{n_classes - 1}")
+    return (label,)
+
+
+def _multilabel(data: bytes, n_classes: int, where: str) -> tuple[int, ...]:
+    """An ``npy`` member: a 0/1 vector over the classes (CLIP_benchmark's multilabel target);
+    the indices of its ones (none is allowed: a photo of no listed class)."""
+    import numpy as np
+
+    try:
+        vector = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise BadRecordError(where, f"npy is not a numpy array ({exc})") from None
+    if vector.shape != (n_classes,) or not np.isin(vector, (0, 1)).all():
+        raise BadRecordError(where, f"npy is not a 0/1 vector of {n_classes} classes")
+    return tuple(int(i) for i in np.flatnonzero(vector))
 
 
 def _store(cache: Path, data: bytes, ext: str) -> Path:
