@@ -3,8 +3,10 @@
 Commands raise, they do not ``typer.Exit``: under ``main()`` click *returns* an Exit's code
 instead of raising it, while a `DensecapError` carries its exit code to `exit_code_for`.
 
-Exit codes: 0 done; 1 the work could not be done (a dataset, a download, a run failed);
-2 a usage mistake (unknown option, name or value); 130 interrupted or aborted.
+Exit codes: 0 done; 1 the data or the run failed (an unreadable dataset or record, a run that
+failed, a results directory with nothing to report); 2 what the user asked for cannot be had (a
+usage mistake, an unknown name or value, a model, download or task that cannot be got: each
+`DensecapError` subclass in core/errors.py states its code); 130 interrupted or aborted.
 """
 
 from __future__ import annotations
