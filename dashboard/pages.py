@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import streamlit as st
 
@@ -42,6 +42,16 @@ class Store:
         return cache.leaderboard(str(self.results_dir), self.fingerprint)
 
 
+T = TypeVar("T")
+
+
+def _chosen(value: T | None) -> T:
+    """A selectbox's value: never None here (every box has options and an index), but typed
+    optional by Streamlit."""
+    assert value is not None
+    return value
+
+
 def _stamp(run: StoredRun) -> int:
     return data.run_stamp(run.path)
 
@@ -53,8 +63,8 @@ def _height(rows: int, *, most: int = 900) -> int:
 
 def _pick_run(label: str, runs: list[StoredRun], *, key: str, default: int = -1) -> StoredRun:
     index = default % len(runs)
-    return runs[st.selectbox(label, range(len(runs)), index=index, key=key,
-                             format_func=lambda i: data.run_label(runs[i]))]  # fmt: skip
+    return runs[_chosen(st.selectbox(label, range(len(runs)), index=index, key=key,
+                                     format_func=lambda i: data.run_label(runs[i])))]  # fmt: skip
 
 
 def show_unusable(store: Store) -> None:
@@ -85,7 +95,9 @@ def leaderboard_page(store: Store) -> None:
         return
     pick_dataset, left, middle, right = st.columns(4)
     datasets = data.leaderboard_datasets(frame)
-    dataset = pick_dataset.selectbox("Dataset", ["all datasets", *datasets], key="lb_dataset")
+    dataset: str = _chosen(
+        pick_dataset.selectbox("Dataset", ["all datasets", *datasets], key="lb_dataset")
+    )
     chosen = None if dataset == "all datasets" else [dataset]
     in_dataset = data.filter_leaderboard(frame, datasets=chosen)
     tasks = left.multiselect("Tasks", sorted(in_dataset["task"].unique()), key="lb_tasks",
@@ -224,7 +236,7 @@ def _example_charts(store: Store, rows: Any, task: str) -> None:
     if not flags:
         st.caption("These runs stored no per-example correct flags: no length breakdown.")
         return
-    flag = st.selectbox("Accuracy of", flags, key="ch_flag")
+    flag: str = _chosen(st.selectbox("Accuracy of", flags, key="ch_flag"))
     lines, cuts, positions, problems = [], [], [], []
     for index, run_id in rows["run_id"].items():
         run = by_id.get(run_id)
@@ -373,7 +385,7 @@ def _example_pages(shown: pd.DataFrame, total: int, root: str | None) -> None:
     """One page of the matching examples, with the page and page-size pickers."""
     # Few photos per page by default: each is drawn, sent and decoded by the browser.
     p1, p2 = st.columns([3, 1])
-    size = int(p2.selectbox("Per page", explorer.PAGE_SIZES, key="ex_per_page"))
+    size = int(_chosen(p2.selectbox("Per page", explorer.PAGE_SIZES, key="ex_per_page")))
     pages = explorer.page_count(len(shown), size=size)
     if st.session_state.get("ex_page", 1) > pages:  # fewer pages after a filter or a size change
         st.session_state["ex_page"] = pages
@@ -501,7 +513,7 @@ def compare_page(store: Store) -> None:
     choices = list(range(len(result.metrics)))
     pick = st.selectbox("Agreement of", choices, key="cmp_metric",
                         format_func=lambda i: f"{result.metrics[i].task} · {result.metrics[i].metric}")  # fmt: skip
-    chosen = result.metrics[pick]
+    chosen = result.metrics[_chosen(pick)]
     st.subheader("Agreement")
     st.table(compare_view.agreement_table(chosen))
 
@@ -542,8 +554,8 @@ def cards_page(store: Store) -> None:
     with right:
         picked = st.selectbox("Run B (optional)", range(len(options)), key="card_b",
                               index=others[-1] if others else 0,
-                              format_func=lambda i: "—" if i == 0 else data.run_label(options[i]))  # fmt: skip
-    run_b = options[picked]
+                              format_func=lambda i: "—" if i == 0 else data.run_label(runs[i - 1]))  # fmt: skip
+    run_b = options[_chosen(picked)]
     for run in (run_a, run_b):
         if run is not None and not run.is_complete:
             st.warning(f"{run.run_id} is {run.status}" + (f": {run.reason}" if run.reason else ""))

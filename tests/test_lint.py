@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
     [
         ["ruff", "check", "."],
         ["ruff", "format", "--check", "."],
-        ["mypy", "densecap_eval"],
+        ["mypy", "densecap_eval", "dashboard"],
     ],
     ids=["ruff-check", "ruff-format", "mypy"],
 )
