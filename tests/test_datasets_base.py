@@ -77,6 +77,39 @@ def test_fingerprint_file_size_only_and_sample(tmp_path: Path) -> None:
     assert sampled.hexdigest() == hashlib.sha256(b"big\x0010\x0001789").hexdigest()
 
 
+def test_fingerprint_file_header_frames_the_entry(tmp_path: Path) -> None:
+    """A loader may keep the framing its stored fingerprints used (``header``)."""
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"one")
+    framed, gone = hashlib.sha256(), hashlib.sha256()
+    FingerprintFile("a.txt", path, header=lambda label, size: f"[{label},{size}]".encode()).feed(
+        framed
+    )
+    FingerprintFile("b.txt", tmp_path / "b.txt", header=lambda label, size: b"%d" % size).feed(gone)
+    assert framed.hexdigest() == hashlib.sha256(b"[a.txt,3]one").hexdigest()
+    assert gone.hexdigest() == hashlib.sha256(b"-1").hexdigest()
+
+
+def test_check_root_may_accept_a_file(tmp_path: Path) -> None:
+    """A loader whose root may be a single file overrides `check_root`; the rest is the base's."""
+
+    class OneFile(Toy):
+        def check_root(self) -> None:
+            if not self.root.is_file():
+                raise DatasetError(f"{self.root}: no such file")
+
+        def fingerprint_files(self, splits: Sequence[str]) -> list[FingerprintFile]:
+            return [FingerprintFile("a.txt", self.root)]
+
+    table = tmp_path / "a.txt"
+    table.write_bytes(b"one")
+    assert OneFile(table).fingerprint(["test"]) == Toy(tmp_path).fingerprint(["test"])
+    with pytest.raises(DatasetError, match="no such file"):
+        OneFile(tmp_path / "nowhere")
+    with pytest.raises(DatasetError, match="not a folder"):
+        Toy(table)
+
+
 def test_iter_parsed_skips_loudly_and_refuses_repeats(tmp_path: Path) -> None:
     ds = Toy(tmp_path)
     assert list(ds.parse_all(["a", "", "b", "a"])) == ["a", "b"]

@@ -7,6 +7,7 @@ whole-input errors, and ``files/retrieval`` end to end against a direct computat
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -185,8 +186,6 @@ def _saved_with_embedded_images(tmp_path: Path) -> tuple[Path, dict[str, bytes]]
 
 
 def test_save_to_disk_embedded_images_are_materialised_once_by_content(tmp_path: Path) -> None:
-    import hashlib
-
     saved, data = _saved_with_embedded_images(tmp_path)
     ds = load_dataset("files", root=str(saved))
     assert ds.format == "save_to_disk"
@@ -260,6 +259,33 @@ def test_fingerprint_follows_the_annotation_bytes(tmp_path: Path) -> None:
     assert load_dataset("files", root=str(path)).fingerprint(["all"]) == first
     write_jsonl(path, [{"image": "red.png", "caption": "a red"}])
     assert load_dataset("files", root=str(path)).fingerprint(["all"]) != first
+
+
+COLUMNS = {
+    "image_column": "image",
+    "caption_column": "caption",
+    "negative_column": "negative",
+    "box_column": "box",
+}
+
+
+def test_fingerprint_formula_is_the_one_stored_runs_hold(tmp_path: Path) -> None:
+    """The digest predates DatasetBase and is kept (FingerprintFile.header), so the fingerprints
+    in stored run cards still match: a file's bytes unframed; a folder's metadata by relative
+    path and bytes, every other file by ``[path, size]``."""
+    make_images(tmp_path, ["red"])
+    path = write_jsonl(tmp_path / "d.jsonl", [{"image": "red.png", "caption": "red"}])
+    head = json.dumps(["json", COLUMNS, ["all"]]).encode()
+    expected = hashlib.sha256(head + path.read_bytes()).hexdigest()
+    assert load_dataset("files", root=str(path)).fingerprint(["all"]) == expected
+
+    folder = make_images(tmp_path / "folder", ["red"])
+    meta = write_jsonl(folder / "metadata.jsonl", [{"file_name": "red.png", "caption": "r"}])
+    size = (folder / "red.png").stat().st_size
+    body = b"metadata.jsonl" + meta.read_bytes() + json.dumps(["red.png", size]).encode()
+    head = json.dumps(["imagefolder", COLUMNS, ["all"]]).encode()
+    expected = hashlib.sha256(head + body).hexdigest()
+    assert load_dataset("files", root=str(folder)).fingerprint(["all"]) == expected
 
 
 # --- bad rows -----------------------------------------------------------------------------

@@ -49,6 +49,11 @@ class SkipLog:
         return item
 
 
+def label_and_size(label: str, size: int) -> bytes:
+    """The default header of a `FingerprintFile` in the digest: ``label NUL size NUL``."""
+    return f"{label}\0{size}\0".encode()
+
+
 @dataclass(frozen=True)
 class FingerprintFile:
     """One file a dataset's content depends on, as `DatasetBase.fingerprint` hashes it: its
@@ -59,17 +64,22 @@ class FingerprintFile:
     or zips of photos, would make every run re-read gigabytes). ``sample=(whole, head, tail)``
     hashes a file over ``whole`` bytes by its first ``head`` and last ``tail`` bytes (a 1.5 GB
     annotation file): an edit deeper inside that keeps the length goes unnoticed.
+
+    ``header(label, size)`` is what introduces the file in the digest (default
+    `label_and_size`; ``size`` is -1 when unreadable). A loader whose fingerprints were stored
+    with runs before it used this base may give the framing it used then, so they still match.
     """
 
     label: str
     path: Path
     content: bool = True
     sample: tuple[int, int, int] | None = None
+    header: Callable[[str, int], bytes] = label_and_size
 
     def feed(self, digest: hashlib._Hash) -> None:
         try:
             size = self.path.stat().st_size
-            digest.update(f"{self.label}\0{size}\0".encode())
+            digest.update(self.header(self.label, size))
             if not self.content:
                 return
             with self.path.open("rb") as fh:
@@ -82,7 +92,7 @@ class FingerprintFile:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     digest.update(block)
         except OSError:
-            digest.update(f"{self.label}\0-1\0".encode())
+            digest.update(self.header(self.label, -1))
 
 
 class DatasetBase:
@@ -93,7 +103,7 @@ class DatasetBase:
     ``title`` (how messages name it), and ``declared_splits`` when its splits are fixed (else it
     overrides `splits`; `known_splits` lists what `check_split` accepts). It calls
     ``super().__init__(root, strict=strict)`` first (a missing root names the download command:
-    `how_to_get`, which a loader may extend), lists its content files in `fingerprint_files`,
+    `how_to_get`, which a loader may extend; `check_root` is the check), lists its content files in `fingerprint_files`,
     and parses records through `iter_parsed`. It may override `skip_where` to name the file a
     skipped record came from.
     """
@@ -108,6 +118,11 @@ class DatasetBase:
         self.strict = strict
         self._skips = SkipLog(strict=strict)
         self.skipped: list[SkippedImage] = self._skips.skipped
+        self.check_root()
+
+    def check_root(self) -> None:
+        """Refuse a root that is not a folder, naming how to get the data (`how_to_get`). A
+        loader whose root may also be a single file (a user's own table) overrides it."""
         if not self.root.is_dir():
             raise DatasetError(
                 f"{self.title} root {self.root} does not exist or is not a folder; "

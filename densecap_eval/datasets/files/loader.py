@@ -61,7 +61,6 @@ with no usable row left is refused by the evaluation (exit 1).
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import re
@@ -71,10 +70,10 @@ from pathlib import Path
 from typing import Any
 
 from densecap_eval.core.errors import BadRecordError, DatasetError
-from densecap_eval.datasets.base import SkipLog
+from densecap_eval.datasets.base import DatasetBase, FingerprintFile
 from densecap_eval.datasets.guards import iter_json_lines
 from densecap_eval.datasets.hub import HF_CACHE_DIR, materialise_image, quiet_hf
-from densecap_eval.datasets.records import ImageRecord, RegionText, SkippedImage, Text
+from densecap_eval.datasets.records import ImageRecord, RegionText, Text
 from densecap_eval.datasets.regions import Box
 
 ALL_SPLIT = "all"  # the split of an input that holds one table
@@ -121,10 +120,16 @@ class _Row:
     box: Box | None
 
 
-class FilesDataset:
-    """A user's table of captioned images (module doc: formats, columns, row -> record)."""
+class FilesDataset(DatasetBase):
+    """A user's table of captioned images (module doc: formats, columns, row -> record).
+
+    On `DatasetBase` with three departures the base allows: the root may be a single file
+    (`check_root`), the splits are the table's own (`splits`), and the fingerprint keeps the
+    framing it had before the base (`_file_entry`), so stored runs' fingerprints still match.
+    """
 
     name = "files"
+    title = "files"
 
     def __init__(
         self,
@@ -136,16 +141,13 @@ class FilesDataset:
         negative_column: str | None = "negative",
         box_column: str | None = "box",
     ) -> None:
-        self.root = Path(root).expanduser()
-        self.strict = strict
+        super().__init__(Path(root).expanduser(), strict=strict)
         self.columns = {
             "image_column": image_column,
             "caption_column": caption_column,
             "negative_column": negative_column,
             "box_column": box_column,
         }
-        self._skips = SkipLog(strict=strict)
-        self.skipped: list[SkippedImage] = self._skips.skipped
         self.format, self._base = self._detect()
         self._tables = self._load()
         self._optional = self._check_columns()
@@ -154,6 +156,22 @@ class FilesDataset:
         return f"FilesDataset({str(self.root)!r}, strict={self.strict}, format={self.format!r})"
 
     # --- opening ------------------------------------------------------------------------------
+
+    @classmethod
+    def how_to_get(cls, root: Path) -> str:
+        """What files reads (there is nothing to download: the data is the user's own)."""
+        del root
+        return (
+            "files reads a JSONL, CSV or parquet file, an imagefolder with metadata.jsonl, "
+            "or a save_to_disk folder"
+        )
+
+    def check_root(self) -> None:
+        """The root may be a table file as well as a folder."""
+        if not (self.root.is_file() or self.root.is_dir()):
+            raise DatasetError(
+                f"{self.root}: no such file or folder ({self.how_to_get(self.root)})"
+            )
 
     def _detect(self) -> tuple[str, Path]:
         """(format, the folder relative image paths start from)."""
@@ -167,22 +185,17 @@ class FilesDataset:
                     f"(files reads {known}, an imagefolder or a save_to_disk folder)"
                 )
             return _FILE_BUILDERS[suffix][0], root.parent
-        if root.is_dir():
-            if any((root / name).is_file() for name in _SAVED_FILES):
-                return "save_to_disk", root
-            if any((root / name).is_file() for name in _METADATA_FILES):
-                return "imagefolder", root
-            if any(
-                (root / split / name).is_file() for split in _SPLIT_DIRS for name in _METADATA_FILES
-            ):
-                return "imagefolder", root  # split folders (train/, test/) with their metadata
-            raise DatasetError(
-                f"{root} is a folder but neither an imagefolder (no metadata.jsonl) nor a "
-                "save_to_disk folder (no state.json or dataset_dict.json)"
-            )
+        if any((root / name).is_file() for name in _SAVED_FILES):
+            return "save_to_disk", root
+        if any((root / name).is_file() for name in _METADATA_FILES):
+            return "imagefolder", root
+        if any(
+            (root / split / name).is_file() for split in _SPLIT_DIRS for name in _METADATA_FILES
+        ):
+            return "imagefolder", root  # split folders (train/, test/) with their metadata
         raise DatasetError(
-            f"{root}: no such file or folder (files reads a JSONL, CSV or parquet file, an "
-            "imagefolder with metadata.jsonl, or a save_to_disk folder)"
+            f"{root} is a folder but neither an imagefolder (no metadata.jsonl) nor a "
+            "save_to_disk folder (no state.json or dataset_dict.json)"
         )
 
     def _load(self) -> dict[str, Any]:
@@ -266,44 +279,37 @@ class FilesDataset:
             optional[option] = column if present else None
         return optional
 
-    # --- the Dataset protocol -----------------------------------------------------------------
+    # --- the skeleton's hooks ----------------------------------------------------------------
 
     def splits(self) -> list[str]:
+        """The table's own splits: ``all`` for one table, else a DatasetDict's or the
+        imagefolder's split names."""
         return list(self._tables)
 
-    def fingerprint(self, splits: Sequence[str]) -> str:
-        """sha256 of the format, the column mapping, the splits and the annotation bytes.
+    def splits_source(self) -> Path:
+        return self.root
 
-        A table file is hashed whole; a folder by the bytes of its metadata / state files and
-        the ``[path, size]`` of every other file (image files referenced from a table file are
-        not read, as for DCI's photos).
-        """
-        digest = hashlib.sha256()
-        digest.update(json.dumps([self.format, self.columns, sorted(set(splits))]).encode())
+    def fingerprint_extra(self, splits: Sequence[str]) -> object:
+        """The format, the column mapping and the splits: the same bytes read another way are
+        other records."""
+        return [self.format, self.columns, sorted(set(splits))]
+
+    def fingerprint_files(self, splits: Sequence[str]) -> list[FingerprintFile]:
+        """A table file whole; a folder by the bytes of its metadata / state files and the
+        ``[path, size]`` of every other file (image files are not read, as for DCI's photos)."""
+        del splits  # a folder's files hold every split; the split names are in the extra
         if self.root.is_file():
-            _hash_file(digest, self.root)
-            return digest.hexdigest()
-        for path in sorted(p for p in self.root.rglob("*") if p.is_file()):
-            rel = path.relative_to(self.root).as_posix()
-            if path.suffix in (".json", ".jsonl", ".csv", ".tsv") or path.name.startswith(
-                "metadata."
-            ):
-                digest.update(rel.encode())
-                _hash_file(digest, path)
-            else:
-                digest.update(json.dumps([rel, path.stat().st_size]).encode())
-        return digest.hexdigest()
+            return [FingerprintFile(self.root.name, self.root, header=_no_header)]
+        found = sorted(p for p in self.root.rglob("*") if p.is_file())
+        return [_file_entry(path, path.relative_to(self.root).as_posix()) for path in found]
 
-    def skip(self, error: BadRecordError) -> SkippedImage:
-        """Report a bad row or image: raise under ``strict``, else log it and list it once."""
-        return self._skips.skip(error, where=f"{self.root} {error.image}")
+    def skip_where(self, error: BadRecordError) -> str:
+        """A skipped row is named with its input: ``<root> row N``."""
+        return f"{self.root} {error.image}"
 
     def records(self, split: str | None = None) -> Iterator[ImageRecord]:
         """One record per image of ``split`` (every split when None); see the module doc."""
-        if split is not None and split not in self._tables:
-            raise DatasetError(
-                f"unknown split {split!r} in {self.root} (known: {', '.join(self._tables)})"
-            )
+        self.check_split(split)
         for name in [split] if split is not None else list(self._tables):
             yield from self._split_records(name)
 
@@ -312,18 +318,26 @@ class FilesDataset:
     def _split_records(self, split: str) -> Iterator[ImageRecord]:
         prefix = f"{split}/" if len(self._tables) > 1 else ""
         row_name = f"{split} row" if len(self._tables) > 1 else "row"
-        groups: dict[str, list[_Row]] = {}
         sizes: dict[Path, tuple[int, int] | str] = {}
-        for number, raw in _numbered(self._tables[split]):
+
+        def parse(item: tuple[int, Mapping[str, Any] | str]) -> _Row:
+            number, raw = item
             try:
-                if isinstance(raw, str):  # a line that holds no row (see _JsonLinesTable)
-                    where = f"line {number}" if self.root.suffix.lower() == ".jsonl" else "row"
-                    raise BadRecordError(f"row {number}", f"{where}: {raw}")
-                row = self._parse_row(number, raw, sizes)
-            except BadRecordError as exc:
-                self.skip(BadRecordError(f"{row_name} {number}", exc.reason))
-                continue
+                return self._parse_numbered(number, raw, sizes)
+            except BadRecordError as exc:  # named as the user sees the row: "<split> row N"
+                raise BadRecordError(f"{row_name} {number}", exc.reason) from None
+
+        numbered = _numbered(self._tables[split])
+        items = ((f"{row_name} {number}", (number, raw)) for number, raw in numbered)
+        groups: dict[str, list[_Row]] = {}
+        for row in self.iter_parsed(items, parse):
             groups.setdefault(row.image_key, []).append(row)
+        yield from self._group_records(split, prefix, row_name, groups)
+
+    def _group_records(
+        self, split: str, prefix: str, row_name: str, groups: dict[str, list[_Row]]
+    ) -> Iterator[ImageRecord]:
+        """One record per image group, in order of first appearance (see the module doc)."""
         used: set[str] = set()
         for rows in groups.values():
             first = rows[0]
@@ -349,6 +363,15 @@ class FilesDataset:
                 regions=tuple(regions),
                 meta={"rows": [row.number for row in rows], "size": list(first.size)},
             )
+
+    def _parse_numbered(
+        self, number: int, raw: Mapping[str, Any] | str, sizes: dict[Path, tuple[int, int] | str]
+    ) -> _Row:
+        """One row, or a line that holds no row (a str: why, see _JsonLinesTable)."""
+        if isinstance(raw, str):
+            where = f"line {number}" if self.root.suffix.lower() == ".jsonl" else "row"
+            raise BadRecordError(f"row {number}", f"{where}: {raw}")
+        return self._parse_row(number, raw, sizes)
 
     def _parse_row(
         self, number: int, raw: Mapping[str, Any], sizes: dict[Path, tuple[int, int] | str]
@@ -615,10 +638,27 @@ def _no_rows(root: Path, fmt: str) -> bool:
     return not lines or "".join(lines) in ("[]", "{}")
 
 
-def _hash_file(digest: Any, path: Path) -> None:
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
+def _file_entry(path: Path, rel: str) -> FingerprintFile:
+    """A folder's file as the fingerprint has always hashed it: a metadata / state / table file
+    by its relative path and bytes, any other (an image, an arrow shard) by ``[path, size]``."""
+    if path.suffix in (".json", ".jsonl", ".csv", ".tsv") or path.name.startswith("metadata."):
+        return FingerprintFile(rel, path, header=_path_header)
+    return FingerprintFile(rel, path, content=False, header=_path_size_header)
+
+
+# The framings the fingerprint used before DatasetBase (see FingerprintFile.header).
+def _no_header(label: str, size: int) -> bytes:
+    del label, size
+    return b""
+
+
+def _path_header(label: str, size: int) -> bytes:
+    del size
+    return label.encode()
+
+
+def _path_size_header(label: str, size: int) -> bytes:
+    return json.dumps([label, size]).encode()
 
 
 def _one_line(exc: BaseException) -> str:
