@@ -133,3 +133,27 @@ def test_help_lists_clip_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         "clip_benchmark (CLIP_benchmark's protocol: elevater/KEY runs as clip_benchmark/KEY" in out
     )
+
+
+def test_sweep_axis(wds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A protocol grid over elevater/cifar10: each cell stored as the task its protocol runs,
+    and a second launch finds every cell complete (by its id)."""
+    import yaml
+
+    from densecap_eval.run.sweep.spec import load_sweep
+    from densecap_eval.run.sweep.states import plan
+
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({
+        "models": ["builtin:tiny"], "tasks": ["elevater/cifar10"], "data_root": str(wds),
+        "out": str(tmp_path / "res"), "grid": {"protocol": ["clip_benchmark"]},
+        "options": {"n_boot": 0, "num_workers": 0, "cache_dir": str(tmp_path / "cache")},
+    }))  # fmt: skip
+    assert main(["sweep", str(path)]) == 0, capsys.readouterr().err
+    (state,) = plan(load_sweep(path))
+    assert state.status == "complete" and state.run is not None
+    assert state.run.card.task == "clip_benchmark/cifar10"
+    assert state.run.card.protocol == "clip_benchmark"
+    capsys.readouterr()
+    assert main(["sweep", str(path)]) == 0
+    assert "1 cell: 1 complete; 0 to run" in capsys.readouterr().err
