@@ -171,7 +171,7 @@ class _RunPrinter:
         _warn(f"skipped image {image}: {reason}")
 
     def on_model(self, spec: str) -> None:
-        tasks = ", ".join(self.request.tasks)
+        tasks = ", ".join(self.request.run_tasks().values())  # as the protocol runs them
         typer.echo(f"evaluating {spec} on {tasks} ({_roots_text(self.request)})", err=True)
 
     def on_stored(self, run: StoredRun) -> None:
@@ -189,7 +189,7 @@ def _roots_text(request: RunRequest) -> str:
     """The data root each requested task's dataset reads (``--data-root NAME=DIR`` included)."""
     from densecap_eval.run.runner import request_datasets
 
-    names = request_datasets(request.tasks)
+    names = request_datasets(list(request.run_tasks().values()))
     roots = {name: request.config.root_for(name) or request.data_root for name in names}
     if len(set(roots.values())) == 1:
         return _shown(next(iter(roots.values())))

@@ -23,8 +23,9 @@ Precision = Literal["fp32", "fp16", "bf16"]
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 TieRule = Literal["pessimistic", "first"]
 TIE_RULES: tuple[str, ...] = ("pessimistic", "first")
-ZeroShotProtocol = Literal["default", "elevater-dci"]  # see datasets/elevater/protocol.py
-PROTOCOLS: tuple[str, ...] = ("default", "elevater-dci")
+# see datasets/elevater/protocol.py and run/protocols.py
+ZeroShotProtocol = Literal["default", "elevater-dci", "clip_benchmark"]
+PROTOCOLS: tuple[str, ...] = ("default", "elevater-dci", "clip_benchmark")
 REFERENCE_PRECISION = "fp32"  # what the reference DCI implementation computes
 # Seconds a photo-decoding worker may take to deliver one batch before the run stops: generous,
 # as a batch of large photos on a loaded, shared CPU can take a while (--worker-timeout).
@@ -152,13 +153,15 @@ class RunConfig:
         help="Retrieval ties: pessimistic (a tie counts against the model) or first (the "
         "first index of the maximum, as Long-CLIP/LoTLIP compute it).",
     ))  # fmt: skip
-    # Zero-shot classification protocol: "default" (the model's own preprocessing) or
-    # "elevater-dci" (DCI's ELEVATER run: ImageNet statistics, ELEVATER's prompt cleaning).
+    # Zero-shot classification protocol: "default" (the model's own preprocessing),
+    # "elevater-dci" (DCI's ELEVATER run: ImageNet statistics, ELEVATER's prompt cleaning) or
+    # "clip_benchmark" (elevater/<key> runs as clip_benchmark/<key>, on CLIP_benchmark's data).
     protocol: ZeroShotProtocol = field(default="default", metadata=cli(
         "--protocol", record="changed",
         help="Zero-shot classification (elevater/...): default (the model's own "
-        "preprocessing) or elevater-dci (DCI's ELEVATER run: ImageNet mean/std, ELEVATER's "
-        "prompt cleaning). Recorded on the run card.",
+        "preprocessing), elevater-dci (DCI's ELEVATER run: ImageNet mean/std, ELEVATER's "
+        "prompt cleaning) or clip_benchmark (CLIP_benchmark's protocol: elevater/KEY runs as "
+        "clip_benchmark/KEY on its wds copy). Recorded on the run card.",
     ))  # fmt: skip
     rerank_k: int = field(default=10, metadata=cli(
         "--rerank-k", min=1, record_with="rerank_from",

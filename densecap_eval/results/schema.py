@@ -156,7 +156,7 @@ class RunCard:
     device: str | None = None
     seed: int | None = None
     ties: str | None = None  # retrieval tie rule (None: runs from before it was an option)
-    protocol: str | None = None  # zero-shot protocol (default / elevater-dci); None: older runs
+    protocol: str | None = None  # zero-shot protocol (config.PROTOCOLS); None: older runs
     world_size: int | None = None
     n_boot: int | None = None
     versions: dict[str, str | None] = field(default_factory=dict)

@@ -238,9 +238,12 @@ class _Prepared:
 def _plan(scorer: Scorer, tasks: Sequence[str], config: RunConfig) -> _Prepared:
     from densecap_eval.datasets import check_options, load_dataset
     from densecap_eval.engine.plan import ScoringPlan
+    from densecap_eval.run.protocols import run_tasks
     from densecap_eval.tasks import concrete_tasks, get_task, needs_gallery
 
-    requested = list(dict.fromkeys(tasks))
+    # The tasks the protocol runs (``elevater/<key>`` is ``clip_benchmark/<key>`` under
+    # clip_benchmark), checked against it; each result and run card names the task run.
+    requested = list(run_tasks(tasks, config.protocol).values())
     members = {name: get_task(name).concrete() for name in requested}  # unknown names raise here
     concrete = concrete_tasks(requested)
     reranked: list[str] = []
@@ -253,10 +256,6 @@ def _plan(scorer: Scorer, tasks: Sequence[str], config: RunConfig) -> _Prepared:
                 "--rerank-k; scoring every pair needs an embedding scorer)"
             )
     check_options({get_task(n).dataset for n in concrete}, dict(config.dataset_options))
-    if config.protocol != "default":
-        from densecap_eval.datasets.elevater.protocol import check_protocol
-
-        check_protocol(concrete, config.protocol)
     prepared = _Prepared(requested, members, {}, {}, ScoringPlan(), ScoringPlan(), reranked)
     empty: list[DatasetError] = []  # tasks left with no usable record
     for name in concrete:

@@ -25,6 +25,7 @@ from densecap_eval.datasets import check_options, load_dataset, options_for
 from densecap_eval.results.store import RunWriter, StoredRun, ensure_writable
 from densecap_eval.results.sweeps import Options
 from densecap_eval.run.evaluate import evaluate_tasks
+from densecap_eval.run.protocols import run_tasks
 from densecap_eval.run.ranks import everywhere
 from densecap_eval.scorers import SCORERS, load_scorer, scorer_kind
 from densecap_eval.tasks import concrete_tasks, get_task, needs_gallery
@@ -103,6 +104,11 @@ class RunRequest:
             argv += ["--sweep-tag", self.sweep.to_json()]
         return argv
 
+    def run_tasks(self) -> dict[str, str]:
+        """Each requested task -> the task run and stored under the config's protocol
+        (`densecap_eval.run.protocols.run_tasks`; a `ConfigError` for one it cannot run)."""
+        return run_tasks(self.tasks, self.config.protocol)
+
 
 @dataclass
 class RunEvents:
@@ -162,15 +168,11 @@ def validate(request: RunRequest, *, check_results_dir: bool = True) -> None:
         raise DensecapError("no --task given")
     for name in request.tasks:
         check_task(name)  # an unknown name fails here, with the known ones
-    datasets = request_datasets(request.tasks)
+    # the tasks the protocol runs (checked against it): their datasets are the ones read
+    datasets = request_datasets(list(request.run_tasks().values()))
     for spec in request.models:
         check_model_spec(spec)
     check_rerank(request)
-    if request.config.protocol != "default":
-        # only a zero-shot run reads the ELEVATER protocol table (and its image libraries)
-        from densecap_eval.datasets.elevater.protocol import check_protocol
-
-        check_protocol(concrete_tasks(request.tasks), request.config.protocol)
     options = dict(request.config.dataset_options)
     check_options(set(datasets), options)
     for dataset in datasets:
@@ -243,27 +245,31 @@ def _run_model(
                    text_policy=config.text_policy)  # fmt: skip
     scorer = everywhere(group, load)
     with contextlib.ExitStack() as stack:
+        # Each run card names the task the protocol runs (elevater/KEY under clip_benchmark
+        # is clip_benchmark/KEY); a sweep cell is still found by the name it asked for.
+        tasks = request.run_tasks()
         writers = [
-            stack.enter_context(_writer(request, spec, task))
-            for task in (request.tasks if main else ())  # rank 0 alone writes runs
+            stack.enter_context(_writer(request, spec, task, asked))
+            for asked, task in (tasks.items() if main else ())  # rank 0 alone writes runs
         ]
         # No rank starts scoring before rank 0's run directories exist, so a rank that
         # dies at its first batch still leaves a run card that says the run failed.
         everywhere(group, lambda: None)
-        results = evaluate_tasks(scorer, list(request.tasks), config=config)
+        results = evaluate_tasks(scorer, list(tasks.values()), config=config)
         if not main:
             return []
         return _store(writers, results, events)
 
 
-def _writer(request: RunRequest, spec: str, task: str) -> RunWriter:
+def _writer(request: RunRequest, spec: str, task: str, asked: str) -> RunWriter:
+    """The writer of ``task``'s run, requested as ``asked`` (its sweep cell's name)."""
     return RunWriter(
         request.results_dir,
         model_spec=spec,
         task=task,
         config=request.config,
         command=request.command_line(),
-        **(request.sweep.card_fields(task) if request.sweep else {}),
+        **(request.sweep.card_fields(asked) if request.sweep else {}),
     )
 
 

@@ -8,6 +8,13 @@
   whitespace collapsed, lower-cased) before the model's tokenizer sees them. ELEVATER truncates a
   prompt past 77 tokens without putting EOT back; none of the 20 datasets' 9,938 prompts comes
   near that (the longest is 28 tokens), so the model's own truncation is never reached.
+- ``clip_benchmark``: CLIP_benchmark's protocol, which is defined on its own ``wds`` copies (their
+  class names, ``{c}`` templates and splits): ``elevater`` and ``elevater/<key>`` run as
+  ``clip_benchmark`` and ``clip_benchmark/<key>`` (`protocol_task`; the run layer's
+  ``run/protocols.py`` applies it). Hateful Memes and Food-101 have no CLIP_benchmark copy.
+
+A ``clip_benchmark/<key>`` task is CLIP_benchmark's protocol whatever the run's: ``default``
+runs it as always, ``elevater-dci`` refuses it (`check_protocol`).
 
 `protocol_scorer` wraps a scorer for the scoring phase; the preprocessing identity it reports
 keys the image cache, so the two protocols never share an image embedding.
@@ -24,12 +31,17 @@ from densecap_eval.core.config import PROTOCOLS
 from densecap_eval.datasets.elevater.photos import ELEVATER_SIZE
 
 __all__ = [
+    "ELEVATER_PROTOCOLS",
     "PROTOCOLS",
     "ElevaterDCIView",
     "elevater_clean",
     "elevater_transform",
     "protocol_scorer",
+    "protocol_task",
 ]
+
+# The protocols an ``elevater/<key>`` task itself runs (``clip_benchmark`` runs other tasks).
+ELEVATER_PROTOCOLS: tuple[str, ...] = ("default", "elevater-dci")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -90,16 +102,49 @@ def protocol_scorer(scorer: Any, protocol: str) -> Any:
     return scorer
 
 
+def protocol_task(name: str, protocol: str) -> str:
+    """The task ``name`` runs as under ``protocol``: under ``clip_benchmark`` the ELEVATER suite
+    and tasks become CLIP_benchmark's (its data, its class names and templates); else ``name``.
+
+    `ConfigError` for an ELEVATER dataset CLIP_benchmark has no copy of.
+    """
+    if protocol != "clip_benchmark" or not (name == "elevater" or name.startswith("elevater/")):
+        return name
+    if name == "elevater":
+        return "clip_benchmark"
+    from densecap_eval.datasets.elevater.wds import CLIP_BENCHMARK_NAMES
+
+    key = name.removeprefix("elevater/")
+    if key not in CLIP_BENCHMARK_NAMES:
+        from densecap_eval.core.config import ConfigError
+
+        raise ConfigError(
+            f"--protocol clip_benchmark: CLIP_benchmark has no copy of {name} (its wds "
+            f"collection lacks hateful-memes and food101); run {name} under --protocol default "
+            "(ELEVATER's protocol) or elevater-dci"
+        )
+    return f"clip_benchmark/{key}"
+
+
 def check_protocol(tasks: list[str], protocol: str) -> None:
-    """`ConfigError` when a non-default protocol meets a task it does not apply to."""
+    """`ConfigError` when a non-default protocol meets a (concrete) task it does not apply to:
+    a task that is not zero-shot, or a zero-shot task of the other protocol family."""
     if protocol == "default":
         return
     from densecap_eval.core.config import ConfigError
     from densecap_eval.tasks import get_task
 
-    others = [n for n in tasks if not getattr(get_task(n), "takes_protocol", False)]
-    if others:
-        raise ConfigError(
-            f"--protocol {protocol} applies to zero-shot tasks only, not {others[0]}; run "
-            "it separately"
-        )
+    for name in tasks:
+        task = get_task(name)
+        own = getattr(task, "protocol", None)
+        if own is None:
+            raise ConfigError(
+                f"--protocol {protocol} applies to zero-shot tasks only, not {name}; run "
+                "it separately"
+            )
+        takes = ELEVATER_PROTOCOLS if getattr(task, "takes_protocol", False) else (own,)
+        if protocol not in takes:
+            raise ConfigError(
+                f"--protocol {protocol} does not apply to {name}, which runs {own}'s protocol; "
+                f"run it under --protocol {' or '.join(takes)}"
+            )

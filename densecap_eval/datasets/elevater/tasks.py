@@ -27,7 +27,7 @@ import numpy as np
 
 from densecap_eval.core.errors import DataAbsentError, DensecapError
 from densecap_eval.datasets.elevater import catalog
-from densecap_eval.datasets.elevater.protocol import PROTOCOLS, elevater_clean
+from densecap_eval.datasets.elevater.protocol import ELEVATER_PROTOCOLS, elevater_clean
 from densecap_eval.datasets.records import SkippedImage
 from densecap_eval.datasets.regions import Region
 from densecap_eval.results.schema import MetricSpec
@@ -83,8 +83,10 @@ class ZeroShotTask:
         del seed  # nothing random
         if split not in (None, "test", "all"):
             raise DensecapError(f"{self.name}: ELEVATER zero-shot uses the test split only")
-        if protocol not in PROTOCOLS:
-            raise DensecapError(f"{self.name}: unknown protocol {protocol!r}")
+        if protocol not in ELEVATER_PROTOCOLS:
+            raise DensecapError(
+                f"{self.name}: runs protocol default or elevater-dci, not {protocol!r}"
+            )
         s = catalog.spec(self.key)
         if self.key not in dataset.available():
             raise DataAbsentError(
