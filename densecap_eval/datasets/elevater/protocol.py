@@ -25,10 +25,13 @@ from __future__ import annotations
 import hashlib
 import html
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from densecap_eval.core.config import PROTOCOLS
 from densecap_eval.datasets.elevater.photos import ELEVATER_SIZE
+
+if TYPE_CHECKING:
+    from densecap_eval.scorers.base import Scorer
 
 __all__ = [
     "ELEVATER_PROTOCOLS",
@@ -89,10 +92,10 @@ class ElevaterDCIView:
         return getattr(self._scorer, name)
 
 
-def protocol_scorer(scorer: Any, protocol: str) -> Any:
+def protocol_scorer(scorer: Scorer, protocol: str) -> Any:
     """``scorer`` as the protocol scores with it (itself for ``default``)."""
     if protocol == "elevater-dci":
-        if getattr(scorer, "kind", "embedding") != "embedding":
+        if scorer.kind != "embedding":
             from densecap_eval.core.config import ConfigError
 
             raise ConfigError(
