@@ -41,17 +41,6 @@ from densecap_eval.tasks import concrete_tasks, get_task, list_tasks
 
 DATASETS = list_datasets()
 
-# Known gaps, each a bug report: the test runs and must fail (strict xfail) until it is fixed.
-FINGERPRINT_GAPS: dict[str, str] = {}
-
-
-def _with_gaps(names: list[str], gaps: dict[str, str]) -> list[object]:
-    return [
-        pytest.param(n, marks=pytest.mark.xfail(reason=gaps[n], strict=True)) if n in gaps else n
-        for n in names
-    ]
-
-
 # How the "missing root" error says to get a dataset that `densecap-eval download` cannot fetch.
 HOW_TO_GET = {
     "clip_benchmark": "wds_",  # point --data-root at CLIP_benchmark's wds_<name> copies
@@ -129,7 +118,7 @@ def test_a_dataset_without_a_release_fails_naming_the_file() -> None:
 # --- the contracts ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", _with_gaps(DATASETS, FINGERPRINT_GAPS))
+@pytest.mark.parametrize("name", DATASETS)
 def test_fingerprint_changes_with_the_content(
     name: str, written: Callable[[str], Path], tmp_path: Path
 ) -> None:
