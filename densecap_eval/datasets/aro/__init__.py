@@ -19,12 +19,10 @@ TASKS.register("aro/vg_relation", f"{__name__}.tasks:VG_RELATION")
 TASKS.register("aro/vg_attribution", f"{__name__}.tasks:VG_ATTRIBUTION")
 TASKS.register("aro/coco_order", f"{__name__}.order_tasks:COCO_ORDER")
 TASKS.register("aro/flickr30k_order", f"{__name__}.order_tasks:FLICKR30K_ORDER")
-TASKS.register(
+SUITE = TaskSuite(
     "aro",
-    TaskSuite(
-        "aro",
-        ("aro/vg_relation", "aro/vg_attribution", "aro/coco_order", "aro/flickr30k_order"),
-        "aro",
-        "the four ARO tasks",
-    ),
+    ("aro/vg_relation", "aro/vg_attribution", "aro/coco_order", "aro/flickr30k_order"),
+    "aro",
+    "the four ARO tasks",
 )
+TASKS.register(SUITE.name, SUITE)

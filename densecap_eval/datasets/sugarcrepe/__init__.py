@@ -14,12 +14,10 @@ DATASETS.register("sugarcrepe", f"{__name__}.loader:SugarCrepeDataset")
 DOWNLOADERS.register("sugarcrepe", f"{__name__}.loader:download")
 for _category in CATEGORIES:
     TASKS.register(f"sugarcrepe/{_category}", f"{__name__}.tasks:{_category.upper()}")
-TASKS.register(
+SUITE = TaskSuite(
     "sugarcrepe",
-    TaskSuite(
-        "sugarcrepe",
-        tuple(f"sugarcrepe/{c}" for c in CATEGORIES),
-        "sugarcrepe",
-        "the seven SugarCrepe categories",
-    ),
+    tuple(f"sugarcrepe/{c}" for c in CATEGORIES),
+    "sugarcrepe",
+    "the seven SugarCrepe categories",
 )
+TASKS.register(SUITE.name, SUITE)
