@@ -13,14 +13,28 @@ import hashlib
 import io
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from densecap_eval.core.errors import BadRecordError
 
 IMAGES_DIR = "files-images"  # under the densecap cache dir: embedded images, by content
 HF_CACHE_DIR = "hf-datasets"  # under the densecap cache dir: Hugging Face's arrow copies
 _IMAGE_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp"}
+
+
+def image_parts(value: Any) -> tuple[bytes | None, str | None] | None:
+    """A table cell holding an image as (embedded bytes, stored path): a datasets ``Image``
+    feature left undecoded (``{"bytes", "path"}``), raw bytes, or a path string; None for a
+    value of any other type (the caller says what it expected)."""
+    if isinstance(value, Mapping):
+        return value.get("bytes"), value.get("path")
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value), None
+    if isinstance(value, str):
+        return None, value
+    return None if value is not None else (None, None)
 
 
 def materialise_image(name: str, data: bytes, stored: str | None) -> Path:

@@ -72,7 +72,7 @@ from typing import Any
 from densecap_eval.core.errors import BadRecordError, DatasetError
 from densecap_eval.datasets.base import DatasetBase, FingerprintFile
 from densecap_eval.datasets.guards import iter_json_lines
-from densecap_eval.datasets.hub import HF_CACHE_DIR, materialise_image, quiet_hf
+from densecap_eval.datasets.hub import HF_CACHE_DIR, image_parts, materialise_image, quiet_hf
 from densecap_eval.datasets.records import ImageRecord, RegionText, Text
 from densecap_eval.datasets.regions import Box
 
@@ -400,18 +400,12 @@ class FilesDataset(DatasetBase):
 
     def _image(self, name: str, value: Any, number: int) -> tuple[Path, str, str]:
         """(file, grouping key, record id) of a row's image value."""
-        data: bytes | None = None
-        stored: str | None = None
-        if isinstance(value, Mapping):  # a datasets Image feature, undecoded
-            data, stored = value.get("bytes"), value.get("path")
-        elif isinstance(value, (bytes, bytearray)):
-            data = bytes(value)
-        elif isinstance(value, str):
-            stored = value
-        elif value is not None:
+        parts = image_parts(value)
+        if parts is None:
             raise BadRecordError(
                 name, f"image is neither a path nor an image (found {type(value).__name__})"
             )
+        data, stored = parts
         if data:
             path = materialise_image(name, data, stored)
             label = Path(stored).name if stored else f"row {number}"

@@ -49,7 +49,7 @@ from densecap_eval.core.errors import BadRecordError, DatasetError, DownloadErro
 from densecap_eval.datasets.base import DatasetBase, FingerprintFile
 from densecap_eval.datasets.download import DownloadMessage, Source
 from densecap_eval.datasets.guards import SeenIds, iter_json_lines, missing_shards
-from densecap_eval.datasets.hub import HF_CACHE_DIR, materialise_image, quiet_hf
+from densecap_eval.datasets.hub import HF_CACHE_DIR, image_parts, materialise_image, quiet_hf
 from densecap_eval.datasets.records import ImageRecord, Text
 
 SPLIT = "test"
@@ -319,12 +319,7 @@ def _image_file(name: str, k: int, value: Any, where: str) -> Path:
 
     if isinstance(value, BadRecordError):
         raise BadRecordError(name, f"image_{k}: {value.reason}")
-    data: bytes | None = None
-    stored: str | None = None
-    if isinstance(value, Mapping):  # a datasets Image feature, undecoded
-        data, stored = value.get("bytes"), value.get("path")
-    elif isinstance(value, (bytes, bytearray)):
-        data = bytes(value)
+    data, stored = image_parts(value) or (None, None)
     if not data:
         raise BadRecordError(name, f"no image_{k}")
     check_image_bytes(data, image=name, where=where)
