@@ -1,7 +1,7 @@
 """The results store (run card, metrics.json, examples.parquet) and what reads it back.
 
 `store` is the only module that writes or reads run directories; `report`, `compare` and the
-dashboard go through it. `runner` runs models and stores one run per (model, task).
+dashboard go through it (the run layer, run/runner.py, writes one run per model and task).
 """
 
 from __future__ import annotations
