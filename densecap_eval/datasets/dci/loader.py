@@ -8,7 +8,6 @@ record*: by default it is logged, listed in `DCIDataset.skipped` and skipped; wi
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -78,31 +77,18 @@ class DCIDataset(DatasetBase):
         return list(self._splits[split])
 
     def fingerprint_files(self, splits: Sequence[str]) -> list[FingerprintFile]:
-        """splits.json and, by size only, each record of ``splits`` (sorted, deduplicated)."""
+        """splits.json's bytes and, by size only, each record of ``splits`` (sorted,
+        deduplicated), framed as DCI's fingerprint always was (``[split, name, byte size]`` as
+        JSON after splits.json's bytes), so the fingerprints stored with earlier DCI runs still
+        match (tests/test_dci_loader.py pins the formula). One stat per record; photos are not
+        read."""
         records = [
-            FingerprintFile(f"{split}/{name}", self.record_path(name), content=False)
+            FingerprintFile(f"{split}/{name}", self.record_path(name), content=False,
+                            header=_record_header)
             for split in sorted(set(splits))
             for name in self.split(split)
-        ]
-        return [FingerprintFile(SPLITS_FILE, self.base / SPLITS_FILE), *records]
-
-    def fingerprint(self, splits: Sequence[str]) -> str:
-        """sha256 of splits.json's bytes and the ``[split, name, byte size]`` of each record of
-        `fingerprint_files` (size -1 when unreadable): the files `fingerprint_files` lists.
-
-        DCI keeps this digest rather than the base's, so the fingerprints stored with earlier
-        DCI runs still match (tests/test_dci_loader.py pins the formula). Cheap (one stat per
-        record) and unchanged by copying the release (no mtimes); photos are not read.
-        """
-        digest = hashlib.sha256((self.base / SPLITS_FILE).read_bytes())
-        for split in sorted(set(splits)):
-            for name in self.split(split):
-                try:
-                    size = self.record_path(name).stat().st_size
-                except OSError:
-                    size = -1
-                digest.update(json.dumps([split, name, size]).encode("utf-8"))
-        return digest.hexdigest()
+        ]  # fmt: skip
+        return [FingerprintFile(SPLITS_FILE, self.base / SPLITS_FILE, header=_no_header), *records]
 
     # --- records ------------------------------------------------------------------------------
 
@@ -241,3 +227,12 @@ def _clip_scores(name: str, raw: object) -> dict[str, dict[str, float]] | None:
             if isinstance(score, bool) or not isinstance(score, int | float):
                 raise BadRecordError(name, f"clip_scores[{key!r}][{cand!r}] is not a number")
     return raw
+
+
+def _no_header(label: str, size: int) -> bytes:
+    return b""
+
+
+def _record_header(label: str, size: int) -> bytes:
+    split, _, name = label.partition("/")
+    return json.dumps([split, name, size]).encode("utf-8")
